@@ -1,0 +1,47 @@
+"""Command-line entry point. The only module that prints errors or exits."""
+
+import argparse
+import importlib
+import sys
+
+from .errors import SurgeryError
+
+# Subcommand modules in surgery/commands/, in the order --help lists them.
+COMMANDS = [
+]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="caffe-surgery",
+        description="Model surgery for Caffe networks: dilate a backbone to a smaller "
+        "output stride while keeping its pretrained weights loadable.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"surgery.commands.{name}")
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except SurgeryError as exc:
+        print(f"caffe-surgery: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("caffe-surgery: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

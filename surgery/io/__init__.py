@@ -1,0 +1,1 @@
+"""The only place that touches files: prototxt text, caffemodel wire format, atomic writes."""
