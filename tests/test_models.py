@@ -1,0 +1,143 @@
+"""The generated reference nets: reproducible files, and faithful to the public originals."""
+
+import filecmp
+from pathlib import Path
+
+import pytest
+
+from surgery import caffe_pb2
+from surgery.models import MODELS, build, write_models
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+
+CORPUS_FILES = {
+    "resnet50": "resnet_kaiming/ResNet-50-deploy.prototxt",
+    "resnet101": "resnet_kaiming/ResNet-101-deploy.prototxt",
+    "resnet152": "resnet_kaiming/ResNet-152-deploy.prototxt",
+    "vgg16": "vgg/VGG_ILSVRC_16_layers_deploy.prototxt",
+}
+
+
+def test_committed_files_are_regenerated_byte_for_byte(tmp_path):
+    paths = write_models(str(tmp_path))
+    assert len(paths) == len(MODELS)
+    for name in MODELS:
+        committed = REPO / "models" / name / "deploy.prototxt"
+        assert committed.exists(), f"{committed} missing: run python -m surgery.models"
+        assert filecmp.cmp(committed, tmp_path / name / "deploy.prototxt", shallow=False), (
+            f"models/{name}/deploy.prototxt is stale: run python -m surgery.models")
+
+
+def _window(param, base, default):
+    """(h, w) of kernel/stride/pad whichever form the file used."""
+    h, w = getattr(param, f"{base}_h", 0), getattr(param, f"{base}_w", 0)
+    if param.HasField(f"{base}_h") or param.HasField(f"{base}_w"):
+        return (h, w)
+    field = "kernel_size" if base == "kernel" else base
+    value = getattr(param, field)
+    if isinstance(value, int):  # Pooling uses scalars
+        return (value, value) if param.HasField(field) else (default, default)
+    values = list(value) or [default]
+    return (values[0], values[-1])
+
+
+def _signature(layer):
+    sig = {"name": layer.name, "type": layer.type,
+           "bottom": list(layer.bottom), "top": list(layer.top)}
+    if layer.type == "Convolution":
+        p = layer.convolution_param
+        sig.update(num_output=p.num_output, bias=p.bias_term, group=p.group,
+                   dilation=list(p.dilation) or [1],
+                   kernel=_window(p, "kernel", None), stride=_window(p, "stride", 1),
+                   pad=_window(p, "pad", 0))
+    elif layer.type == "Pooling":
+        p = layer.pooling_param
+        sig.update(pool=p.pool, global_pooling=p.global_pooling,
+                   kernel=_window(p, "kernel", None), stride=_window(p, "stride", 1),
+                   pad=_window(p, "pad", 0))
+    elif layer.type == "InnerProduct":
+        sig.update(num_output=layer.inner_product_param.num_output)
+    elif layer.type == "BatchNorm":
+        sig.update(global_stats=layer.batch_norm_param.use_global_stats)
+    elif layer.type == "Scale":
+        sig.update(bias=layer.scale_param.bias_term)
+    elif layer.type == "Eltwise":
+        sig.update(op=layer.eltwise_param.operation)
+    elif layer.type == "Dropout":
+        sig.update(ratio=layer.dropout_param.dropout_ratio)
+    return sig
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS_FILES))
+def test_generated_net_matches_the_public_file(name):
+    path = CORPUS / CORPUS_FILES[name]
+    if not path.exists():
+        pytest.skip(f"corpus file {path} absent")
+    from surgery.io.prototxt import load_prototxt
+
+    theirs = [_signature(l) for l in load_prototxt(path).layer if l.type != "Input"]
+    ours = [_signature(l) for l in build(name).layer if l.type != "Input"]
+    assert [s["name"] for s in ours] == [s["name"] for s in theirs]
+    for mine, ref in zip(ours, theirs):
+        assert mine == ref, mine["name"]
+
+
+def test_stride_on_3x3_variant_moves_only_the_stride():
+    msra = {l.name: l for l in build("resnet50").layer}
+    v15 = {l.name: l for l in build("resnet50-s3x3").layer}
+    assert list(msra) == list(v15)
+    moved = {n for n in msra if _signature(msra[n]) != _signature(v15[n])}
+    assert moved == {f"res{s}a_branch2{b}" for s in (3, 4, 5) for b in "ab"}
+    assert list(v15["res3a_branch2b"].convolution_param.stride) == [2]
+    assert list(v15["res3a_branch2a"].convolution_param.stride) in ([], [1])
+    assert list(v15["res3a_branch1"].convolution_param.stride) == [2]
+
+
+def test_deep_resnets_number_their_middle_blocks():
+    names = {l.name for l in build("resnet101", width=0.125).layer}
+    assert {"res3b3", "res4b22", "res5c", "bn4b22_branch2b", "scale4b22_branch2b",
+            "res4b22_branch2b_relu"} <= names
+    assert "res4b23" not in names and "res3d" not in names
+    names = {l.name for l in build("resnet152", width=0.125).layer}
+    assert {"res3b7", "res4b35"} <= names and "res4b36" not in names
+
+
+def test_width_and_input_size_are_parameters():
+    net = build("mobilenet-mini", width=0.25, input_size=64)
+    layers = {l.name: l for l in net.layer}
+    assert list(layers["data"].input_param.shape[0].dim) == [1, 3, 64, 64]
+    dw = layers["conv2_2/dw"].convolution_param
+    assert dw.group == dw.num_output == 16 and list(dw.stride) == [2]
+    assert layers["pool6"].pooling_param.global_pooling
+
+
+def test_inception_has_asymmetric_branches_and_optional_pool_branches():
+    layers = {l.name: l for l in build("googlenet-mini").layer}
+    p = layers["inception_4a/1x7"].convolution_param
+    assert (p.kernel_h, p.kernel_w, p.pad_h, p.pad_w) == (1, 7, 0, 3)
+    assert "inception_4a/pool" in layers
+    assert len(layers["inception_4a/output"].bottom) == 4
+    lean = {l.name for l in build("googlenet-mini", pool_branch_stages=(3,)).layer}
+    assert "inception_3a/pool" in lean and "inception_4a/pool" not in lean
+
+
+def test_asymmetric_net_strides_differ_per_axis():
+    layers = {l.name: l for l in build("asymmetric").layer}
+    stride_h = stride_w = 1
+    for layer in layers.values():
+        if layer.type == "Convolution":
+            p = layer.convolution_param
+        elif layer.type == "Pooling" and not layer.pooling_param.global_pooling:
+            p = layer.pooling_param
+        else:
+            continue
+        sh, sw = _window(p, "stride", 1)
+        stride_h, stride_w = stride_h * sh, stride_w * sw
+    assert stride_h == stride_w == 32
+    assert layers["conv2"].convolution_param.stride_h == 2
+    assert layers["conv2"].convolution_param.stride_w == 1
+
+
+def test_builder_output_is_a_netparameter():
+    assert isinstance(build("vgg16", width=0.25), caffe_pb2.NetParameter)
