@@ -1,0 +1,284 @@
+"""Bring legacy nets to the current format, the way Caffe's own upgrader does.
+
+Handled (in Caffe's order): V1 data-layer transform fields, V1 ``layers`` with
+enum types, the net-level input header; then DeepLab v1's ``hole`` (its name
+for dilation). Every step is reported as a note so the user sees what changed.
+V0 nets are refused with a pointer to Caffe's tool: their upgrade merges
+padding layers and is not worth carrying for files nobody publishes any more.
+"""
+
+from .. import caffe_pb2
+from ..errors import SurgeryError
+
+# V1 enum name -> modern type string. BVLC's table plus DeepLab v1's fork values.
+V1_TYPE_NAMES = {
+    "NONE": "",
+    "ABSVAL": "AbsVal",
+    "ACCURACY": "Accuracy",
+    "ARGMAX": "ArgMax",
+    "BNLL": "BNLL",
+    "CONCAT": "Concat",
+    "CONTRASTIVE_LOSS": "ContrastiveLoss",
+    "CONVOLUTION": "Convolution",
+    "DATA": "Data",
+    "DECONVOLUTION": "Deconvolution",
+    "DROPOUT": "Dropout",
+    "DUMMY_DATA": "DummyData",
+    "ELTWISE": "Eltwise",
+    "EUCLIDEAN_LOSS": "EuclideanLoss",
+    "EXP": "Exp",
+    "FLATTEN": "Flatten",
+    "HDF5_DATA": "HDF5Data",
+    "HDF5_OUTPUT": "HDF5Output",
+    "HINGE_LOSS": "HingeLoss",
+    "IM2COL": "Im2col",
+    "IMAGE_DATA": "ImageData",
+    "INFOGAIN_LOSS": "InfogainLoss",
+    "INNER_PRODUCT": "InnerProduct",
+    "LRN": "LRN",
+    "MEMORY_DATA": "MemoryData",
+    "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN",
+    "POOLING": "Pooling",
+    "POWER": "Power",
+    "RELU": "ReLU",
+    "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
+    "SILENCE": "Silence",
+    "SLICE": "Slice",
+    "SOFTMAX": "Softmax",
+    "SOFTMAX_LOSS": "SoftmaxWithLoss",
+    "SPLIT": "Split",
+    "TANH": "TanH",
+    "THRESHOLD": "Threshold",
+    "WINDOW_DATA": "WindowData",
+    # DeepLab v1 fork
+    "IMAGE_SEG_DATA": "ImageSegData",
+    "INTERP": "Interp",
+    "MAT_WRITE": "MatWrite",
+    "SEG_ACCURACY": "SegAccuracy",
+}
+
+# Old data-layer fields Caffe moves into transform_param (V1 files only).
+_DATA_PARAMS = ("data_param", "image_data_param", "window_data_param")
+_TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
+
+# V1 fields that do not copy across by name.
+_PARAM_SPEC_SOURCES = {
+    "param": "name",
+    "blob_share_mode": "share_mode",
+    "blobs_lr": "lr_mult",
+    "weight_decay": "decay_mult",
+}
+
+
+class MixedLayerFormats(SurgeryError):
+    """Both ``layer`` and ``layers`` present; the loader adds the file position."""
+
+
+def upgrade_net(net):
+    """Return ``(upgraded copy, notes)``; the input message is never changed."""
+    new = type(net)()
+    new.CopyFrom(net)
+    notes = []
+    if len(new.layer) and len(new.layers):
+        raise MixedLayerFormats(
+            f"mixes `layer` ({_count(len(new.layer), 'entry')}) and the legacy `layers` "
+            f"({_count(len(new.layers), 'entry')}); Caffe would silently drop one set. "
+            "Write every layer in one form (`layer {` with string types is current)"
+        )
+    for index, old in enumerate(new.layers):
+        if old.HasField("layer"):
+            raise SurgeryError(
+                "is a V0 net (`layers { layer { ... } }`, Caffe's oldest format), which is "
+                "not supported; convert it with Caffe's upgrade_net_proto_text first",
+                layer=old.layer.name or old.name or f"#{index}",
+            )
+    if len(new.layers):
+        _upgrade_v1(new, notes)
+    _upgrade_input(new, notes)
+    _upgrade_hole(new, notes)
+    return new, notes
+
+
+def _count(number, noun):
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{number} {noun if number == 1 else plural}"
+
+
+# --------------------------------------------------------------------------
+# V1 layers
+
+
+def _upgrade_v1(net, notes):
+    moved = 0
+    for old in net.layers:
+        moved += _move_transform_fields(old)
+    if moved:
+        notes.append(f"moved {moved} legacy data-layer field(s) (scale/mean_file/crop_size/mirror) "
+                     "into transform_param")
+    converted = [_convert_v1_layer(old) for old in net.layers]
+    net.ClearField("layers")
+    net.layer.extend(converted)
+    lr = sum(1 for old in converted if len(old.param))
+    note = f"converted {len(converted)} V1 `layers` entries to `layer` with string types"
+    if lr:
+        note += f" ({lr} with blobs_lr/weight_decay/param names turned into `param {{ }}` specs)"
+    notes.append(note)
+
+
+def _move_transform_fields(old):
+    count = 0
+    for param_name in _DATA_PARAMS:
+        if param_name not in old.DESCRIPTOR.fields_by_name or not old.HasField(param_name):
+            continue
+        block = getattr(old, param_name)
+        for name in _TRANSFORM_FIELDS:
+            if name in block.DESCRIPTOR.fields_by_name and block.HasField(name):
+                setattr(old.transform_param, name, getattr(block, name))
+                block.ClearField(name)
+                count += 1
+    return count
+
+
+def _convert_v1_layer(old):
+    layer = caffe_pb2.LayerParameter()
+    targets = layer.DESCRIPTOR.fields_by_name
+    name = old.name or None
+    for field, value in old.ListFields():
+        if field.name == "type":
+            layer.type = _type_name(field, value, name)
+        elif field.name in _PARAM_SPEC_SOURCES:
+            _fill_param_specs(layer, field, value, _PARAM_SPEC_SOURCES[field.name])
+        else:
+            target = targets.get(field.name)
+            if target is None or not _same_kind(field, target):
+                raise SurgeryError(
+                    f"V1 field `{field.name}` has no counterpart in the current layer format; "
+                    "remove it or convert this layer by hand",
+                    layer=name,
+                )
+            _copy_field(layer, target, value)
+    return layer
+
+
+def _type_name(field, value, layer_name):
+    enum_name = field.enum_type.values_by_number[value].name
+    try:
+        return V1_TYPE_NAMES[enum_name]
+    except KeyError:
+        raise SurgeryError(f"V1 layer type {enum_name} has no known current type name",
+                           layer=layer_name) from None
+
+
+def _fill_param_specs(layer, field, values, spec_field):
+    """Caffe pairs blobs_lr/weight_decay/param/blob_share_mode by blob index."""
+    for index, value in enumerate(values):
+        while len(layer.param) <= index:
+            layer.param.add()
+        if field.enum_type is not None:  # blob_share_mode: same names in ParamSpec.DimCheckMode
+            value = field.enum_type.values_by_number[value].name
+        setattr(layer.param[index], spec_field, value)
+
+
+def _same_kind(source, target):
+    if source.is_repeated != target.is_repeated or source.type != target.type:
+        return False
+    if source.message_type is not None:
+        return source.message_type.full_name == target.message_type.full_name
+    if source.enum_type is not None:
+        return source.enum_type.full_name == target.enum_type.full_name
+    return True
+
+
+def _copy_field(message, target, value):
+    if target.is_repeated:
+        getattr(message, target.name).extend(value)
+    elif target.message_type is not None:
+        getattr(message, target.name).CopyFrom(value)
+    else:
+        setattr(message, target.name, value)
+
+
+# --------------------------------------------------------------------------
+# input header
+
+
+def _upgrade_input(net, notes):
+    names = list(net.input)
+    dims = list(net.input_dim)
+    shapes = list(net.input_shape)
+    if not names and not dims and not shapes:
+        return
+    if not names:
+        raise SurgeryError("the net header has input_dim/input_shape but no `input:` name")
+    if shapes:
+        if len(shapes) != len(names):
+            raise SurgeryError(f"the net header names {len(names)} input(s) but gives "
+                               f"{len(shapes)} input_shape block(s); give one per input")
+        if dims:
+            notes.append("net header has both input_shape and input_dim; used input_shape "
+                         "as Caffe does and dropped input_dim")
+    elif dims:
+        if len(dims) != 4 * len(names):
+            raise SurgeryError(f"the net header names {len(names)} input(s) but gives "
+                               f"{len(dims)} input_dim values; Caffe needs exactly 4 per input")
+        shapes = []
+        for index in range(len(names)):
+            shape = caffe_pb2.BlobShape()
+            shape.dim.extend(dims[4 * index: 4 * index + 4])
+            shapes.append(shape)
+    for field in ("input", "input_dim", "input_shape"):
+        net.ClearField(field)
+    if not shapes:
+        # A bare `input:` (seen in old caffemodels) carries no shape: Caffe just drops it.
+        notes.append(f"dropped the shapeless net-level input {', '.join(names)}")
+        return
+    layer = caffe_pb2.LayerParameter(name="input", type="Input")
+    layer.top.extend(names)
+    for shape in shapes:
+        layer.input_param.shape.add().CopyFrom(shape)
+    rest = list(net.layer)
+    net.ClearField("layer")
+    net.layer.append(layer)
+    net.layer.extend(rest)
+    described = ", ".join(f"{n} {'x'.join(str(d) for d in s.dim)}" for n, s in zip(names, shapes))
+    notes.append(f"net header input ({described}) became an Input layer named 'input'")
+
+
+# --------------------------------------------------------------------------
+# DeepLab v1 hole
+
+
+def _upgrade_hole(net, notes):
+    fields = caffe_pb2.ConvolutionParameter.DESCRIPTOR.fields_by_name
+    hole_fields = [name for name in ("hole", "hole_h", "hole_w") if name in fields]
+    if not hole_fields:
+        return
+    for layer in net.layer:
+        if not layer.HasField("convolution_param"):
+            continue
+        conv = layer.convolution_param
+        if not any(conv.HasField(name) for name in hole_fields):
+            continue
+        both = conv.hole if conv.HasField("hole") else 1
+        h = conv.hole_h if "hole_h" in hole_fields and conv.HasField("hole_h") else both
+        w = conv.hole_w if "hole_w" in hole_fields and conv.HasField("hole_w") else both
+        if h < 1 or w < 1:
+            raise SurgeryError(f"hole must be at least 1, got {h}x{w}", layer=layer.name)
+        wanted = [h] if h == w else [h, w]
+        existing = list(conv.dilation)
+        for name in hole_fields:
+            conv.ClearField(name)
+        if existing:
+            as_pair = (existing[0], existing[0]) if len(existing) == 1 else tuple(existing[:2])
+            if as_pair != (h, w):
+                raise SurgeryError(
+                    f"has hole {h}x{w} and dilation {existing} that disagree; keep one of them",
+                    layer=layer.name,
+                )
+            notes.append(f"layer '{layer.name}': dropped hole, which repeats its dilation")
+            continue
+        conv.dilation.extend(wanted)
+        shown = " ".join(str(v) for v in wanted)
+        notes.append(f"layer '{layer.name}': DeepLab hole became dilation {shown}")
