@@ -57,6 +57,7 @@ V1_TYPE_NAMES = {
     29: "MemoryData", 30: "ArgMax", 31: "Threshold", 32: "DummyData", 33: "Slice",
     34: "MVN", 35: "AbsVal", 36: "Silence", 37: "ContrastiveLoss", 38: "Exp",
     39: "Deconvolution",
+    43: "BN",  # SegNet's fork value
 }
 V1_TYPE_ENUMS = {name: num for num, name in V1_TYPE_NAMES.items() if name}
 
