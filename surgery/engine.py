@@ -1,0 +1,150 @@
+"""Run a Caffe net forward: one small interface over OpenCV DNN and pycaffe.
+
+`get_engine(name).run(prototxt, caffemodel, inputs, blobs)` returns the named
+blobs as float32 arrays with Caffe's meaning of a blob name: the value after
+every in-place layer (BatchNorm, Scale, ReLU) has rewritten it. OpenCV's
+forward() takes layer names, so blobs are mapped to their last writer.
+"""
+
+import os
+
+import numpy as np
+
+from .errors import SurgeryError
+from .graph import build_graph
+from .io.prototxt import load_prototxt
+
+INSTALL_HINT = "pip install 'caffe-surgery[verify]'"
+
+
+class Engine:
+    """Forward a net; subclasses implement `_forward`."""
+
+    name = "?"
+
+    def run(self, prototxt_path, caffemodel_path, inputs, blobs):
+        """{blob: ndarray} for each of `blobs`, after feeding `inputs` ({name: ndarray})."""
+        prototxt_path, caffemodel_path = os.fspath(prototxt_path), os.fspath(caffemodel_path)
+        for path in (prototxt_path, caffemodel_path):
+            if not os.path.isfile(path):
+                raise SurgeryError("no such file", file=path)
+        graph = build_graph(load_prototxt(prototxt_path))
+        inputs = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
+        for name in inputs:
+            if name not in graph.inputs:
+                raise SurgeryError(f"not an input of the net (inputs: {', '.join(graph.inputs)})",
+                                   file=prototxt_path, blob=name)
+        wanted = []
+        for blob in dict.fromkeys(blobs):
+            if blob in inputs:
+                continue
+            writer = graph.last_writer(blob)
+            if writer is None:
+                raise SurgeryError("no layer writes this blob", file=prototxt_path, blob=blob)
+            wanted.append((blob, writer))
+        results = self._forward(prototxt_path, caffemodel_path, inputs, wanted)
+        results.update({b: inputs[b].copy() for b in blobs if b in inputs})
+        return {b: results[b] for b in blobs}
+
+    def _forward(self, prototxt_path, caffemodel_path, inputs, wanted):
+        raise NotImplementedError
+
+
+class OpenCVEngine(Engine):
+    """cv2.dnn on the CPU in float32, single-threaded enough to be reproducible."""
+
+    name = "opencv"
+
+    def __init__(self, *, threads=2):
+        try:
+            import cv2
+        except ImportError:
+            raise SurgeryError("the opencv engine needs OpenCV (4.x; 5.0 dropped the Caffe "
+                               f"importer): {INSTALL_HINT}") from None
+        if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromCaffe"):
+            raise SurgeryError(f"this OpenCV ({cv2.__version__}) has no Caffe importer; "
+                               f"install a 4.x build: {INSTALL_HINT}")
+        self.cv2 = cv2
+        cv2.setNumThreads(threads)
+
+    def _forward(self, prototxt_path, caffemodel_path, inputs, wanted):
+        cv2 = self.cv2
+        try:
+            net = cv2.dnn.readNetFromCaffe(prototxt_path, caffemodel_path)
+        except cv2.error as exc:
+            raise SurgeryError(f"OpenCV cannot load the net with these weights: {_cv_message(exc)}",
+                               file=caffemodel_path) from None
+        net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        for name, array in inputs.items():
+            net.setInput(array, name)
+        known = set(net.getLayerNames())
+        layer_names = [_opencv_layer(known, blob, writer) for blob, writer in wanted]
+        if not layer_names:
+            return {}
+        try:
+            outputs = net.forward(layer_names)
+        except cv2.error as exc:
+            raise SurgeryError(f"OpenCV forward pass failed: {_cv_message(exc)}",
+                               file=prototxt_path) from None
+        return {blob: np.array(out, dtype=np.float32) for (blob, _), out in zip(wanted, outputs)}
+
+
+class CaffeEngine(Engine):
+    """pycaffe (BVLC or a fork) in CPU mode."""
+
+    name = "caffe"
+
+    def __init__(self):
+        try:
+            import caffe
+        except ImportError:
+            raise SurgeryError("the caffe engine needs pycaffe importable as 'caffe' (build Caffe "
+                               f"with its Python bindings), or use --engine opencv: {INSTALL_HINT}"
+                               ) from None
+        self.caffe = caffe
+        caffe.set_mode_cpu()
+
+    def _forward(self, prototxt_path, caffemodel_path, inputs, wanted):
+        caffe = self.caffe
+        net = caffe.Net(prototxt_path, caffe.TEST, weights=caffemodel_path)
+        for name, array in inputs.items():
+            net.blobs[name].reshape(*array.shape)
+        net.reshape()
+        for name, array in inputs.items():
+            net.blobs[name].data[...] = array
+        net.forward()
+        return {blob: np.array(net.blobs[blob].data, dtype=np.float32) for blob, _ in wanted}
+
+
+ENGINES = {"opencv": OpenCVEngine, "caffe": CaffeEngine}
+
+
+def get_engine(name="opencv"):
+    """An Engine by name; SurgeryError saying what to install when it is missing."""
+    try:
+        factory = ENGINES[name]
+    except KeyError:
+        raise SurgeryError(f"unknown engine '{name}'; choose one of {', '.join(ENGINES)}") from None
+    return factory()
+
+
+def _opencv_layer(known, blob, writer):
+    """OpenCV's id for the layer that last writes `blob`.
+
+    Its Caffe importer keeps in-place layers under their own names but files a
+    layer that has weights under its top blob's name, so try both.
+    """
+    if writer.tops.index(blob) != 0:
+        raise SurgeryError(f"OpenCV can only fetch a layer's first top (layer '{writer.name}'); "
+                           "use --engine caffe", blob=blob)
+    for candidate in (writer.name, blob):
+        if candidate in known:
+            return candidate
+    raise SurgeryError(f"OpenCV has no layer for it (looked for '{writer.name}')", blob=blob)
+
+
+def _cv_message(exc):
+    """The useful last line of a cv2.error."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
