@@ -292,9 +292,9 @@ def _unknown_enum(type_name, value):
     if enum is None:
         return text
     names = [v.name for v in enum.values]
-    close = difflib.get_close_matches(value, names, n=2, cutoff=0.7)
+    close = difflib.get_close_matches(value, names, n=2, cutoff=0.6)
     if not close:
-        close = difflib.get_close_matches(value.upper(), names, n=2, cutoff=0.7)
+        close = difflib.get_close_matches(value.upper(), names, n=2, cutoff=0.6)
     if close:
         return f"`{value}`: did you mean " + " or ".join(f"`{c}`" for c in close) + f"? ({text})"
     return f"{text} (choose one of {', '.join(names)})"

@@ -10,7 +10,7 @@ padding layers and is not worth carrying for files nobody publishes any more.
 from .. import caffe_pb2
 from ..errors import SurgeryError
 
-# V1 enum name -> modern type string. BVLC's table plus DeepLab v1's fork values.
+# V1 enum name -> modern type string. BVLC's table plus the DeepLab v1 and SegNet fork values.
 V1_TYPE_NAMES = {
     "NONE": "",
     "ABSVAL": "AbsVal",
@@ -57,6 +57,8 @@ V1_TYPE_NAMES = {
     "INTERP": "Interp",
     "MAT_WRITE": "MatWrite",
     "SEG_ACCURACY": "SegAccuracy",
+    # SegNet fork
+    "BN": "BN",
 }
 
 # Old data-layer fields Caffe moves into transform_param (V1 files only).
