@@ -1,0 +1,154 @@
+"""The CLI frame through `upgrade`: exit codes, one-line errors, no stray outputs."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from surgery.cli import main
+from surgery.io.prototxt import load_prototxt, parse_prototxt
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+VGG = CORPUS / "vgg" / "VGG_ILSVRC_16_layers_deploy.prototxt"
+
+V1_NET = """name: "tiny"
+input: "data"
+input_dim: 1
+input_dim: 3
+input_dim: 16
+input_dim: 16
+layers {
+  name: "conv1"
+  type: CONVOLUTION
+  bottom: "data"
+  top: "conv1"
+  blobs_lr: 1
+  blobs_lr: 2
+  convolution_param { num_output: 4 kernel_size: 3 hole: 2 }
+}
+"""
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("caffe-surgery: error: ")
+    return lines[0]
+
+
+def test_help_lists_upgrade(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "upgrade" in capsys.readouterr().out
+
+
+def test_upgrade_writes_file_and_notes(tmp_path, capsys):
+    src = _write(tmp_path, "in.prototxt", V1_NET)
+    out = tmp_path / "out.prototxt"
+    assert main(["upgrade", str(src), "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "V1" in captured.err and "Input layer" in captured.err and "dilation 2" in captured.err
+    net = load_prototxt(out, upgrade=False)
+    assert [(layer.name, layer.type) for layer in net.layer] == [
+        ("input", "Input"), ("conv1", "Convolution")]
+    assert [p.lr_mult for p in net.layer[1].param] == [1, 2]
+    assert list(net.layer[1].convolution_param.dilation) == [2]
+    assert src.read_text(encoding="utf-8") == V1_NET
+
+
+def test_upgrade_without_output_prints_to_stdout(tmp_path, capsys):
+    src = _write(tmp_path, "in.prototxt", V1_NET)
+    assert main(["upgrade", str(src)]) == 0
+    out = capsys.readouterr().out
+    assert parse_prototxt(out).layer[0].type == "Input"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.prototxt"]
+
+
+def test_upgrade_current_net_says_nothing_to_do(tmp_path, capsys):
+    src = _write(tmp_path, "in.prototxt", 'layer { name: "r" type: "ReLU" }\n')
+    assert main(["upgrade", str(src), "-o", str(tmp_path / "o.prototxt")]) == 0
+    assert "nothing to upgrade" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not VGG.is_file(), reason="shared corpus not available")
+def test_upgrade_corpus_vgg(tmp_path, capsys):
+    out = tmp_path / "vgg.prototxt"
+    assert main(["upgrade", str(VGG), "-o", str(out)]) == 0
+    net = load_prototxt(out, upgrade=False)
+    assert len(net.layer) == 40 and net.layer[0].type == "Input"
+
+
+def test_typo_error_is_one_line_with_position_and_hint(tmp_path, capsys):
+    src = _write(tmp_path, "bad.prototxt",
+                 'layer {\n  name: "c"\n  type: "Convolution"\n'
+                 '  convolution_param {\n    kernel_size: 3\n    dilaton: 2\n  }\n}\n')
+    out = tmp_path / "out.prototxt"
+    assert main(["upgrade", str(src), "-o", str(out)]) == 2
+    line = _one_error_line(capsys)
+    assert f"{src}:6:5:" in line
+    assert "did you mean `dilation`?" in line
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.prototxt"]
+
+
+def test_placeholder_error(tmp_path, capsys):
+    src = _write(tmp_path, "t.prototxt",
+                 'layer {\n  name: "fc8"\n  convolution_param { num_output: ${NUM_LABELS} }\n}\n')
+    assert main(["upgrade", str(src), "-o", str(tmp_path / "o.prototxt")]) == 2
+    line = _one_error_line(capsys)
+    assert re.search(re.escape(str(src)) + r":3:\d+: template placeholder \$\{NUM_LABELS\}", line)
+    assert not (tmp_path / "o.prototxt").exists()
+
+
+def test_refuses_output_equal_to_input(tmp_path, capsys):
+    src = _write(tmp_path, "net.prototxt", V1_NET)
+    assert main(["upgrade", str(src), "-o", str(src)]) == 2
+    line = _one_error_line(capsys)
+    assert "--in-place" in line
+    assert src.read_text(encoding="utf-8") == V1_NET
+
+
+def test_in_place(tmp_path, capsys):
+    src = _write(tmp_path, "net.prototxt", V1_NET)
+    assert main(["upgrade", str(src), "--in-place"]) == 0
+    assert load_prototxt(src, upgrade=False).layer[0].type == "Input"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.prototxt"]
+
+
+def test_mixed_layer_and_layers(tmp_path, capsys):
+    src = _write(tmp_path, "mix.prototxt",
+                 'layer {\n  name: "a"\n  type: "ReLU"\n}\nlayers {\n  name: "b"\n  type: RELU\n}\n')
+    assert main(["upgrade", str(src), "-o", str(tmp_path / "o.prototxt")]) == 2
+    line = _one_error_line(capsys)
+    assert f"{src}:5:1:" in line and "mixes `layer`" in line
+    assert not (tmp_path / "o.prototxt").exists()
+
+
+@pytest.mark.parametrize("name, content, expect", [
+    ("missing.prototxt", None, "no such file"),
+    ("empty.prototxt", "", "empty"),
+    ("binary.prototxt", b"\x08\x96\x01\xff\xfe", "not UTF-8"),
+])
+def test_unreadable_inputs(tmp_path, capsys, name, content, expect):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    assert main(["upgrade", str(path), "-o", str(tmp_path / "o.prototxt")]) == 2
+    line = _one_error_line(capsys)
+    assert str(path) in line and expect in line
+
+
+def test_directory_input(tmp_path, capsys):
+    assert main(["upgrade", str(tmp_path), "-o", str(tmp_path / "o.prototxt")]) == 2
+    assert "directory" in _one_error_line(capsys)
