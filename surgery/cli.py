@@ -9,6 +9,8 @@ from .errors import SurgeryError
 # Subcommand modules in surgery/commands/, in the order --help lists them.
 COMMANDS = [
     "upgrade",
+    "weights",
+    "check",
 ]
 
 
