@@ -1,0 +1,120 @@
+"""Where each blob's pixels sit on the input image, and what each layer costs.
+
+Per blob and spatial axis (Araujo et al., "Computing Receptive Fields of CNNs", 2019):
+cumulative stride S, receptive-field size r and the centre of output pixel 0's RF in
+input pixels (offset). A layer seen as a window (kernel k, stride s, pad p, dilation d,
+extent e = d*(k-1)+1) maps them as
+    r_out = r_in + (e-1)*S_in,   S_out = S_in*s,   offset_out = offset_in + ((e-1)/2 - p)*S_in.
+The registry says how each layer's output grid sits on its input grid
+(`rule.grid_window`); layers without one (collapse, resample, unknown) end the geometry.
+Joins must be aligned (same stride and offset on every branch); a misaligned join is a
+warning, not an error, and the largest RF is carried on.
+"""
+
+from fractions import Fraction
+from typing import NamedTuple
+
+from .layers import count, rule_for
+from .pair import Pair
+
+
+def _num(x):
+    """An int when integral (JSON-friendly), else a float (offsets may be half pixels)."""
+    x = Fraction(x)
+    return int(x) if x.denominator == 1 else float(x)
+
+
+class Geometry(NamedTuple):
+    stride: Pair
+    rf: Pair
+    offset: Pair
+
+    def to_json(self):
+        return {"stride": list(self.stride), "rf": list(self.rf), "offset": list(self.offset)}
+
+
+ORIGIN = Geometry(Pair(1, 1), Pair(1, 1), Pair(0, 0))
+
+
+def apply_window(geom, window):
+    """The geometry of a window layer's output given its input's."""
+    axes = []
+    for s_in, r_in, o_in, k, s, p, d in zip(geom.stride, geom.rf, geom.offset, *window):
+        extent = d * (k - 1) + 1
+        axes.append((s_in * s, r_in + (extent - 1) * s_in,
+                     _num(Fraction(o_in) + (Fraction(extent - 1, 2) - p) * s_in)))
+    return Geometry(Pair(axes[0][0], axes[1][0]), Pair(axes[0][1], axes[1][1]),
+                    Pair(axes[0][2], axes[1][2]))
+
+
+def _join(node, geoms, warnings):
+    first_blob, first = geoms[0]
+    for blob, g in geoms[1:]:
+        if g.stride != first.stride or g.offset != first.offset:
+            warnings.append(
+                f"layer '{node.name}' ({node.type}): inputs are misaligned: '{first_blob}' has "
+                f"stride {tuple(first.stride)} offset {tuple(first.offset)}, '{blob}' has stride "
+                f"{tuple(g.stride)} offset {tuple(g.offset)}")
+    rf = Pair(max(g.rf.h for _, g in geoms), max(g.rf.w for _, g in geoms))
+    return Geometry(first.stride, rf, first.offset)
+
+
+def infer_geometry(graph):
+    """Blob -> Geometry or None, plus a list of warning strings (misaligned joins)."""
+    geometry = {name: ORIGIN for name in graph.header_inputs}
+    warnings = []
+    for node in graph.nodes:
+        rule = rule_for(node.type)
+        layer = node.layer
+        out = None
+        if not node.bottoms:
+            out = ORIGIN if rule.role_of(layer) in ("source", "unknown") else None
+        else:
+            window = rule.grid_window(layer)
+            picks = [i for i in rule.grid_bottoms(layer) if i < len(node.bottoms)]
+            geoms = [(node.bottoms[i], geometry.get(node.bottoms[i])) for i in picks]
+            if window is not None and geoms and all(g is not None for _, g in geoms):
+                base = _join(node, geoms, warnings) if len(geoms) > 1 else geoms[0][1]
+                out = apply_window(base, window)
+        for top in node.tops:
+            geometry[top] = out
+    return geometry, warnings
+
+
+class LayerStats(NamedTuple):
+    name: str
+    type: str
+    params: object       # number of weights, None if unknown
+    flops: object        # multiply-adds (see docs/analysis.md), None if unknown
+    activations: object  # elements of the new (not in-place) tops, None if unknown
+
+
+def layer_stats(graph, shape_result):
+    """Per kept layer: parameter count, FLOPs and activation elements."""
+    stats = []
+    for node in graph.nodes:
+        ins = shape_result.in_shapes[node.name]
+        outs = shape_result.out_shapes[node.name]
+        pshapes = shape_result.param_shapes[node.name]
+        params = None if pshapes is None else sum(count(p) for p in pshapes)
+        flops = None
+        if all(s is not None for s in ins) and all(s is not None for s in outs):
+            flops = rule_for(node.type).flops(node.layer, ins, outs) if node.bottoms else 0
+        new_tops = [s for top, s in zip(node.tops, outs) if not graph.is_in_place(node, top)]
+        acts = None if any(s is None for s in new_tops) else sum(count(s) for s in new_tops)
+        stats.append(LayerStats(node.name, node.type, params, flops, acts))
+    return stats
+
+
+class Totals(NamedTuple):
+    params: int
+    flops: int
+    activations: int
+    complete: bool   # False when some layer's numbers were unknown (totals are lower bounds)
+
+
+def totals(stats):
+    known = lambda key: [getattr(s, key) for s in stats if getattr(s, key) is not None]
+    complete = all(s.params is not None and s.flops is not None and s.activations is not None
+                   for s in stats)
+    return Totals(sum(known("params")), sum(known("flops")), sum(known("activations")), complete)

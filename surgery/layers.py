@@ -1,0 +1,1147 @@
+"""The per-layer-type registry: every fact about a Caffe layer type lives here.
+
+`rule_for(type_string)` returns a LayerRule. Shape inference, geometry, FLOPs and the
+passes all ask the rule instead of testing `layer.type`, so supporting a new type means
+adding one class below. Facts follow BVLC Caffe (NOTES §1) and the forks named in
+NOTES §3; where a fork is ambiguous the class docstring says what was chosen.
+
+Roles (DESIGN.md): source, pointwise, window, join, collapse, resample, sink, unknown.
+`rule.role` is the type's usual role; `rule.role_of(layer)` refines it for one layer
+(global pooling is "collapse", a Concat or Slice off the channel axis is "resample").
+"""
+
+import math
+
+from .errors import SurgeryError
+from .pair import Pair, Window
+
+
+class Unknown(Exception):
+    """A rule cannot tell (missing size, runtime-dependent, unsupported form); not a user error."""
+
+
+# ---------------------------------------------------------------------------
+# Caffe arithmetic, exposed so passes can reason about sizes without a layer.
+# ---------------------------------------------------------------------------
+
+def conv_out_size(size, kernel, stride=1, pad=0, dilation=1):
+    """Caffe convolution: floor((in + 2p - extent)/s) + 1."""
+    extent = dilation * (kernel - 1) + 1
+    return (size + 2 * pad - extent) // stride + 1
+
+
+def deconv_out_size(size, kernel, stride=1, pad=0, dilation=1):
+    """Caffe deconvolution: s*(in-1) + extent - 2p."""
+    extent = dilation * (kernel - 1) + 1
+    return stride * (size - 1) + extent - 2 * pad
+
+
+def pool_out_size(size, kernel, stride=1, pad=0, *, ceil=True):
+    """Caffe pooling, CEIL by default, with the rule that the last window must start inside."""
+    span = size + 2 * pad - kernel
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if pad > 0 and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def pool_has_extra_window(size, kernel, stride=1, pad=0):
+    """True when CEIL rounding adds a partial window that FLOOR would not."""
+    return pool_out_size(size, kernel, stride, pad, ceil=True) != pool_out_size(
+        size, kernel, stride, pad, ceil=False)
+
+
+IDENTITY = Window(Pair(1, 1), Pair(1, 1), Pair(0, 0), Pair(1, 1))
+
+
+# ---------------------------------------------------------------------------
+# Field access that tolerates a schema without a fork's field.
+# ---------------------------------------------------------------------------
+
+def has_field(msg, name):
+    """msg.HasField(name), False when the schema lacks the field."""
+    try:
+        return msg.HasField(name)
+    except ValueError:
+        return False
+
+
+def field(msg, name, default=None):
+    """The field value (its schema default when unset), `default` when the schema lacks it."""
+    if name not in msg.DESCRIPTOR.fields_by_name:
+        return default
+    return getattr(msg, name)
+
+
+def sub(layer, name):
+    """A parameter sub-message; Unknown when this schema cannot hold it."""
+    if name not in layer.DESCRIPTOR.fields_by_name:
+        raise Unknown(f"the schema has no {name}")
+    return getattr(layer, name)
+
+
+def _err(layer, message):
+    return SurgeryError(message, layer=layer.name)
+
+
+def count(shape):
+    return math.prod(shape) if shape is not None else None
+
+
+def _axis(layer, axis, ndim):
+    """Caffe's CanonicalAxisIndex with an error naming the layer."""
+    if not -ndim <= axis < ndim:
+        raise _err(layer, f"axis {axis} is out of range for a {ndim}-axis input")
+    return axis % ndim
+
+
+def _spatial4(layer, shape):
+    if len(shape) != 4:
+        raise Unknown(f"only 4-D (N, C, H, W) inputs are handled, got {len(shape)}-D")
+    return shape
+
+
+def _positive(layer, shape, what="output"):
+    if any(d <= 0 for d in shape):
+        raise _err(layer, f"{what} shape {tuple(shape)} has a non-positive size; "
+                          "the input is too small for this layer")
+    return tuple(shape)
+
+
+def _blob_shape(blob_shape):
+    return tuple(int(d) for d in blob_shape.dim)
+
+
+# ---------------------------------------------------------------------------
+# Base rules
+# ---------------------------------------------------------------------------
+
+class LayerRule:
+    """Defaults: unknown role, no params, no window, no FLOPs."""
+
+    types = ()
+    role = "unknown"
+
+    def role_of(self, layer):
+        return self.role
+
+    def out_shapes(self, layer, in_shapes):
+        raise Unknown(f"no shape rule for type '{layer.type}'")
+
+    def param_shapes(self, layer, in_shapes):
+        return []
+
+    def window(self, layer):
+        return None
+
+    def with_window(self, layer, window):
+        raise _err(layer, f"type '{layer.type}' has no kernel/stride/pad to set")
+
+    def grid_window(self, layer):
+        """How the output grid sits on the input grid, as a Window; None = grid lost."""
+        role = self.role_of(layer)
+        if role in ("pointwise", "join"):
+            return IDENTITY
+        if role == "window":
+            return self.window(layer)
+        return None
+
+    def grid_bottoms(self, layer):
+        """Indices of bottoms that carry the spatial grid (all must align for a join)."""
+        if self.role_of(layer) == "join":
+            return tuple(range(len(layer.bottom)))
+        return (0,) if len(layer.bottom) else ()
+
+    def flops(self, layer, in_shapes, out_shapes):
+        return 0
+
+
+class UnknownRule(LayerRule):
+    """Any type the registry does not know (and Python layers): inference stops here."""
+
+    def out_shapes(self, layer, in_shapes):
+        if layer.type == "Python":
+            raise Unknown("Python layer: its outputs are defined by user code")
+        raise Unknown(f"type '{layer.type}' is not in the registry")
+
+
+class Pointwise(LayerRule):
+    """Every top has the shape of bottom 0 (in-place capable)."""
+
+    types = ("ReLU", "ELU", "Sigmoid", "TanH", "Power", "AbsVal", "BNLL", "Dropout", "Clip",
+             "Swish", "Threshold", "Exp", "Log", "LRN", "MVN", "Softmax", "ReLU6", "Mish",
+             "HardSigmoid", "Sign")
+    role = "pointwise"
+
+    def out_shapes(self, layer, in_shapes):
+        return [tuple(in_shapes[0]) for _ in layer.top]
+
+
+class Affine(Pointwise):
+    """Per-element multiply-add layers: one op per output element."""
+
+    types = ()
+
+    def flops(self, layer, in_shapes, out_shapes):
+        return count(out_shapes[0])
+
+
+class Split(Pointwise):
+    types = ("Split",)
+
+
+class PReLU(Affine):
+    """Slopes (C) or (1) when channel_shared."""
+
+    types = ("PReLU",)
+
+    def param_shapes(self, layer, in_shapes):
+        if layer.prelu_param.channel_shared:
+            return [(1,)]
+        shape = in_shapes[0]
+        return [(shape[1] if len(shape) > 1 else 1,)]
+
+
+class BatchNorm(Affine):
+    """BVLC BatchNorm: mean (C), variance (C), moving-average factor (1)."""
+
+    types = ("BatchNorm",)
+
+    def param_shapes(self, layer, in_shapes):
+        shape = in_shapes[0]
+        c = shape[1] if len(shape) > 1 else 1
+        return [(c,), (c,), (1,)]
+
+
+class BN(Affine):
+    """Fork 'BN'. Two dialects share the type name:
+    PSPNet (bn_param slope_filler/bias_filler/frozen): 4 blobs (1,C,1,1) = slope, bias, mean, var.
+    SegNet/ENet (bn_param scale_filler/shift_filler/bn_mode): 2 blobs (1,C,1,1) = scale, shift.
+    The dialect is read from which bn_param fields the layer sets; with none set, PSPNet."""
+
+    types = ("BN",)
+    SEGNET_FIELDS = ("scale_filler", "shift_filler", "bn_mode")
+
+    def param_shapes(self, layer, in_shapes):
+        c = in_shapes[0][1]
+        blob = (1, c, 1, 1)
+        bn = field(layer, "bn_param")
+        if bn is not None and any(has_field(bn, f) for f in self.SEGNET_FIELDS):
+            return [blob, blob]
+        return [blob, blob, blob, blob]
+
+
+def _broadcast_shape(layer, shape, axis, num_axes):
+    axis = _axis(layer, axis, max(len(shape), 1)) if shape else 0
+    end = len(shape) if num_axes == -1 else axis + num_axes
+    if num_axes < -1 or end > len(shape):
+        raise _err(layer, f"num_axes {num_axes} does not fit a {len(shape)}-axis input")
+    return tuple(shape[axis:end])
+
+
+class Scale(Affine):
+    """One bottom: learned scale of shape in[axis:axis+num_axes] (+ bias of the same shape
+    if bias_term). Two bottoms: the scale is bottom 1, so only the optional bias is a param,
+    shaped like bottom 1 (Caffe builds it with num_axes = bottom 1's axis count)."""
+
+    types = ("Scale",)
+
+    def out_shapes(self, layer, in_shapes):
+        if len(in_shapes) > 1:
+            self._check_second(layer, in_shapes, layer.scale_param.axis)
+        return [tuple(in_shapes[0])]
+
+    @staticmethod
+    def _check_second(layer, in_shapes, axis):
+        a, b = in_shapes[0], in_shapes[1]
+        start = _axis(layer, axis, len(a)) if a else 0
+        if tuple(a[start:start + len(b)]) != tuple(b):
+            raise _err(layer, f"second bottom {tuple(b)} does not match {tuple(a)} from axis {axis}")
+
+    def param_shapes(self, layer, in_shapes):
+        p = layer.scale_param
+        if len(in_shapes) > 1:
+            return [tuple(in_shapes[1])] if p.bias_term else []
+        shape = _broadcast_shape(layer, in_shapes[0], p.axis, p.num_axes)
+        return [shape, shape] if p.bias_term else [shape]
+
+
+class Bias(Affine):
+    """One bottom: bias in[axis:axis+num_axes]; two bottoms: none."""
+
+    types = ("Bias",)
+
+    def out_shapes(self, layer, in_shapes):
+        if len(in_shapes) > 1:
+            Scale._check_second(layer, in_shapes, layer.bias_param.axis)
+        return [tuple(in_shapes[0])]
+
+    def param_shapes(self, layer, in_shapes):
+        if len(in_shapes) > 1:
+            return []
+        p = layer.bias_param
+        return [_broadcast_shape(layer, in_shapes[0], p.axis, p.num_axes)]
+
+
+class Normalize(Affine):
+    """SSD Normalize: one scale blob, a scalar () when channel_shared, else (C)."""
+
+    types = ("Normalize",)
+
+    def param_shapes(self, layer, in_shapes):
+        shared = field(sub(layer, "norm_param"), "channel_shared", True)
+        return [()] if shared else [(in_shapes[0][1],)]
+
+
+class ShuffleChannel(Pointwise):
+    types = ("ShuffleChannel",)
+
+    def out_shapes(self, layer, in_shapes):
+        group = field(sub(layer, "shuffle_channel_param"), "group", 1) or 1
+        if in_shapes[0][1] % group:
+            raise _err(layer, f"{in_shapes[0][1]} channels do not split into {group} groups")
+        return [tuple(in_shapes[0])]
+
+
+# ---------------------------------------------------------------------------
+# Sliding windows
+# ---------------------------------------------------------------------------
+
+def _conv_group(cp, name, default, layer):
+    """Resolve kernel/stride/pad from the repeated or the _h/_w form (never both)."""
+    rep = list(getattr(cp, name))
+    h_name, w_name = f"{name}_h", f"{name}_w"
+    if name == "kernel_size":
+        h_name, w_name = "kernel_h", "kernel_w"
+    has_h, has_w = has_field(cp, h_name), has_field(cp, w_name)
+    if has_h or has_w:
+        if not (has_h and has_w):
+            raise _err(layer, f"{h_name} and {w_name} must be given together")
+        if rep:
+            raise _err(layer, f"{name} cannot be mixed with {h_name}/{w_name}")
+        return Pair(getattr(cp, h_name), getattr(cp, w_name))
+    if not rep:
+        if default is None:
+            raise _err(layer, "kernel_size (or kernel_h and kernel_w) is required")
+        return Pair(default, default)
+    if len(rep) > 2:
+        raise _err(layer, f"{name} has {len(rep)} values; only 2-D windows are supported")
+    return Pair.of(rep)
+
+
+def _put_repeated(cp, name, value, default, prefer_hw):
+    """Write a Pair back in the form the file used (see with_window)."""
+    rep = getattr(cp, name)
+    h_name, w_name = ("kernel_h", "kernel_w") if name == "kernel_size" else (f"{name}_h", f"{name}_w")
+    if has_field(cp, h_name) or has_field(cp, w_name):
+        setattr(cp, h_name, value.h)
+        setattr(cp, w_name, value.w)
+        return
+    if len(rep) == 0:
+        if default is not None and value == Pair(default, default):
+            return
+        if value.h == value.w:
+            rep.append(value.h)
+        elif prefer_hw:
+            setattr(cp, h_name, value.h)
+            setattr(cp, w_name, value.w)
+        else:
+            rep.extend([value.h, value.w])
+        return
+    values = [value.h] if (value.h == value.w and len(rep) == 1) else [value.h, value.w]
+    del rep[:]
+    rep.extend(values)
+
+
+class Convolution(LayerRule):
+    """Convolution: weight (num_output, C/group, kh, kw), bias (num_output) unless bias_term false."""
+
+    types = ("Convolution",)
+    role = "window"
+
+    def window(self, layer):
+        cp = layer.convolution_param
+        dil = list(cp.dilation)
+        if len(dil) > 2:
+            raise _err(layer, f"dilation has {len(dil)} values; only 2-D windows are supported")
+        w = Window(_conv_group(cp, "kernel_size", None, layer), _conv_group(cp, "stride", 1, layer),
+                   _conv_group(cp, "pad", 0, layer), Pair.of(dil) if dil else Pair(1, 1))
+        if min(w.kernel) < 1 or min(w.stride) < 1 or min(w.dilation) < 1:
+            raise _err(layer, f"kernel, stride and dilation must be positive, got {tuple(w)}")
+        return w
+
+    def with_window(self, layer, window):
+        """A copy with `window` written in the file's own form: _h/_w stays _h/_w, one
+        repeated value stays one value when h == w, defaults are not added needlessly.
+        Dilation is only ever the repeated field (Caffe has no dilation_h/w)."""
+        new = type(layer)()
+        new.CopyFrom(layer)
+        cp = new.convolution_param
+        window = Window(*(Pair.of(v) for v in window))
+        prefer_hw = has_field(cp, "kernel_h")
+        _put_repeated(cp, "kernel_size", window.kernel, None, prefer_hw)
+        _put_repeated(cp, "stride", window.stride, 1, prefer_hw)
+        _put_repeated(cp, "pad", window.pad, 0, prefer_hw)
+        dil = cp.dilation
+        d = window.dilation
+        if len(dil) or d != Pair(1, 1):
+            values = [d.h] if (d.h == d.w and len(dil) <= 1) else [d.h, d.w]
+            del dil[:]
+            dil.extend(values)
+        return new
+
+    def _channels_out(self, layer, c_in):
+        cp = layer.convolution_param
+        if cp.num_output <= 0:
+            raise _err(layer, "num_output must be positive")
+        return cp.num_output
+
+    def _check_axis(self, layer):
+        if layer.convolution_param.axis != 1:
+            raise Unknown("convolution over a channel axis other than 1 is not handled")
+
+    def out_shapes(self, layer, in_shapes):
+        self._check_axis(layer)
+        w = self.window(layer)
+        outs = []
+        for shape in in_shapes:
+            n, c, h, wd = _spatial4(layer, shape)
+            if shape != in_shapes[0]:
+                raise _err(layer, "all bottoms of a convolution must have the same shape")
+            self._check_groups(layer, c)
+            size = [self._size(layer, s, k, st, p, d) for s, k, st, p, d in
+                    zip((h, wd), w.kernel, w.stride, w.pad, w.dilation)]
+            outs.append(_positive(layer, (n, self._channels_out(layer, c), *size)))
+        return outs
+
+    def _size(self, layer, size, k, s, p, d):
+        return conv_out_size(size, k, s, p, d)
+
+    def _check_groups(self, layer, c_in):
+        cp = layer.convolution_param
+        group = cp.group
+        if group < 1:
+            raise _err(layer, "group must be positive")
+        if c_in % group:
+            raise _err(layer, f"input channels {c_in} are not divisible by group {group}")
+        if cp.num_output % group:
+            raise _err(layer, f"num_output {cp.num_output} is not divisible by group {group}")
+
+    def param_shapes(self, layer, in_shapes):
+        cp = layer.convolution_param
+        k = self.window(layer).kernel
+        c_in = in_shapes[0][1]
+        shapes = [(cp.num_output, c_in // cp.group, k.h, k.w)]
+        return shapes + [(cp.num_output,)] if cp.bias_term else shapes
+
+    def flops(self, layer, in_shapes, out_shapes):
+        k = self.window(layer).kernel
+        per_out = in_shapes[0][1] // layer.convolution_param.group * k.h * k.w
+        return sum(count(s) for s in out_shapes) * per_out
+
+
+class ConvolutionDepthwise(Convolution):
+    """Depthwise fork: output channels = input channels whatever num_output says;
+    weight (C, 1, kh, kw), bias (C). It reads _h/_w only when both are given."""
+
+    types = ("ConvolutionDepthwise", "DepthwiseConvolution")
+
+    def _channels_out(self, layer, c_in):
+        return c_in
+
+    def _check_groups(self, layer, c_in):
+        pass
+
+    def param_shapes(self, layer, in_shapes):
+        k = self.window(layer).kernel
+        c = in_shapes[0][1]
+        shapes = [(c, 1, k.h, k.w)]
+        return shapes + [(c,)] if layer.convolution_param.bias_term else shapes
+
+    def flops(self, layer, in_shapes, out_shapes):
+        k = self.window(layer).kernel
+        return count(out_shapes[0]) * k.h * k.w
+
+
+class Deconvolution(Convolution):
+    """Transposed convolution: out = s*(in-1) + extent - 2p; weight (C_in, num_output/group, kh, kw).
+    Role resample: its output grid is finer, so geometry stops here."""
+
+    types = ("Deconvolution",)
+    role = "resample"
+
+    def grid_window(self, layer):
+        return None
+
+    def _size(self, layer, size, k, s, p, d):
+        return deconv_out_size(size, k, s, p, d)
+
+    def param_shapes(self, layer, in_shapes):
+        cp = layer.convolution_param
+        k = self.window(layer).kernel
+        shapes = [(in_shapes[0][1], cp.num_output // cp.group, k.h, k.w)]
+        return shapes + [(cp.num_output,)] if cp.bias_term else shapes
+
+    def flops(self, layer, in_shapes, out_shapes):
+        cp = layer.convolution_param
+        k = self.window(layer).kernel
+        return count(in_shapes[0]) * (cp.num_output // cp.group) * k.h * k.w
+
+
+class Pooling(LayerRule):
+    """Pooling: scalar kernel_size/stride/pad or their _h/_w forms, no dilation.
+    CEIL rounding by default; `round_mode: FLOOR` or the fork's `ceil_mode: false` floor.
+    Global pooling has no window (window() is None) and role "collapse".
+    A MAX pooling may have a second top, the argmax mask, shaped like the output."""
+
+    types = ("Pooling",)
+    role = "window"
+
+    def role_of(self, layer):
+        return "collapse" if layer.pooling_param.global_pooling else "window"
+
+    @staticmethod
+    def floor_mode(layer):
+        pp = layer.pooling_param
+        return pp.round_mode == 1 or (has_field(pp, "ceil_mode") and not pp.ceil_mode)
+
+    @staticmethod
+    def _scalar_group(pp, layer, name, h_name, w_name, default):
+        has_h, has_w = has_field(pp, h_name), has_field(pp, w_name)
+        if has_h or has_w:
+            if not (has_h and has_w):
+                raise _err(layer, f"{h_name} and {w_name} must be given together")
+            if has_field(pp, name):
+                raise _err(layer, f"{name} cannot be mixed with {h_name}/{w_name}")
+            return Pair(getattr(pp, h_name), getattr(pp, w_name))
+        if has_field(pp, name) or default is not None:
+            value = getattr(pp, name) if has_field(pp, name) else default
+            return Pair(value, value)
+        raise _err(layer, "pooling needs kernel_size (or kernel_h and kernel_w) unless global_pooling")
+
+    def window(self, layer):
+        pp = layer.pooling_param
+        if pp.global_pooling:
+            return None
+        w = Window(self._scalar_group(pp, layer, "kernel_size", "kernel_h", "kernel_w", None),
+                   self._scalar_group(pp, layer, "stride", "stride_h", "stride_w", 1),
+                   self._scalar_group(pp, layer, "pad", "pad_h", "pad_w", 0), Pair(1, 1))
+        if min(w.kernel) < 1 or min(w.stride) < 1:
+            raise _err(layer, "pooling kernel and stride must be positive")
+        if w.pad.h >= w.kernel.h or w.pad.w >= w.kernel.w:
+            raise _err(layer, f"pad {tuple(w.pad)} must be smaller than kernel {tuple(w.kernel)}")
+        return w
+
+    def with_window(self, layer, window):
+        """Scalar form when h == w (unless the file used _h/_w), _h/_w otherwise."""
+        window = Window(*(Pair.of(v) for v in window))
+        if window.dilation != Pair(1, 1):
+            raise _err(layer, f"pooling has no dilation field; cannot set dilation {tuple(window.dilation)}")
+        if layer.pooling_param.global_pooling:
+            raise _err(layer, "global pooling has no window to set")
+        new = type(layer)()
+        new.CopyFrom(layer)
+        pp = new.pooling_param
+        for name, h_name, w_name, value, default in (
+                ("kernel_size", "kernel_h", "kernel_w", window.kernel, None),
+                ("stride", "stride_h", "stride_w", window.stride, 1),
+                ("pad", "pad_h", "pad_w", window.pad, 0)):
+            used_hw = has_field(pp, h_name) or has_field(pp, w_name)
+            if used_hw or value.h != value.w:
+                pp.ClearField(name)
+                setattr(pp, h_name, value.h)
+                setattr(pp, w_name, value.w)
+            elif has_field(pp, name) or value.h != default:
+                setattr(pp, name, value.h)
+        return new
+
+    def out_shapes(self, layer, in_shapes):
+        n, c, h, w = _spatial4(layer, in_shapes[0])
+        pp = layer.pooling_param
+        if pp.global_pooling:
+            stride = self._scalar_group(pp, layer, "stride", "stride_h", "stride_w", 1)
+            pad = self._scalar_group(pp, layer, "pad", "pad_h", "pad_w", 0)
+            if stride != Pair(1, 1) or pad != Pair(0, 0):
+                raise _err(layer, "global pooling takes only pad 0 and stride 1")
+            out = (n, c, 1, 1)
+        else:
+            win = self.window(layer)
+            if max(win.pad) and pp.pool not in (0, 1):
+                raise _err(layer, "padding is only implemented for MAX and AVE pooling")
+            ceil = not self.floor_mode(layer)
+            out = _positive(layer, (n, c) + tuple(
+                pool_out_size(s, k, st, p, ceil=ceil)
+                for s, k, st, p in zip((h, w), win.kernel, win.stride, win.pad)))
+        if len(layer.top) > 2 or (len(layer.top) == 2 and pp.pool != 0):
+            raise _err(layer, "only MAX pooling may have a second (mask) top")
+        return [out] * len(layer.top)
+
+    def flops(self, layer, in_shapes, out_shapes):
+        win = self.window(layer)
+        per = in_shapes[0][2] * in_shapes[0][3] if win is None else win.kernel.h * win.kernel.w
+        return count(out_shapes[0]) * per
+
+
+# ---------------------------------------------------------------------------
+# Joins, shape plumbing
+# ---------------------------------------------------------------------------
+
+class Eltwise(LayerRule):
+    types = ("Eltwise",)
+    role = "join"
+
+    def out_shapes(self, layer, in_shapes):
+        first = tuple(in_shapes[0])
+        for name, shape in zip(layer.bottom[1:], in_shapes[1:]):
+            if tuple(shape) != first:
+                raise _err(layer, f"bottom '{name}' has shape {tuple(shape)} but "
+                                  f"'{layer.bottom[0]}' has {first}")
+        coeff = layer.eltwise_param.coeff
+        if len(coeff) and len(coeff) != len(in_shapes):
+            raise _err(layer, f"{len(coeff)} coeff values for {len(in_shapes)} bottoms")
+        return [first]
+
+    def flops(self, layer, in_shapes, out_shapes):
+        return count(out_shapes[0]) * max(len(in_shapes) - 1, 1)
+
+
+class Axpy(LayerRule):
+    """SENet fork: top = a * x + y with a (N, C[,1,1]) channel weights; x and y must align."""
+
+    types = ("Axpy",)
+    role = "join"
+
+    def grid_bottoms(self, layer):
+        return (1, 2)
+
+    def out_shapes(self, layer, in_shapes):
+        if len(in_shapes) != 3:
+            raise _err(layer, "Axpy takes three bottoms (a, x, y)")
+        a, x, y = (tuple(s) for s in in_shapes)
+        if x != y:
+            raise _err(layer, f"x {x} and y {y} differ")
+        if a[:2] != x[:2] or any(d != 1 for d in a[2:]):
+            raise _err(layer, f"scale {a} does not match x {x} as (N, C, 1, 1)")
+        return [x]
+
+    def flops(self, layer, in_shapes, out_shapes):
+        return count(out_shapes[0])
+
+
+def _concat_axis(layer, ndim):
+    cp = layer.concat_param
+    axis = cp.concat_dim if has_field(cp, "concat_dim") else cp.axis
+    return _axis(layer, axis, ndim)
+
+
+class Concat(LayerRule):
+    types = ("Concat",)
+    role = "join"
+
+    def role_of(self, layer):
+        cp = layer.concat_param
+        axis = cp.concat_dim if has_field(cp, "concat_dim") else cp.axis
+        return "join" if axis == 1 else "resample"
+
+    def out_shapes(self, layer, in_shapes):
+        first = tuple(in_shapes[0])
+        axis = _concat_axis(layer, len(first))
+        total = 0
+        for name, shape in zip(layer.bottom, in_shapes):
+            shape = tuple(shape)
+            if len(shape) != len(first) or shape[:axis] + shape[axis + 1:] != first[:axis] + first[axis + 1:]:
+                raise _err(layer, f"bottom '{name}' has shape {shape}, which does not match "
+                                  f"{first} outside axis {axis}")
+            total += shape[axis]
+        return [first[:axis] + (total,) + first[axis + 1:]]
+
+
+class Slice(LayerRule):
+    types = ("Slice",)
+    role = "pointwise"
+
+    def _axis_value(self, layer):
+        sp = layer.slice_param
+        return sp.slice_dim if has_field(sp, "slice_dim") else sp.axis
+
+    def role_of(self, layer):
+        return "pointwise" if self._axis_value(layer) == 1 else "resample"
+
+    def out_shapes(self, layer, in_shapes):
+        shape = tuple(in_shapes[0])
+        axis = _axis(layer, self._axis_value(layer), len(shape))
+        dim, tops = shape[axis], len(layer.top)
+        points = list(layer.slice_param.slice_point)
+        if points:
+            if len(points) != tops - 1:
+                raise _err(layer, f"{len(points)} slice_point values for {tops} tops (need {tops - 1})")
+            bounds = [0] + points + [dim]
+            sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+            if any(s <= 0 for s in sizes):
+                raise _err(layer, f"slice points {points} do not increase within size {dim}")
+        else:
+            if dim % tops:
+                raise _err(layer, f"axis {axis} of size {dim} does not split evenly into {tops} tops")
+            sizes = [dim // tops] * tops
+        return [shape[:axis] + (s,) + shape[axis + 1:] for s in sizes]
+
+
+class Flatten(LayerRule):
+    types = ("Flatten",)
+    role = "collapse"
+
+    def out_shapes(self, layer, in_shapes):
+        shape = tuple(in_shapes[0])
+        fp = layer.flatten_param
+        start = _axis(layer, fp.axis, len(shape))
+        end = _axis(layer, fp.end_axis, len(shape))
+        return [shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]]
+
+
+class Reshape(LayerRule):
+    """dim 0 copies the input extent at that position, one -1 is inferred; axis/num_axes
+    choose the replaced span (Caffe's rules)."""
+
+    types = ("Reshape",)
+    role = "collapse"
+
+    def out_shapes(self, layer, in_shapes):
+        shape = tuple(in_shapes[0])
+        rp = layer.reshape_param
+        dims = [int(d) for d in rp.shape.dim]
+        nd = len(shape)
+        start = rp.axis if rp.axis >= 0 else nd + rp.axis + 1
+        if not 0 <= start <= nd:
+            raise _err(layer, f"axis {rp.axis} is out of range for a {nd}-axis input")
+        end = nd if rp.num_axes == -1 else start + rp.num_axes
+        if rp.num_axes < -1 or end > nd:
+            raise _err(layer, f"num_axes {rp.num_axes} does not fit a {nd}-axis input")
+        new = []
+        for i, d in enumerate(dims):
+            if d == 0:
+                if start + i >= nd:
+                    raise _err(layer, f"dim {i} copies input axis {start + i}, which does not exist")
+                new.append(shape[start + i])
+            elif d < -1:
+                raise _err(layer, f"dim {d} is not allowed (use -1 to infer, 0 to copy)")
+            else:
+                new.append(d)
+        if new.count(-1) > 1:
+            raise _err(layer, "at most one dim may be -1")
+        total = math.prod(shape[start:end])
+        known = math.prod(d for d in new if d != -1)
+        if -1 in new:
+            if known == 0 or total % known:
+                raise _err(layer, f"cannot infer -1: {total} elements do not divide by {known}")
+            new[new.index(-1)] = total // known
+        elif known != total:
+            raise _err(layer, f"reshape to {tuple(new)} changes the element count {total}")
+        return [shape[:start] + tuple(new) + shape[end:]]
+
+
+class Permute(LayerRule):
+    """SSD Permute: the given order, then the unnamed axes in their order."""
+
+    types = ("Permute",)
+    role = "collapse"
+
+    def out_shapes(self, layer, in_shapes):
+        shape = tuple(in_shapes[0])
+        order = [int(o) for o in sub(layer, "permute_param").order]
+        if len(set(order)) != len(order) or any(not 0 <= o < len(shape) for o in order):
+            raise _err(layer, f"order {order} is not a permutation of {len(shape)} axes")
+        order += [i for i in range(len(shape)) if i not in order]
+        return [tuple(shape[o] for o in order)]
+
+
+class Crop(LayerRule):
+    """Crop bottom 0 to bottom 1's extents from `axis` on, at `offset` (one value or one per axis).
+    Geometry: a shift by offset input pixels (a 1x1 window with negative pad)."""
+
+    types = ("Crop",)
+    role = "resample"
+
+    def _offsets(self, layer, ndim):
+        cp = layer.crop_param
+        start = _axis(layer, cp.axis, ndim)
+        n = ndim - start
+        offs = list(cp.offset)
+        if len(offs) == 0:
+            offs = [0] * n
+        elif len(offs) == 1:
+            offs = offs * n
+        elif len(offs) != n:
+            raise _err(layer, f"{len(offs)} offsets for {n} cropped axes")
+        return start, offs
+
+    def out_shapes(self, layer, in_shapes):
+        a, ref = tuple(in_shapes[0]), tuple(in_shapes[1])
+        if len(a) != len(ref):
+            raise _err(layer, f"bottoms {a} and {ref} differ in rank")
+        start, offs = self._offsets(layer, len(a))
+        out = list(a)
+        for i, off in enumerate(offs):
+            axis = start + i
+            if off + ref[axis] > a[axis]:
+                raise _err(layer, f"crop of {ref[axis]} at offset {off} exceeds size {a[axis]} on axis {axis}")
+            out[axis] = ref[axis]
+        return [tuple(out)]
+
+    def grid_window(self, layer):
+        start, offs = self._offsets(layer, 4)
+        spatial = ([0, 0] + offs)[-2:] if start >= 2 else offs[2 - start:4 - start]
+        return Window(Pair(1, 1), Pair(1, 1), Pair(-spatial[0], -spatial[1]), Pair(1, 1))
+
+    def grid_bottoms(self, layer):
+        return (0,)
+
+
+class Interp(LayerRule):
+    """DeepLab v2 / PSPNet Interp. Effective input = in + pad_beg + pad_end (pads <= 0).
+    A second bottom gives the size; else shrink only: (eff-1)/s+1; zoom only: eff+(eff-1)(z-1);
+    height+width; shrink then zoom."""
+
+    types = ("Interp",)
+    role = "resample"
+
+    def out_shapes(self, layer, in_shapes):
+        n, c, h, w = _spatial4(layer, in_shapes[0])
+        ip = sub(layer, "interp_param")
+        pad_beg, pad_end = field(ip, "pad_beg", 0), field(ip, "pad_end", 0)
+        if pad_beg > 0 or pad_end > 0:
+            raise _err(layer, "Interp only supports pad_beg/pad_end <= 0 (cropping)")
+        eff = [s + pad_beg + pad_end for s in (h, w)]
+        shrink, zoom = has_field(ip, "shrink_factor"), has_field(ip, "zoom_factor")
+        sized = has_field(ip, "height") and has_field(ip, "width")
+        if len(in_shapes) > 1:
+            if shrink or zoom or has_field(ip, "height") or has_field(ip, "width"):
+                raise _err(layer, "Interp with a second bottom takes no size parameters")
+            out = tuple(in_shapes[1][2:4])
+        elif shrink and not zoom:
+            out = tuple((e - 1) // ip.shrink_factor + 1 for e in eff)
+        elif zoom and not shrink:
+            out = tuple(e + (e - 1) * (ip.zoom_factor - 1) for e in eff)
+        elif sized:
+            out = (ip.height, ip.width)
+        elif shrink and zoom:
+            out = tuple((e - 1) // ip.shrink_factor + 1 for e in eff)
+            out = tuple(o + (o - 1) * (ip.zoom_factor - 1) for o in out)
+        else:
+            raise _err(layer, "Interp needs zoom_factor, shrink_factor, height+width or a second bottom")
+        if min(ip.shrink_factor if shrink else 1, ip.zoom_factor if zoom else 1) < 1:
+            raise _err(layer, "zoom_factor and shrink_factor must be >= 1")
+        return [_positive(layer, (n, c) + out)]
+
+    def grid_bottoms(self, layer):
+        return (0,)
+
+
+class Upsample(LayerRule):
+    """SegNet Upsample (max-unpooling with the pool mask as bottom 1): upsample_h/w when both
+    are set, else in*scale - pad_out (scale default 2, or scale_h/scale_w)."""
+
+    types = ("Upsample",)
+    role = "resample"
+
+    def out_shapes(self, layer, in_shapes):
+        n, c, h, w = _spatial4(layer, in_shapes[0])
+        up = sub(layer, "upsample_param")
+        if len(in_shapes) > 1 and tuple(in_shapes[1]) != tuple(in_shapes[0]):
+            raise _err(layer, f"mask {tuple(in_shapes[1])} differs from data {tuple(in_shapes[0])}")
+        if has_field(up, "upsample_h") and has_field(up, "upsample_w"):
+            out = (up.upsample_h, up.upsample_w)
+        else:
+            if has_field(up, "scale_h") or has_field(up, "scale_w"):
+                sh, sw = field(up, "scale_h", 2), field(up, "scale_w", 2)
+            else:
+                sh = sw = field(up, "scale", 2)
+            out = (h * sh - int(bool(field(up, "pad_out_h", False))),
+                   w * sw - int(bool(field(up, "pad_out_w", False))))
+        return [_positive(layer, (n, c) + tuple(out))]
+
+
+class InnerProduct(LayerRule):
+    """Flattens from `axis`: weight (num_output, K) or (K, num_output) when transpose; bias (num_output)."""
+
+    types = ("InnerProduct",)
+    role = "collapse"
+
+    def _split(self, layer, shape):
+        axis = _axis(layer, layer.inner_product_param.axis, len(shape))
+        return shape[:axis], math.prod(shape[axis:])
+
+    def out_shapes(self, layer, in_shapes):
+        p = layer.inner_product_param
+        if p.num_output <= 0:
+            raise _err(layer, "num_output must be positive")
+        lead, _ = self._split(layer, tuple(in_shapes[0]))
+        return [tuple(lead) + (p.num_output,)]
+
+    def param_shapes(self, layer, in_shapes):
+        p = layer.inner_product_param
+        _, k = self._split(layer, tuple(in_shapes[0]))
+        weight = (k, p.num_output) if p.transpose else (p.num_output, k)
+        return [weight, (p.num_output,)] if p.bias_term else [weight]
+
+    def flops(self, layer, in_shapes, out_shapes):
+        _, k = self._split(layer, tuple(in_shapes[0]))
+        return count(out_shapes[0]) * k
+
+
+class Embed(LayerRule):
+    types = ("Embed",)
+    role = "collapse"
+
+    def out_shapes(self, layer, in_shapes):
+        return [tuple(in_shapes[0]) + (layer.embed_param.num_output,)]
+
+    def param_shapes(self, layer, in_shapes):
+        p = layer.embed_param
+        shapes = [(p.input_dim, p.num_output)]
+        return shapes + [(p.num_output,)] if p.bias_term else shapes
+
+
+class Tile(LayerRule):
+    types = ("Tile",)
+    role = "resample"
+
+    def out_shapes(self, layer, in_shapes):
+        shape = list(in_shapes[0])
+        axis = _axis(layer, layer.tile_param.axis, len(shape))
+        shape[axis] *= layer.tile_param.tiles
+        return [tuple(shape)]
+
+
+class Reduction(LayerRule):
+    types = ("Reduction",)
+    role = "collapse"
+
+    def out_shapes(self, layer, in_shapes):
+        shape = tuple(in_shapes[0])
+        return [shape[:_axis(layer, layer.reduction_param.axis, len(shape))]]
+
+
+class ArgMax(LayerRule):
+    types = ("ArgMax",)
+    role = "collapse"
+
+    def out_shapes(self, layer, in_shapes):
+        shape = list(in_shapes[0])
+        p = layer.argmax_param
+        if has_field(p, "axis"):
+            shape[_axis(layer, p.axis, len(shape))] = p.top_k
+            return [tuple(shape)]
+        return [(shape[0], 2 if p.out_max_val else 1, p.top_k)]
+
+
+class PriorBox(LayerRule):
+    """SSD PriorBox: (1, 2, H*W*num_priors*4); num_priors = len(ratios)*len(min_size) + len(max_size),
+    ratios = {1} plus each new aspect_ratio (and 1/ratio when flip)."""
+
+    types = ("PriorBox",)
+    role = "collapse"
+
+    def out_shapes(self, layer, in_shapes):
+        _, _, h, w = _spatial4(layer, in_shapes[0])
+        pp = sub(layer, "prior_box_param")
+        ratios = [1.0]
+        for ar in field(pp, "aspect_ratio", []):
+            if all(abs(ar - r) >= 1e-6 for r in ratios):
+                ratios.append(ar)
+                if field(pp, "flip", True):
+                    ratios.append(1.0 / ar)
+        mins, maxs = list(field(pp, "min_size", [])), list(field(pp, "max_size", []))
+        if not mins:
+            raise _err(layer, "PriorBox needs min_size")
+        priors = len(ratios) * len(mins) + len(maxs)
+        return [(1, 2, h * w * priors * 4)]
+
+
+class ROIPooling(LayerRule):
+    types = ("ROIPooling",)
+    role = "collapse"
+
+    def out_shapes(self, layer, in_shapes):
+        p = sub(layer, "roi_pooling_param")
+        return [(in_shapes[1][0], in_shapes[0][1], p.pooled_h, p.pooled_w)]
+
+
+# ---------------------------------------------------------------------------
+# Sources and sinks
+# ---------------------------------------------------------------------------
+
+class Source(LayerRule):
+    role = "source"
+
+    def grid_window(self, layer):
+        return IDENTITY
+
+
+class Input(Source):
+    """input_param.shape: one shape per top, or one shared by all tops."""
+
+    types = ("Input",)
+
+    def out_shapes(self, layer, in_shapes):
+        shapes = [_blob_shape(s) for s in layer.input_param.shape]
+        return _per_top(layer, shapes, "input_param { shape }")
+
+
+def _per_top(layer, shapes, what):
+    tops = len(layer.top)
+    if not shapes:
+        raise Unknown(f"no {what}; give --input-shape")
+    if len(shapes) == 1:
+        return shapes * tops
+    if len(shapes) != tops:
+        raise _err(layer, f"{len(shapes)} shapes for {tops} tops")
+    return shapes
+
+
+class DummyData(Source):
+    types = ("DummyData",)
+
+    def out_shapes(self, layer, in_shapes):
+        p = layer.dummy_data_param
+        shapes = [_blob_shape(s) for s in p.shape]
+        if not shapes and len(p.num):
+            legacy = list(zip(p.num, p.channels, p.height, p.width))
+            if len(legacy) != len(p.num):
+                raise _err(layer, "num/channels/height/width must have equal counts")
+            shapes = [tuple(s) for s in legacy]
+        return _per_top(layer, shapes, "dummy_data_param shape")
+
+
+def _image_source(layer, batch, channels, height, width):
+    """(data, label[, ...]) for image-reading layers; transform crop_size overrides the size."""
+    crop = layer.transform_param.crop_size if layer.HasField("transform_param") else 0
+    if crop:
+        height = width = crop
+    if not batch or not channels or not height or not width:
+        raise Unknown("the image size depends on the data files; give --input-shape")
+    return batch, channels, height, width
+
+
+class MemoryData(Source):
+    types = ("MemoryData",)
+
+    def out_shapes(self, layer, in_shapes):
+        p = layer.memory_data_param
+        data = _image_source(layer, p.batch_size, p.channels, p.height, p.width)
+        return [data, (p.batch_size,)][:len(layer.top)]
+
+
+class ImageData(Source):
+    """ImageData / WindowData: colour decides C, new_height/new_width or crop_size decide H, W."""
+
+    types = ("ImageData", "WindowData")
+
+    def out_shapes(self, layer, in_shapes):
+        if layer.type == "WindowData":
+            p = layer.window_data_param
+            crop = p.crop_size or layer.transform_param.crop_size
+            data = _image_source(layer, p.batch_size, 3, crop, crop)
+        else:
+            p = layer.image_data_param
+            data = _image_source(layer, p.batch_size, 3 if p.is_color else 1, p.new_height, p.new_width)
+        return [data, (data[0],)][:len(layer.top)]
+
+
+class SegData(Source):
+    """DeepLab ImageSegData / SegNet DenseImageData: (N,3,H,W) image, (N,1,H,W) label,
+    DeepLab's optional third top data_dim (N,1,1,2)."""
+
+    types = ("ImageSegData", "DenseImageData")
+
+    def out_shapes(self, layer, in_shapes):
+        name = "image_data_param" if layer.type == "ImageSegData" else "dense_image_data_param"
+        p = sub(layer, name)
+        color = field(p, "is_color", True)
+        data = _image_source(layer, field(p, "batch_size", 1), 3 if color else 1,
+                             field(p, "new_height", 0), field(p, "new_width", 0))
+        n, _, h, w = data
+        return [data, (n, 1, h, w), (n, 1, 1, 2)][:len(layer.top)]
+
+
+class DataLayer(Source):
+    """DB/HDF5/annotated readers: the image size lives in the data, so only --input-shape helps.
+    The label top (N,) is known from batch_size."""
+
+    types = ("Data", "HDF5Data", "AnnotatedData")
+
+    def out_shapes(self, layer, in_shapes):
+        raise Unknown(f"a '{layer.type}' layer reads its sizes from the data; give --input-shape")
+
+
+class Loss(LayerRule):
+    """Losses: top 0 is a scalar (); SoftmaxWithLoss may add the probabilities as top 1."""
+
+    types = ("SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss",
+             "InfogainLoss", "MultinomialLogisticLoss", "ContrastiveLoss", "SmoothL1Loss",
+             "MultiBoxLoss")
+    role = "sink"
+
+    def out_shapes(self, layer, in_shapes):
+        return [()] + [tuple(in_shapes[0])] * (len(layer.top) - 1)
+
+
+class Accuracy(LayerRule):
+    """Accuracy: (), plus per-class accuracies (num_classes) as an optional second top."""
+
+    types = ("Accuracy",)
+    role = "sink"
+
+    def out_shapes(self, layer, in_shapes):
+        shape = tuple(in_shapes[0])
+        classes = shape[_axis(layer, layer.accuracy_param.axis, len(shape))]
+        return [(), (classes,)][:len(layer.top)]
+
+
+class Silence(LayerRule):
+    types = ("Silence", "MatWrite", "HDF5Output")
+    role = "sink"
+
+    def out_shapes(self, layer, in_shapes):
+        return [None] * len(layer.top) if layer.top else []
+
+
+class RuntimeSink(LayerRule):
+    """Outputs whose size is decided at run time (detections, proposals)."""
+
+    types = ("DetectionOutput", "DetectionEvaluate", "SegAccuracy")
+    role = "sink"
+
+    def out_shapes(self, layer, in_shapes):
+        raise Unknown(f"'{layer.type}' output size is decided at run time")
+
+
+# ---------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------
+
+_RULES = {}
+UNKNOWN = UnknownRule()
+
+
+def register(rule):
+    """Add a rule instance for each of its types (later registrations win)."""
+    for type_name in rule.types:
+        _RULES[type_name] = rule
+    return rule
+
+
+for _cls in (Pointwise, Split, PReLU, BatchNorm, BN, Scale, Bias, Normalize, ShuffleChannel,
+             Convolution, ConvolutionDepthwise, Deconvolution, Pooling, Eltwise, Axpy, Concat,
+             Slice, Flatten, Reshape, Permute, Crop, Interp, Upsample, InnerProduct, Embed, Tile,
+             Reduction, ArgMax, PriorBox, ROIPooling, Input, DummyData, MemoryData, ImageData,
+             SegData, DataLayer, Loss, Accuracy, Silence, RuntimeSink):
+    register(_cls())
+
+
+def rule_for(type_string):
+    """The rule for a Caffe type string; the 'unknown' rule when none is registered."""
+    return _RULES.get(type_string, UNKNOWN)
+
+
+def known_types():
+    return sorted(_RULES)
