@@ -207,3 +207,9 @@ def test_public_load_save_errors(tmp_path):
     (tmp_path / "junk.caffemodel").write_bytes(b"\xff\xff\xff")
     with pytest.raises(SurgeryError, match="junk.caffemodel"):
         surgery.load(tmp_path / "junk.caffemodel")
+
+
+def test_singular_field_given_twice():
+    err, message = _error('layer {\n  name: "a"\n  name: "b"\n}\n')
+    assert err.line == 3
+    assert "`name` is given twice in one LayerParameter" in message

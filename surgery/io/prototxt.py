@@ -20,6 +20,7 @@ from .atomic import write_atomic
 _LOC_PREFIX = re.compile(r"^\d+(?::\d+)? : ")
 _NO_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "(\w+)"')
 _NO_ENUM = re.compile(r'Enum type "([\w.]+)" has no value named (\w+)')
+_REPEATED_SINGLE = re.compile(r'Message type "([\w.]+)" should not have multiple "(\w+)" fields')
 _EXPECTED_STRING = re.compile(r"Expected string but found: '(\w+)'")
 _LEGACY_MESSAGES = ("V0LayerParameter", "V1LayerParameter")
 _PLACEHOLDER = re.compile(r"\$\{[^}\n]*\}?")
@@ -167,6 +168,11 @@ def _explain(exc, text, filename, message_type):
     if match:
         return SurgeryError(_unknown_enum(match.group(1), match.group(2)),
                             file=filename, line=line, col=col)
+    match = _REPEATED_SINGLE.search(raw)
+    if match:
+        return SurgeryError(
+            f"`{match.group(2)}` is given twice in one {_short(match.group(1))}; "
+            "it takes a single value", file=filename, line=line, col=col)
     match = _EXPECTED_STRING.search(raw)
     if match and match.group(1) in _v1_type_names():
         return SurgeryError(
