@@ -1,0 +1,228 @@
+"""Bind a parsed prototxt tree to the protobuf schema.
+
+Produces the message `google.protobuf.text_format.Parse` would, but keeps
+going where Parse stops: a field the schema lacks is recorded (and left in
+the document verbatim), and a `${NAME}` placeholder is recorded and either
+kept literally (string fields) or left unset (numbers, enums, bools).
+Scalar conversion reuses protobuf's own public helpers so values agree
+exactly with Parse.
+"""
+
+from typing import NamedTuple, Optional
+
+from google.protobuf import descriptor as _d
+from google.protobuf import text_encoding, text_format
+
+from ..errors import SurgeryError
+from .tokens import Message, Value
+
+_SIGNED32 = (_d.FieldDescriptor.TYPE_INT32, _d.FieldDescriptor.TYPE_SINT32,
+             _d.FieldDescriptor.TYPE_SFIXED32)
+_SIGNED64 = (_d.FieldDescriptor.TYPE_INT64, _d.FieldDescriptor.TYPE_SINT64,
+             _d.FieldDescriptor.TYPE_SFIXED64)
+_UNSIGNED32 = (_d.FieldDescriptor.TYPE_UINT32, _d.FieldDescriptor.TYPE_FIXED32)
+_UNSIGNED64 = (_d.FieldDescriptor.TYPE_UINT64, _d.FieldDescriptor.TYPE_FIXED64)
+_FLOATS = (_d.FieldDescriptor.TYPE_FLOAT, _d.FieldDescriptor.TYPE_DOUBLE)
+_STRINGS = (_d.FieldDescriptor.TYPE_STRING, _d.FieldDescriptor.TYPE_BYTES)
+_LAYER_KEYS = ("layer", "layers")
+# Parameter blocks whose unknown fields may change a layer's geometry.
+GEOMETRY_PARAMS = ("convolution_param", "pooling_param")
+
+
+class Placeholder(NamedTuple):
+    """A field whose value is or contains `${...}`; path locates the field."""
+    path: tuple
+    text: str
+
+
+class UnknownField(NamedTuple):
+    """A field the schema does not know; kept verbatim in the document."""
+    file: str
+    line: int
+    col: int
+    name: str
+    message_type: str    # full name of the enclosing message, e.g. caffe.ConvolutionParameter
+    path: tuple          # path of the enclosing message
+    layer: Optional[str]
+
+    def __str__(self):
+        return f"{self.file}:{self.line}:{self.col}: unknown field `{self.name}` in {self.message_type}"
+
+
+class Binding:
+    """What `Document.to_message` learned besides the message itself."""
+
+    def __init__(self, message):
+        self.message = message
+        self.nodes = {}            # path -> Field node it came from
+        self.placeholders = []     # [Placeholder(path, text)]
+        self.unknown_fields = []   # [UnknownField]
+
+    def layer_name(self, path):
+        """Name of the layer a path lies in (None outside layers)."""
+        if len(path) >= 2 and path[0] in _LAYER_KEYS:
+            layers = getattr(self.message, path[0], None)
+            if layers is not None and path[1] < len(layers):
+                return layers[path[1]].name
+        return None
+
+    def placeholders_by_layer(self):
+        """{layer name or None: [(path inside the layer, text)]}."""
+        out = {}
+        for ph in self.placeholders:
+            name = self.layer_name(ph.path)
+            sub = ph.path[2:] if name is not None else ph.path
+            out.setdefault(name, []).append((sub, ph.text))
+        return out
+
+    def geometry_unknown_layers(self):
+        """Layers with unknown fields in convolution_param/pooling_param, in order."""
+        names = []
+        for uf in self.unknown_fields:
+            if uf.layer is not None and any(p in GEOMETRY_PARAMS for p in uf.path
+                                           if isinstance(p, str)):
+                if uf.layer not in names:
+                    names.append(uf.layer)
+        return names
+
+
+def bind(root, message, *, filename, strict=False):
+    """Fill `message` from the tree rooted at `root`; return the Binding."""
+    binding = Binding(message)
+    _Binder(binding, filename, strict).message(root, message, ())
+    # Unknown fields inside layers are attributed once layer names are known.
+    binding.unknown_fields = [uf._replace(layer=binding.layer_name(uf.path))
+                              for uf in binding.unknown_fields]
+    return binding
+
+
+class _Binder:
+    def __init__(self, binding, filename, strict):
+        self.b = binding
+        self.filename = filename
+        self.strict = strict
+
+    def error(self, msg, tok):
+        return SurgeryError(msg, file=self.filename, line=tok.line, col=tok.col)
+
+    def message(self, node, msg, path):
+        desc = msg.DESCRIPTOR
+        counts = {}
+        for field in node.fields:
+            fd = desc.fields_by_name.get(field.key)
+            if fd is None:
+                self.unknown(field, desc, path)
+                continue
+            if fd.cpp_type == _d.FieldDescriptor.CPPTYPE_MESSAGE:
+                self.message_field(field, fd, msg, path, counts)
+            else:
+                self.scalar_field(field, fd, msg, path, counts)
+
+    def unknown(self, field, desc, path):
+        tok = field.name
+        if self.strict:
+            raise self.error(f"unknown field `{field.key}` in {desc.full_name}", tok)
+        self.b.unknown_fields.append(UnknownField(
+            self.filename, tok.line, tok.col, field.key, desc.full_name, path, None))
+
+    def message_field(self, field, fd, msg, path, counts):
+        if not field.is_message:
+            raise self.error(f"field `{fd.name}` is a message: expected `{{`", field.name)
+        if field.is_list and not fd.is_repeated:
+            raise self.error(f"field `{fd.name}` is not repeated: list `[...]` not allowed",
+                             field.name)
+        for part in field.parts:
+            if isinstance(part, Value):
+                raise self.error(f"field `{fd.name}` is a message: expected `{{`",
+                                 part.tokens[0])
+            if not isinstance(part, Message):
+                continue
+            if fd.is_repeated:
+                index = counts.get(fd.name, 0)
+                counts[fd.name] = index + 1
+                sub = getattr(msg, fd.name).add()
+                sub_path = path + (fd.name, index)
+            else:
+                if msg.HasField(fd.name):
+                    raise self.error(f"field `{fd.name}` given twice in "
+                                     f"{msg.DESCRIPTOR.full_name}", field.name)
+                sub = getattr(msg, fd.name)
+                sub.SetInParent()
+                sub_path = path + (fd.name,)
+            self.b.nodes[sub_path] = field
+            self.message(part, sub, sub_path)
+
+    def scalar_field(self, field, fd, msg, path, counts):
+        if field.is_message:
+            raise self.error(f"field `{fd.name}` is not a message: expected `:` and a value",
+                             field.name)
+        values = field.values
+        if field.is_list and not fd.is_repeated:
+            raise self.error(f"field `{fd.name}` is not repeated: list `[...]` not allowed",
+                             field.name)
+        for value in values:
+            if fd.is_repeated:
+                index = counts.get(fd.name, 0)
+                vpath = path + (fd.name, index)
+            else:
+                vpath = path + (fd.name,)
+            if value.has_placeholder:
+                self.b.placeholders.append(Placeholder(vpath, value.text))
+                self.b.nodes[vpath] = field
+                if fd.type == _d.FieldDescriptor.TYPE_STRING:
+                    converted = self.convert(value, fd, msg) if value.is_string else value.text
+                else:
+                    continue    # a number/enum/bool we cannot know yet: leave unset
+            else:
+                converted = self.convert(value, fd, msg)
+            if fd.is_repeated:
+                getattr(msg, fd.name).append(converted)
+                counts[fd.name] = index + 1
+            else:
+                if msg.HasField(fd.name):
+                    raise self.error(f"field `{fd.name}` given twice in "
+                                     f"{msg.DESCRIPTOR.full_name}", field.name)
+                setattr(msg, fd.name, converted)
+            self.b.nodes[vpath] = field
+
+    def convert(self, value, fd, msg):
+        """Text -> Python value exactly as text_format would convert it."""
+        tok = value.tokens[0]
+        t = fd.type
+        try:
+            if t in _STRINGS:
+                if not value.is_string:
+                    raise ValueError(f"expected a quoted string, found {tok.text}")
+                raw = b"".join(text_encoding.CUnescape(x.text[1:-1]) for x in value.tokens)
+                return raw if t == _d.FieldDescriptor.TYPE_BYTES else raw.decode("utf-8")
+            if value.is_string or len(value.tokens) != 1:
+                raise ValueError(f"expected a {_type_name(fd)}, found a string")
+            text = tok.text
+            if t in _SIGNED32:
+                return text_format.ParseInteger(text, is_signed=True, is_long=False)
+            if t in _SIGNED64:
+                return text_format.ParseInteger(text, is_signed=True, is_long=True)
+            if t in _UNSIGNED32:
+                return text_format.ParseInteger(text, is_signed=False, is_long=False)
+            if t in _UNSIGNED64:
+                return text_format.ParseInteger(text, is_signed=False, is_long=True)
+            if t in _FLOATS:
+                return text_format.ParseFloat(text)
+            if t == _d.FieldDescriptor.TYPE_BOOL:
+                return text_format.ParseBool(text)
+            if t == _d.FieldDescriptor.TYPE_ENUM:
+                return text_format.ParseEnum(fd, text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self.error(f"bad value for {msg.DESCRIPTOR.full_name}.{fd.name}: {exc}",
+                             tok) from None
+        raise self.error(f"unsupported field type for `{fd.name}`", tok)
+
+
+def _type_name(fd):
+    if fd.type == _d.FieldDescriptor.TYPE_ENUM:
+        return f"{fd.enum_type.full_name} name"
+    if fd.type in _FLOATS:
+        return "number"
+    if fd.type == _d.FieldDescriptor.TYPE_BOOL:
+        return "true/false"
+    return "integer"

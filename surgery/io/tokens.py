@@ -1,0 +1,314 @@
+"""Lossless scanner and syntax tree for the protobuf text format.
+
+protobuf's own parser drops comments and refuses the `${NAME}` placeholders
+of shell-templated configs, so edits made through it rewrite whole files.
+Here every character of the input belongs to exactly one token: its text, its
+`lead` (blank lines, own-line comments and indentation before it) or its
+`trail` (spaces and a trailing comment after it, up to and including the end
+of its line). Joining lead + text + trail over all tokens gives the input
+back byte for byte, and an edit only touches the tokens it changes.
+
+The tree is deliberately small: a `Message` holds `Field`s; a `Field` holds
+its name token, an optional `:`, its `parts` (value groups, sub-messages and
+list punctuation, in source order) and an optional `,`/`;` separator.
+Nothing here knows the Caffe schema; `binding.py` adds that.
+"""
+
+import re
+
+from ..errors import SurgeryError
+
+# One match per token: the trivia before it, then the token itself.
+# Words cover identifiers, numbers (1e-4, -inf, 0x1f) and `${NAME}`
+# placeholders, bare or glued to other word characters (fc8_${EXP}).
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<trivia>(?:[ \t\r\n\f\v\ufeff]+|\#[^\n]*)*)
+    (?:
+        (?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
+      | (?P<word>(?:[\w.+\-]+|\$\{[^{}\s]*\})+)
+      | (?P<punct>[{}<>\[\]:,;])
+      | (?P<end>\Z)
+    )""",
+    re.VERBOSE,
+)
+_IDENT_RE = re.compile(r"[A-Za-z_]\w*\Z")
+_CLOSERS = {"{": "}", "<": ">"}
+
+
+class Token:
+    """One token with its source position (1-based line/col, 0-based char pos)."""
+
+    __slots__ = ("kind", "text", "pos", "line", "col", "lead", "trail")
+
+    def __init__(self, kind, text, pos=None, line=None, col=None, lead="", trail=""):
+        self.kind = kind        # "str" | "word" | "placeholder" | "punct" | "eof"
+        self.text = text
+        self.pos = pos          # None for tokens created by an edit
+        self.line = line
+        self.col = col
+        self.lead = lead
+        self.trail = trail
+
+    def __repr__(self):
+        return f"Token({self.kind}, {self.text!r}, {self.line}:{self.col})"
+
+
+class Value:
+    """One scalar value: a word, a placeholder, or adjacent string literals."""
+
+    __slots__ = ("tokens",)
+
+    def __init__(self, tokens):
+        self.tokens = tokens
+
+    @property
+    def text(self):
+        """The value as written, without trivia ("a" 'b' stays two literals)."""
+        return " ".join(t.text for t in self.tokens)
+
+    @property
+    def is_string(self):
+        return self.tokens[0].kind == "str"
+
+    @property
+    def has_placeholder(self):
+        return any("${" in t.text for t in self.tokens)
+
+
+class Message:
+    """A `{ ... }` or `< ... >` body (the root has no braces)."""
+
+    __slots__ = ("open", "fields", "close")
+
+    def __init__(self, open_, fields, close):
+        self.open = open_
+        self.fields = fields
+        self.close = close
+
+    def tokens(self):
+        if self.open is not None:
+            yield self.open
+        for field in self.fields:
+            yield from field.tokens()
+        if self.close is not None:
+            yield self.close
+
+    def find(self, name):
+        """All direct child fields called `name`, in source order."""
+        return [f for f in self.fields if f.name.text == name]
+
+
+class Field:
+    """`name[:] value`, `name[:] {...}` or `name: [v, ...]`, plus separator."""
+
+    __slots__ = ("name", "colon", "parts", "sep")
+
+    def __init__(self, name, colon, parts, sep=None):
+        self.name = name
+        self.colon = colon
+        self.parts = parts      # Token ('[' ',' ']') | Value | Message
+        self.sep = sep
+
+    @property
+    def key(self):
+        return self.name.text
+
+    @property
+    def values(self):
+        return [p for p in self.parts if isinstance(p, Value)]
+
+    @property
+    def messages(self):
+        return [p for p in self.parts if isinstance(p, Message)]
+
+    @property
+    def is_message(self):
+        return any(isinstance(p, Message) for p in self.parts)
+
+    @property
+    def is_list(self):
+        return bool(self.parts) and isinstance(self.parts[0], Token)
+
+    def tokens(self):
+        yield self.name
+        if self.colon is not None:
+            yield self.colon
+        for part in self.parts:
+            if isinstance(part, Token):
+                yield part
+            elif isinstance(part, Value):
+                yield from part.tokens
+            else:
+                yield from part.tokens()
+        if self.sep is not None:
+            yield self.sep
+
+    def first(self):
+        return self.name
+
+    def last(self):
+        if self.sep is not None:
+            return self.sep
+        part = self.parts[-1]
+        if isinstance(part, Token):
+            return part
+        if isinstance(part, Value):
+            return part.tokens[-1]
+        return part.close
+
+
+def scan(text, filename="<string>"):
+    """Split text into tokens; the last one has kind "eof" and holds the tail."""
+    tokens = []
+    pos = 0
+    line = 1
+    line_start = 0
+    prev = None
+    match = _TOKEN_RE.match
+    while True:
+        m = match(text, pos)
+        if m is None:
+            _bad_char(text, pos, filename, line, line_start)
+        trivia = m.group("trivia")
+        if prev is not None:
+            nl = trivia.find("\n")
+            if nl < 0:
+                prev.trail, lead = trivia, ""
+            else:
+                prev.trail, lead = trivia[: nl + 1], trivia[nl + 1:]
+        else:
+            lead = trivia
+        n = trivia.count("\n")
+        if n:
+            line += n
+            line_start = pos + trivia.rfind("\n") + 1
+        start = m.end("trivia")
+        kind = m.lastgroup
+        tok_text = m.group(kind)
+        if kind == "end":
+            tok = Token("eof", "", start, line, start - line_start + 1, lead)
+            tokens.append(tok)
+            return tokens
+        if kind == "word" and "${" in tok_text:
+            kind = "placeholder"
+        prev = Token(kind, tok_text, start, line, start - line_start + 1, lead)
+        tokens.append(prev)
+        pos = m.end()
+
+
+def _bad_char(text, pos, filename, line, line_start):
+    """Raise a located error for the first character no token can start with."""
+    m = re.compile(r"(?:[ \t\r\n\f\v\ufeff]+|\#[^\n]*)*").match(text, pos)
+    at = m.end()
+    skipped = text[pos:at]
+    if "\n" in skipped:
+        line += skipped.count("\n")
+        line_start = pos + skipped.rfind("\n") + 1
+    ch = text[at]
+    if ch in "\"'":
+        msg = "unterminated string (strings end on the line they start)"
+    elif ch == "$":
+        msg = "malformed placeholder: expected `${NAME}`"
+    else:
+        msg = f"unexpected character {ch!r}"
+    raise SurgeryError(msg, file=filename, line=line, col=at - line_start + 1)
+
+
+class _Parser:
+    """Recursive descent over the token list; builds Message/Field nodes."""
+
+    def __init__(self, tokens, filename):
+        self.toks = tokens
+        self.i = 0
+        self.filename = filename
+
+    def error(self, msg, tok=None):
+        tok = tok or self.toks[self.i]
+        return SurgeryError(msg, file=self.filename, line=tok.line, col=tok.col)
+
+    def peek(self):
+        return self.toks[self.i]
+
+    def take(self):
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def at(self, text):
+        tok = self.toks[self.i]
+        return tok.kind == "punct" and tok.text == text
+
+    def body(self, closer):
+        fields = []
+        while True:
+            tok = self.peek()
+            if tok.kind == "eof":
+                if closer is None:
+                    return fields
+                raise self.error(f"missing `{closer}` before end of file")
+            if closer is not None and tok.kind == "punct" and tok.text == closer:
+                return fields
+            fields.append(self.field())
+
+    def message(self):
+        open_ = self.take()
+        closer = _CLOSERS[open_.text]
+        fields = self.body(closer)
+        return Message(open_, fields, self.take())
+
+    def field(self):
+        name = self.take()
+        if name.kind != "word" or not _IDENT_RE.match(name.text):
+            shown = name.text or "end of file"
+            raise self.error(f"expected a field name, found `{shown}`", name)
+        colon = self.take() if self.at(":") else None
+        tok = self.peek()
+        if tok.kind == "punct" and tok.text in _CLOSERS:
+            parts = [self.message()]
+        elif colon is None:
+            raise self.error(f"expected `:` or `{{` after field `{name.text}`", tok)
+        elif tok.kind == "punct" and tok.text == "[":
+            parts = self.list_parts()
+        else:
+            parts = [self.value()]
+        sep = self.take() if (self.at(",") or self.at(";")) else None
+        return Field(name, colon, parts, sep)
+
+    def list_parts(self):
+        parts = [self.take()]
+        if self.at("]"):
+            parts.append(self.take())
+            return parts
+        while True:
+            tok = self.peek()
+            if tok.kind == "punct" and tok.text in _CLOSERS:
+                parts.append(self.message())
+            else:
+                parts.append(self.value())
+            if self.at("]"):
+                parts.append(self.take())
+                return parts
+            if not self.at(","):
+                raise self.error(f"expected `,` or `]` in list, found `{self.peek().text}`")
+            parts.append(self.take())
+
+    def value(self):
+        tok = self.peek()
+        if tok.kind in ("word", "placeholder"):
+            return Value([self.take()])
+        if tok.kind == "str":
+            group = [self.take()]
+            while self.peek().kind == "str":
+                group.append(self.take())
+            return Value(group)
+        shown = tok.text or "end of file"
+        raise self.error(f"expected a value, found `{shown}`", tok)
+
+
+def parse_tokens(text, filename="<string>"):
+    """Parse text into (root Message, eof Token). Raises SurgeryError on bad syntax."""
+    tokens = scan(text, filename)
+    parser = _Parser(tokens, filename)
+    fields = parser.body(None)
+    return Message(None, fields, None), tokens[-1]
