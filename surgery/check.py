@@ -159,12 +159,13 @@ def compare(expected: dict, summary) -> CheckReport:
             rows.append(LayerCheck(name, UNKNOWN, None, [],
                                    "not in the weights, and its param count is unknown"))
         elif shapes:
+            wanted = ", ".join("?" if s is None else fmt_shape(s) for s in shapes)
             rows.append(LayerCheck(name, NOT_INITIALISED, None,
                                    [BlobCheck(i, None, tuple(s) if s is not None else None, False,
                                               "no weights")
                                     for i, s in enumerate(shapes)],
-                                   "has params but no weights in the file; Caffe would "
-                                   "leave them at their filler values"))
+                                   f"no weights for its params {wanted}; Caffe would leave "
+                                   "them at their filler values"))
     return CheckReport(rows)
 
 
