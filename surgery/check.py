@@ -139,11 +139,15 @@ def compare(expected: dict, summary) -> CheckReport:
 
     `expected` holds every layer of the phase-filtered net ([] for layers without
     params, None when the shapes are unknown). Rows come in file order, then the
-    net's layers that the file lacks.
+    net's layers that the file lacks; layers with no blobs on either side get none.
     """
     rows = []
     seen = set()
     for layer in summary.layers:
+        if not layer.blobs and not expected.get(layer.name):
+            # Nothing to load and nothing wanted (ReLU, Data...): not worth a row.
+            seen.add(layer.name)
+            continue
         if layer.name not in expected:
             rows.append(LayerCheck(layer.name, UNUSED, layer.type,
                                    [BlobCheck(b.index, tuple(b.shape), None, None)
