@@ -380,3 +380,29 @@ def test_duplicate_layer_names_are_refused_by_name():
     with pytest.raises(SurgeryError) as info:
         doc.set_field(dup[0], "include.phase", "TEST")
     assert "share this name" in str(info.value)
+
+
+# -- robustness -------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_PIECES = ["layer", "name", "convolution_param", "num_output", "dilation", "pad", ":",
+           "{", "}", "<", ">", "[", "]", ",", ";", " ", "\n", "\t", "# c\n", '"a\\x"',
+           "'b'", '"\\u12"', "1", "-1", "1e-4", "-inf", "0x1F", "99999999999", "true",
+           "MAX", "${N}", "x_${E}", "$", "@", '"open']
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=40))
+def test_any_input_round_trips_or_fails_with_a_located_error(pieces):
+    text = "".join(pieces)
+    try:
+        doc = Document.parse(text, "f.prototxt")
+    except SurgeryError as err:
+        assert err.file == "f.prototxt" and err.line is not None
+        return
+    assert doc.to_text() == text
+    try:
+        doc.to_message()
+    except SurgeryError as err:
+        assert err.line is not None

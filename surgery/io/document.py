@@ -9,6 +9,7 @@ output is identical to the input.
 """
 
 from google.protobuf import descriptor as _d
+from google.protobuf import text_encoding
 
 from ..errors import SurgeryError
 from . import binding as _binding
@@ -119,11 +120,7 @@ class Document:
         """The layer node called `layer` (or `layer` itself if it is a node)."""
         if not isinstance(layer, str):
             return layer
-        if self._index is None:
-            self._index = {}
-            for f in self.layers():
-                self._index.setdefault(_layer_name(f), []).append(f)
-        found = self._index.get(layer, [])
+        found = self._layer_index().get(layer, [])
         if not found:
             raise SurgeryError(f"no layer named '{layer}'", file=self.filename, layer=layer)
         if len(found) > 1:
@@ -132,6 +129,13 @@ class Document:
                                "pass the layer node instead", file=self.filename, layer=layer)
         return found[0]
 
+    def _layer_index(self):
+        if self._index is None:
+            self._index = {}
+            for f in self.layers():
+                self._index.setdefault(_layer_name(f), []).append(f)
+        return self._index
+
     # -- edits --------------------------------------------------------------
 
     def set_field(self, layer, path, value):
@@ -139,7 +143,8 @@ class Document:
         scalar or list, rewriting existing values in place and creating
         missing fields/blocks with the indentation of their siblings."""
         node = self.find_layer(layer)
-        self._set(node.messages[0], path, value, self._layer_descriptor(node), top=False)
+        self._set(node.messages[0], path, value, self._layer_descriptor(node), top=False,
+                  layer=node)
 
     def set_top_field(self, path, value):
         """Set a net-level field (e.g. "name", "input_dim")."""
@@ -153,7 +158,7 @@ class Document:
         """Remove every entry of `path` under a layer; True if anything went."""
         node = self.find_layer(layer)
         comps = _split_path(path)
-        parent = self._walk(node.messages[0], comps[:-1], create=False, layer=node)
+        parent = self._walk(node.messages[0], comps[:-1], layer=node)
         if parent is None:
             return False
         name, index = comps[-1]
@@ -172,7 +177,7 @@ class Document:
 
     def rename_layer(self, old, new):
         node = self.find_layer(old)
-        if self._index is not None and new in self._index and new != old:
+        if new != old and new in self._layer_index():
             raise SurgeryError(f"cannot rename to '{new}': that name is taken",
                                file=self.filename, layer=old)
         names = node.messages[0].find("name")
@@ -200,7 +205,7 @@ class Document:
 
     # -- edit machinery -----------------------------------------------------
 
-    def _walk(self, msg, comps, *, create, layer=None):
+    def _walk(self, msg, comps, *, layer=None):
         """Follow message components; None (or raise) when one is missing."""
         for name, index in comps:
             subs = [m for f in msg.find(name) for m in f.messages]
@@ -215,14 +220,14 @@ class Document:
             msg = subs[0]
         return msg
 
-    def _set(self, msg, path, value, desc, *, top):
+    def _set(self, msg, path, value, desc, *, top, layer=None):
         comps = _split_path(path)
         values = list(value) if isinstance(value, (list, tuple)) else [value]
         fd = self._descriptor(desc, comps)
         # Deepest existing message on the path; the rest is created as text.
         depth = 0
         for name, index in comps[:-1]:
-            nxt = self._walk(msg, [(name, index)], create=False)
+            nxt = self._walk(msg, [(name, index)], layer=layer)
             if nxt is None:
                 break
             msg = nxt
@@ -396,7 +401,6 @@ def _layer_name(field):
 
 
 def _unquote(text):
-    from google.protobuf import text_encoding
     try:
         return text_encoding.CUnescape(text[1:-1]).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
