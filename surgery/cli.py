@@ -11,6 +11,8 @@ COMMANDS = [
     "upgrade",
     "weights",
     "check",
+    "init_weights",
+    "verify",
 ]
 
 

@@ -1,0 +1,220 @@
+"""Numeric proof that a converted net computes what the original computed.
+
+Both nets run on the same seeded random input with the same weights. A blob of
+the converted net lives on a finer grid; the position matching the original's
+position i is found from the geometry of BOTH nets, never from what the
+conversion claims: with centre c and stride S per axis,
+    c_conv + S_conv*j = c_orig + S_orig*i   =>   j = offset + f*i,
+    f = S_orig / S_conv,  offset = (c_orig - c_conv) / S_conv,
+and both must be non-negative integers. Only positions present in both are
+compared. Blobs downstream of a layer the conversion could not rewrite exactly
+(`approximate_layers`) are reported with their error but never fail the check.
+"""
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Optional
+
+import numpy as np
+
+from .analysis import analyse
+from .engine import get_engine
+from .errors import SurgeryError
+from .io.prototxt import load_prototxt
+
+OK, FAIL, APPROXIMATE, NO_GRID = "ok", "FAIL", "approximate", "no-grid"
+
+
+@dataclass
+class BlobResult:
+    blob: str
+    status: str
+    approximate: bool
+    factor: Optional[tuple] = None          # (fh, fw)
+    offset: Optional[tuple] = None          # (oh, ow)
+    compared: Optional[tuple] = None        # compared positions (h, w), or the whole shape
+    max_abs_error: Optional[float] = None
+    rel_error: Optional[float] = None
+    max_abs_original: Optional[float] = None
+    note: str = ""
+
+    def to_dict(self):
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class VerifyReport:
+    original: str
+    converted: str
+    engine: str
+    tolerance: float
+    inputs: dict
+    blobs: list = field(default_factory=list)
+    approximate_layers: list = field(default_factory=list)
+
+    @property
+    def passed(self):
+        return bool(self.blobs) and all(r.approximate or r.status == OK for r in self.blobs)
+
+    def to_dict(self):
+        return {"original": self.original, "converted": self.converted, "engine": self.engine,
+                "tolerance": self.tolerance, "passed": self.passed,
+                "inputs": {k: list(v) for k, v in self.inputs.items()},
+                "approximate_layers": list(self.approximate_layers),
+                "blobs": [r.to_dict() for r in self.blobs]}
+
+    def format_text(self):
+        shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in self.inputs.items())
+        lines = [f"verify {self.original} -> {self.converted}",
+                 f"engine {self.engine}, input {shapes}, tolerance {self.tolerance:g} (relative)"]
+        if self.approximate_layers:
+            lines.append("not exact by construction: " + ", ".join(self.approximate_layers))
+        width = max([len(r.blob) for r in self.blobs] + [4])
+        lines.append(f"{'blob':<{width}}  {'factor':>7}  {'offset':>7}  {'compared':>9}  "
+                     f"{'max|err|':>9}  {'rel err':>9}  status")
+        for r in self.blobs:
+            lines.append(f"{r.blob:<{width}}  {_pair(r.factor):>7}  {_pair(r.offset):>7}  "
+                         f"{_pair(r.compared):>9}  {_num(r.max_abs_error):>9}  "
+                         f"{_num(r.rel_error):>9}  {r.status}{'  ' + r.note if r.note else ''}")
+        exact = [r for r in self.blobs if not r.approximate]
+        verdict = "PASS" if self.passed else "FAIL"
+        lines.append(f"{verdict}: {sum(r.status == OK for r in exact)}/{len(exact)} exact blobs "
+                     f"within {self.tolerance:g}; {len(self.blobs) - len(exact)} approximate")
+        return "\n".join(lines)
+
+
+def _pair(value):
+    if value is None:
+        return "-"
+    if len(value) == 2 and value[0] == value[1]:
+        return str(value[0])
+    return "x".join(str(v) for v in value)
+
+
+def _num(value):
+    return "-" if value is None else f"{value:.2e}"
+
+
+def verify(original_path, converted_path, weights_path, *, input_shapes=None, blobs=(),
+           engine="opencv", tol=1e-4, seed=0):
+    """Run both nets and compare blobs on their common grid; returns a VerifyReport."""
+    original_path, converted_path = str(original_path), str(converted_path)
+    orig_net, conv_net = load_prototxt(original_path), load_prototxt(converted_path)
+    orig = analyse(orig_net, input_shapes=input_shapes)
+    conv = analyse(conv_net, input_shapes=input_shapes)
+    inputs = _random_inputs(orig, conv, original_path, seed)
+    approx_layers = _approximate_layers(orig_net, conv_net, input_shapes)
+    tainted = _downstream(conv.graph, approx_layers)
+
+    chosen = list(dict.fromkeys(blobs))
+    for blob in chosen:
+        for analysis, path in ((orig, original_path), (conv, converted_path)):
+            if analysis.graph.last_writer(blob) is None and blob not in analysis.graph.inputs:
+                raise SurgeryError("no such blob in the net", file=path, blob=blob)
+    default = _deepest_exact(orig, conv, tainted, inputs)
+    if default is None and not chosen:
+        raise SurgeryError("no blob shared by both nets is kept exact by the conversion; "
+                           "name blobs to compare with --blob")
+    if default is not None and default not in chosen:
+        chosen.insert(0, default)
+
+    runner = get_engine(engine)
+    orig_out = runner.run(original_path, weights_path, inputs, chosen)
+    conv_out = runner.run(converted_path, weights_path, inputs, chosen)
+    report = VerifyReport(original_path, converted_path, runner.name, tol,
+                          {k: v.shape for k, v in inputs.items()},
+                          approximate_layers=sorted(approx_layers))
+    for blob in chosen:
+        report.blobs.append(_compare(blob, orig, conv, orig_out[blob], conv_out[blob],
+                                     approximate=blob in tainted, tol=tol))
+    return report
+
+
+def _random_inputs(orig, conv, path, seed):
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for name in orig.graph.inputs:
+        shape = orig.shapes.get(name)
+        if shape is None or any(d is None for d in shape):
+            raise SurgeryError("the input size is unknown; give it with --input-shape "
+                               "NAME=N,C,H,W", file=path, blob=name)
+        if name not in conv.graph.inputs:
+            raise SurgeryError("the converted net has no such input", blob=name)
+        inputs[name] = rng.standard_normal(size=tuple(shape)).astype(np.float32)
+    return inputs
+
+
+def _approximate_layers(orig_net, conv_net, input_shapes):
+    """Layers of the converted net whose rewrite is not exact, as the dilate pass knows them."""
+    from .passes.dilate import approximate_layers
+
+    return set(approximate_layers(orig_net, conv_net, input_shapes=input_shapes))
+
+
+def _downstream(graph, layers):
+    """Blobs written by, or computed from, any of `layers` (in-place writers included)."""
+    tainted = set()
+    for node in graph.nodes:
+        if node.name in layers or any(b in tainted for b in node.bottoms):
+            tainted.update(node.tops)
+    return tainted
+
+
+def _deepest_exact(orig, conv, tainted, inputs):
+    """The last blob in the converted net's order that both nets share on a common grid."""
+    for node in reversed(conv.graph.nodes):
+        for blob in reversed(node.tops):
+            if blob in tainted or blob in inputs or orig.graph.last_writer(blob) is None:
+                continue
+            if _grid(blob, orig, conv)[0] is not None:
+                return blob
+    return None
+
+
+def _grid(blob, orig, conv):
+    """(factor, offset) per axis for a 4-D blob, ((1, 1), (0, 0)) for equal non-spatial
+    blobs, or (None, why)."""
+    a, b = orig.shapes.get(blob), conv.shapes.get(blob)
+    if a is None or b is None:
+        return None, "shape unknown"
+    if len(a) != len(b) or tuple(a[:2]) != tuple(b[:2]):
+        return None, f"shapes {tuple(a)} and {tuple(b)} differ in batch/channels"
+    if len(a) != 4:
+        if tuple(a) != tuple(b):
+            return None, f"shapes {tuple(a)} and {tuple(b)} differ"
+        return ((1, 1), (0, 0)), ""
+    ga, gb = orig.geometry.get(blob), conv.geometry.get(blob)
+    if ga is None or gb is None:
+        return None, "no geometry (collapsed or misaligned)"
+    factor, offset = [], []
+    for s_o, s_c, c_o, c_c in zip(ga.stride, gb.stride, ga.offset, gb.offset):
+        f = Fraction(s_o) / Fraction(s_c)
+        o = (Fraction(c_o) - Fraction(c_c)) / Fraction(s_c)
+        if f.denominator != 1 or f < 1 or o.denominator != 1 or o < 0:
+            return None, f"stride {s_o}->{s_c}, centre {c_o}->{c_c}: not a common grid"
+        factor.append(int(f))
+        offset.append(int(o))
+    return (tuple(factor), tuple(offset)), ""
+
+
+def _compare(blob, orig, conv, a, b, *, approximate, tol):
+    grid, why = _grid(blob, orig, conv)
+    if grid is None:
+        return BlobResult(blob, NO_GRID, approximate, note=why)
+    (factor, offset) = grid
+    if a.ndim == 4:
+        counts = [max(0, min(a.shape[2 + k], (b.shape[2 + k] - offset[k] + factor[k] - 1)
+                                 // factor[k])) for k in range(2)]
+        if 0 in counts:
+            return BlobResult(blob, NO_GRID, approximate, factor, offset, note="no common position")
+        a = a[:, :, :counts[0], :counts[1]]
+        b = b[:, :, offset[0]::factor[0], offset[1]::factor[1]][:, :, :counts[0], :counts[1]]
+        compared = tuple(counts)
+    else:
+        compared = tuple(a.shape)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    max_err = float(np.max(np.abs(a64 - b64))) if a.size else 0.0
+    scale = float(np.max(np.abs(a64))) if a.size else 0.0
+    rel = max_err / scale if scale > 0 else (0.0 if max_err == 0 else float("inf"))
+    status = APPROXIMATE if approximate else (OK if rel <= tol else FAIL)
+    return BlobResult(blob, status, approximate, factor, offset, compared, max_err, rel, scale)
