@@ -30,7 +30,8 @@ class Analysis(NamedTuple):
         return totals(self.layer_stats)
 
     def deepest_blob(self):
-        """The last blob (in file order) with a spatial geometry: 'the output' of a backbone."""
+        """The last blob (in file order) still on the image grid with more than one pixel
+        (so a classifier's 7x7 pool5 gives way to res5c): 'the output' of a backbone."""
         for node in reversed(self.graph.nodes):
             for top in reversed(node.tops):
                 if self.geometry.get(top) is not None and _is_spatial(self.shapes.get(top)):
@@ -39,7 +40,7 @@ class Analysis(NamedTuple):
 
 
 def _is_spatial(shape):
-    return shape is None or len(shape) == 4
+    return shape is None or (len(shape) == 4 and shape[2] * shape[3] > 1)
 
 
 def analyse(net, *, input_shapes=None, phase="TEST"):

@@ -8,6 +8,7 @@ from .errors import SurgeryError
 
 # Subcommand modules in surgery/commands/, in the order --help lists them.
 COMMANDS = [
+    "inspect",
     "upgrade",
     "weights",
     "check",

@@ -96,6 +96,8 @@ def _axis(layer, axis, ndim):
 
 
 def _spatial4(layer, shape):
+    if len(shape) < 3:
+        raise _err(layer, f"needs an input with spatial axes, got shape {tuple(shape)}")
     if len(shape) != 4:
         raise Unknown(f"only 4-D (N, C, H, W) inputs are handled, got {len(shape)}-D")
     return shape
@@ -315,7 +317,7 @@ def _conv_group(cp, name, default, layer):
         h_name, w_name = "kernel_h", "kernel_w"
     has_h, has_w = has_field(cp, h_name), has_field(cp, w_name)
     if has_h or has_w:
-        if not (has_h and has_w):
+        if not (has_h and has_w) and name != "pad":  # Caffe lets a missing pad_h/pad_w be 0
             raise _err(layer, f"{h_name} and {w_name} must be given together")
         if rep:
             raise _err(layer, f"{name} cannot be mixed with {h_name}/{w_name}")
@@ -509,7 +511,7 @@ class Pooling(LayerRule):
     def _scalar_group(pp, layer, name, h_name, w_name, default):
         has_h, has_w = has_field(pp, h_name), has_field(pp, w_name)
         if has_h or has_w:
-            if not (has_h and has_w):
+            if not (has_h and has_w) and name != "pad":
                 raise _err(layer, f"{h_name} and {w_name} must be given together")
             if has_field(pp, name):
                 raise _err(layer, f"{name} cannot be mixed with {h_name}/{w_name}")

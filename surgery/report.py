@@ -1,0 +1,141 @@
+"""Turn an Analysis into text a person reads or JSON a program reads.
+
+Kept apart from the analysis so that numbers are computed once and every
+command (inspect, the passes' summaries) prints them the same way.
+"""
+
+from .errors import SurgeryError
+from .layers import rule_for
+
+
+def _axes(pair):
+    """'3' when both axes agree, '3x5' (h x w) when they differ."""
+    if pair is None:
+        return "-"
+    h, w = pair
+    return f"{h:g}" if h == w else f"{h:g}x{w:g}"
+
+
+def _window(layer):
+    try:
+        win = rule_for(layer.type).window(layer)
+    except SurgeryError:
+        return "?"
+    if win is None:
+        return "global" if rule_for(layer.type).role_of(layer) == "collapse" and layer.type == "Pooling" else ""
+    text = f"k{_axes(win.kernel)} s{_axes(win.stride)} p{_axes(win.pad)}"
+    return text + (f" d{_axes(win.dilation)}" if win.dilation != (1, 1) else "")
+
+
+def _shape(shape):
+    if shape is None:
+        return "?"
+    return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def human(n, unit=""):
+    """1234567 -> '1.23M' (decimal prefixes)."""
+    if n is None:
+        return "?"
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= factor:
+            return f"{n / factor:.2f}{prefix}{unit}"
+    return f"{n}{unit}"
+
+
+def _bytes(elements):
+    if elements is None:
+        return "?"
+    size = elements * 4
+    for factor, prefix in ((2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB")):
+        if size >= factor:
+            return f"{size / factor:.1f} {prefix}"
+    return f"{size} B"
+
+
+def table_rows(analysis):
+    """One row per (layer, top): layer, type, window, top, shape, stride, RF."""
+    rows = []
+    for node in analysis.graph.nodes:
+        window = _window(node.layer)
+        tops = node.tops or ("",)
+        for i, top in enumerate(tops):
+            geom = analysis.geometry.get(top) if top else None
+            shape = analysis.out_shapes[node.name][i] if top else None
+            rows.append((node.name if i == 0 else "", node.type if i == 0 else "",
+                         window if i == 0 else "", top, _shape(shape) if top else "",
+                         _axes(geom.stride) if geom else "-", _axes(geom.rf) if geom else "-"))
+    return rows
+
+
+def format_table(analysis):
+    """The `inspect` text report: a layer table, totals, warnings."""
+    header = ("layer", "type", "window", "top", "shape", "stride", "rf")
+    rows = table_rows(analysis)
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()
+    out = [line(header), line(tuple("-" * w for w in widths))]
+    out += [line(r) for r in rows]
+    out.append("")
+    out += format_totals(analysis)
+    if analysis.warnings:
+        out.append("")
+        out += [f"warning: {w}" for w in analysis.warnings]
+    return "\n".join(out) + "\n"
+
+
+def format_totals(analysis):
+    t = analysis.totals
+    lower = "" if t.complete else " (lower bound: some sizes unknown)"
+    lines = [f"params: {t.params:,} ({human(t.params)}){lower}",
+             f"FLOPs (multiply-adds): {t.flops:,} ({human(t.flops)}){lower}",
+             f"activation memory (float32): {_bytes(t.activations)}{lower}"]
+    deepest = analysis.deepest_blob()
+    if deepest is not None:
+        geom = analysis.geometry[deepest]
+        lines.append(f"output stride {_axes(geom.stride)}, receptive field {_axes(geom.rf)} "
+                     f"at blob '{deepest}' ({_shape(analysis.shapes.get(deepest))})")
+    return lines
+
+
+def _list(shape):
+    return None if shape is None else list(shape)
+
+
+def to_json(analysis):
+    """A JSON-ready dict: blobs (shape, stride, rf, offset), layers, totals, warnings."""
+    blobs = {}
+    for blob in analysis.graph.blobs:
+        geom = analysis.geometry.get(blob)
+        entry = {"shape": _list(analysis.shapes.get(blob))}
+        entry.update(geom.to_json() if geom else {"stride": None, "rf": None, "offset": None})
+        blobs[blob] = entry
+    stats = {s.name: s for s in analysis.layer_stats}
+    layers = []
+    for node in analysis.graph.nodes:
+        rule = rule_for(node.type)
+        try:
+            win = rule.window(node.layer)
+        except SurgeryError:
+            win = None
+        pshapes = analysis.param_shapes.get(node.name)
+        s = stats[node.name]
+        layers.append({
+            "name": node.name, "type": node.type, "role": rule.role_of(node.layer),
+            "bottom": list(node.bottoms), "top": list(node.tops),
+            "window": None if win is None else {k: list(v) for k, v in win._asdict().items()},
+            "param_shapes": None if pshapes is None else [list(p) for p in pshapes],
+            "params": s.params, "flops": s.flops, "activations": s.activations,
+        })
+    t = analysis.totals
+    deepest = analysis.deepest_blob()
+    return {
+        "inputs": list(analysis.graph.inputs),
+        "blobs": blobs,
+        "layers": layers,
+        "totals": {"params": t.params, "flops": t.flops, "activations": t.activations,
+                   "activation_bytes": t.activations * 4, "complete": t.complete,
+                   "output_blob": deepest},
+        "stopped": dict(analysis.stopped),
+        "warnings": list(analysis.warnings),
+    }

@@ -1,0 +1,105 @@
+"""`caffe-surgery inspect`: table and JSON output, input-shape parsing, exit codes."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from surgery.analysis import parse_input_shapes
+from surgery.cli import main
+from surgery.errors import SurgeryError
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+
+NET = """name: "tiny"
+layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 8 kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { kernel_size: 3 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+        convolution_param { num_output: 4 kernel_h: 1 kernel_w: 3 pad_w: 2 dilation: 2 } }
+layer { name: "fc" type: "InnerProduct" bottom: "conv2" top: "fc" inner_product_param { num_output: 5 } }
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.prototxt"
+    path.write_text(NET)
+    return path
+
+
+def test_parse_input_shapes():
+    assert parse_input_shapes(["data=1,3,224,224", "im_info = 1,3"]) == {
+        "data": (1, 3, 224, 224), "im_info": (1, 3)}
+    assert parse_input_shapes([]) == {}
+    for bad in ("data", "data=", "=1,2", "data=1,,2", "data=1,3,x", "data=0,3,2,2"):
+        with pytest.raises(SurgeryError):
+            parse_input_shapes([bad])
+    with pytest.raises(SurgeryError, match="twice"):
+        parse_input_shapes(["a=1", "a=2"])
+
+
+def test_table(tiny, capsys):
+    assert main(["inspect", str(tiny)]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line and not line.startswith(" ")}
+    assert "1x8x8x8" in lines["conv1"] and "k3 s2 p1" in lines["conv1"]
+    # pool: ceil((8-3)/2)+1 = 4; stride 4, rf 3 + 2*2 = 7
+    assert lines["pool1"].split()[-3:] == ["1x8x4x4", "4", "7"]
+    # conv2 kernel 1x3 dilation 2 pad_w 2: width 4+4-5+1 = 4; rf h 7, w 7 + 4*4 = 23
+    assert "k1x3 s1 p0x2 d2" in lines["conv2"]
+    assert lines["conv2"].split()[-3:] == ["1x4x4x4", "4", "7x23"]
+    assert "params: " in out and "output stride 4, receptive field 7x23 at blob 'conv2'" in out
+
+
+def test_json(tiny, capsys):
+    assert main(["inspect", str(tiny), "--json", "--input-shape", "data=2,3,32,32"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["blobs"]["conv1"] == {"shape": [2, 8, 16, 16], "stride": [2, 2], "rf": [3, 3], "offset": [0, 0]}
+    assert doc["blobs"]["fc"]["shape"] == [2, 5] and doc["blobs"]["fc"]["rf"] is None
+    layers = {layer["name"]: layer for layer in doc["layers"]}
+    assert layers["conv1"]["param_shapes"] == [[8, 3, 3, 3], [8]]
+    assert layers["conv1"]["flops"] == 2 * 8 * 16 * 16 * 27
+    assert layers["fc"]["param_shapes"] == [[5, 4 * 8 * 8], [5]]
+    assert layers["relu1"]["bottom"] == ["conv1"] and layers["relu1"]["top"] == ["conv1"]
+    assert layers["conv2"]["window"]["dilation"] == [2, 2]
+    assert doc["warnings"] == []
+    assert doc["totals"]["params"] == sum(layer["params"] for layer in doc["layers"])
+
+
+def test_bad_input_is_exit_2(tiny, tmp_path, capsys):
+    assert main(["inspect", str(tiny), "--input-shape", "nothere=1,3,8,8"]) == 2
+    err = capsys.readouterr().err
+    assert "nothere" in err and err.count("\n") == 1
+    assert main(["inspect", str(tiny), "--input-shape", "data=1,3"]) == 2   # conv on a 2-D blob
+    capsys.readouterr()
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text(NET.replace('bottom: "pool1" top: "conv2"', 'bottom: "poolX" top: "conv2"'))
+    assert main(["inspect", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "layer 'conv2'" in err and "poolX" in err and "Traceback" not in err
+
+
+def test_unknown_layer_is_a_warning_not_an_error(tiny, tmp_path, capsys):
+    net = tmp_path / "custom.prototxt"
+    net.write_text(NET.replace('type: "InnerProduct"', 'type: "MyLayer"'))
+    assert main(["inspect", str(net), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["blobs"]["fc"]["shape"] is None
+    assert doc["stopped"] == {"fc": doc["stopped"]["fc"]} and "MyLayer" in doc["stopped"]["fc"]
+    assert any("fc" in w for w in doc["warnings"])
+    assert doc["totals"]["complete"] is False
+
+
+def test_corpus_resnet101_summary(capsys):
+    path = CORPUS / "resnet_kaiming" / "ResNet-101-deploy.prototxt"
+    if not path.exists():
+        pytest.skip("corpus not available")
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "output stride 32, receptive field 1027 at blob 'res5c' (1x2048x7x7)" in out
+    assert main(["inspect", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["blobs"]["res4b22"]["rf"] == [835, 835] and doc["blobs"]["res4b22"]["stride"] == [16, 16]
