@@ -342,11 +342,11 @@ def _put_repeated(cp, name, value, default, prefer_hw):
     if len(rep) == 0:
         if default is not None and value == Pair(default, default):
             return
-        if value.h == value.w:
-            rep.append(value.h)
-        elif prefer_hw:
+        if prefer_hw:  # the file's kernel uses _h/_w: new groups follow it
             setattr(cp, h_name, value.h)
             setattr(cp, w_name, value.w)
+        elif value.h == value.w:
+            rep.append(value.h)
         else:
             rep.extend([value.h, value.w])
         return
@@ -373,8 +373,9 @@ class Convolution(LayerRule):
         return w
 
     def with_window(self, layer, window):
-        """A copy with `window` written in the file's own form: _h/_w stays _h/_w, one
-        repeated value stays one value when h == w, defaults are not added needlessly.
+        """A copy with `window` written in the file's own form: _h/_w stays _h/_w (and a
+        field the file lacked takes the _h/_w form when the kernel uses it), one repeated
+        value stays one value when h == w, defaults are not added needlessly.
         Dilation is only ever the repeated field (Caffe has no dilation_h/w)."""
         new = type(layer)()
         new.CopyFrom(layer)

@@ -379,3 +379,76 @@ def test_pspnet_fork_layers():
     assert a.shapes["conv5_3_pool1_interp"][2:] == (60, 60)
     assert a.param_shapes["conv1_1_3x3_s2/bn"] == [(1, 64, 1, 1)] * 4
     assert not a.stopped
+
+
+# --- registry windows: read and write back in the file's form -------------
+
+def one_layer(text):
+    msg = caffe_pb2.LayerParameter()
+    text_format.Parse(text, msg)
+    return msg
+
+
+def param_text(msg):
+    return text_format.MessageToString(msg, as_one_line=True)
+
+
+def W(k, s, p, d):
+    return Window(Pair.of(k), Pair.of(s), Pair.of(p), Pair.of(d))
+
+
+def test_conv_with_window_keeps_repeated_single_values():
+    rule = rule_for("Convolution")
+    layer = one_layer('name: "c" type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 }')
+    new = rule.with_window(layer, W(3, 1, 2, 2))
+    assert param_text(new.convolution_param) == "num_output: 4 pad: 2 kernel_size: 3 stride: 1 dilation: 2"
+    assert rule.window(new) == W(3, 1, 2, 2)
+    assert rule.window(layer) == W(3, 2, 1, 1)            # the input is untouched
+    new = rule.with_window(layer, W(3, (1, 2), (2, 1), (2, 1)))
+    assert list(new.convolution_param.stride) == [1, 2] and list(new.convolution_param.dilation) == [2, 1]
+
+
+def test_conv_with_window_adds_no_default_fields():
+    rule = rule_for("Convolution")
+    layer = one_layer('name: "c" type: "Convolution" convolution_param { num_output: 4 kernel_size: 1 }')
+    assert param_text(rule.with_window(layer, W(1, 1, 0, 1)).convolution_param) == "num_output: 4 kernel_size: 1"
+    layer = one_layer('name: "c" type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 dilation: 2 }')
+    assert list(rule.with_window(layer, W(3, 1, 0, 1)).convolution_param.dilation) == [1]
+
+
+def test_conv_with_window_keeps_h_w_form():
+    rule = rule_for("Convolution")
+    layer = one_layer('name: "c" type: "Convolution" '
+                      'convolution_param { num_output: 4 kernel_h: 1 kernel_w: 7 pad_h: 0 pad_w: 3 }')
+    new = rule.with_window(layer, W((1, 7), (2, 2), (0, 6), (1, 2)))
+    cp = new.convolution_param
+    assert (cp.kernel_h, cp.kernel_w, cp.pad_h, cp.pad_w) == (1, 7, 0, 6)
+    assert (cp.stride_h, cp.stride_w) == (2, 2) and not len(cp.stride) and not len(cp.pad)
+    assert list(cp.dilation) == [1, 2]                      # no dilation_h/w exists in Caffe
+    assert rule.window(new) == W((1, 7), 2, (0, 6), (1, 2))
+
+
+def test_pooling_with_window():
+    rule = rule_for("Pooling")
+    layer = one_layer('name: "p" type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 }')
+    assert param_text(rule.with_window(layer, W(3, 1, 1, 1)).pooling_param) == \
+        "pool: MAX kernel_size: 3 stride: 1 pad: 1"
+    new = rule.with_window(layer, W(3, (1, 2), 0, 1))
+    assert (new.pooling_param.stride_h, new.pooling_param.stride_w) == (1, 2)
+    assert not new.pooling_param.HasField("stride") and rule.window(new) == W(3, (1, 2), 0, 1)
+    with pytest.raises(SurgeryError, match="layer 'p'.*dilation"):
+        rule.with_window(layer, W(3, 1, 2, 2))
+    glob = one_layer('name: "g" type: "Pooling" pooling_param { pool: AVE global_pooling: true }')
+    assert rule.window(glob) is None and rule.role_of(glob) == "collapse" and rule.role_of(layer) == "window"
+    with pytest.raises(SurgeryError, match="layer 'g'"):
+        rule.with_window(glob, W(3, 1, 0, 1))
+
+
+def test_registry_roles_and_unknown():
+    assert rule_for("Deconvolution").role == "resample"
+    assert rule_for("Eltwise").role == "join" and rule_for("SoftmaxWithLoss").role == "sink"
+    unknown = rule_for("NoSuchType")
+    assert unknown.role == "unknown" and rule_for("Python").role == "unknown"
+    assert rule_for("ReLU").window(one_layer('name: "r" type: "ReLU"')) is None
+    with pytest.raises(SurgeryError, match="layer 'r'"):
+        rule_for("ReLU").with_window(one_layer('name: "r" type: "ReLU"'), W(1, 1, 0, 1))
