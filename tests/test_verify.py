@@ -1,0 +1,216 @@
+"""init-weights and verify: exact conversions pass, wrong ones fail, on every reference family.
+
+Everything runs on OpenCV DNN with small widths and 64-97 px inputs so the file
+fits a 2-core machine.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from surgery.analysis import analyse
+from surgery.cli import main
+from surgery.errors import SurgeryError
+from surgery.initweights import init_weights, random_weights
+from surgery.io.caffemodel import read_blob, read_caffemodel
+from surgery.io.prototxt import load_prototxt, save_prototxt
+from surgery.models import build
+
+pytest.importorskip("cv2")
+
+TOL = 1e-4
+
+
+def _write(tmp_path, name, net):
+    path = tmp_path / f"{name}.prototxt"
+    save_prototxt(net, path)
+    return path
+
+
+# ---------------------------------------------------------------- init-weights
+
+def test_init_weights_has_exactly_the_analysed_param_shapes(tmp_path):
+    net = build("resnet50", width=0.125, input_size=64)
+    model = tmp_path / "r.caffemodel"
+    init_weights(net, model, seed=3)
+    expected = {k: [tuple(s) for s in v] for k, v in analyse(net).param_shapes.items() if v}
+    summary = read_caffemodel(str(model))
+    got = {layer.name: [tuple(b.shape) for b in layer.blobs] for layer in summary.layers}
+    assert got == expected
+    var = read_blob(str(model), "bn2a_branch2a", 1)
+    assert (var > 0).all()
+    np.testing.assert_array_equal(read_blob(str(model), "bn2a_branch2a", 2), [1.0])
+
+
+def test_init_weights_is_seeded_per_layer_name():
+    small = random_weights(build("asymmetric", width=0.25, input_size=64), seed=1)
+    again = random_weights(build("asymmetric", width=0.25, input_size=64), seed=1)
+    other = random_weights(build("asymmetric", width=0.25, input_size=64), seed=2)
+    for a, b, c in zip(small, again, other):
+        np.testing.assert_array_equal(a["blobs"][0], b["blobs"][0])
+        assert not np.array_equal(a["blobs"][0], c["blobs"][0])
+    # A layer keeps its numbers when an unrelated later layer changes.
+    wider_fc = {l["name"]: l for l in random_weights(
+        build("asymmetric", width=0.25, input_size=64, num_classes=7), seed=1)}
+    np.testing.assert_array_equal(wider_fc["conv1"]["blobs"][0], small[0]["blobs"][0])
+
+
+@pytest.mark.parametrize("name", ["vgg16", "googlenet-mini", "mobilenet-mini", "asymmetric"])
+def test_random_weights_keep_activations_order_one(tmp_path, name):
+    from surgery.engine import get_engine
+
+    net = build(name, width=0.25, input_size=64)
+    proto = _write(tmp_path, name, net)
+    init_weights(net, tmp_path / "w.caffemodel")
+    deepest = analyse(net).deepest_blob()
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    out = get_engine("opencv").run(proto, tmp_path / "w.caffemodel", {"data": x}, [deepest])[deepest]
+    rms = float(np.sqrt(np.mean(np.square(out))))
+    assert 0.05 < rms < 20, (deepest, rms)
+
+
+def test_init_weights_cli(tmp_path):
+    proto = _write(tmp_path, "m", build("mobilenet-mini", width=0.25, input_size=64))
+    out = tmp_path / "m.caffemodel"
+    assert main(["init-weights", str(proto), "-o", str(out), "--seed", "5"]) == 0
+    assert {l.name for l in read_caffemodel(str(out)).layers} >= {"conv1", "conv1/bn", "fc7"}
+    assert main(["init-weights", str(proto), "-o", str(proto)]) == 2  # never clobbers the input
+
+
+# ---------------------------------------------------------------- verify, no dilate needed
+
+def _trunk(name, **options):
+    """A reference net without its classifier head (global pooling is not exact on a finer grid)."""
+    net = build(name, **options)
+    keep = [l for l in net.layer if l.type not in ("InnerProduct", "Softmax")
+            and not (l.type == "Pooling" and l.pooling_param.global_pooling)]
+    del net.layer[:]
+    net.layer.extend(keep)
+    return net
+
+
+def _hand_dilated_asymmetric(tmp_path, *, dilate_conv7=True):
+    """OS 16 by hand: conv6 loses its stride, conv7 (after it) is dilated 2 with pad x2."""
+    net = _trunk("asymmetric", width=0.25, input_size=64)
+    orig = _write(tmp_path, "orig", net)
+    for layer in net.layer:
+        p = layer.convolution_param
+        if layer.name == "conv6":
+            p.ClearField("stride")
+        if layer.name == "conv7" and dilate_conv7:
+            p.dilation.append(2)
+            p.pad_h, p.pad_w = 2 * p.pad_h, 2 * p.pad_w
+    conv = _write(tmp_path, "conv", net)
+    model = tmp_path / "w.caffemodel"
+    init_weights(load_prototxt(orig), model)
+    return orig, conv, model
+
+
+def test_a_hand_made_exact_conversion_verifies(tmp_path, capsys):
+    orig, conv, model = _hand_dilated_asymmetric(tmp_path)
+    code = main(["verify", str(orig), str(conv), "--weights", str(model), "--blob", "conv7",
+                 "--input-shape", "data=1,3,75,70", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    conv7 = next(b for b in report["blobs"] if b["blob"] == "conv7")
+    assert conv7["factor"] == [2, 2] and conv7["status"] == "ok"
+    assert conv7["rel_error"] <= TOL and conv7["max_abs_original"] > 0
+    assert code == 0 and report["passed"]
+
+
+def test_forgetting_the_dilation_fails(tmp_path, capsys):
+    orig, conv, model = _hand_dilated_asymmetric(tmp_path, dilate_conv7=False)
+    code = main(["verify", str(orig), str(conv), "--weights", str(model), "--blob", "conv7"])
+    out = capsys.readouterr().out
+    assert code == 1
+    line = next(l for l in out.splitlines() if l.startswith("conv7"))
+    assert line.endswith("FAIL") and out.splitlines()[-1].startswith("FAIL")
+
+
+def test_shifted_grid_is_reported_not_compared(tmp_path, capsys):
+    net = _trunk("asymmetric", width=0.25, input_size=64)
+    orig = _write(tmp_path, "orig", net)
+    for layer in net.layer:
+        if layer.name == "conv1":
+            layer.convolution_param.pad_w = 0  # moves every later centre by 2 px on W
+    conv = _write(tmp_path, "conv", net)
+    model = tmp_path / "w.caffemodel"
+    init_weights(load_prototxt(orig), model)
+    assert main(["verify", str(orig), str(conv), "--weights", str(model), "--blob", "conv2"]) == 1
+    assert "no-grid" in capsys.readouterr().out
+
+
+def test_verify_user_errors(tmp_path):
+    orig, conv, model = _hand_dilated_asymmetric(tmp_path)
+    with pytest.raises(SurgeryError, match="blob 'nope'"):
+        from surgery.verify import verify
+        verify(orig, conv, model, blobs=["nope"])
+    assert main(["verify", str(orig), str(conv), "--weights", str(tmp_path / "none")]) == 2
+
+
+# ---------------------------------------------------------------- dilate -> verify, per family
+
+def _dilate_and_verify(tmp_path, net, *, output_stride, pooling="strict", convention="exact",
+                       blobs=(), input_shape=None):
+    from surgery.passes.dilate import dilate
+    from surgery.verify import verify
+
+    orig = _write(tmp_path, "orig", net)
+    converted, _report = dilate(net, output_stride=output_stride, head="cut", pooling=pooling,
+                                convention=convention)
+    conv = _write(tmp_path, "conv", converted)
+    model = tmp_path / "w.caffemodel"
+    init_weights(net, model, seed=11)
+    shapes = {"data": input_shape} if input_shape else None
+    return verify(orig, conv, model, blobs=blobs, input_shapes=shapes, tol=TOL), analyse(net)
+
+
+FAMILIES = [
+    # (model, options, pooling, input size)
+    ("resnet50", {"width": 0.125}, "strict", 64),
+    ("resnet50-s3x3", {"width": 0.125}, "strict", 97),
+    ("vgg16", {"width": 0.125, "fc_width": 32}, "cover", 97),
+    ("googlenet-mini", {"width": 0.25}, "cover", 97),
+    ("googlenet-mini", {"width": 0.25, "pool_branch_stages": (3,)}, "cover", 80),
+    ("mobilenet-mini", {"width": 0.25}, "strict", 97),
+    ("asymmetric", {"width": 0.25}, "cover", 97),
+]
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+@pytest.mark.parametrize("name,options,pooling,size", FAMILIES,
+                         ids=[f"{f[0]}-{i}" for i, f in enumerate(FAMILIES)])
+def test_dilate_then_verify_is_exact(tmp_path, name, options, pooling, size, output_stride):
+    net = build(name, input_size=size, **options)
+    report, analysis = _dilate_and_verify(tmp_path, net, output_stride=output_stride,
+                                          pooling=pooling)
+    assert report.passed, report.format_text()
+    default = report.blobs[0]
+    assert not default.approximate and default.rel_error <= TOL
+    assert default.max_abs_original > 0
+    # The compared blob is past the removed strides, so the check means something.
+    assert analysis.geometry[default.blob].stride.h > output_stride
+    assert default.factor[0] > 1
+
+
+def test_inception_pool_branch_after_a_removed_stride_is_approximate(tmp_path):
+    net = build("googlenet-mini", width=0.25, input_size=97)
+    report, _ = _dilate_and_verify(tmp_path, net, output_stride=16, pooling="cover",
+                                   blobs=["inception_4a/output", "inception_4a/7x1"])
+    by_blob = {r.blob: r for r in report.blobs}
+    assert by_blob["inception_4a/output"].approximate
+    assert by_blob["inception_4a/7x1"].status == "ok"
+    assert report.passed
+
+
+def test_pspnet_convention_on_stride_3x3_resnet_is_not_exact(tmp_path):
+    net = build("resnet50-s3x3", width=0.125, input_size=97)
+    (tmp_path / "exact").mkdir()
+    exact, _ = _dilate_and_verify(tmp_path / "exact", net, output_stride=8, blobs=["res5c"])
+    assert exact.passed
+    psp, _ = _dilate_and_verify(tmp_path, net, output_stride=8, convention="pspnet",
+                                blobs=["res5c"])
+    res5c = next(r for r in psp.blobs if r.blob == "res5c")
+    assert res5c.rel_error > 100 * TOL
+    # verify must not call this conversion exact.
+    assert not psp.passed or res5c.approximate
