@@ -74,7 +74,7 @@ class VerifyReport:
                      f"{'max|err|':>9}  {'rel err':>9}  status")
         for r in self.blobs:
             lines.append(f"{r.blob:<{width}}  {_pair(r.factor):>7}  {_pair(r.offset):>7}  "
-                         f"{_pair(r.compared):>9}  {_num(r.max_abs_error):>9}  "
+                         f"{'x'.join(map(str, r.compared)) if r.compared else '-':>9}  {_num(r.max_abs_error):>9}  "
                          f"{_num(r.rel_error):>9}  {r.status}{'  ' + r.note if r.note else ''}")
         exact = [r for r in self.blobs if not r.approximate]
         verdict = "PASS" if self.passed else "FAIL"
