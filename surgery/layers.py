@@ -979,6 +979,17 @@ class Source(LayerRule):
     def grid_window(self, layer):
         return IDENTITY
 
+    def tops_from_data(self, layer, data):
+        """All top shapes once top 0 (the image batch) is known, e.g. from --input-shape."""
+        return None
+
+
+class ImageReader(Source):
+    """Readers whose tops are (data, label (N,))."""
+
+    def tops_from_data(self, layer, data):
+        return [tuple(data), (data[0],)][:len(layer.top)]
+
 
 class Input(Source):
     """input_param.shape: one shape per top, or one shared by all tops."""
@@ -1025,7 +1036,7 @@ def _image_source(layer, batch, channels, height, width):
     return batch, channels, height, width
 
 
-class MemoryData(Source):
+class MemoryData(ImageReader):
     types = ("MemoryData",)
 
     def out_shapes(self, layer, in_shapes):
@@ -1034,7 +1045,7 @@ class MemoryData(Source):
         return [data, (p.batch_size,)][:len(layer.top)]
 
 
-class ImageData(Source):
+class ImageData(ImageReader):
     """ImageData / WindowData: colour decides C, new_height/new_width or crop_size decide H, W."""
 
     types = ("ImageData", "WindowData")
@@ -1062,11 +1073,14 @@ class SegData(Source):
         color = field(p, "is_color", True)
         data = _image_source(layer, field(p, "batch_size", 1), 3 if color else 1,
                              field(p, "new_height", 0), field(p, "new_width", 0))
-        n, _, h, w = data
-        return [data, (n, 1, h, w), (n, 1, 1, 2)][:len(layer.top)]
+        return self.tops_from_data(layer, data)
+
+    def tops_from_data(self, layer, data):
+        n, h, w = data[0], data[-2], data[-1]
+        return [tuple(data), (n, 1, h, w), (n, 1, 1, 2)][:len(layer.top)]
 
 
-class DataLayer(Source):
+class DataLayer(ImageReader):
     """DB/HDF5/annotated readers: the image size lives in the data, so only --input-shape helps.
     The label top (N,) is known from batch_size."""
 
@@ -1085,7 +1099,8 @@ class Loss(LayerRule):
     role = "sink"
 
     def out_shapes(self, layer, in_shapes):
-        return [()] + [tuple(in_shapes[0])] * (len(layer.top) - 1)
+        # Caffe adds an anonymous loss top when none is listed.
+        return ([()] + [tuple(in_shapes[0])] * (len(layer.top) - 1))[:len(layer.top)]
 
 
 class Accuracy(LayerRule):
@@ -1100,6 +1115,21 @@ class Accuracy(LayerRule):
         return [(), (classes,)][:len(layer.top)]
 
 
+class SegAccuracy(LayerRule):
+    """DeepLab SegAccuracy: label (N,1,H,W) must match the scores' grid; top (1,1,1,3) holds
+    pixel accuracy, mean recall and mean IoU."""
+
+    types = ("SegAccuracy",)
+    role = "sink"
+
+    def out_shapes(self, layer, in_shapes):
+        scores, label = tuple(in_shapes[0]), tuple(in_shapes[1])
+        if len(scores) != 4 or len(label) != 4 or label[1] != 1 or \
+                (scores[0], scores[2], scores[3]) != (label[0], label[2], label[3]):
+            raise _err(layer, f"label {label} does not fit scores {scores} as (N, 1, H, W)")
+        return [(1, 1, 1, 3)][:len(layer.top)]
+
+
 class Silence(LayerRule):
     types = ("Silence", "MatWrite", "HDF5Output")
     role = "sink"
@@ -1111,7 +1141,7 @@ class Silence(LayerRule):
 class RuntimeSink(LayerRule):
     """Outputs whose size is decided at run time (detections, proposals)."""
 
-    types = ("DetectionOutput", "DetectionEvaluate", "SegAccuracy")
+    types = ("DetectionOutput", "DetectionEvaluate")
     role = "sink"
 
     def out_shapes(self, layer, in_shapes):
@@ -1137,7 +1167,7 @@ for _cls in (Pointwise, Split, PReLU, BatchNorm, BN, Scale, Bias, Normalize, Shu
              Convolution, ConvolutionDepthwise, Deconvolution, Pooling, Eltwise, Axpy, Concat,
              Slice, Flatten, Reshape, Permute, Crop, Interp, Upsample, InnerProduct, Embed, Tile,
              Reduction, ArgMax, PriorBox, ROIPooling, Input, DummyData, MemoryData, ImageData,
-             SegData, DataLayer, Loss, Accuracy, Silence, RuntimeSink):
+             SegData, DataLayer, Loss, Accuracy, SegAccuracy, Silence, RuntimeSink):
     register(_cls())
 
 

@@ -58,8 +58,13 @@ def _source_outputs(node, rule, overrides, stopped):
         outs = list(rule.out_shapes(node.layer, []))
     except Unknown as exc:
         outs = [None] * len(node.tops)
+        first = overrides.get(node.tops[0]) if node.tops else None
+        derived = getattr(rule, "tops_from_data", None)
+        if first is not None and derived is not None:
+            outs = list(derived(node.layer, first) or outs)
         if not any(top in overrides for top in node.tops):
             stopped[node.name] = str(exc)
+    outs += [None] * (len(node.tops) - len(outs))
     return [overrides.get(top, out) for top, out in zip(node.tops, outs)]
 
 
@@ -87,7 +92,8 @@ def infer_shapes(graph, *, input_shapes=None):
                 layer_params = [tuple(p) for p in rule.param_shapes(layer, ins)]
             except Unknown as exc:
                 outs = [None] * len(node.tops)
-                stopped[node.name] = str(exc)
+                if node.tops:  # a top-less layer (MatWrite...) stops nothing
+                    stopped[node.name] = str(exc)
         if len(outs) != len(node.tops):
             raise SurgeryError(f"type '{node.type}' makes {len(outs)} output(s) here but the "
                                f"layer lists {len(node.tops)} top(s)", layer=node.name)

@@ -452,3 +452,19 @@ def test_registry_roles_and_unknown():
     assert rule_for("ReLU").window(one_layer('name: "r" type: "ReLU"')) is None
     with pytest.raises(SurgeryError, match="layer 'r'"):
         rule_for("ReLU").with_window(one_layer('name: "r" type: "ReLU"'), W(1, 1, 0, 1))
+
+
+def test_data_layer_label_follows_the_given_image_size():
+    text = ('layer { name: "d" type: "DenseImageData" top: "data" top: "label" '
+            'dense_image_data_param { source: "x" batch_size: 1 } }\n'
+            + layer("score", "Convolution", "data", body=conv_body(num_output=5, kernel_size=1))
+            + layer("loss", "SoftmaxWithLoss", ["score", "label"], [])
+            + layer("acc", "SegAccuracy", ["score", "label"], "acc"))
+    a = run(text)
+    assert a.shapes["label"] is None and "d" in a.stopped
+    a = run(text, input_shapes={"data": (2, 3, 12, 16)})
+    assert a.shapes["label"] == (2, 1, 12, 16)
+    assert a.shapes["acc"] == (1, 1, 1, 3)       # DeepLab: accuracy, recall, IoU
+    assert a.out_shapes["loss"] == [] and not a.stopped
+    a = run('layer { name: "d" type: "Data" top: "data" top: "label" }', input_shapes={"data": (4, 3, 8, 8)})
+    assert a.shapes["label"] == (4,)
