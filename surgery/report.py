@@ -21,8 +21,9 @@ def _window(layer):
         win = rule_for(layer.type).window(layer)
     except SurgeryError:
         return "?"
-    if win is None:
-        return "global" if rule_for(layer.type).role_of(layer) == "collapse" and layer.type == "Pooling" else ""
+    if win is None:  # a window type that collapses this time is a global pooling
+        rule = rule_for(layer.type)
+        return "global" if rule.role == "window" and rule.role_of(layer) == "collapse" else ""
     text = f"k{_axes(win.kernel)} s{_axes(win.stride)} p{_axes(win.pad)}"
     return text + (f" d{_axes(win.dilation)}" if win.dilation != (1, 1) else "")
 
