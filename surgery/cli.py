@@ -9,6 +9,7 @@ from .errors import SurgeryError
 # Subcommand modules in surgery/commands/, in the order --help lists them.
 COMMANDS = [
     "inspect",
+    "dilate",
     "upgrade",
     "weights",
     "check",

@@ -123,9 +123,18 @@ class LayerRule:
 
     types = ()
     role = "unknown"
+    dilatable = False   # can absorb an input factor exactly through its dilation field
 
     def role_of(self, layer):
         return self.role
+
+    def pad_is_neutral(self, layer):
+        """Whether extra padding leaves every interior output unchanged (zeros for a
+        convolution, ignored for MAX pooling); the dilate pass may then add pad to align grids."""
+        return False
+
+    def with_global(self, layer):
+        raise _err(layer, f"type '{layer.type}' cannot become global pooling")
 
     def out_shapes(self, layer, in_shapes):
         raise Unknown(f"no shape rule for type '{layer.type}'")
@@ -360,6 +369,10 @@ class Convolution(LayerRule):
 
     types = ("Convolution",)
     role = "window"
+    dilatable = True
+
+    def pad_is_neutral(self, layer):
+        return True
 
     def window(self, layer):
         cp = layer.convolution_param
@@ -502,6 +515,20 @@ class Pooling(LayerRule):
 
     def role_of(self, layer):
         return "collapse" if layer.pooling_param.global_pooling else "window"
+
+    def pad_is_neutral(self, layer):
+        return layer.pooling_param.pool == 0   # MAX ignores padding; AVE counts it
+
+    def with_global(self, layer):
+        """A copy pooling over the whole map (Caffe refuses kernel/stride/pad with it)."""
+        new = type(layer)()
+        new.CopyFrom(layer)
+        pp = new.pooling_param
+        for name in ("kernel_size", "kernel_h", "kernel_w", "stride", "stride_h", "stride_w",
+                     "pad", "pad_h", "pad_w"):
+            pp.ClearField(name)
+        pp.global_pooling = True
+        return new
 
     @staticmethod
     def floor_mode(layer):

@@ -140,3 +140,36 @@ def to_json(analysis):
         "stopped": dict(analysis.stopped),
         "warnings": list(analysis.warnings),
     }
+
+
+def _window_text(win):
+    if win is None:
+        return "-"
+    return (f"k{_axes(win.kernel)} s{_axes(win.stride)} p{_axes(win.pad)} d{_axes(win.dilation)}")
+
+
+def format_changes(report):
+    """The dilate summary: before/after stride and RF, exactness, one line per change."""
+    lines = []
+    if report.deepest is not None:
+        lines.append(f"output stride {_axes(report.stride_before)} -> {_axes(report.stride_after)} "
+                     f"at '{report.deepest}'; receptive field {_axes(report.rf_before)} -> "
+                     f"{_axes(report.rf_after)}")
+    lines.append(f"result: {'EXACT' if report.exact else 'APPROXIMATE'}; {report.exact_sizes}")
+    if report.changes:
+        width = max(len(c.layer) for c in report.changes)
+        kinds = max(len(c.type) for c in report.changes)
+        lines.append(f"{len(report.changes)} changed layers:")
+        for c in report.changes:
+            if c.action == "rewrite":
+                what = f"{_window_text(c.before)} -> {_window_text(c.after)}"
+            elif c.action == "global":
+                what = f"{_window_text(c.before)} -> global pooling"
+            else:
+                what = "removed"
+            status = "exact" if c.exact else "APPROXIMATE"
+            note = f"  ({c.note})" if c.note and c.action != "remove" else ""
+            lines.append(f"  {c.layer:<{width}}  {c.type:<{kinds}}  {status:<11}  {what}{note}")
+    for note in report.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,98 @@
+"""Rewrite a net to a smaller output stride (the exact a-trous rewrite).
+
+Strides are removed from the end of the net backwards until the output stride is N; every
+later layer with a kernel larger than 1 is dilated by the product of the strides removed
+before its input, with its padding scaled to match. Kernel shapes do not change, so the
+original .caffemodel loads unchanged, and each kernel sees the receptive field it was
+trained on: the converted net reproduces the original activations on the subsampled grid.
+
+A layer that loses its stride keeps its own dilation (its input grid is unchanged);
+--convention pspnet also dilates it, as PSPNet's published files do (not exact).
+--multi-grid a,b,c gives the units of the last converted stage the rates a,b,c times the
+stage rate, as TF DeepLab v3 and detectron2 do (mmseg treats the values as absolute
+dilations instead); not exact.
+
+Pooling has no dilation field, so a pooling window after a removed stride cannot be exact:
+--pooling strict (default) stops and names it, --pooling cover widens the window to
+(k-1)*f+1 and reports it as approximate. A classifier head whose weights depend on the map
+size stops the run under --head error (default); --head cut removes it, --head global
+turns its pooling into global pooling. --cut-after BLOB keeps only what computes BLOB.
+
+Exit status: 0 written, 2 bad input or impossible request (nothing is written).
+"""
+
+import json
+import sys
+
+from ..analysis import parse_input_shapes
+from ..errors import SurgeryError
+from ..io.prototxt import load_prototxt
+from ..passes.dilate import CONVENTIONS, HEAD_CHOICES, POOLING_CHOICES, dilate
+from ..report import format_changes
+from .output import add_output_arguments, write_net
+
+NAME = "dilate"
+HELP = "rewrite a net to a smaller output stride, keeping its weights loadable"
+
+
+def _grid(text):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise SurgeryError(f"--multi-grid '{text}': expected integers like 1,2,4") from None
+    return values
+
+
+def add_arguments(parser):
+    parser.add_argument("net", metavar="NET.prototxt", help="net definition")
+    parser.add_argument("--output-stride", "-s", type=int, required=True, metavar="N",
+                        help="target output stride, e.g. 16 or 8")
+    parser.add_argument("--head", choices=HEAD_CHOICES, default="error",
+                        help="what to do with a classifier head (default error)")
+    parser.add_argument("--pooling", choices=POOLING_CHOICES, default="strict",
+                        help="pooling windows after a removed stride (default strict)")
+    parser.add_argument("--convention", choices=CONVENTIONS, default="exact",
+                        help="exact (default) or pspnet (also dilate the formerly strided layer)")
+    parser.add_argument("--multi-grid", type=_grid, metavar="A,B,C",
+                        help="DeepLab v3 unit rates for the last converted stage, multiplied by "
+                             "the stage rate (mmseg treats them as absolute dilations)")
+    parser.add_argument("--cut-after", metavar="BLOB", help="keep only the layers that compute BLOB")
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
+                        help="input size used to decide size-dependent choices (repeatable)")
+    parser.add_argument("--weights", metavar="MODEL.caffemodel",
+                        help="also check that these weights load into the result")
+    parser.add_argument("--dry-run", action="store_true", help="print the summary only")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_output_arguments(parser)
+
+
+def run(args):
+    shapes = parse_input_shapes(args.input_shape) or None
+    if not args.dry_run and not args.output:
+        raise SurgeryError("give -o OUT.prototxt for the result, or --dry-run for the summary only")
+    net = load_prototxt(args.net)
+    new, report = dilate(net, output_stride=args.output_stride, head=args.head,
+                         pooling=args.pooling, convention=args.convention,
+                         multi_grid=args.multi_grid, cut_after=args.cut_after, input_shapes=shapes)
+    check = None
+    if args.weights:
+        from ..check import compare
+        from ..analysis import analyse
+        from ..io.caffemodel import read_caffemodel
+
+        expected = analyse(new, input_shapes=shapes).param_shapes
+        check = compare(expected, read_caffemodel(args.weights))
+    if not args.dry_run and (check is None or check.ok):
+        write_net(args, net, new)
+    if args.json:
+        data = report.to_json()
+        if check is not None:
+            data["weights"] = check.to_dict()
+        json.dump(data, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_changes(report))
+        if check is not None:
+            sys.stdout.write("weights: " + ("load into the result\n" if check.ok else
+                             "do NOT load into the result (run `caffe-surgery check` for details)\n"))
+    return 0 if check is None or check.ok else 1
