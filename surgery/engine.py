@@ -74,6 +74,9 @@ class OpenCVEngine(Engine):
         except cv2.error as exc:
             raise SurgeryError(f"OpenCV cannot load the net with these weights: {_cv_message(exc)}",
                                file=caffemodel_path) from None
+        # Fusion writes Concat inputs straight into the Concat buffer (and folds ReLU
+        # into convolutions), so the intermediate blobs verify reads would be wrong.
+        net.enableFusion(False)
         net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         for name, array in inputs.items():
