@@ -1,0 +1,70 @@
+"""Run a command in a fresh process and measure its wall time and peak RSS.
+
+`os.wait4` returns the resource usage of exactly the child it reaps, so each
+measurement is per child, not the cumulative RUSAGE_CHILDREN of the session.
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+
+class Sample(NamedTuple):
+    seconds: float        # median wall time over the repeats
+    rss_mb: float         # largest peak RSS over the repeats (MiB)
+    returncode: int       # of the last repeat
+    stdout: str
+    stderr: str
+
+
+def run_once(argv, *, cwd=None, timeout=600):
+    """(seconds, peak RSS MiB, returncode, stdout, stderr) of one fresh child process."""
+    out_path = Path(os.environ.get("TMPDIR", "/tmp"))
+    with open(os.devnull, "rb") as stdin, \
+            _spool(out_path) as out, _spool(out_path) as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, cwd=cwd)
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.002)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+        stderr = err.read().decode("utf-8", "replace")
+    rss_mb = usage.ru_maxrss / 1024  # Linux reports KiB
+    return seconds, rss_mb, proc.returncode, stdout, stderr
+
+
+def _spool(directory):
+    import tempfile
+
+    return tempfile.TemporaryFile(dir=directory)
+
+
+def measure(argv, *, repeat=1, cwd=None, timeout=600):
+    """Median time and max RSS over `repeat` fresh runs of argv."""
+    runs = [run_once(argv, cwd=cwd, timeout=timeout) for _ in range(repeat)]
+    last = runs[-1]
+    return Sample(statistics.median(r[0] for r in runs), max(r[1] for r in runs),
+                  last[2], last[3], last[4])
+
+
+def cli_argv():
+    """How to start caffe-surgery: the console script beside this Python, else -m surgery."""
+    script = Path(sys.executable).with_name("caffe-surgery")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "surgery"]

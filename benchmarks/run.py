@@ -1,0 +1,279 @@
+"""Benchmarks for caffe-surgery, each a ratio against a baseline measured in the same run.
+
+    python benchmarks/run.py                  # 0.5 GB and 2.5 GB models, ResNet-152, ResNet-50
+    python benchmarks/run.py --sizes 0.5,1    # other model sizes (GB, 10^9 bytes)
+    python benchmarks/run.py --quick          # 50 MB model; a smoke test of the script
+    python benchmarks/run.py --json out.json  # also write the rows as JSON
+
+Every measurement is a fresh process (cold interpreter, warm page cache), timed
+by wall clock, with its own peak RSS from wait4(). Nothing here asserts: the
+targets are printed beside the results.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from measure import cli_argv, measure  # noqa: E402
+from models import write_vgg_like  # noqa: E402
+
+PY = sys.executable
+DECODE = (
+    "import sys\n"
+    "from google.protobuf.message import DecodeError\n"
+    "from surgery import caffe_pb2\n"
+    "data = open(sys.argv[1], 'rb').read()\n"
+    "net = caffe_pb2.NetParameter()\n"
+    "try:\n"
+    "    net.ParseFromString(data)\n"
+    "except DecodeError as exc:\n"
+    "    sys.exit(f'DecodeError: {exc}')\n"
+    "print(len(net.layer) + len(net.layers))\n"
+)
+
+
+class Table:
+    """Rows of (group, what, seconds, rss, ratio text, target text, verdict)."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, group, what, sample=None, *, ratio=None, target="", ok=None, note=""):
+        row = {"group": group, "what": what, "ratio": ratio, "target": target, "ok": ok,
+               "note": note}
+        if sample is not None:
+            row.update(seconds=round(sample.seconds, 4), rss_mb=round(sample.rss_mb, 1),
+                       returncode=sample.returncode)
+        if not self.rows or self.rows[-1]["group"] != group:
+            print(f"{group}:")
+        self.rows.append(row)
+        print(_format_row(row), flush=True)
+        return row
+
+
+NAME_WIDTH = 50
+HEADER = f"{'benchmark':<{NAME_WIDTH}} {'time':>9} {'peak RSS':>9}  {'ratio':<26} target"
+
+
+def _format_row(row):
+    secs = f"{row['seconds']:.3f} s" if "seconds" in row else "-"
+    rss = f"{row['rss_mb']:.0f} MB" if "rss_mb" in row else "-"
+    verdict = {True: "  [met]", False: "  [NOT met]", None: ""}[row["ok"]]
+    text = f"  {row['what']:<{NAME_WIDTH - 2}} {secs:>9} {rss:>9}  " \
+           f"{row['ratio'] or '':<26} {row['target']}{verdict}"
+    if row["note"]:
+        text += f"\n{'':<4}{row['note']}"
+    return text
+
+
+def bench_weights(table, sizes, workdir, repeat):
+    cli = cli_argv()
+    for gb in sizes:
+        group = f"weights {gb:g} GB"
+        path = Path(workdir) / f"vgg_like_{gb:g}.caffemodel"
+        try:
+            gen = measure([PY, str(HERE / "models.py"), str(path), str(int(gb * 1e9))])
+            if gen.returncode:
+                table.add(group, "generate (skipped: generator failed)", note=gen.stderr.strip())
+                continue
+            size = path.stat().st_size
+            table.add(group, f"generate {size / 1e9:.2f} GB (our writer)", gen,
+                      target="< 100 MB RSS", ok=gen.rss_mb < 100)
+            floor = measure([PY, "-c", "import surgery.io.caffemodel"], repeat=max(repeat, 5))
+            table.add(group, "floor: import surgery.io.caffemodel", floor)
+            startup = measure(cli + ["weights", "--help"], repeat=max(repeat, 3))
+            table.add(group, "CLI start-up: weights --help", startup,
+                      ratio=f"{startup.seconds / floor.seconds:.2f}x floor")
+            ours = measure(cli + ["weights", str(path), "--json"], repeat=repeat)
+            layers = _layer_count(ours.stdout)
+            table.add(group, f"caffe-surgery weights --json ({layers} layers)", ours,
+                      ratio=f"{ours.seconds / floor.seconds:.2f}x floor",
+                      target="close to floor, < 100 MB",
+                      ok=ours.returncode == 0 and ours.rss_mb < 100
+                      and ours.seconds < startup.seconds + 0.1,
+                      note=f"reading adds {ours.seconds - startup.seconds:+.3f} s over the CLI "
+                      f"start-up, {ours.seconds - floor.seconds:+.3f} s over the floor")
+            full = measure([PY, "-c", DECODE, str(path)], repeat=1 if gb >= 1 else repeat)
+            if full.returncode:
+                reason = full.stderr.strip().splitlines()[-1] if full.stderr.strip() else \
+                    f"exit {full.returncode}"
+                table.add(group, "ParseFromString: FAILS", full,
+                          ratio=f"ours {full.seconds / ours.seconds:.0f}x faster (to fail)",
+                          target=">= 20x faster", ok=full.seconds / ours.seconds >= 20,
+                          note=reason[:100])
+            else:
+                table.add(group, "ParseFromString (full decode)", full,
+                          ratio=f"ours {full.seconds / ours.seconds:.1f}x faster",
+                          target=">= 20x faster", ok=full.seconds / ours.seconds >= 20)
+        finally:
+            if path.exists():
+                path.unlink()
+
+
+def _layer_count(stdout):
+    try:
+        return len(json.loads(stdout)["layers"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
+
+
+def resnet152_prototxt(workdir):
+    """models/resnet152/deploy.prototxt, else generated, else the corpus file; None if none."""
+    committed = ROOT / "models" / "resnet152" / "deploy.prototxt"
+    if committed.exists():
+        return committed
+    try:
+        from surgery.io.prototxt import save_prototxt
+        from surgery.models import build
+
+        path = Path(workdir) / "resnet152.prototxt"
+        save_prototxt(build("resnet152"), path)
+        return path
+    except ImportError:
+        pass
+    corpus = ROOT.parent / "shared" / "corpus" / "resnet_kaiming" / "ResNet-152-deploy.prototxt"
+    return corpus if corpus.exists() else None
+
+
+def bench_dilate(table, workdir, repeat):
+    group = "dilate ResNet-152"
+    net = resnet152_prototxt(workdir)
+    if net is None:
+        table.add(group, "skipped: no ResNet-152 prototxt found")
+        return
+    cli = cli_argv()
+    floor = measure([PY, "-c", "import google.protobuf"], repeat=max(repeat, 5))
+    table.add(group, "floor: import google.protobuf", floor)
+    startup = measure(cli + ["dilate", "--help"], repeat=max(repeat, 3))
+    table.add(group, "CLI start-up: dilate --help", startup,
+              ratio=f"{startup.seconds / floor.seconds:.1f}x floor")
+    out = Path(workdir) / "resnet152_os8.prototxt"
+    run = measure(cli + ["dilate", str(net), "--output-stride", "8", "--head", "cut",
+                         "-o", str(out)], repeat=repeat)
+    added = run.seconds - startup.seconds
+    table.add(group, "dilate -s 8 --head cut (cold)", run,
+              ratio=f"{run.seconds / floor.seconds:.1f}x floor",
+              target="analysis+rewrite < 0.5 s", ok=run.returncode == 0 and added < 0.5,
+              note=f"analysis + rewrite + write add {added:.3f} s over the CLI start-up"
+              + ("" if run.returncode == 0 else f"; FAILED: {run.stderr.strip()[:100]}"))
+
+
+def _has_command(name):
+    probe = measure(cli_argv() + [name, "--help"])
+    return probe.returncode == 0
+
+
+def bench_verify(table, workdir, repeat):
+    group = "verify ResNet-50 @224"
+    net = ROOT / "models" / "resnet50" / "deploy.prototxt"
+    if not net.exists():
+        table.add(group, "skipped: models/resnet50/deploy.prototxt not found")
+        return
+    missing = [c for c in ("init-weights", "verify") if not _has_command(c)]
+    if missing:
+        table.add(group, f"skipped: command(s) {', '.join(missing)} not available yet")
+        return
+    cli = cli_argv()
+    floor = measure([PY, "-c", "import cv2, google.protobuf"], repeat=max(repeat, 3))
+    table.add(group, "floor: import cv2, google.protobuf", floor)
+    weights, converted = Path(workdir) / "r50.caffemodel", Path(workdir) / "r50_os8.prototxt"
+    init = measure(cli + ["init-weights", str(net), "-o", str(weights)])
+    table.add(group, "init-weights", init,
+              note="" if init.returncode == 0 else f"FAILED: {init.stderr.strip()[:100]}")
+    dil = measure(cli + ["dilate", str(net), "-s", "8", "--head", "cut", "-o", str(converted)])
+    table.add(group, "dilate -s 8 --head cut", dil,
+              note="" if dil.returncode == 0 else f"FAILED: {dil.stderr.strip()[:100]}")
+    if init.returncode or dil.returncode:
+        table.add(group, "verify skipped: a preparation step failed")
+        return
+    ver = measure(cli + ["verify", str(net), str(converted), "--weights", str(weights), "--json"],
+                  repeat=repeat)
+    verdict = {0: "PASS", 1: "FAIL (outputs differ)"}.get(ver.returncode,
+                                                           f"error: {ver.stderr.strip()[:100]}")
+    table.add(group, "verify (opencv, both nets)", ver,
+              ratio=f"{ver.seconds / floor.seconds:.1f}x floor", target="verdict PASS",
+              ok=ver.returncode == 0, note=f"verdict: {verdict}")
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+        cpu = f"{names[0]} x{len(names)}" if names else cpu
+    except OSError:
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem = 0
+    import google.protobuf
+    from google.protobuf.internal import api_implementation
+
+    return {"date": datetime.date.today().isoformat(), "cpu": cpu, "ram_gib": round(mem, 1),
+            "python": platform.python_version(),
+            "protobuf": f"{google.protobuf.__version__} ({api_implementation.Type()})",
+            "platform": platform.platform()}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="0.5,2.5",
+                        help="caffemodel sizes in GB (10^9 bytes), comma-separated")
+    parser.add_argument("--quick", action="store_true",
+                        help="one 50 MB model and single runs: checks the script works")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per timing (median)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--only", choices=("weights", "dilate", "verify"), action="append",
+                        help="run only these groups (repeatable)")
+    parser.add_argument("--workdir", help="where generated files go (default: a temp dir)")
+    args = parser.parse_args(argv)
+    try:
+        args.sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--sizes {args.sizes!r}: expected numbers like 0.5,2.5")
+    if args.quick:
+        args.sizes, args.repeat = [0.05], 1
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    info = machine()
+    print(f"caffe-surgery benchmarks, {info['date']}: {info['cpu']}, {info['ram_gib']} GiB RAM, "
+          f"Python {info['python']}, protobuf {info['protobuf']}")
+    print(HEADER)
+    table = Table()
+    groups = args.only or ["weights", "dilate", "verify"]
+    workdir = tempfile.mkdtemp(prefix="surgery-bench-", dir=args.workdir)
+    try:
+        if "weights" in groups:
+            bench_weights(table, args.sizes, workdir, args.repeat)
+        if "dilate" in groups:
+            bench_dilate(table, workdir, args.repeat)
+        if "verify" in groups:
+            bench_verify(table, workdir, args.repeat)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "rows": table.rows}, f, indent=1)
+            f.write("\n")
+    missed = [r for r in table.rows if r["ok"] is False]
+    print(f"{len(table.rows)} rows; {len(missed)} target(s) not met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
