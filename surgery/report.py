@@ -152,10 +152,15 @@ def format_changes(report):
     """The dilate summary: before/after stride and RF, exactness, one line per change."""
     lines = []
     if report.deepest is not None:
-        lines.append(f"output stride {_axes(report.stride_before)} -> {_axes(report.stride_after)} "
-                     f"at '{report.deepest}'; receptive field {_axes(report.rf_before)} -> "
+        lines.append(f"output stride {_axes(report.stride_before)} -> {_axes(report.stride_after)}; "
+                     f"receptive field at '{report.deepest}' {_axes(report.rf_before)} -> "
                      f"{_axes(report.rf_after)}")
-    lines.append(f"result: {'EXACT' if report.exact else 'APPROXIMATE'}; {report.exact_sizes}")
+    if report.exact:
+        lines.append(f"result: EXACT ({report.exact_sizes})")
+    else:
+        deepest_exact = [b for b in report.grids if b in report.exact_blobs]
+        upto = f"; exact up to '{deepest_exact[-1]}'" if deepest_exact else ""
+        lines.append(f"result: APPROXIMATE (see the layers marked APPROXIMATE){upto}")
     if report.changes:
         width = max(len(c.layer) for c in report.changes)
         kinds = max(len(c.type) for c in report.changes)
@@ -165,6 +170,8 @@ def format_changes(report):
                 what = f"{_window_text(c.before)} -> {_window_text(c.after)}"
             elif c.action == "global":
                 what = f"{_window_text(c.before)} -> global pooling"
+            elif c.action == "keep":
+                what = "unchanged"
             else:
                 what = "removed"
             status = "exact" if c.exact else "APPROXIMATE"

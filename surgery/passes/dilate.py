@@ -20,7 +20,7 @@ from typing import NamedTuple
 from ..analysis import analyse
 from ..errors import SurgeryError
 from ..graph import PHASES
-from ..layers import rule_for
+from ..layers import Unknown, rule_for
 from ..pair import Pair, Window
 from . import head as heads
 
@@ -138,6 +138,7 @@ class Rewrite(NamedTuple):
 
 class _Plan(NamedTuple):
     rewrites: list    # Rewrite per window layer whose window changes
+    approximate: dict # name -> (node, why) an unchanged layer's output is no longer exact
     grids: dict       # blob -> Grid
     exact: dict       # blob -> bool
     broken: list      # nodes whose weights are sized for the original map
@@ -180,6 +181,10 @@ def _rewrite_window(node, rule, analysis, grid_in, target, options):
     if loses:
         in_shape = analysis.shapes.get(node.bottoms[0])
         out_shape = analysis.shapes.get(node.tops[0])
+        if (in_shape is None or out_shape is None) and not rule.dilatable:
+            exact = False
+            notes.append("input size unknown, so Caffe's partial CEIL window could not be "
+                         "checked; give --input-shape")
         if in_shape is not None and out_shape is not None and len(in_shape) == 4:
             extra = _extra_window(in_shape[2:], out_shape[2:], win)
             bump = Pair(*(s - 1 if (x and n == 1) else 0
@@ -219,7 +224,7 @@ def _plan(analysis, target, options, *, removed=frozenset(), globalised=frozense
     """Walk the graph once in file order, giving every blob a Grid."""
     grids = {b: SAME for b in analysis.graph.header_inputs}
     exact = {b: True for b in analysis.graph.header_inputs}
-    rewrites, broken, issues, extras = [], [], {}, {}
+    rewrites, broken, issues, extras, approximate = [], [], {}, {}, {}
     for node in analysis.graph.nodes:
         if node.name in removed:
             continue
@@ -249,10 +254,15 @@ def _plan(analysis, target, options, *, removed=frozenset(), globalised=frozense
                 ok = ok and rewrite.exact
         elif not grid_in.identity and role not in ("pointwise", "join", "source"):
             out_grid = SAME
-            if analysis.param_shapes.get(node.name):
+            if _has_params(analysis, node):
                 broken.append(node)          # weights sized for the original map
             elif _collapses_to_point(analysis, node):
                 ok = False                   # global pooling: same shape, denser average
+                approximate[node.name] = (node, "pools over the denser map, so it also sees positions "
+                                          "the original never computed (approximate)")
+            elif role == "sink":
+                ok = False                   # a loss or accuracy over the denser map
+                approximate[node.name] = (node, "computed over the denser map (approximate)")
             else:
                 issues.setdefault(node.name, (
                     f"{node.type} after a removed stride has no exact rewrite (its output depends "
@@ -260,7 +270,18 @@ def _plan(analysis, target, options, *, removed=frozenset(), globalised=frozense
         for top in node.tops:
             grids[top] = out_grid
             exact[top] = ok
-    return _Plan(rewrites, grids, exact, broken, issues, extras)
+    return _Plan(rewrites, approximate, grids, exact, broken, issues, extras)
+
+
+def _has_params(analysis, node):
+    """Whether the layer has weights; probed on a dummy input when its shapes are unknown."""
+    shapes = analysis.param_shapes.get(node.name)
+    if shapes is not None:
+        return bool(shapes)
+    try:
+        return bool(rule_for(node.type).param_shapes(node.layer, [(1, 1, 1, 1)] * len(node.bottoms)))
+    except (SurgeryError, Unknown, ArithmeticError, IndexError, ValueError):
+        return False
 
 
 def _collapses_to_point(analysis, node):
@@ -382,8 +403,8 @@ def _plan_phase(net, phase, output_stride, options, *, head, cut_after, input_sh
         names = ", ".join(n.name for n in head_nodes)
         if head == "error":
             raise SurgeryError(
-                f"the classifier head ({names}) depends on the map size and cannot survive the "
-                "rewrite; choose --head cut (drop it), --head global (global pooling before the "
+                f"the head ({names}) has weights sized for the original map and cannot survive "
+                "the rewrite; choose --head cut (drop it), --head global (global pooling before the "
                 "classifier) or --cut-after BLOB")
         if head == "cut":
             removed = removed | {n.name for n in head_nodes}
@@ -423,6 +444,10 @@ def dilate(net, *, output_stride, head="error", pooling="strict", convention="ex
             layer = rule_for(r.node.type).with_window(r.node.layer, r.after)
             _record(layers, changes, r.node, layer,
                     Change(r.node.name, r.node.type, "rewrite", r.before, r.after, r.exact, r.note))
+        for node, why in planned.plan.approximate.values():
+            if node.index not in layers and node.index not in drop:
+                _record(layers, changes, node, node.layer,
+                        Change(node.name, node.type, "keep", None, None, False, why))
         for node in planned.analysis.graph.nodes:
             if node.name in planned.globalised:
                 layer = rule_for(node.type).with_global(node.layer)
@@ -482,6 +507,9 @@ def _report(net, new, changes, notes, first, target, options, input_shapes, mult
     deepest = after.deepest_blob()
     g_before = analysis.geometry.get(deepest) if deepest else None
     g_after = after.geometry.get(deepest) if deepest else None
+    first_deepest = analysis.deepest_blob()
+    os_before = analysis.geometry[first_deepest].stride if first_deepest else None
+    os_after = g_after.stride if g_after else None
     approximate = {c.layer for c in changes if not c.exact}
     exact_blobs = {b for b, ok in plan.exact.items() if ok and b in after.shapes}
     if approximate:
@@ -496,7 +524,7 @@ def _report(net, new, changes, notes, first, target, options, input_shapes, mult
         notes.append(f"converted '{deepest}' at offset + factor*i equals the original at i, with "
                      f"factor {tuple(grid.factor)} and offset {tuple(grid.offset)}")
     return DilateReport(changes, {b: g for b, g in plan.grids.items() if b in after.shapes},
-                        exact_blobs, g_before and g_before.stride, g_after and g_after.stride,
+                        exact_blobs, os_before, os_after,
                         g_before and g_before.rf, g_after and g_after.rf, deepest, sizes, notes)
 
 
@@ -510,33 +538,45 @@ def _downstream(graph, layer_names):
 
 
 def approximate_layers(original, converted, *, input_shapes=None):
-    """Layers of `converted` whose window is not the exact rewrite of `original`'s.
+    """Layers of `converted` that carry one of the known approximations of this pass.
 
     Independent of how `converted` was made (verify uses it on any pair of nets): the
-    factor at each layer's input comes from the two nets' strides, and the exact window
-    is kernel k, dilation d*f, with any pad that keeps the grid (pad' >= p*f)."""
+    factor f at each layer's input comes from the two nets' strides. Approximate means a
+    pooling window that sees a removed stride (widened or not), a pooling whose pad grew
+    where pad is not neutral, a collapse over a denser map, or a kernel dilated by more
+    than d*f (pspnet convention, multi-grid). Anything else that differs from the exact
+    rule is simply wrong and is left for verify to catch."""
     a = analyse(original, input_shapes=input_shapes)
     b = analyse(converted, input_shapes=input_shapes)
     result = set()
     for node in b.graph.nodes:
-        if node.name not in a.graph:
+        if node.name not in a.graph or not node.bottoms:
             continue
         rule = rule_for(node.type)
         old_node = a.graph.node(node.name)
-        if rule.role_of(node.layer) != rule.role_of(old_node.layer):
+        role = rule.role_of(node.layer)
+        if role != rule.role_of(old_node.layer):
             result.add(node.name)
             continue
-        if rule.role_of(node.layer) != "window":
-            continue
         g_old, g_new = a.geometry.get(node.bottoms[0]), b.geometry.get(node.bottoms[0])
-        if g_old is None or g_new is None:
+        if g_old is None or g_new is None or role not in ("window", "collapse"):
             continue
-        f = Pair(*(o // n if n and o % n == 0 else 0 for o, n in zip(g_old.stride, g_new.stride)))
+        if any(n == 0 or o % n for o, n in zip(g_old.stride, g_new.stride)):
+            continue
+        f = Pair(*(o // n for o, n in zip(g_old.stride, g_new.stride)))
+        if role == "collapse":
+            if f != ONE:
+                result.add(node.name)
+            continue
         old, new = rule.window(old_node.layer), rule.window(node.layer)
-        same_taps = new.kernel == old.kernel and new.dilation == old.dilation * f
-        pads_ok = all(pn >= po * fa for pn, po, fa in zip(new.pad, old.pad, f))
-        widened_pool = not rule.dilatable and any(k > 1 and fa > 1 for k, fa in zip(old.kernel, f))
-        if not same_taps or not pads_ok or widened_pool or 0 in f or (
-                new.pad != old.pad * f and not rule.pad_is_neutral(node.layer)):
+        if not rule.dilatable:
+            sees_gap = any(k > 1 and fa > 1 for k, fa in zip(old.kernel, f))
+            pad_grew = new.pad != old.pad * f and not rule.pad_is_neutral(node.layer)
+            if sees_gap or pad_grew or new.kernel != old.kernel:
+                result.add(node.name)
+            continue
+        wider = [dn // (do * fa) for dn, do, fa, k in zip(new.dilation, old.dilation, f, old.kernel)
+                 if k > 1 and dn % (do * fa) == 0]
+        if new.kernel == old.kernel and any(m > 1 for m in wider):
             result.add(node.name)
     return result

@@ -61,19 +61,64 @@ def _feeders(analysis, node, head_names):
     return found
 
 
+def _entries(graph, members):
+    """Blobs a set of layers reads but does not write itself."""
+    names = {n.name for n in members}
+    return {b for n in members for b in n.bottoms
+            if not any(w.name in names for w in graph.writers(b))}
+
+
+def _prune_dead(graph, removed, protect):
+    """Layers left computing only what removed layers used (an auxiliary head's trunk)."""
+    dead = set()
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(graph.nodes):
+            if node.name in removed or node.name in dead or not node.bottoms:
+                continue
+            for top in node.tops:
+                writers = {w.name for w in graph.writers(top)}
+                readers = [c for c in graph.consumers(top) if c.name not in writers]
+                gone = removed | dead
+                if top in protect or not readers or any(c.name not in gone for c in readers):
+                    break
+            else:
+                dead.add(node.name)
+                changed = True
+    return dead
+
+
 def find_head(analysis, broken, removed=frozenset()):
-    """The head layers, in file order: `broken` layers, what follows them, and their feeders."""
+    """The head layers, in file order: `broken` layers, what follows them, their feeders,
+    and, for auxiliary heads, the branch that only fed them.
+
+    The head whose input comes last in the net is the main one; what feeds it is the
+    backbone's output and stays."""
     if not broken:
         return []
     graph = analysis.graph
-    head = _downstream(graph, broken, removed)
-    names = {n.name for n in head}
-    for node in broken:
-        for feeder in _feeders(analysis, node, names):
-            if feeder.name not in names:
-                head.append(feeder)
-                names.add(feeder.name)
     order = {n.name: i for i, n in enumerate(graph.nodes)}
+    components = []
+    claimed = set(removed)
+    for node in broken:
+        if node.name in claimed:
+            continue
+        part = _downstream(graph, [node], claimed)
+        names = {n.name for n in part}
+        part += [f for f in _feeders(analysis, node, names) if f.name not in names]
+        claimed |= {n.name for n in part}
+        components.append(part)
+    head = [n for part in components for n in part]
+    head_names = {n.name for n in head}
+
+    def entry_depth(part):
+        producers = [graph.producer(b) for b in _entries(graph, part)]
+        return max((order[p.name] for p in producers if p is not None), default=-1)
+
+    main = max(components, key=entry_depth)
+    dead = _prune_dead(graph, set(removed) | head_names, _entries(graph, main))
+    head += [n for n in graph.nodes if n.name in dead]
     return sorted(head, key=lambda n: order[n.name])
 
 

@@ -1,0 +1,331 @@
+"""The dilate pass: every rule and option on small nets, the error paths, and the
+MSRA ResNet-101 conversion DeepLab v2 made by hand. Numeric proof is in test_verify.py."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from surgery.analysis import analyse
+from surgery.check import compare
+from surgery.cli import main
+from surgery.errors import SurgeryError
+from surgery.io.caffemodel import read_caffemodel, write_caffemodel
+from surgery.io.prototxt import format_prototxt, load_prototxt, parse_prototxt
+from surgery.layers import rule_for
+from surgery.passes.dilate import approximate_layers, dilate
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+
+HEADER = 'name: "t"\nlayer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: %d dim: %d } } }\n'
+
+
+def conv(name, bottom, k=3, s=1, p=None, extra=""):
+    p = (k - 1) // 2 if p is None else p
+    return (f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" '
+            f'convolution_param {{ num_output: 4 kernel_size: {k} stride: {s} pad: {p} {extra}}} }}\n')
+
+
+def relu(name, blob):
+    return f'layer {{ name: "{name}" type: "ReLU" bottom: "{blob}" top: "{blob}" }}\n'
+
+
+def pool(name, bottom, k=2, s=2, p=0, kind="MAX", extra=""):
+    return (f'layer {{ name: "{name}" type: "Pooling" bottom: "{bottom}" top: "{name}" '
+            f'pooling_param {{ pool: {kind} kernel_size: {k} stride: {s} pad: {p} {extra}}} }}\n')
+
+
+def net_of(*layers, size=64, width=None):
+    return parse_prototxt(HEADER % (size, width or size) + "".join(layers))
+
+
+def window(net, name):
+    layer = next(l for l in net.layer if l.name == name)
+    return rule_for(layer.type).window(layer)
+
+
+def changed(report):
+    return {c.layer: c for c in report.changes}
+
+
+# A five-stride chain: stride 32 at c5.
+CHAIN = [conv("c1", "data", 3, 2), conv("c2", "c1", 3, 2), conv("c3", "c2", 3, 2),
+         conv("c4", "c3", 3, 2), conv("c5", "c4", 3, 2), conv("c6", "c5", 3, 1), conv("c7", "c6", 1, 1)]
+
+
+def test_stride_removed_at_the_end_and_later_layers_dilated():
+    net = net_of(*CHAIN)
+    new, report = dilate(net, output_stride=8)
+    # c4 and c5 lose their stride but keep their own dilation (their input grid is unchanged
+    # for c4; c5's input has factor 2, so it is dilated by 2).
+    assert window(new, "c4") == ((3, 3), (1, 1), (1, 1), (1, 1))
+    assert window(new, "c5") == ((3, 3), (1, 1), (2, 2), (2, 2))
+    assert window(new, "c6") == ((3, 3), (1, 1), (4, 4), (4, 4))
+    assert window(new, "c7") == ((1, 1), (1, 1), (0, 0), (1, 1))   # 1x1: nothing to spread
+    for name in ("c1", "c2", "c3"):                                 # the stem is never touched
+        assert window(new, name) == window(net, name)
+    assert report.exact and set(changed(report)) == {"c4", "c5", "c6"}
+    assert report.stride_before == (32, 32) and report.stride_after == (8, 8)
+    assert report.rf_before == report.rf_after
+    assert report.grids["c7"].factor == (4, 4) and report.grids["c7"].offset == (0, 0)
+    assert net == net_of(*CHAIN), "the input net must not be modified"
+
+
+def test_output_stride_16_touches_only_the_last_stride():
+    new, report = dilate(net_of(*CHAIN), output_stride=16)
+    assert set(changed(report)) == {"c5", "c6"}
+    assert window(new, "c6").dilation == (2, 2)
+
+
+def test_unreachable_output_stride_names_the_reachable_ones():
+    with pytest.raises(SurgeryError) as err:
+        dilate(net_of(*CHAIN), output_stride=12)
+    message = str(err.value)
+    assert "not reachable" in message and "4, 8, 16, 32" in message
+
+
+def test_already_at_target_is_unchanged_with_a_note():
+    net = net_of(*CHAIN)
+    new, report = dilate(net, output_stride=32)
+    assert new == net and not report.changes
+    assert any("already" in n for n in report.notes)
+
+
+def test_per_axis_strides_are_handled_per_axis():
+    layers = [conv("c1", "data", 3, 2),
+              'layer { name: "c2" type: "Convolution" bottom: "c1" top: "c2" convolution_param '
+              '{ num_output: 4 kernel_h: 3 kernel_w: 5 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 2 } }\n',
+              'layer { name: "c3" type: "Convolution" bottom: "c2" top: "c3" convolution_param '
+              '{ num_output: 4 kernel_h: 1 kernel_w: 3 pad_h: 0 pad_w: 1 } }\n',
+              conv("c4", "c3", 3, 1)]
+    net = net_of(*layers)
+    new, report = dilate(net, output_stride=2)
+    assert window(new, "c2").stride == (1, 1)
+    assert window(new, "c3").dilation == (1, 1)   # factor (2, 1), 1-high kernel: nothing to spread in h
+    assert window(new, "c4").dilation == (2, 1) and window(new, "c4").pad == (2, 1)
+    c3 = next(l for l in new.layer if l.name == "c3").convolution_param
+    assert c3.HasField("pad_h") and c3.pad_h == 0, "pad_h/pad_w form is kept"
+    assert report.exact
+
+
+def test_pooling_after_a_removed_stride_is_strict_by_default():
+    net = net_of(conv("c1", "data", 3, 2), pool("p1", "c1"), conv("c2", "p1"), pool("p2", "c2", 3, 1, 1))
+    with pytest.raises(SurgeryError) as err:
+        dilate(net, output_stride=2)
+    assert err.value.layer == "p2" and "--pooling cover" in str(err.value)
+    new, report = dilate(net, output_stride=2, pooling="cover")
+    assert window(new, "p2") == ((5, 5), (1, 1), (2, 2), (1, 1))
+    assert not changed(report)["p2"].exact and changed(report)["p1"].exact
+    assert "p2" in approximate_layers(net, new)
+    assert "p1" not in approximate_layers(net, new)
+
+
+def test_ceil_pool_keeps_its_partial_window_with_one_more_pad():
+    # 63 -> conv s1 -> 63; pool k3 s2 CEIL on 63 has 31 windows, none partial; on 64 -> 32
+    # windows, the last one partial. Only the latter needs the extra pad.
+    for size, partial in ((63, False), (64, True)):
+        net = net_of(conv("c1", "data", 3, 1), pool("p1", "c1", 3, 2), conv("c2", "p1"), size=size)
+        new, report = dilate(net, output_stride=1)
+        p1 = window(new, "p1")
+        assert p1.stride == (1, 1)
+        assert p1.pad == ((1, 1) if partial else (0, 0))
+        assert report.grids["c2"].offset == ((1, 1) if partial else (0, 0))
+        assert report.exact
+        assert "mod 2" in report.exact_sizes
+
+
+def test_ave_pool_extra_pad_is_not_exact():
+    net = net_of(conv("c1", "data", 3, 1), pool("p1", "c1", 3, 2, kind="AVE"), conv("c2", "p1"), size=64)
+    _, report = dilate(net, output_stride=1)
+    assert not changed(report)["p1"].exact
+
+
+def test_pspnet_convention_dilates_the_formerly_strided_layer_and_says_so():
+    net = net_of(*CHAIN)
+    new, report = dilate(net, output_stride=16, convention="pspnet")
+    assert window(new, "c5").dilation == (2, 2) and window(new, "c5").pad == (2, 2)
+    assert not changed(report)["c5"].exact and not report.exact
+    assert "c5" in approximate_layers(net, new)
+    exact_new, _ = dilate(net, output_stride=16)
+    assert approximate_layers(net, exact_new) == set()
+
+
+def test_multi_grid_multiplies_the_stage_rate():
+    blocks = [conv("c1", "data", 3, 2), conv("c2", "c1", 3, 2)] + \
+             [conv(f"u{i}", f"u{i - 1}" if i else "c2", 3, 1) for i in range(4)]
+    net = net_of(*blocks)
+    new, report = dilate(net, output_stride=2, multi_grid=[1, 2, 4])
+    assert [window(new, f"u{i}").dilation.h for i in range(4)] == [2, 4, 8, 2]
+    assert [window(new, f"u{i}").pad.h for i in range(4)] == [2, 4, 8, 2]
+    assert not report.exact
+
+
+CLASSIFIER = CHAIN + [pool("pool5", "c7", 2, 1, kind="AVE"),
+                      'layer { name: "fc" type: "InnerProduct" bottom: "pool5" top: "fc" '
+                      'inner_product_param { num_output: 10 } }\n',
+                      'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }\n']
+
+
+def test_classifier_head_must_be_chosen():
+    net = net_of(*CLASSIFIER)
+    with pytest.raises(SurgeryError) as err:
+        dilate(net, output_stride=8)
+    assert "pool5, fc, prob" in str(err.value) and "--head cut" in str(err.value)
+
+
+def test_head_cut_removes_the_pooling_and_the_classifier():
+    net = net_of(*CLASSIFIER)
+    new, report = dilate(net, output_stride=8, head="cut")
+    assert [l.name for l in new.layer][-1] == "c7"
+    assert {c.layer for c in report.changes if c.action == "remove"} == {"pool5", "fc", "prob"}
+    assert report.exact
+
+
+def test_head_global_keeps_the_classifier_when_the_pool_covers_the_map():
+    net = net_of(*CLASSIFIER, size=64)
+    assert analyse(net).shapes["pool5"][2:] == (1, 1)
+    new, report = dilate(net, output_stride=8, head="global")
+    p5 = next(l for l in new.layer if l.name == "pool5").pooling_param
+    assert p5.global_pooling and not p5.HasField("kernel_size")
+    assert analyse(new).param_shapes["fc"] == analyse(net).param_shapes["fc"]
+    assert not report.exact
+
+
+def test_head_global_refuses_a_pool_that_does_not_cover_the_map():
+    net = net_of(*CLASSIFIER, size=128)         # pool5 output 3x3
+    with pytest.raises(SurgeryError) as err:
+        dilate(net, output_stride=8, head="global")
+    assert err.value.layer == "pool5" and "--head cut" in str(err.value)
+
+
+def test_global_pooling_then_1x1_conv_is_not_a_head():
+    layers = CHAIN + ['layer { name: "gp" type: "Pooling" bottom: "c7" top: "gp" '
+                      'pooling_param { pool: AVE global_pooling: true } }\n', conv("cls", "gp", 1)]
+    new, report = dilate(net_of(*layers), output_stride=8)
+    assert "cls" in [l.name for l in new.layer]
+    assert not changed(report)["gp"].exact     # averaging a denser map is approximate
+
+
+def test_cut_after_keeps_only_what_computes_the_blob():
+    net = net_of(*CLASSIFIER)
+    new, report = dilate(net, output_stride=8, cut_after="c6")
+    assert [l.name for l in new.layer] == ["data", "c1", "c2", "c3", "c4", "c5", "c6"]
+    with pytest.raises(SurgeryError):
+        dilate(net, output_stride=8, cut_after="nope")
+
+
+def test_branches_on_different_grids_cannot_join():
+    layers = [conv("c1", "data", 3, 2), pool("pa", "c1", 3, 2), conv("cb", "c1", 3, 2),
+              'layer { name: "sum" type: "Eltwise" bottom: "pa" bottom: "cb" top: "sum" }\n',
+              conv("c3", "sum")]
+    net = net_of(*layers, size=64)             # pa keeps a partial window: offset 1, cb offset 0
+    assert analyse(net).shapes["pa"] == analyse(net).shapes["cb"]
+    with pytest.raises(SurgeryError) as err:
+        dilate(net, output_stride=2)
+    assert err.value.layer == "sum"
+
+
+def test_param_shapes_are_unchanged_so_weights_load(tmp_path):
+    net = net_of(*CLASSIFIER, size=64)
+    original = analyse(net).param_shapes
+    blobs = [{"name": n, "type": "Convolution" if n.startswith("c") else "InnerProduct",
+              "blobs": [__import__("numpy").zeros(s, "float32") for s in shapes]}
+             for n, shapes in original.items() if shapes]
+    write_caffemodel(tmp_path / "w.caffemodel", blobs)
+    new, _ = dilate(net, output_stride=8, head="cut")
+    report = compare(analyse(new).param_shapes, read_caffemodel(tmp_path / "w.caffemodel"))
+    kept = {r.name: r.status for r in report.layers}
+    assert all(kept[n] == "ok" for n in ("c1", "c4", "c5", "c6", "c7"))
+    assert kept["fc"] == "unused"
+
+
+def test_train_and_test_phases_are_rewritten_together():
+    text = (HEADER % (64, 64)).replace('type: "Input"', 'type: "Input" include { phase: TEST }') + \
+        'layer { name: "data" type: "Input" top: "data" include { phase: TRAIN } ' \
+        'input_param { shape { dim: 2 dim: 3 dim: 64 dim: 64 } } }\n' + "".join(CHAIN) + \
+        'layer { name: "loss" type: "EuclideanLoss" bottom: "c7" bottom: "c7" top: "loss" include { phase: TRAIN } }\n'
+    net = parse_prototxt(text)
+    new, report = dilate(net, output_stride=8)
+    assert window(new, "c6").dilation == (4, 4)
+    assert "loss" in [l.name for l in new.layer]
+
+
+def test_options_are_validated():
+    net = net_of(*CHAIN)
+    for kwargs in ({"output_stride": 0}, {"output_stride": 8, "head": "x"},
+                   {"output_stride": 8, "multi_grid": [0]}):
+        with pytest.raises(SurgeryError):
+            dilate(net, **kwargs)
+
+
+# --- the command -------------------------------------------------------------------------
+
+def test_cli_writes_a_minimal_edit_and_prints_the_summary(tmp_path, capsys):
+    src = tmp_path / "net.prototxt"
+    src.write_text("# a comment that must survive\n" + HEADER % (64, 64) + "".join(CHAIN))
+    out = tmp_path / "out.prototxt"
+    assert main(["dilate", str(src), "--output-stride", "8", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# a comment that must survive\n")
+    assert parse_prototxt(text) == dilate(load_prototxt(src), output_stride=8)[0]
+    summary = capsys.readouterr().out
+    assert "EXACT" in summary and "c6" in summary
+
+
+def test_cli_json_and_dry_run(tmp_path, capsys):
+    src = tmp_path / "net.prototxt"
+    src.write_text(HEADER % (64, 64) + "".join(CHAIN))
+    assert main(["dilate", str(src), "-s", "8", "--dry-run", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["exact"] and data["output_stride"] == {"before": [32, 32], "after": [8, 8]}
+    assert {c["layer"] for c in data["changes"]} == {"c4", "c5", "c6"}
+    assert list(tmp_path.iterdir()) == [src]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["-s", "12"], "not reachable"),
+    (["-s", "8", "--cut-after", "nope"], "nope"),
+])
+def test_cli_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, needle):
+    src = tmp_path / "net.prototxt"
+    src.write_text(HEADER % (64, 64) + "".join(CHAIN))
+    out = tmp_path / "out.prototxt"
+    assert main(["dilate", str(src), *args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and needle in err
+    assert not out.exists()
+
+
+def test_cli_refuses_to_overwrite_the_input(tmp_path, capsys):
+    src = tmp_path / "net.prototxt"
+    src.write_text(HEADER % (64, 64) + "".join(CHAIN))
+    before = src.read_bytes()
+    assert main(["dilate", str(src), "-s", "8", "-o", str(src)]) == 2
+    assert src.read_bytes() == before
+    assert main(["dilate", str(src), "-s", "8", "-o", str(src), "--in-place"]) == 0
+    assert src.read_bytes() != before
+
+
+# --- the real net ---------------------------------------------------------------------------
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is absent")
+def test_msra_resnet101_os8_matches_deeplab_v2():
+    net = load_prototxt(CORPUS / "resnet_kaiming" / "ResNet-101-deploy.prototxt")
+    new, report = dilate(net, output_stride=8, head="cut")
+    by_name = {l.name: l for l in new.layer}
+    win = lambda name: rule_for("Convolution").window(by_name[name])
+    for name in ("res4a_branch1", "res4a_branch2a", "res5a_branch1", "res5a_branch2a"):
+        assert win(name).stride == (1, 1) and win(name).dilation == (1, 1)
+    res4 = [n for n in by_name if n.startswith("res4") and n.endswith("_branch2b")]
+    res5 = [n for n in by_name if n.startswith("res5") and n.endswith("_branch2b")]
+    assert len(res4) == 23 and len(res5) == 3
+    assert all(win(n).dilation == (2, 2) and win(n).pad == (2, 2) for n in res4)
+    assert all(win(n).dilation == (4, 4) and win(n).pad == (4, 4) for n in res5)
+    rewritten = {c.layer for c in report.changes if c.action == "rewrite"}
+    assert rewritten == set(res4) | set(res5) | {"res4a_branch1", "res4a_branch2a",
+                                                  "res5a_branch1", "res5a_branch2a"}
+    after = analyse(new)
+    assert after.geometry["res5c"].rf == (1027, 1027) and after.geometry["res5c"].stride == (8, 8)
+    assert after.geometry["res4b22"].rf == (835, 835)
+    assert [l.name for l in new.layer][-1] == "res5c_relu"
+    assert report.exact and report.exact_sizes == "exact for every input size"
