@@ -151,7 +151,7 @@ def test_verify_user_errors(tmp_path):
 # ---------------------------------------------------------------- dilate -> verify, per family
 
 def _dilate_and_verify(tmp_path, net, *, output_stride, pooling="strict", convention="exact",
-                       blobs=(), input_shape=None):
+                       blobs=(), input_shape=None, strict=False):
     from surgery.passes.dilate import dilate
     from surgery.verify import verify
 
@@ -162,7 +162,8 @@ def _dilate_and_verify(tmp_path, net, *, output_stride, pooling="strict", conven
     model = tmp_path / "w.caffemodel"
     init_weights(net, model, seed=11)
     shapes = {"data": input_shape} if input_shape else None
-    return verify(orig, conv, model, blobs=blobs, input_shapes=shapes, tol=TOL), analyse(net)
+    return (verify(orig, conv, model, blobs=blobs, input_shapes=shapes, tol=TOL, strict=strict),
+            analyse(net))
 
 
 FAMILIES = [
@@ -188,29 +189,33 @@ def test_dilate_then_verify_is_exact(tmp_path, name, options, pooling, size, out
     default = report.blobs[0]
     assert not default.approximate and default.rel_error <= TOL
     assert default.max_abs_original > 0
-    # The compared blob is past the removed strides, so the check means something.
-    assert analysis.geometry[default.blob].stride.h > output_stride
-    assert default.factor[0] > 1
+    # The compared blob is at least as deep as the target stride; at OS 8 it is past a
+    # removed stride in every family (at OS 16 "cut" can leave VGG with nothing past it).
+    assert analysis.geometry[default.blob].stride.h >= output_stride
+    if output_stride == 8:
+        assert default.factor[0] > 1
 
 
 def test_inception_pool_branch_after_a_removed_stride_is_approximate(tmp_path):
     net = build("googlenet-mini", width=0.25, input_size=97)
-    report, _ = _dilate_and_verify(tmp_path, net, output_stride=16, pooling="cover",
+    report, _ = _dilate_and_verify(tmp_path, net, output_stride=8, pooling="cover",
                                    blobs=["inception_4a/output", "inception_4a/7x1"])
     by_blob = {r.blob: r for r in report.blobs}
     assert by_blob["inception_4a/output"].approximate
-    assert by_blob["inception_4a/7x1"].status == "ok"
+    assert by_blob["inception_4a/output"].status == "approximate"
+    # The factorised 1x7 -> 7x1 branch is dilated on a grid twice as fine, and exact.
+    assert by_blob["inception_4a/7x1"].status == "ok" and by_blob["inception_4a/7x1"].factor == (2, 2)
     assert report.passed
 
 
 def test_pspnet_convention_on_stride_3x3_resnet_is_not_exact(tmp_path):
     net = build("resnet50-s3x3", width=0.125, input_size=97)
     (tmp_path / "exact").mkdir()
-    exact, _ = _dilate_and_verify(tmp_path / "exact", net, output_stride=8, blobs=["res5c"])
-    assert exact.passed
+    exact, _ = _dilate_and_verify(tmp_path / "exact", net, output_stride=8, blobs=["res5c"],
+                                  strict=True)
+    assert exact.passed, exact.format_text()
     psp, _ = _dilate_and_verify(tmp_path, net, output_stride=8, convention="pspnet",
-                                blobs=["res5c"])
+                                blobs=["res5c"], strict=True)
     res5c = next(r for r in psp.blobs if r.blob == "res5c")
     assert res5c.rel_error > 100 * TOL
-    # verify must not call this conversion exact.
-    assert not psp.passed or res5c.approximate
+    assert not psp.passed, psp.format_text()

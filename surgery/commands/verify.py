@@ -8,7 +8,8 @@ add others with --blob. Blobs downstream of a layer that cannot be rewritten
 exactly are reported as approximate, never as failures.
 
 Exit status: 0 all exact blobs within --tol (relative to the largest value of
-the original blob), 1 otherwise, 2 bad input or a missing engine.
+the original blob; with --strict the approximate ones too), 1 otherwise, 2 bad
+input or a missing engine.
 """
 
 import json
@@ -34,12 +35,15 @@ def add_arguments(parser):
     parser.add_argument("--tol", type=float, default=1e-4,
                         help="relative tolerance: max|err| / max|original| (default 1e-4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    parser.add_argument("--strict", action="store_true",
+                        help="approximate blobs must be within --tol too (is it exact everywhere?)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def run(args):
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
     report = verify(args.original, args.converted, args.weights, input_shapes=shapes,
-                    blobs=args.blob, engine=args.engine, tol=args.tol, seed=args.seed)
+                    blobs=args.blob, engine=args.engine, tol=args.tol, seed=args.seed,
+                    strict=args.strict)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
     return 0 if report.passed else 1
