@@ -5,7 +5,6 @@ measurement is per child, not the cumulative RUSAGE_CHILDREN of the session.
 """
 
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from typing import NamedTuple
 
 
 class Sample(NamedTuple):
-    seconds: float        # median wall time over the repeats
+    seconds: float        # fastest wall time over the repeats
     rss_mb: float         # largest peak RSS over the repeats (MiB)
     returncode: int       # of the last repeat
     stdout: str
@@ -55,10 +54,12 @@ def _spool(directory):
 
 
 def measure(argv, *, repeat=1, cwd=None, timeout=600):
-    """Median time and max RSS over `repeat` fresh runs of argv."""
+    """Fastest time and max RSS over `repeat` fresh runs of argv.
+
+    The fastest run is the one least disturbed by other load on the machine."""
     runs = [run_once(argv, cwd=cwd, timeout=timeout) for _ in range(repeat)]
     last = runs[-1]
-    return Sample(statistics.median(r[0] for r in runs), max(r[1] for r in runs),
+    return Sample(min(r[0] for r in runs), max(r[1] for r in runs),
                   last[2], last[3], last[4])
 
 
