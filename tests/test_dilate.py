@@ -145,9 +145,8 @@ def test_pspnet_convention_dilates_the_formerly_strided_layer_and_says_so():
     new, report = dilate(net, output_stride=16, convention="pspnet")
     assert window(new, "c5").dilation == (2, 2) and window(new, "c5").pad == (2, 2)
     assert not changed(report)["c5"].exact and not report.exact
-    assert "c5" in approximate_layers(net, new)
-    exact_new, _ = dilate(net, output_stride=16)
-    assert approximate_layers(net, exact_new) == set()
+    # A convolution can always be exact, so verify is not told to excuse this one.
+    assert approximate_layers(net, new) == set()
 
 
 def test_multi_grid_multiplies_the_stage_rate():

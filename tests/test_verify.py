@@ -215,7 +215,7 @@ def test_pspnet_convention_on_stride_3x3_resnet_is_not_exact(tmp_path):
                                   strict=True)
     assert exact.passed, exact.format_text()
     psp, _ = _dilate_and_verify(tmp_path, net, output_stride=8, convention="pspnet",
-                                blobs=["res5c"], strict=True)
+                                blobs=["res5c"])
     res5c = next(r for r in psp.blobs if r.blob == "res5c")
     assert res5c.rel_error > 100 * TOL
     assert not psp.passed, psp.format_text()

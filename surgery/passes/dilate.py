@@ -538,14 +538,14 @@ def _downstream(graph, layer_names):
 
 
 def approximate_layers(original, converted, *, input_shapes=None):
-    """Layers of `converted` that carry one of the known approximations of this pass.
+    """Layers of `converted` whose output cannot be exact whatever their settings.
 
     Independent of how `converted` was made (verify uses it on any pair of nets): the
-    factor f at each layer's input comes from the two nets' strides. Approximate means a
-    pooling window that sees a removed stride (widened or not), a pooling whose pad grew
-    where pad is not neutral, a collapse over a denser map, or a kernel dilated by more
-    than d*f (pspnet convention, multi-grid). Anything else that differs from the exact
-    rule is simply wrong and is left for verify to catch."""
+    factor f at each layer's input comes from the two nets' strides. Unavoidably
+    approximate are a pooling window that sees a removed stride (widened or not), a
+    pooling whose pad grew where pad is not neutral, and a collapse over a denser map.
+    A convolution can always be exact, so a convolution that differs from the exact rule
+    (pspnet convention, multi-grid, or a mistake) is not excused: verify judges it."""
     a = analyse(original, input_shapes=input_shapes)
     b = analyse(converted, input_shapes=input_shapes)
     result = set()
@@ -574,9 +574,4 @@ def approximate_layers(original, converted, *, input_shapes=None):
             pad_grew = new.pad != old.pad * f and not rule.pad_is_neutral(node.layer)
             if sees_gap or pad_grew or new.kernel != old.kernel:
                 result.add(node.name)
-            continue
-        wider = [dn // (do * fa) for dn, do, fa, k in zip(new.dilation, old.dilation, f, old.kernel)
-                 if k > 1 and dn % (do * fa) == 0]
-        if new.kernel == old.kernel and any(m > 1 for m in wider):
-            result.add(node.name)
     return result
