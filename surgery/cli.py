@@ -15,6 +15,7 @@ COMMANDS = [
     "check",
     "init_weights",
     "verify",
+    "fcn",
 ]
 
 

@@ -1,0 +1,95 @@
+"""Make a classifier fully convolutional: InnerProduct layers become Convolutions.
+
+An InnerProduct on a CxHxW map becomes a Convolution with an HxW kernel (later ones, on
+1x1 maps, become 1x1 convolutions); num_output and bias_term stay. The weights are the
+same numbers reshaped row-major (N, C*H*W) -> (N, C, H, W), written under new layer names
+(--rename, default '{name}-conv'), because Caffe matches weights by name. Reshape layers
+(Flatten) in front of a converted layer are bypassed: the convolution reads the 4-D map.
+
+--pad same (default; DeepLab, SSD) pads floor((extent-1)/2) so a larger input keeps its
+size and the fc output sits at the centre position; --pad valid (FCN) pads nothing, so
+at the original input size the output is 1x1 and equals the fc output.
+
+--decimate fc6=3x3:1024 (DeepLab-LargeFOV, SSD's reduced fc6) keeps taps 0,3,6 of a 7x7
+kernel (evenly spaced, step (K-1)/(k-1), which becomes the dilation) and output channels
+0,4,8,... (step N/n); the next converted layer drops the matching input channels. Run
+`caffe-surgery dilate` afterwards to reach output stride 8 or 16.
+
+The new .caffemodel is streamed: untouched layers are copied byte for byte, converted
+layers are rebuilt one at a time.
+
+Exit status: 0 written, 2 bad input (nothing is written).
+"""
+
+import json
+import os
+import sys
+
+from ..analysis import parse_input_shapes
+from ..errors import SurgeryError
+from ..io.atomic import guard_output
+from ..io.prototxt import load_prototxt
+from ..passes.fcn import (PAD_CHOICES, convolutionalize, format_plan, parse_decimate,
+                          transplant, weight_entries)
+from .output import add_output_arguments, write_net
+
+NAME = "fcn"
+HELP = "turn InnerProduct layers into convolutions, transplanting their weights"
+
+
+def add_arguments(parser):
+    parser.add_argument("net", metavar="NET.prototxt", help="net definition")
+    parser.add_argument("--weights", metavar="IN.caffemodel",
+                        help="trained weights of NET (converted into --weights-out)")
+    parser.add_argument("--weights-out", metavar="OUT.caffemodel",
+                        help="where to write the converted weights")
+    parser.add_argument("--pad", choices=PAD_CHOICES, default="same",
+                        help="same (default): output keeps the input size; valid: no padding")
+    parser.add_argument("--rename", default="{name}-conv", metavar="PATTERN",
+                        help="new layer names, {name} is the old one (default '{name}-conv')")
+    parser.add_argument("--decimate", action="append", default=[], metavar="LAYER=KxK:N",
+                        help="subsample a converted layer's kernel taps and output channels, "
+                             "e.g. fc6=3x3:1024 (repeatable)")
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
+                        help="input size that fixes the fc kernels' sizes (repeatable)")
+    parser.add_argument("--dry-run", action="store_true", help="print the summary only")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_output_arguments(parser)
+
+
+def run(args):
+    shapes = parse_input_shapes(args.input_shape) or None
+    decimate = parse_decimate(args.decimate)
+    if not args.dry_run and not args.output:
+        raise SurgeryError("give -o OUT.prototxt for the result, or --dry-run for the summary only")
+    if bool(args.weights) != bool(args.weights_out) and not (args.dry_run and args.weights):
+        raise SurgeryError("--weights and --weights-out go together (the converted layers "
+                           "have new names, so the old weights would not load)")
+    if not args.dry_run:
+        guard_output(args.output, [args.net] + ([args.weights] if args.weights else []),
+                     in_place=args.in_place)
+        if args.weights_out:
+            guard_output(args.weights_out, [args.net, args.weights], in_place=args.in_place)
+            if os.path.abspath(args.output) == os.path.abspath(args.weights_out):
+                raise SurgeryError("-o and --weights-out name the same file")
+        for path in (args.output, args.weights_out):
+            folder = os.path.dirname(os.path.abspath(path)) if path else None
+            if folder and not os.path.isdir(folder):
+                raise SurgeryError(f"cannot write {path}: directory {folder} does not exist")
+    net = load_prototxt(args.net)
+    new, plan = convolutionalize(net, input_shapes=shapes, pad=args.pad, rename=args.rename,
+                                 decimate=decimate)
+    if args.weights:
+        from ..io.caffemodel import read_caffemodel
+
+        weight_entries(plan, read_caffemodel(args.weights))   # fits? (raises before writing)
+    if not args.dry_run:
+        if args.weights_out:
+            transplant(plan, args.weights, args.weights_out, in_place=args.in_place)
+        write_net(args, net, new)
+    if args.json:
+        json.dump(plan.to_json(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_plan(plan))
+    return 0

@@ -1,0 +1,618 @@
+"""Fully-convolutional surgery: InnerProduct layers become Convolutions (NOTES §2, fc->conv).
+
+An InnerProduct on a (N, C, H, W) map computes exactly what a Convolution with an HxW
+kernel computes at the one position where the kernel covers the whole map; its weight
+(num_output, C*H*W) is that kernel flattened row-major. Later InnerProducts (on (N, C)
+or 1x1 inputs) are 1x1 convolutions. So the net keeps its numbers and learns nothing new;
+it only stops insisting on one input size.
+
+Caffe matches weights by layer name, so converted layers get new names (`rename`), and a
+plan says how to rebuild their blobs; `transplant` streams a caffemodel through that plan
+(other layers are copied byte for byte).
+
+Padding. `pad="valid"` adds none: at the analysed input size the output is 1x1 and equals
+the fc output. `pad="same"` pads floor((extent-1)/2), where extent = dilation*(k-1)+1, so
+a larger input gives an output of the input's size and the fc output sits at the centre.
+For an even extent no symmetric pad keeps the size: the output is one pixel smaller than
+the input on that axis, and at the analysed size the fc value sits at index extent/2 - 1,
+still the exact centre of the (odd-sized) output. The change list gives that position.
+
+Decimation (DeepLab-LargeFOV, SSD's reduced fc6): `{"fc6": ((3, 3), 1024)}` keeps kernel
+taps 0, s, 2s, ... with s = (K-1)/(k-1) per axis (0, 3, 6 for 7 -> 3; s must be an integer
+so the kept taps are evenly spaced and a dilation of s reaches them; k == 1 keeps the
+centre tap of an odd K), gives the conv dilation s so its extent stays K, and keeps output
+channels 0, t, 2t, ... with t = N/n (must divide). The same channel rule drops the matching
+input channels of every converted layer that reads the decimated blob. Decimation is an
+approximation (a different, smaller net); the change list says so.
+"""
+
+import math
+import re
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from .. import layers as registry
+from ..analysis import analyse
+from ..errors import SurgeryError
+from ..graph import PHASES
+from ..layers import rule_for
+from ..pair import Pair, Window
+
+PAD_CHOICES = ("same", "valid")
+CONV_TYPE = registry.Convolution.types[0]
+
+
+# ---------------------------------------------------------------------------
+# Plan: how each converted layer's blobs are rebuilt from the source weights
+# ---------------------------------------------------------------------------
+
+class LayerPlan(NamedTuple):
+    """Rebuild one converted layer's blobs from the source fc layer's blobs.
+
+    weight: (N, C*H*W) (or (C*H*W, N) when `transpose`) -> (N, C, H, W) row-major, then
+    keep output channels ::out_step, input channels ::in_step and taps ::tap_step (the
+    first `kernel_out` of them per axis). bias: (N,) -> (N,)[::out_step].
+    """
+
+    source: str          # layer name in the original net and caffemodel
+    target: str          # the converted layer's name
+    num_output: int      # N of the source weights
+    channels: int        # C of the source weights
+    kernel: Pair         # (H, W): the fc input's spatial size, as a kernel
+    transpose: bool
+    bias: bool
+    out_step: int = 1
+    in_step: int = 1
+    tap_step: Pair = Pair(1, 1)
+    tap_start: Pair = Pair(0, 0)
+    kernel_out: Optional[Pair] = None   # kept taps per axis (None: all of `kernel`)
+    bottoms: tuple = ()
+    tops: tuple = ()
+
+    @property
+    def out_kernel(self):
+        return self.kernel_out or self.kernel
+
+    @property
+    def weight_shape(self):
+        k = self.out_kernel
+        return (self.num_output // self.out_step, self.channels // self.in_step, k.h, k.w)
+
+    def weight(self, array):
+        """The converted weight blob from the source one (any dtype, legacy 4-D dims too)."""
+        n, c, (h, w) = self.num_output, self.channels, self.kernel
+        flat = np.asarray(array)
+        if flat.size != n * c * h * w:
+            raise SurgeryError(f"weight blob has {flat.size} values, the net needs "
+                               f"{n}x{c * h * w} = {n * c * h * w}; the weights do not belong "
+                               "to this prototxt", layer=self.source)
+        flat = flat.reshape(c * h * w, n).T if self.transpose else flat.reshape(n, c * h * w)
+        kernel = flat.reshape(n, c, h, w)
+        k = self.out_kernel
+        rows = slice(self.tap_start.h, self.tap_start.h + self.tap_step.h * (k.h - 1) + 1,
+                     self.tap_step.h)
+        cols = slice(self.tap_start.w, self.tap_start.w + self.tap_step.w * (k.w - 1) + 1,
+                     self.tap_step.w)
+        return np.ascontiguousarray(kernel[::self.out_step, ::self.in_step, rows, cols])
+
+    def bias_blob(self, array):
+        flat = np.asarray(array).reshape(-1)
+        if flat.size != self.num_output:
+            raise SurgeryError(f"bias blob has {flat.size} values, the net needs "
+                               f"{self.num_output}", layer=self.source)
+        return np.ascontiguousarray(flat[::self.out_step])
+
+    def to_json(self):
+        return {"source": self.source, "target": self.target,
+                "weight": {"from": [self.num_output, self.channels * self.kernel.h * self.kernel.w]
+                           if not self.transpose else
+                           [self.channels * self.kernel.h * self.kernel.w, self.num_output],
+                           "transpose": self.transpose,
+                           "reshape": [self.num_output, self.channels, *self.kernel],
+                           "to": list(self.weight_shape)},
+                "bias": self.bias, "out_channel_step": self.out_step,
+                "in_channel_step": self.in_step, "tap_step": list(self.tap_step),
+                "tap_start": list(self.tap_start)}
+
+
+class Change(NamedTuple):
+    """One converted or removed layer, for the summary."""
+
+    layer: str
+    action: str                 # "convert" or "remove"
+    new_name: Optional[str] = None
+    bottom: Optional[str] = None
+    input_shape: Optional[tuple] = None
+    window: Optional[Window] = None
+    num_output: Optional[tuple] = None   # (before, after)
+    position: Optional[Pair] = None      # where the fc value sits at the analysed size
+    exact: bool = True
+    note: str = ""
+
+    def to_json(self):
+        win = None if self.window is None else {k: list(v) for k, v in self.window._asdict().items()}
+        return {"layer": self.layer, "action": self.action, "new_name": self.new_name,
+                "bottom": self.bottom,
+                "input_shape": None if self.input_shape is None else list(self.input_shape),
+                "window": win, "num_output": None if self.num_output is None else list(self.num_output),
+                "position": None if self.position is None else list(self.position),
+                "exact": self.exact, "note": self.note}
+
+
+class FcnPlan(NamedTuple):
+    layers: list      # LayerPlan per converted layer, in net order
+    changes: list     # Change per converted/removed layer
+    pad: str
+    notes: list
+
+    @property
+    def exact(self):
+        return all(c.exact for c in self.changes)
+
+    def rename_map(self):
+        return {p.source: p.target for p in self.layers}
+
+    def to_json(self):
+        return {"pad": self.pad, "exact": self.exact,
+                "changes": [c.to_json() for c in self.changes],
+                "weights": [p.to_json() for p in self.layers], "notes": list(self.notes)}
+
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+
+_DECIMATE = re.compile(r"^\s*([^=]+?)\s*=\s*(\d+)(?:\s*x\s*(\d+))?\s*(?::\s*(\d+))?\s*$")
+
+
+def parse_decimate(specs):
+    """["fc6=3x3:1024", "fc7=:512"...] -> {"fc6": (Pair(3, 3), 1024)}; kernel or channels may be None."""
+    out = {}
+    for spec in specs or ():
+        match = _DECIMATE.match(spec)
+        alt = re.match(r"^\s*([^=]+?)\s*=\s*:\s*(\d+)\s*$", spec)
+        if match:
+            name, kh, kw, n = match.groups()
+            kernel = Pair(int(kh), int(kw if kw is not None else kh))
+        elif alt:
+            name, n = alt.groups()
+            kernel = None
+        else:
+            raise SurgeryError(f"bad --decimate '{spec}'; expected LAYER=KHxKW[:CHANNELS], "
+                               "e.g. fc6=3x3:1024")
+        if name in out:
+            raise SurgeryError(f"--decimate names layer '{name}' twice")
+        channels = int(n) if n is not None else None
+        if (kernel is not None and min(kernel) < 1) or channels == 0:
+            raise SurgeryError(f"bad --decimate '{spec}': sizes must be positive")
+        out[name] = (kernel, channels)
+    return out
+
+
+def _new_name(rename, name):
+    try:
+        return rename.format(name=name)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise SurgeryError(f"bad --rename pattern '{rename}' ({exc!s}); use {{name}} for the "
+                           "old name, e.g. '{name}-conv'") from None
+
+
+def _taps(name, big, small):
+    """(start, step) of `small` evenly spaced taps across a `big` kernel axis."""
+    if small > big:
+        raise SurgeryError(f"cannot decimate a {big}-tap kernel axis to {small} taps", layer=name)
+    if small == 1:
+        if big % 2 == 0:
+            raise SurgeryError(f"decimating an even {big}-tap axis to 1 tap has no centre tap",
+                               layer=name)
+        return (big - 1) // 2, 1
+    if (big - 1) % (small - 1):
+        raise SurgeryError(f"{small} evenly spaced taps do not fit a {big}-tap kernel axis "
+                           f"({big - 1} is not a multiple of {small - 1})", layer=name)
+    return 0, (big - 1) // (small - 1)
+
+
+def _phases(net):
+    used = {PHASES[r.phase] for layer in net.layer for r in (*layer.include, *layer.exclude)
+            if r.HasField("phase")}
+    return ["TEST", "TRAIN"] if used else ["TEST"]
+
+
+# ---------------------------------------------------------------------------
+# Graph questions, answered through the registry
+# ---------------------------------------------------------------------------
+
+def _is_fc(rule):
+    return isinstance(rule, registry.InnerProduct)
+
+
+def _is_view(rule, node, analysis):
+    """A layer that only regroups the axes of its input (Flatten, Reshape): no params, one
+    bottom, one top, the same values in the same memory order."""
+    if not isinstance(rule, (registry.Flatten, registry.Reshape)):
+        return False
+    return len(node.bottoms) == 1 and len(node.tops) == 1 and not analysis.param_shapes.get(node.name)
+
+
+def _source_of(analysis, blob, node):
+    """Walk back from an fc's bottom through views to the map the conv must read.
+
+    Returns (blob, [view nodes passed])."""
+    graph = analysis.graph
+    passed = []
+    while True:
+        writers = graph.writers(blob)
+        if len(writers) != 1:
+            return blob, passed
+        writer = writers[0]
+        rule = rule_for(writer.type)
+        if not _is_view(rule, writer, analysis):
+            return blob, passed
+        if writer.bottoms[0] == blob:
+            raise SurgeryError("an in-place reshape feeds this InnerProduct; the convolution "
+                               "needs the 4-D map before it", layer=node.name)
+        passed.append(writer)
+        blob = writer.bottoms[0]
+
+
+# ---------------------------------------------------------------------------
+# The pass
+# ---------------------------------------------------------------------------
+
+class _Conversion(NamedTuple):
+    plan: LayerPlan
+    layer: object          # the new LayerParameter
+    change: Change
+
+
+def _plan_phase(net, analysis, *, pad, rename, decimate, names):
+    """Conversions by layer index, and view layers that lose their last consumer."""
+    graph = analysis.graph
+    four_d, channel_step, position = set(), {}, {}
+    conversions, views, consumers_left = {}, {}, {}
+    for node in graph.nodes:
+        rule = rule_for(node.type)
+        if not _is_fc(rule):
+            role = rule.role_of(node.layer)
+            if node.bottoms and role == "pointwise":
+                b = node.bottoms[0]
+                for top in node.tops:
+                    if b in four_d:
+                        four_d.add(top)
+                    if b in position:
+                        position[top] = position[b]
+            for b in node.bottoms:
+                step = channel_step.get(b, 1)
+                if step == 1:
+                    continue
+                if analysis.param_shapes.get(node.name):
+                    raise SurgeryError(f"reads '{b}', whose channels are decimated, and has "
+                                       "weights sized for all of them; decimation cannot pass "
+                                       "through it", layer=node.name)
+                if role == "pointwise":
+                    for top in node.tops:
+                        channel_step[top] = step
+            continue
+        conv = _convert(node, rule, analysis, pad=pad, rename=rename, decimate=decimate,
+                        four_d=four_d, channel_step=channel_step, position=position)
+        conversions[node.index] = conv
+        names.add(node.name)
+        for view in conv.views:
+            views[view.index] = view
+        for top in node.tops:
+            four_d.add(top)
+            position[top] = conv.conversion.change.position
+            step = conv.conversion.plan.out_step
+            if step != 1:
+                channel_step[top] = step
+    # A view whose consumers are all converted (rewired past it) is no longer needed.
+    removable = {}
+    converted = {n.name for n in graph.nodes if n.index in conversions}
+    for index, view in views.items():
+        users = graph.consumers(view.tops[0])
+        if all(u.name in converted or (u.index in views) for u in users):
+            removable[index] = view
+    return {i: c.conversion for i, c in conversions.items()}, removable
+
+
+class _Converted(NamedTuple):
+    conversion: _Conversion
+    views: list
+
+
+def _convert(node, rule, analysis, *, pad, rename, decimate, four_d, channel_step, position):
+    layer = node.layer
+    ipp = layer.inner_product_param
+    bottom_shape = analysis.shapes.get(node.bottoms[0]) if node.bottoms else None
+    if bottom_shape is None or None in bottom_shape:
+        raise SurgeryError("the size of this InnerProduct's input is unknown, so its kernel "
+                           "size is too; give the input size with --input-shape NAME=N,C,H,W",
+                           layer=node.name)
+    if registry._axis(layer, ipp.axis, len(bottom_shape)) != 1:
+        raise SurgeryError(f"InnerProduct with axis {ipp.axis} (not 1) has no convolution "
+                           "equivalent here", layer=node.name)
+    source, views = _source_of(analysis, node.bottoms[0], node)
+    shape = analysis.shapes.get(source)
+    if shape is None or None in shape:
+        raise SurgeryError(f"the size of blob '{source}' is unknown; give the input size with "
+                           "--input-shape NAME=N,C,H,W", layer=node.name)
+    if len(shape) == 4:
+        channels, kernel = shape[1], Pair(shape[2], shape[3])
+    elif len(shape) == 2 and source in four_d:
+        channels, kernel = shape[1], Pair(1, 1)
+    else:
+        raise SurgeryError(f"its input '{source}' has shape {tuple(shape)}, not a (N, C, H, W) "
+                           "map nor the output of a converted layer, so it cannot become a "
+                           "convolution", layer=node.name)
+    n = ipp.num_output
+    in_step = channel_step.get(source, 1)
+    if channels % in_step:
+        raise SurgeryError(f"input channel decimation step {in_step} does not divide {channels}",
+                           layer=node.name)
+    tap_start, tap_step, kernel_out, out_step = Pair(0, 0), Pair(1, 1), None, 1
+    exact = in_step == 1
+    notes = []
+    if in_step != 1:
+        notes.append(f"input channels {channels} -> {channels // in_step} (every {in_step}th)")
+    if node.name in decimate:
+        want_kernel, want_n = decimate[node.name]
+        exact = False
+        if want_kernel is not None and want_kernel != kernel:
+            (sh, dh), (sw, dw) = (_taps(node.name, kernel.h, want_kernel.h),
+                                  _taps(node.name, kernel.w, want_kernel.w))
+            tap_start, tap_step, kernel_out = Pair(sh, sw), Pair(dh, dw), want_kernel
+            notes.append(f"kernel {kernel.h}x{kernel.w} -> {want_kernel.h}x{want_kernel.w} "
+                         f"(taps every {dh}x{dw}, from {sh},{sw})")
+        if want_n is not None and want_n != n:
+            if want_n > n or n % want_n:
+                raise SurgeryError(f"cannot decimate {n} outputs to {want_n}: {want_n} must "
+                                   f"divide {n}", layer=node.name)
+            out_step = n // want_n
+            notes.append(f"outputs {n} -> {want_n} (every {out_step}th: 0, {out_step}, ...)")
+    k = kernel_out or kernel
+    dilation = Pair(*(s if kk > 1 else 1 for s, kk in zip(tap_step, k)))
+    extent = Pair(*(d * (kk - 1) + 1 for d, kk in zip(dilation, k)))
+    pads = Pair(*((e - 1) // 2 for e in extent)) if pad == "same" else Pair(0, 0)
+    # Output o's first tap reads input o - pad; the fc's first kept tap read tap_start.
+    centre = Pair(pads.h + tap_start.h, pads.w + tap_start.w)
+    if pad == "same" and any(e % 2 == 0 for e in extent):
+        notes.append("even kernel: the output is one pixel smaller than the input on that "
+                     f"axis; the fc value sits at index {tuple(centre)}")
+    before = position.get(source, Pair(0, 0))
+    where = Pair(before.h + centre.h, before.w + centre.w)
+    window = Window(k, Pair(1, 1), pads, dilation)
+    new = _conv_layer(layer, rule, _new_name(rename, node.name), source, window,
+                      n // out_step)
+    plan = LayerPlan(source=node.name, target=new.name, num_output=n, channels=channels,
+                     kernel=kernel, transpose=bool(ipp.transpose), bias=bool(ipp.bias_term),
+                     out_step=out_step, in_step=in_step, tap_step=tap_step, tap_start=tap_start,
+                     kernel_out=kernel_out, bottoms=tuple(new.bottom), tops=tuple(new.top))
+    change = Change(node.name, "convert", new.name, source, tuple(shape), window,
+                    (n, n // out_step), where, exact, "; ".join(notes))
+    return _Converted(_Conversion(plan, new, change), views)
+
+
+def _conv_layer(layer, rule, name, bottom, window, num_output):
+    """The Convolution LayerParameter replacing InnerProduct `layer`."""
+    new = type(layer)()
+    new.CopyFrom(layer)
+    ipp = layer.inner_product_param
+    new.ClearField("inner_product_param")
+    new.name, new.type = name, CONV_TYPE
+    del new.bottom[:]
+    new.bottom.append(bottom)
+    cp = new.convolution_param
+    cp.num_output = num_output
+    if ipp.HasField("bias_term"):
+        cp.bias_term = ipp.bias_term
+    for filler in ("weight_filler", "bias_filler"):
+        if ipp.HasField(filler):
+            getattr(cp, filler).CopyFrom(getattr(ipp, filler))
+    if window.kernel.h == window.kernel.w:
+        cp.kernel_size.append(window.kernel.h)
+    else:
+        cp.kernel_h, cp.kernel_w = window.kernel
+    return rule_for(CONV_TYPE).with_window(new, window)
+
+
+def convolutionalize(net, *, input_shapes=None, pad="same", rename="{name}-conv", decimate=None):
+    """(new_net, FcnPlan): every InnerProduct of `net` rewritten as a Convolution.
+
+    `net` is an upgraded NetParameter and is not modified. `decimate` maps an fc layer name
+    to (kernel Pair or None, channels or None); see the module docstring for the rules.
+    """
+    if pad not in PAD_CHOICES:
+        raise SurgeryError(f"--pad must be one of {', '.join(PAD_CHOICES)}, got '{pad}'")
+    decimate = dict(decimate or {})
+    conversions, removable, seen = {}, {}, set()
+    for phase in _phases(net):
+        analysis = analyse(net, input_shapes=input_shapes, phase=phase)
+        found, views = _plan_phase(net, analysis, pad=pad, rename=rename, decimate=decimate,
+                                   names=seen)
+        for index, conv in found.items():
+            if index in conversions and conversions[index].layer != conv.layer:
+                raise SurgeryError("the TRAIN and TEST phases need different convolutions for "
+                                   "this layer (their input sizes differ)", layer=conv.plan.source)
+            conversions.setdefault(index, conv)
+        for index, view in views.items():
+            removable.setdefault(index, view)
+    if not conversions:
+        raise SurgeryError("no InnerProduct layer to convert; the net is already fully "
+                           "convolutional")
+    unknown = sorted(set(decimate) - seen)
+    if unknown:
+        raise SurgeryError(f"--decimate names '{unknown[0]}', which is not an InnerProduct "
+                           "of the net", layer=unknown[0])
+    _check_names(net, conversions, removable)
+    new = type(net)()
+    new.CopyFrom(net)
+    for index, conv in conversions.items():
+        new.layer[index].CopyFrom(conv.layer)
+    for index in sorted(removable, reverse=True):
+        del new.layer[index]
+    changes, order = [], sorted(set(conversions) | set(removable))
+    for index in order:
+        if index in conversions:
+            changes.append(conversions[index].change)
+        else:
+            view = removable[index]
+            changes.append(Change(view.name, "remove", bottom=view.bottoms[0],
+                                  note="reshape before a converted layer; the convolution "
+                                       "reads the 4-D map"))
+    notes = _validate(new, input_shapes, conversions)
+    plans = [conversions[i].plan for i in sorted(conversions)]
+    return new, FcnPlan(plans, changes, pad, notes)
+
+
+def _check_names(net, conversions, removable):
+    """New names must not collide with each other or with the layers that stay."""
+    staying = {l.name for i, l in enumerate(net.layer) if i not in conversions and i not in removable}
+    taken = set()
+    for conv in conversions.values():
+        name = conv.plan.target
+        if name in staying or name in taken:
+            raise SurgeryError(f"the new name '{name}' is already a layer name; choose another "
+                               "--rename pattern", layer=conv.plan.source)
+        taken.add(name)
+
+
+def _validate(new, input_shapes, conversions):
+    """Analyse the result, so a conversion Caffe would reject never gets written."""
+    notes = []
+    for phase in _phases(new):
+        try:
+            after = analyse(new, input_shapes=input_shapes, phase=phase)
+        except SurgeryError as exc:
+            raise SurgeryError(f"the converted net is not valid ({exc})") from None
+        for reason in after.stopped.values():
+            notes.append(f"{phase}: shape inference stopped after the rewrite: {reason}")
+        for node in after.graph.nodes:
+            rule = rule_for(node.type)
+            if rule.role_of(node.layer) == "collapse" and node.name not in {
+                    c.plan.target for c in conversions.values()}:
+                ins = [after.shapes.get(b) for b in node.bottoms]
+                if any(s is not None and len(s) == 4 and s[2] * s[3] > 1 for s in ins) or \
+                        _downstream_of_conv(after, node, conversions):
+                    notes.append(f"layer '{node.name}' ({node.type}) still collapses the map; "
+                                 "on a larger input it mixes positions")
+    return sorted(set(notes), key=notes.index)
+
+
+def _downstream_of_conv(analysis, node, conversions):
+    targets = {c.plan.target for c in conversions.values()}
+    return any(w.name in targets for b in node.bottoms for w in analysis.graph.writers(b))
+
+
+# ---------------------------------------------------------------------------
+# Weights
+# ---------------------------------------------------------------------------
+
+def weight_entries(plan, summary):
+    """Caffemodel entries (Copy / NewLayer, see io.caffemodel.write_entries) applying `plan`.
+
+    Converted layers become new Convolution layers at the same place in the file; every
+    other byte range is copied verbatim. Their blobs are lazy: a blob is read from the
+    source and reshaped only when the writer encodes it, so one blob at a time is in memory.
+    Every source layer is checked first, so a mismatch is found before anything is written.
+    """
+    from ..io.caffemodel import BlobSpec, Copy, NewLayer
+
+    by_name = {}
+    for layer in summary.layers:
+        by_name.setdefault(layer.name, layer)
+    targets = {p.target for p in plan.layers}
+    sources = {p.source for p in plan.layers}
+    for p in plan.layers:
+        info = by_name.get(p.source)
+        if info is None:
+            raise SurgeryError(f"the weights ({summary.path}) have no layer of this name",
+                               layer=p.source)
+        want = 2 if p.bias else 1
+        if len(info.blobs) != want:
+            raise SurgeryError(f"the weights ({summary.path}) have {len(info.blobs)} blob(s) "
+                               f"for this layer, the net needs {want}", layer=p.source)
+        n, k = p.num_output, p.channels * p.kernel.h * p.kernel.w
+        if info.blobs[0].count != n * k or (p.bias and info.blobs[1].count != n):
+            counts = ", ".join(str(b.count) for b in info.blobs)
+            raise SurgeryError(f"the weights ({summary.path}) hold {counts} values here, which "
+                               f"do not fit a {n}x{k} InnerProduct; they belong to another net",
+                               layer=p.source)
+    for layer in summary.layers:
+        if layer.name in targets and layer.name not in sources:
+            raise SurgeryError(f"the weights ({summary.path}) already hold a layer called "
+                               f"'{layer.name}'; choose another --rename pattern", layer=layer.name)
+    plans = {p.source: p for p in plan.layers}
+    starts = {layer.start: layer for layer in summary.layers}
+    entries, done = [], set()
+    for _number, start, end in summary.items:
+        layer = starts.get(start)
+        p = plans.get(layer.name) if layer is not None else None
+        if p is None or layer.name in done:
+            if entries and isinstance(entries[-1], Copy) and entries[-1].end == start:
+                entries[-1] = Copy(entries[-1].start, end)
+            else:
+                entries.append(Copy(start, end))
+            continue
+        done.add(layer.name)
+        blobs = [BlobSpec(_LazyBlob(p.weight, summary, layer, 0), legacy=layer.blobs[0].legacy)]
+        if p.bias:
+            blobs.append(BlobSpec(_LazyBlob(p.bias_blob, summary, layer, 1),
+                                  legacy=layer.blobs[1].legacy))
+        entries.append(NewLayer(p.target, CONV_TYPE, tuple(blobs), p.bottoms, p.tops,
+                                legacy=summary.legacy))
+    return entries
+
+
+class _LazyBlob:
+    """An array-like that reads and converts one source blob each time numpy asks for it."""
+
+    def __init__(self, convert, summary, layer, index):
+        self.convert, self.summary, self.layer, self.index = convert, summary, layer, index
+
+    def __array__(self, dtype=None, copy=None):
+        from ..io.caffemodel import read_blob
+
+        array = self.convert(read_blob(self.summary, self.layer, self.index))
+        return array if dtype is None else array.astype(dtype)
+
+
+def transplant(plan, weights_in, weights_out, *, in_place=False):
+    """Write `weights_in` converted by `plan` to `weights_out`, atomically and streaming.
+
+    Returns the source Summary. Raises SurgeryError, writing nothing, when the weights do
+    not fit the plan."""
+    from ..io.caffemodel import read_caffemodel, write_entries
+
+    summary = read_caffemodel(weights_in)
+    entries = weight_entries(plan, summary)
+    write_entries(weights_out, entries, source=summary.path, in_place=in_place)
+    return summary
+
+
+def format_plan(plan):
+    """Human summary of what convolutionalize changed."""
+    lines = []
+    for c in plan.changes:
+        if c.action == "remove":
+            lines.append(f"  removed   {c.layer}: {c.note}")
+            continue
+        w = c.window
+        size = f"{w.kernel.h}x{w.kernel.w}"
+        extra = ""
+        if w.dilation != Pair(1, 1):
+            extra += f" dilation {w.dilation.h},{w.dilation.w}" if w.dilation.h != w.dilation.w \
+                else f" dilation {w.dilation.h}"
+        if w.pad != Pair(0, 0):
+            extra += f" pad {w.pad.h},{w.pad.w}" if w.pad.h != w.pad.w else f" pad {w.pad.h}"
+        outs = c.num_output[0] if c.num_output[0] == c.num_output[1] else \
+            f"{c.num_output[0]}->{c.num_output[1]}"
+        lines.append(f"  converted {c.layer} -> {c.new_name}: Convolution {size}{extra}, "
+                     f"{outs} outputs, on '{c.bottom}' {list(c.input_shape)}; fc value at "
+                     f"({c.position.h},{c.position.w}){'' if c.exact else ' [approximate]'}")
+        if c.note:
+            lines.append(f"            {c.note}")
+    head = f"fcn: {sum(c.action == 'convert' for c in plan.changes)} layer(s) converted, " \
+           f"pad {plan.pad}, {'exact' if plan.exact else 'approximate (decimated)'}"
+    out = [head] + lines + [f"  note: {n}" for n in plan.notes]
+    return "\n".join(out) + "\n"
