@@ -3,15 +3,47 @@
 `analyse(net)` bundles the phase-filtered graph, Caffe-exact shapes and param shapes,
 per-blob geometry (stride, receptive field, centre offset), per-layer cost and the
 warnings; passes and the `inspect` command read everything from here.
+
+What a file leaves open is passed in as `Unknowns` (built by `io.netfile.load_net`):
+a `${NAME}` where a number belongs makes only the dims that depend on it unknown
+(see shapes.py), and a layer whose window is open, or that holds a field the schema
+lacks inside its window parameters, is shown to everyone downstream (geometry, the
+passes) as a layer of unknown type, `Type?`: its geometry is unknown and no pass
+rewrites through it. Passes call `analyse` themselves, so a command can also put
+the file's Unknowns in effect for everything it runs (`unknowns_in_effect`).
 """
 
+import contextvars
 import re
+from contextlib import contextmanager
 from typing import NamedTuple
 
 from .errors import SurgeryError
 from .geometry import infer_geometry, layer_stats, totals
-from .graph import build_graph
-from .shapes import infer_shapes
+from .graph import Graph, build_graph
+from .layers import Unknown, rule_for
+from .shapes import infer_shapes, with_standins
+
+
+class Unknowns(NamedTuple):
+    """By layer name: `values` -> paths (inside the layer) of fields a template leaves
+    open; `opaque` -> why the layer's geometry cannot be known."""
+    values: dict
+    opaque: dict
+
+
+NO_UNKNOWNS = Unknowns({}, {})
+_IN_EFFECT = contextvars.ContextVar("surgery_unknowns", default=NO_UNKNOWNS)
+
+
+@contextmanager
+def unknowns_in_effect(unknowns):
+    """Make every `analyse` call inside the block (passes included) honour `unknowns`."""
+    token = _IN_EFFECT.set(unknowns or NO_UNKNOWNS)
+    try:
+        yield
+    finally:
+        _IN_EFFECT.reset(token)
 
 
 class Analysis(NamedTuple):
@@ -40,19 +72,69 @@ class Analysis(NamedTuple):
 
 
 def _is_spatial(shape):
-    return shape is None or (len(shape) == 4 and shape[2] * shape[3] > 1)
+    if shape is None:
+        return True
+    return len(shape) == 4 and (None in shape[2:] or shape[2] * shape[3] > 1)
 
 
-def analyse(net, *, input_shapes=None, phase="TEST"):
-    """Analyse a NetParameter (upgraded to `layer` form); SurgeryError for nets Caffe rejects."""
+def analyse(net, *, input_shapes=None, phase="TEST", unknowns=None):
+    """Analyse a NetParameter (upgraded to `layer` form); SurgeryError for nets Caffe rejects.
+    `unknowns` defaults to the ones in effect (none unless a command set them)."""
+    unknowns = _IN_EFFECT.get() if unknowns is None else unknowns
     graph = build_graph(net, phase=phase)
-    result = infer_shapes(graph, input_shapes=input_shapes)
+    opaque = _opaque_layers(graph, unknowns)
+    graph = _masked(graph, opaque)
+    result = infer_shapes(graph, input_shapes=input_shapes, open_fields=unknowns.values,
+                          opaque=opaque)
     geometry, warnings = infer_geometry(graph)
     for name, reason in result.stopped.items():
         warnings.append(f"layer '{name}': shape inference stopped: {reason}")
-    stats = layer_stats(graph, result)
+    stats = layer_stats(graph, _fully_known(result))
     return Analysis(graph, result.shapes, result.param_shapes, geometry, stats, warnings,
                     result.stopped, result.in_shapes, result.out_shapes)
+
+
+def _opaque_layers(graph, unknowns):
+    """Kept layers whose geometry is unknown: the file says so, or an open field moves
+    the window (tried with two stand-in values, so no per-field list is needed)."""
+    opaque = {}
+    for node in graph.nodes:
+        if node.name in unknowns.opaque:
+            opaque[node.name] = unknowns.opaque[node.name]
+            continue
+        paths = unknowns.values.get(node.name)
+        if not paths:
+            continue
+        rule = rule_for(node.type)
+        seen = set()
+        for k in (0, 1):
+            layer = with_standins(node.layer, paths, k)
+            try:
+                seen.add((rule.role_of(layer), rule.window(layer)))
+            except (SurgeryError, Unknown):
+                seen.add(None)
+        if len(seen) > 1 or None in seen:
+            shown = ", ".join(".".join(str(c) for c in p) for p in sorted(paths, key=str))
+            opaque[node.name] = f"a placeholder in {shown} decides its window"
+    return opaque
+
+
+def _masked(graph, opaque):
+    """The graph with each opaque layer's type shown as `Type?` (the registry's unknown rule)."""
+    if not opaque:
+        return graph
+    nodes = [n._replace(type=f"{n.type}?") if n.name in opaque else n for n in graph.nodes]
+    return Graph(graph.net, nodes, graph.header_inputs)
+
+
+def _fully_known(result):
+    """The ShapeResult with partly known shapes as None, for counting params and FLOPs."""
+    whole = lambda s: s if s is None or None not in s else None
+    per_layer = lambda d: {k: None if v is None else [whole(s) for s in v] for k, v in d.items()}
+    params = {k: None if v is None or any(whole(p) is None for p in v) else v
+              for k, v in result.param_shapes.items()}
+    return result._replace(param_shapes=params, in_shapes=per_layer(result.in_shapes),
+                           out_shapes=per_layer(result.out_shapes))
 
 
 _SPEC = re.compile(r"^\s*([^=\s][^=]*?)\s*=\s*(\d+(?:\s*[,x]\s*\d+)*)\s*$")

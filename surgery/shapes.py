@@ -4,6 +4,11 @@ The per-type arithmetic is in the registry (`layers.py`); this module feeds it t
 input shapes, applies user overrides for source blobs, checks what Caffe checks
 between layers (in-place layers keep the shape, top counts) and records where and
 why inference stopped. Shapes are tuples; None means unknown, never a guess.
+
+A template can leave a number open (`num_output: ${NUM_LABELS}`). Such a layer is run
+twice with two different stand-in values for each open field (and for each unknown
+input dim); a dim that differs between the runs depends on the unknown and is None,
+the rest is exact. So an open channel count leaves the spatial sizes known.
 """
 
 from typing import NamedTuple
@@ -53,9 +58,92 @@ def _check_overrides(graph, overrides):
     return clean
 
 
-def _source_outputs(node, rule, overrides, stopped):
+# Two stand-ins for an unknown integer: lcm(1..16) and twice it, so any group or split
+# divides both; the other types get two distinct values of their kind.
+STANDINS = (720720, 1441440)
+_FLOAT_STANDINS = (1.5, 2.5)
+
+
+def _standin(fd, k):
+    if fd.type == fd.TYPE_BOOL:
+        return bool(k)
+    if fd.type == fd.TYPE_ENUM:
+        values = fd.enum_type.values
+        return values[min(k, len(values) - 1)].number
+    if fd.cpp_type == fd.CPPTYPE_FLOAT or fd.cpp_type == fd.CPPTYPE_DOUBLE:
+        return _FLOAT_STANDINS[k]
+    return STANDINS[k]
+
+
+def _path_key(path):
+    return [(c if isinstance(c, int) else -1, str(c)) for c in path]
+
+
+def with_standins(layer, paths, k):
+    """A copy of `layer` with every open field (a path inside the layer, e.g.
+    ("convolution_param", "num_output") or ("input_param", "shape", 0, "dim", 2)) set to
+    stand-in number k; a repeated entry is inserted where the placeholder stood."""
+    new = type(layer)()
+    new.CopyFrom(layer)
+    for path in sorted(paths, key=_path_key):
+        _set_open(new, tuple(path), k)
+    return new
+
+
+def _set_open(msg, path, k):
+    head, rest = path[0], path[1:]
+    if len(rest) > 1 and isinstance(rest[0], int):      # inside one of repeated blocks
+        return _set_open(getattr(msg, head)[rest[0]], rest[1:], k)
+    if rest and not isinstance(rest[0], int):           # inside a singular block
+        return _set_open(getattr(msg, head), rest, k)
+    fd = msg.DESCRIPTOR.fields_by_name[head]
+    value = _standin(fd, k)
+    if not fd.is_repeated:
+        setattr(msg, head, value)
+        return None
+    values = list(getattr(msg, head))
+    values.insert(rest[0] if rest else len(values), value)
+    del getattr(msg, head)[:]
+    getattr(msg, head).extend(values)
+    return None
+
+
+def _known(shape):
+    return shape is not None and all(d is not None for d in shape)
+
+
+def _agree(a, b):
+    """Per dim: the value both runs gave, None where they differ."""
+    if a is None or b is None or len(a) != len(b):
+        return None
+    return [None if x is None or y is None or len(x) != len(y) else
+            tuple(u if u == v else None for u, v in zip(x, y)) for x, y in zip(a, b)]
+
+
+def evaluate(rule, layer, ins, paths=(), *, params=True):
+    """(out shapes, param shapes or None) of one layer; dims that depend on an open field
+    (`paths`) or on an unknown input dim are None. Raises Unknown when the rule cannot tell."""
+    if not paths and all(_known(s) for s in ins):
+        outs = list(rule.out_shapes(layer, ins))
+        return outs, ([tuple(p) for p in rule.param_shapes(layer, ins)] if params else None)
+    runs = []
+    for k in (0, 1):
+        lay = with_standins(layer, paths, k) if paths else layer
+        ins_k = [tuple(STANDINS[k] if d is None else d for d in s) for s in ins]
+        try:
+            outs = [None if s is None else tuple(s) for s in rule.out_shapes(lay, ins_k)]
+            pars = [tuple(p) for p in rule.param_shapes(lay, ins_k)] if params else None
+        except SurgeryError as exc:
+            raise Unknown(f"cannot tell with the placeholder values open ({exc.message})") from None
+        runs.append((outs, pars))
+    (o0, p0), (o1, p1) = runs
+    outs = _agree(o0, o1)
+    return (outs if outs is not None else [None] * len(o0)), (_agree(p0, p1) if params else None)
+
+
+def _source_outputs(node, rule, overrides, stopped, paths=()):
     try:
-        outs = list(rule.out_shapes(node.layer, []))
+        outs = list(evaluate(rule, node.layer, [], paths, params=False)[0])
     except Unknown as exc:
         outs = [None] * len(node.tops)
         first = overrides.get(node.tops[0]) if node.tops else None
@@ -68,8 +156,12 @@ def _source_outputs(node, rule, overrides, stopped):
     return [overrides.get(top, out) for top, out in zip(node.tops, outs)]
 
 
-def infer_shapes(graph, *, input_shapes=None):
-    """Run shape inference; SurgeryError (naming the layer) for nets Caffe would reject."""
+def infer_shapes(graph, *, input_shapes=None, open_fields=None, opaque=None):
+    """Run shape inference; SurgeryError (naming the layer) for nets Caffe would reject.
+
+    `open_fields`: {layer name: paths of fields whose value a template leaves open};
+    `opaque`: {layer name: why its outputs cannot be known} (inference stops there)."""
+    open_fields, opaque = open_fields or {}, opaque or {}
     overrides = _check_overrides(graph, input_shapes)
     shapes = {}
     for name, shape in header_shapes(graph.net).items():
@@ -81,15 +173,18 @@ def infer_shapes(graph, *, input_shapes=None):
         ins = [shapes.get(b) for b in node.bottoms]
         ins_by_layer[node.name] = ins
         layer_params = None
-        if not node.bottoms:
-            outs = _source_outputs(node, rule, overrides, stopped)
+        paths = open_fields.get(node.name, ())
+        if node.name in opaque:
+            outs = [None] * len(node.tops)
+            stopped[node.name] = opaque[node.name]
+        elif not node.bottoms:
+            outs = _source_outputs(node, rule, overrides, stopped, paths)
             layer_params = []
         elif any(s is None for s in ins):
             outs = [None] * len(node.tops)
         else:
             try:
-                outs = list(rule.out_shapes(layer, ins))
-                layer_params = [tuple(p) for p in rule.param_shapes(layer, ins)]
+                outs, layer_params = evaluate(rule, layer, ins, paths)
             except Unknown as exc:
                 outs = [None] * len(node.tops)
                 if node.tops:  # a top-less layer (MatWrite...) stops nothing
@@ -98,12 +193,20 @@ def infer_shapes(graph, *, input_shapes=None):
             raise SurgeryError(f"type '{node.type}' makes {len(outs)} output(s) here but the "
                                f"layer lists {len(node.tops)} top(s)", layer=node.name)
         for top, shape in zip(node.tops, outs):
-            shape = None if shape is None else tuple(int(d) for d in shape)
+            shape = None if shape is None else tuple(None if d is None else int(d) for d in shape)
             old = shapes.get(top)
-            if graph.is_in_place(node, top) and old is not None and shape is not None and old != shape:
+            if graph.is_in_place(node, top) and _differ(old, shape):
                 raise SurgeryError(f"in-place layer would change blob '{top}' from {old} to {shape}",
                                    layer=node.name, blob=top)
             shapes[top] = shape
         outs_by_layer[node.name] = [shapes[t] for t in node.tops]
         params[node.name] = layer_params
     return ShapeResult(shapes, params, ins_by_layer, outs_by_layer, stopped)
+
+
+def _differ(old, new):
+    """Known shapes that disagree in rank or in a dim both know."""
+    if old is None or new is None:
+        return False
+    return len(old) != len(new) or any(a is not None and b is not None and a != b
+                                       for a, b in zip(old, new))
