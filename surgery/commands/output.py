@@ -1,10 +1,30 @@
-"""Shared output options for commands that write a prototxt: -o, --in-place, --canonical, --diff."""
+"""Shared options for commands that load a net and write one.
+
+Loading: `--strict` and `load(args, path)`, which prints the unknown-field warnings
+once on stderr. Writing: -o, --in-place, --canonical, --diff and `write_net`, which
+writes the change as a minimal edit of the input file (see io/preserve.py).
+"""
 
 import sys
 
 from ..io.atomic import write_atomic
+from ..io.netfile import NetFile, load_net
 from ..io.preserve import render, unified_diff
-from ..io.prototxt import read_text
+
+
+def add_strict_argument(parser):
+    parser.add_argument("--strict", action="store_true",
+                        help="treat a field the schema does not know as an error "
+                             "(default: keep it verbatim and warn)")
+
+
+def load(args, path=None):
+    """The NetFile for `path` (default args.net), warnings printed to stderr."""
+    loaded = load_net(path if path is not None else args.net,
+                      strict=getattr(args, "strict", False))
+    for warning in loaded.warnings:
+        print(f"caffe-surgery: warning: {warning}", file=sys.stderr)
+    return loaded
 
 
 def add_output_arguments(parser):
@@ -13,18 +33,26 @@ def add_output_arguments(parser):
                         help="allow -o to name the input file (it is replaced atomically)")
     parser.add_argument("--canonical", action="store_true",
                         help="write protobuf's standard formatting instead of editing the "
-                             "input's text (comments and layout are then lost)")
+                             "input's text (comments and layout are then lost; refused when "
+                             "a placeholder stands where a number belongs)")
     parser.add_argument("--diff", action="store_true",
                         help="also print a unified diff of input and output")
+    if not any(a.dest == "strict" for a in parser._actions):
+        add_strict_argument(parser)
 
 
-def write_net(args, original, new, *, source=None):
-    """Render `new` as an edit of the input file and write it atomically to args.output."""
+def write_net(args, loaded, new, *, source=None):
+    """Render `new` as an edit of the input file and write it atomically to args.output.
+
+    `loaded` is the input's NetFile (a bare NetParameter is accepted from older callers;
+    the file is then loaded again here)."""
     source = source or args.net
-    text, note = render(source, original, new, canonical=args.canonical)
+    if not isinstance(loaded, NetFile):
+        loaded = load_net(source)._replace(net=loaded)
+    text, note = render(loaded, new, canonical=args.canonical)
     if note:
         print(f"caffe-surgery: note: {note}", file=sys.stderr)
     write_atomic(args.output, text.encode("utf-8"), inputs=[source], in_place=args.in_place)
     if args.diff:
-        sys.stdout.write(unified_diff(source, read_text(source), text, args.output))
+        sys.stdout.write(unified_diff(source, loaded.text, text, args.output))
     return text

@@ -1,10 +1,15 @@
-"""Write a changed net as a minimal edit of its source file.
+"""Write a changed net as a minimal edit of the file it was loaded from.
 
-Passes return a new NetParameter; this module finds what differs from the net the file
-describes (layers removed, fields set or cleared) and applies exactly those edits to the
-lossless Document, so unchanged lines stay byte-identical and comments survive. If the
-file needed a legacy upgrade, or the edited text would not parse back to the new net,
-the canonical protobuf text is written instead and the caller is told why.
+Passes return a new (upgraded) NetParameter. This module finds what differs from the
+net the file describes (layers removed, fields set or cleared, net-level settings) and
+applies exactly those edits to the lossless Document, so every unchanged line stays
+byte-identical: comments, layout, `${NAME}` placeholders and fields the schema does not
+know all survive. The edits are made in the file's own dialect: a V1 `layers { }` file
+stays V1, an `input:` header stays a header, and a file that spells dilation as
+DeepLab v1's `hole` gets `hole`. The edited text is then loaded again exactly as the
+input was; it must give the new net, the same placeholders and the same unknown
+fields, or the canonical protobuf text is written instead (with a note), unless that
+would lose a placeholder or an unknown field, which is refused.
 """
 
 import difflib
@@ -12,10 +17,148 @@ import difflib
 from google.protobuf.descriptor import FieldDescriptor
 
 from ..errors import SurgeryError
+from .. import caffe_pb2
 from .document import Document
-from .prototxt import format_prototxt, parse_prototxt
+from .netfile import load_text
+from .prototxt import format_prototxt
 
 MESSAGE = FieldDescriptor.TYPE_MESSAGE
+_HEADER_FIELDS = ("layer", "layers", "input", "input_dim", "input_shape")
+_HOLE_FIELDS = ("hole", "hole_h", "hole_w")
+_CURRENT = caffe_pb2.LayerParameter.DESCRIPTOR
+
+
+class _Fallback(Exception):
+    """The change cannot be written as a minimal edit."""
+
+
+def render(loaded, new, *, canonical=False):
+    """(text, note): `new` written as an edit of `loaded` (a NetFile), or canonical text.
+
+    `note` says why the canonical form was written when it was not asked for."""
+    if canonical:
+        refuse_lossy(loaded, "--canonical writes protobuf's own formatting")
+        return format_prototxt(new), _dropped_note(loaded)
+    if new == loaded.net:
+        return loaded.text, None
+    try:
+        return minimal_edit(loaded, new), None
+    except _Fallback as exc:
+        reason = f"could not keep the file's layout ({exc})"
+        refuse_lossy(loaded, reason)
+        return format_prototxt(new), f"{reason}; wrote canonical form"
+
+
+def refuse_lossy(loaded, why):
+    """SurgeryError when canonical text would lose a numeric placeholder or unknown field."""
+    numeric = loaded.numeric_placeholders
+    if numeric:
+        first = numeric[0]
+        raise SurgeryError(f"{why}, which cannot hold the placeholder {first.text} "
+                           f"at {loaded.located(first)} ({len(numeric)} in all); substitute "
+                           "the placeholders first or drop --canonical")
+    if loaded.binding.unknown_fields and not why.startswith("--canonical"):
+        uf = loaded.binding.unknown_fields[0]
+        raise SurgeryError(f"{why}, and canonical text would drop the unknown field "
+                           f"`{uf.name}` at {uf.file}:{uf.line}:{uf.col}")
+
+
+def _dropped_note(loaded):
+    unknown = loaded.binding.unknown_fields
+    if not unknown:
+        return None
+    return (f"--canonical dropped {len(unknown)} field(s) the schema does not know "
+            f"(first `{unknown[0].name}` at {unknown[0].file}:{unknown[0].line})")
+
+
+def minimal_edit(loaded, new):
+    """The file's text with exactly the edits that turn `loaded.net` into `new`."""
+    doc = Document.parse(loaded.text, loaded.path)
+    written = list(loaded.original.layers) or list(loaded.original.layer)
+    nodes = doc.layers()
+    if len(nodes) != len(written):
+        raise _Fallback("the file's layer blocks do not match the parsed net")
+    added = len(loaded.net.layer) - len(written)   # 1 when an input header became a layer
+    if added not in (0, 1):
+        raise _Fallback("the upgrade changed the number of layers")
+    if added and (not len(new.layer) or new.layer[0] != loaded.net.layer[0]):
+        raise _Fallback("the input header's layer changed")
+    _edit_net_fields(doc, loaded.net, new)
+    uses_hole = any(_has_hole(layer) for layer in written)
+    _edit_layers(doc, nodes, written, list(loaded.net.layer[added:]), list(new.layer[added:]),
+                 uses_hole)
+    text = doc.to_text()
+    _check_reload(loaded, text, new)
+    return text
+
+
+def _edit_net_fields(doc, old, new):
+    a, b = type(old)(), type(new)()
+    a.CopyFrom(old)
+    b.CopyFrom(new)
+    for msg in (a, b):
+        for name in _HEADER_FIELDS:
+            msg.ClearField(name)
+    for path, value in _field_edits(a, b):
+        if value is None:
+            raise _Fallback(f"net-level field '{path}' was removed")
+        doc.set_top_field(path, value)
+
+
+def _edit_layers(doc, nodes, written, old_layers, new_layers, uses_hole):
+    j = 0
+    for node, as_written, old in zip(nodes, written, old_layers):
+        new = new_layers[j] if j < len(new_layers) else None
+        if new is None or new.name != old.name:
+            doc.remove_layer(node)
+            continue
+        j += 1
+        if new == old:
+            continue
+        for path, value in _field_edits(old, new):
+            for wpath, wvalue in _in_dialect(as_written, path, value, uses_hole):
+                if wvalue is None:
+                    doc.remove_field(node, wpath)
+                else:
+                    doc.set_field(node, wpath, wvalue)
+    if j != len(new_layers):
+        raise _Fallback("layers were added or reordered")
+
+
+def _in_dialect(as_written, path, value, uses_hole):
+    """[(path, value)] spelling an edit of the upgraded layer in the file's own form."""
+    if path == "convolution_param.dilation" and (uses_hole or _has_hole(as_written)):
+        return _as_hole(as_written, value)
+    if as_written.DESCRIPTOR.name != _CURRENT.name:           # a V1 `layers` entry
+        head = path.split(".", 1)[0].split("[", 1)[0]
+        ours, theirs = _CURRENT.fields_by_name[head], as_written.DESCRIPTOR.fields_by_name.get(head)
+        if theirs is None or theirs.type != ours.type or theirs.is_repeated != ours.is_repeated or \
+                (ours.message_type is not None and
+                 theirs.message_type.full_name != ours.message_type.full_name):
+            raise _Fallback(f"'{path}' is written differently in a V1 layer")
+    return [(path, value)]
+
+
+def _as_hole(as_written, value):
+    """A dilation written as DeepLab v1's `hole` (or hole_h/hole_w), clearing the old form."""
+    conv = as_written.convolution_param
+    fields = conv.DESCRIPTOR.fields_by_name
+    old = [f"convolution_param.{f}" for f in _HOLE_FIELDS if f in fields and conv.HasField(f)]
+    if value is None:
+        return [(p, None) for p in old]
+    h, w = (value[0], value[0]) if len(value) == 1 else value[:2]
+    want = ([("convolution_param.hole", h)] if h == w else
+            [("convolution_param.hole_h", h), ("convolution_param.hole_w", w)])
+    kept = {p for p, _ in want}
+    return [(p, None) for p in old if p not in kept] + want
+
+
+def _has_hole(layer):
+    """Whether a layer as written spells its dilation as DeepLab v1's `hole`."""
+    if not layer.HasField("convolution_param"):
+        return False
+    conv = layer.convolution_param
+    return any(f in conv.DESCRIPTOR.fields_by_name and conv.HasField(f) for f in _HOLE_FIELDS)
 
 
 def _field_edits(old, new, prefix=""):
@@ -28,7 +171,12 @@ def _field_edits(old, new, prefix=""):
             if list(a) == list(b):
                 continue
             if fd.type == MESSAGE:
-                raise _Fallback(f"repeated message field '{path}' changed")
+                if len(a) != len(b):
+                    raise _Fallback(f"repeated message field '{path}' changed length")
+                for i, (x, y) in enumerate(zip(a, b)):
+                    if x != y:
+                        edits.extend(_field_edits(x, y, f"{path}[{i}]."))
+                continue
             edits.append((path, list(b) if len(b) else None))
         elif fd.type == MESSAGE:
             if old.HasField(fd.name) and not new.HasField(fd.name):
@@ -40,79 +188,16 @@ def _field_edits(old, new, prefix=""):
     return edits
 
 
-class _Fallback(Exception):
-    """The change cannot be written as a minimal edit."""
-
-
-def _edit(doc, old_layers, new_layers):
-    nodes = doc.layers()
-    if len(nodes) != len(old_layers):
-        raise _Fallback("the file's layer blocks do not match the parsed net")
-    j = 0
-    for i, old in enumerate(old_layers):
-        new = new_layers[j] if j < len(new_layers) else None
-        if new is None or new.name != old.name:
-            doc.remove_layer(nodes[i])
-            continue
-        j += 1
-        if new == old:
-            continue
-        for path, value in _field_edits(old, new):
-            if value is None:
-                doc.remove_field(nodes[i], path)
-            else:
-                doc.set_field(nodes[i], path, value)
-    if j != len(new_layers):
-        raise _Fallback("layers were added or reordered")
-
-
-def _header_only_upgrade(as_written, original, new):
-    """The layer lists to edit when the only upgrade was `input:` header -> Input layer."""
-    if len(as_written.layers) or not len(as_written.input) or len(original.layer) != len(as_written.layer) + 1:
-        return None
-    if list(original.layer[1:]) != list(as_written.layer) or not len(new.layer) or new.layer[0] != original.layer[0]:
-        return None
-    return list(original.layer[1:]), list(new.layer[1:])
-
-
-def _net_fields_equal(a, b):
-    return all(getattr(a, fd.name) == getattr(b, fd.name)
-               for fd in a.DESCRIPTOR.fields if fd.name not in ("layer", "layers"))
-
-
-def render(path, original, new, *, canonical=False):
-    """(text, note): the new net as text, a minimal edit of `path` unless impossible.
-
-    `original` is the net as loaded (after any upgrade); `note` explains a fallback."""
-    if canonical:
-        return format_prototxt(new), None
-    doc = Document.load(path)
-    as_written, binding = doc.to_message()
-    if binding.placeholders or binding.unknown_fields:
-        raise SurgeryError("templates and unknown fields need the format-preserving loader",
-                           file=str(path))
-    if as_written == original:
-        if not _net_fields_equal(original, new):
-            return format_prototxt(new), "net-level fields changed; wrote canonical form"
-        layers = list(original.layer), list(new.layer)
-        expected = new
-    else:
-        layers = _header_only_upgrade(as_written, original, new)
-        if layers is None:
-            return format_prototxt(new), ("the input used a legacy format, so the output is the "
-                                          "upgraded net in canonical form")
-        expected = type(new)()
-        expected.CopyFrom(as_written)
-        del expected.layer[:]
-        expected.layer.extend(layers[1])
-    try:
-        _edit(doc, *layers)
-        text = doc.to_text()
-        if parse_prototxt(text, str(path)) != expected:
-            raise _Fallback("the edited text did not parse back to the new net")
-    except (_Fallback, SurgeryError) as exc:
-        return format_prototxt(new), f"could not keep the file's layout ({exc}); wrote canonical form"
-    return text, None
+def _check_reload(loaded, text, new):
+    """Load the edited text as the input was loaded; it must give exactly `new`."""
+    again = load_text(text, loaded.path)
+    if again.net != new:
+        raise _Fallback("the edited text did not load back to the new net")
+    if [p.text for p in again.placeholders] != [p.text for p in loaded.placeholders]:
+        raise _Fallback("an edit touched a placeholder")
+    if [u.name for u in again.binding.unknown_fields] != \
+            [u.name for u in loaded.binding.unknown_fields]:
+        raise _Fallback("an edit touched an unknown field")
 
 
 def unified_diff(path, before, after, out_name):
