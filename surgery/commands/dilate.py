@@ -24,12 +24,11 @@ Exit status: 0 written, 2 bad input or impossible request (nothing is written).
 import json
 import sys
 
-from ..analysis import parse_input_shapes
+from ..analysis import parse_input_shapes, unknowns_in_effect
 from ..errors import SurgeryError
-from ..io.prototxt import load_prototxt
 from ..passes.dilate import CONVENTIONS, HEAD_CHOICES, POOLING_CHOICES, dilate
 from ..report import format_changes
-from .output import add_output_arguments, write_net
+from .output import add_output_arguments, load, write_net
 
 NAME = "dilate"
 HELP = "rewrite a net to a smaller output stride, keeping its weights loadable"
@@ -70,20 +69,22 @@ def run(args):
     shapes = parse_input_shapes(args.input_shape) or None
     if not args.dry_run and not args.output:
         raise SurgeryError("give -o OUT.prototxt for the result, or --dry-run for the summary only")
-    net = load_prototxt(args.net)
-    new, report = dilate(net, output_stride=args.output_stride, head=args.head,
-                         pooling=args.pooling, convention=args.convention,
-                         multi_grid=args.multi_grid, cut_after=args.cut_after, input_shapes=shapes)
-    check = None
-    if args.weights:
-        from ..check import compare
-        from ..analysis import analyse
-        from ..io.caffemodel import read_caffemodel
+    loaded = load(args)
+    with unknowns_in_effect(loaded.unknowns):   # placeholders and fork fields stay unknown
+        new, report = dilate(loaded.net, output_stride=args.output_stride, head=args.head,
+                             pooling=args.pooling, convention=args.convention,
+                             multi_grid=args.multi_grid, cut_after=args.cut_after,
+                             input_shapes=shapes)
+        check = None
+        if args.weights:
+            from ..check import compare
+            from ..analysis import analyse
+            from ..io.caffemodel import read_caffemodel
 
-        expected = analyse(new, input_shapes=shapes).param_shapes
-        check = compare(expected, read_caffemodel(args.weights))
+            expected = analyse(new, input_shapes=shapes).param_shapes
+            check = compare(expected, read_caffemodel(args.weights))
     if not args.dry_run and (check is None or check.ok):
-        write_net(args, net, new)
+        write_net(args, loaded, new)
     if args.json:
         data = report.to_json()
         if check is not None:

@@ -11,8 +11,8 @@ import json
 import sys
 
 from ..analysis import analyse, parse_input_shapes
-from ..io.prototxt import load_prototxt
 from ..report import format_table, to_json
+from .output import add_strict_argument, load
 
 NAME = "inspect"
 HELP = "show shapes, strides, receptive fields and costs of a net"
@@ -25,12 +25,14 @@ def add_arguments(parser):
     parser.add_argument("--phase", choices=("TRAIN", "TEST"), default="TEST",
                         help="which phase's layers to analyse (default TEST)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_strict_argument(parser)
 
 
 def run(args):
     shapes = parse_input_shapes(args.input_shape)
-    net = load_prototxt(args.net)
-    analysis = analyse(net, input_shapes=shapes or None, phase=args.phase)
+    loaded = load(args)
+    analysis = analyse(loaded.net, input_shapes=shapes or None, phase=args.phase,
+                       unknowns=loaded.unknowns)
     if args.json:
         json.dump(to_json(analysis), sys.stdout, indent=1)
         sys.stdout.write("\n")
