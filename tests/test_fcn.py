@@ -197,6 +197,29 @@ def test_flatten_is_bypassed_and_transposed_weights_are_respected(tmp_path):
     _close(got.reshape(-1), want)
 
 
+def test_a_flatten_that_others_read_stays(tmp_path):
+    proto = tmp_path / "flat2.prototxt"
+    proto.write_text(FLAT + 'layer { name: "sil" type: "Silence" bottom: "flat" }\n')
+    new, plan = convolutionalize(load_prototxt(proto))
+    names = [l.name for l in new.layer]
+    assert "flat" in names and [c.action for c in plan.changes] == ["convert", "convert"]
+    assert list(new.layer[names.index("ip1-conv")].bottom) == ["conv1"]
+
+
+def test_train_val_net_converts_in_both_phases():
+    path = CORPUS / "bvlc_alexnet" / "train_val.prototxt"
+    if not path.is_file():
+        pytest.skip("corpus not present")
+    net = load_prototxt(path)
+    with pytest.raises(SurgeryError, match="--input-shape"):
+        convolutionalize(net)
+    shapes = {"data": (10, 3, 227, 227)}
+    new, plan = convolutionalize(net, input_shapes=shapes, pad="valid")
+    assert [p.kernel for p in plan.layers] == [(6, 6), (1, 1), (1, 1)]
+    for phase in ("TRAIN", "TEST"):
+        assert analyse(new, input_shapes=shapes, phase=phase).shapes["fc8"] == (10, 1000, 1, 1)
+
+
 def test_v1_caffemodel_gets_v1_convolution_layers(tmp_path):
     proto, _ = _vgg(tmp_path, 96)
     net = load_prototxt(proto)

@@ -25,13 +25,12 @@ import json
 import os
 import sys
 
-from ..analysis import parse_input_shapes
+from ..analysis import parse_input_shapes, unknowns_in_effect
 from ..errors import SurgeryError
 from ..io.atomic import guard_output
-from ..io.prototxt import load_prototxt
 from ..passes.fcn import (PAD_CHOICES, convolutionalize, format_plan, parse_decimate,
                           transplant, weight_entries)
-from .output import add_output_arguments, write_net
+from .output import add_output_arguments, load, write_net
 
 NAME = "fcn"
 HELP = "turn InnerProduct layers into convolutions, transplanting their weights"
@@ -76,9 +75,10 @@ def run(args):
             folder = os.path.dirname(os.path.abspath(path)) if path else None
             if folder and not os.path.isdir(folder):
                 raise SurgeryError(f"cannot write {path}: directory {folder} does not exist")
-    net = load_prototxt(args.net)
-    new, plan = convolutionalize(net, input_shapes=shapes, pad=args.pad, rename=args.rename,
-                                 decimate=decimate)
+    loaded = load(args)
+    with unknowns_in_effect(loaded.unknowns):   # placeholders and fork fields stay unknown
+        new, plan = convolutionalize(loaded.net, input_shapes=shapes, pad=args.pad,
+                                     rename=args.rename, decimate=decimate)
     if args.weights:
         from ..io.caffemodel import read_caffemodel
 
@@ -86,7 +86,7 @@ def run(args):
     if not args.dry_run:
         if args.weights_out:
             transplant(plan, args.weights, args.weights_out, in_place=args.in_place)
-        write_net(args, net, new)
+        write_net(args, loaded, new)
     if args.json:
         json.dump(plan.to_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")

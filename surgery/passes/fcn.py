@@ -266,11 +266,11 @@ class _Conversion(NamedTuple):
     change: Change
 
 
-def _plan_phase(net, analysis, *, pad, rename, decimate, names):
-    """Conversions by layer index, and view layers that lose their last consumer."""
+def _plan_phase(analysis, *, pad, rename, decimate, names):
+    """(conversions by layer index, bypassed views by index, the subset no longer needed)."""
     graph = analysis.graph
     four_d, channel_step, position = set(), {}, {}
-    conversions, views, consumers_left = {}, {}, {}
+    conversions, views = {}, {}
     for node in graph.nodes:
         rule = rule_for(node.type)
         if not _is_fc(rule):
@@ -306,14 +306,19 @@ def _plan_phase(net, analysis, *, pad, rename, decimate, names):
             step = conv.conversion.plan.out_step
             if step != 1:
                 channel_step[top] = step
-    # A view whose consumers are all converted (rewired past it) is no longer needed.
-    removable = {}
-    converted = {n.name for n in graph.nodes if n.index in conversions}
-    for index, view in views.items():
-        users = graph.consumers(view.tops[0])
-        if all(u.name in converted or (u.index in views) for u in users):
-            removable[index] = view
-    return {i: c.conversion for i, c in conversions.items()}, removable
+    # A view whose readers are all converted (rewired past it) or views that go too is
+    # no longer needed; shrink to a fixed point so a still-needed chain stays whole.
+    converted = {n.index for n in graph.nodes if n.index in conversions}
+    removable = dict(views)
+    changed = True
+    while changed:
+        changed = False
+        for index, view in list(removable.items()):
+            users = graph.consumers(view.tops[0])
+            if not all(u.index in converted or u.index in removable for u in users):
+                del removable[index]
+                changed = True
+    return {i: c.conversion for i, c in conversions.items()}, views, removable
 
 
 class _Converted(NamedTuple):
@@ -425,18 +430,20 @@ def convolutionalize(net, *, input_shapes=None, pad="same", rename="{name}-conv"
     if pad not in PAD_CHOICES:
         raise SurgeryError(f"--pad must be one of {', '.join(PAD_CHOICES)}, got '{pad}'")
     decimate = dict(decimate or {})
-    conversions, removable, seen = {}, {}, set()
+    conversions, removable, needed, seen = {}, {}, set(), set()
     for phase in _phases(net):
         analysis = analyse(net, input_shapes=input_shapes, phase=phase)
-        found, views = _plan_phase(net, analysis, pad=pad, rename=rename, decimate=decimate,
-                                   names=seen)
+        found, views, unneeded = _plan_phase(analysis, pad=pad, rename=rename,
+                                             decimate=decimate, names=seen)
         for index, conv in found.items():
             if index in conversions and conversions[index].layer != conv.layer:
                 raise SurgeryError("the TRAIN and TEST phases need different convolutions for "
                                    "this layer (their input sizes differ)", layer=conv.plan.source)
             conversions.setdefault(index, conv)
-        for index, view in views.items():
+        needed.update(i for i in views if i not in unneeded)
+        for index, view in unneeded.items():
             removable.setdefault(index, view)
+    removable = {i: v for i, v in removable.items() if i not in needed}
     if not conversions:
         raise SurgeryError("no InnerProduct layer to convert; the net is already fully "
                            "convolutional")
