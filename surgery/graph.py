@@ -111,8 +111,9 @@ def layer_kept(layer, *, phase, level=0, stages=()):
     return not any(_rule_met(r, phase, level, stages) for r in layer.exclude)
 
 
-def _check_order(nodes, header_inputs):
+def _check_order(nodes, header_inputs, phase, filtered=None):
     """Caffe's own wiring checks, with a message that names the layer."""
+    filtered = filtered or {}
     made_by = {name: None for name in header_inputs}
     later = {}
     for node in nodes:
@@ -127,7 +128,12 @@ def _check_order(nodes, header_inputs):
                     f"bottom '{blob}' is only produced later, by layer '{later[blob]}'; Caffe needs "
                     "every bottom made by an earlier layer (a cycle or a misordered file)",
                     layer=node.name, blob=blob)
-            raise SurgeryError(f"bottom '{blob}' is not produced by any layer in this phase",
+            hint = ""
+            if blob in filtered:
+                other = "TRAIN" if phase == "TEST" else "TEST"
+                hint = (f"; layer '{filtered[blob]}' makes it only outside {phase} "
+                        f"(try --phase {other})")
+            raise SurgeryError(f"bottom '{blob}' is not produced by any layer in phase {phase}{hint}",
                                layer=node.name, blob=blob)
         seen = set()
         for i, blob in enumerate(node.tops):
@@ -165,8 +171,11 @@ def build_graph(net, *, phase="TEST", level=None, stages=None):
     del kept.layer[:]
     nodes = []
     names = {}
+    filtered = {}
     for index, layer in enumerate(net.layer):
         if not layer_kept(layer, phase=phase, level=level, stages=stages):
+            for top in layer.top:
+                filtered.setdefault(top, layer.name)
             continue
         name = layer.name or f"<unnamed layer #{index}>"
         if name in names:
@@ -176,5 +185,5 @@ def build_graph(net, *, phase="TEST", level=None, stages=None):
         copy.CopyFrom(layer)
         nodes.append(Node(index, copy, name, layer.type, tuple(layer.bottom), tuple(layer.top)))
     header = _header_inputs(net)
-    _check_order(nodes, header)
+    _check_order(nodes, header, phase, filtered)
     return Graph(kept, nodes, header)

@@ -31,7 +31,7 @@ def _window(layer):
 def _shape(shape):
     if shape is None:
         return "?"
-    return "x".join(str(d) for d in shape) if shape else "scalar"
+    return "x".join("?" if d is None else str(d) for d in shape) if shape else "scalar"
 
 
 def human(n, unit=""):

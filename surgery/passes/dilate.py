@@ -357,9 +357,13 @@ def _exact_sizes(net, analysis, target, options, plan, *, removed, globalised, p
 # ---------------------------------------------------------------------------
 
 def _phases(net):
-    used = {PHASES[r.phase] for layer in net.layer for r in (*layer.include, *layer.exclude)
-            if r.HasField("phase")}
-    return ["TEST", "TRAIN"] if used else ["TEST"]
+    """The phases the file describes: a train-only file (data layer `include { phase: TRAIN }`)
+    has no TEST net to plan, a train_val file has both, a deploy file is TEST."""
+    included = {PHASES[r.phase] for layer in net.layer for r in layer.include if r.HasField("phase")}
+    excluded = any(r.HasField("phase") for layer in net.layer for r in layer.exclude)
+    if excluded or included == set(PHASES):
+        return ["TEST", "TRAIN"]
+    return sorted(included) or ["TEST"]
 
 
 def _check_options(output_stride, head, pooling, convention, multi_grid):
