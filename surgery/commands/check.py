@@ -16,6 +16,7 @@ import json
 from ..check import compare, format_report
 from ..errors import SurgeryError
 from ..io.caffemodel import read_caffemodel
+from .output import add_strict_argument, load
 
 NAME = "check"
 HELP = "check that a .caffemodel's blobs fit a net (what Caffe checks when loading weights)"
@@ -31,6 +32,7 @@ def add_arguments(parser):
     parser.add_argument("--problems", action="store_true",
                         help="list only layers that are not ok")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_strict_argument(parser)
 
 
 def parse_input_shapes(specs):
@@ -48,20 +50,30 @@ def parse_input_shapes(specs):
     return shapes
 
 
-def expected_param_shapes(net_path, *, input_shapes=None, phase="TEST"):
-    """{layer: [shape, ...]} for the phase-filtered net, from the analysis module."""
+def expected_param_shapes(net_path, *, input_shapes=None, phase="TEST", args=None):
+    """{layer: [shape, ...]} for the phase-filtered net, from the analysis module.
+    A dim a template placeholder leaves open is None."""
     from ..analysis import analyse  # imported late: only this command needs the analysis stack
-    from ..io.prototxt import load_prototxt
 
-    net = load_prototxt(net_path)
-    analysis = analyse(net, input_shapes=input_shapes or None, phase=phase)
-    return analysis.param_shapes
+    loaded = load(args, net_path)   # args None: not strict
+    analysis = analyse(loaded.net, input_shapes=input_shapes or None, phase=phase,
+                       unknowns=loaded.unknowns)
+    return whole_shapes(analysis.param_shapes)
+
+
+def whole_shapes(param_shapes):
+    """Param shapes with a partly open shape (a template's `${N}`) as None: unknown to compare."""
+    return {name: None if shapes is None else
+            [None if s is None or None in s else s for s in shapes]
+            for name, shapes in param_shapes.items()}
+
 
 
 def run(args):
     input_shapes = parse_input_shapes(args.input_shape)
     summary = read_caffemodel(args.model)
-    expected = expected_param_shapes(args.net, input_shapes=input_shapes, phase=args.phase)
+    expected = expected_param_shapes(args.net, input_shapes=input_shapes, phase=args.phase,
+                                     args=args)
     report = compare(expected, summary)
     if args.json:
         print(json.dumps(report.to_dict()))

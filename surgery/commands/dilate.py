@@ -80,8 +80,9 @@ def run(args):
             from ..check import compare
             from ..analysis import analyse
             from ..io.caffemodel import read_caffemodel
+            from .check import whole_shapes
 
-            expected = analyse(new, input_shapes=shapes).param_shapes
+            expected = whole_shapes(analyse(new, input_shapes=shapes).param_shapes)
             check = compare(expected, read_caffemodel(args.weights))
     if not args.dry_run and (check is None or check.ok):
         write_net(args, loaded, new)

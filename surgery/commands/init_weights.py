@@ -10,8 +10,9 @@ the same numbers.
 import json
 
 from ..analysis import parse_input_shapes
+from ..errors import SurgeryError
 from ..initweights import init_weights
-from ..io.prototxt import load_prototxt
+from .output import add_strict_argument, load
 
 NAME = "init-weights"
 HELP = "write random (variance-preserving) weights for a net"
@@ -24,10 +25,18 @@ def add_arguments(parser):
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
                         help="input blob size when the net does not declare it (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the layers written as JSON")
+    add_strict_argument(parser)
 
 
 def run(args):
-    net = load_prototxt(args.net)
+    loaded = load(args)
+    numeric = loaded.numeric_placeholders
+    if numeric:   # weights need every size; a template leaves some open
+        line, col = loaded.position(numeric[0])
+        raise SurgeryError(f"template placeholder {numeric[0].text} leaves a size open; "
+                           "substitute the placeholders before making weights",
+                           file=loaded.path, line=line, col=col)
+    net = loaded.net
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
     layers = init_weights(net, args.output, seed=args.seed, input_shapes=shapes,
                           inputs=(args.net,))

@@ -53,14 +53,13 @@ class NetFile(NamedTuple):
     def upgraded(self):
         return bool(self.notes)
 
-    def located(self, placeholder):
-        """'FILE:LINE:COL' of a placeholder's value."""
+    def position(self, placeholder):
+        """(line, col) of a placeholder's value, (None, None) if it cannot be found."""
         node = self.binding.nodes.get(placeholder.path)
         for value in (node.values if node is not None else ()):
             if value.text == placeholder.text:
-                tok = value.tokens[0]
-                return f"{self.path}:{tok.line}:{tok.col}"
-        return self.path
+                return value.tokens[0].line, value.tokens[0].col
+        return None, None
 
 
 def load_net(path, *, strict=False):

@@ -37,7 +37,7 @@ def render(loaded, new, *, canonical=False):
 
     `note` says why the canonical form was written when it was not asked for."""
     if canonical:
-        refuse_lossy(loaded, "--canonical writes protobuf's own formatting")
+        refuse_lossy(loaded, "--canonical writes protobuf's own formatting", unknown_fields=False)
         return format_prototxt(new), _dropped_note(loaded)
     if new == loaded.net:
         return loaded.text, None
@@ -49,18 +49,20 @@ def render(loaded, new, *, canonical=False):
         return format_prototxt(new), f"{reason}; wrote canonical form"
 
 
-def refuse_lossy(loaded, why):
-    """SurgeryError when canonical text would lose a numeric placeholder or unknown field."""
+def refuse_lossy(loaded, why, *, unknown_fields=True):
+    """SurgeryError when canonical text would lose a numeric placeholder (or, unless
+    unknown_fields is False, a field the schema does not know)."""
     numeric = loaded.numeric_placeholders
     if numeric:
         first = numeric[0]
-        raise SurgeryError(f"{why}, which cannot hold the placeholder {first.text} "
-                           f"at {loaded.located(first)} ({len(numeric)} in all); substitute "
-                           "the placeholders first or drop --canonical")
-    if loaded.binding.unknown_fields and not why.startswith("--canonical"):
+        line, col = loaded.position(first)
+        raise SurgeryError(f"template placeholder {first.text} ({len(numeric)} in a number "
+                           f"field in all) would be lost: {why}; substitute the placeholders "
+                           "first", file=loaded.path, line=line, col=col)
+    if unknown_fields and loaded.binding.unknown_fields:
         uf = loaded.binding.unknown_fields[0]
-        raise SurgeryError(f"{why}, and canonical text would drop the unknown field "
-                           f"`{uf.name}` at {uf.file}:{uf.line}:{uf.col}")
+        raise SurgeryError(f"unknown field `{uf.name}` would be lost: {why}",
+                           file=uf.file, line=uf.line, col=uf.col)
 
 
 def _dropped_note(loaded):
