@@ -87,10 +87,10 @@ def minimal_edit(loaded, new):
         raise _Fallback("the input header's layer changed")
     _edit_net_fields(doc, loaded.net, new)
     uses_hole = any(_has_hole(layer) for layer in written)
-    _edit_layers(doc, nodes, written, list(loaded.net.layer[added:]), list(new.layer[added:]),
-                 uses_hole)
+    removed = _edit_layers(doc, nodes, written, list(loaded.net.layer[added:]),
+                           list(new.layer[added:]), uses_hole)
     text = doc.to_text()
-    _check_reload(loaded, text, new)
+    _check_reload(loaded, text, new, removed)
     return text
 
 
@@ -108,11 +108,13 @@ def _edit_net_fields(doc, old, new):
 
 
 def _edit_layers(doc, nodes, written, old_layers, new_layers, uses_hole):
-    j = 0
-    for node, as_written, old in zip(nodes, written, old_layers):
+    """Apply layer removals and field edits; returns the indices of removed layers."""
+    j, removed = 0, set()
+    for i, (node, as_written, old) in enumerate(zip(nodes, written, old_layers)):
         new = new_layers[j] if j < len(new_layers) else None
         if new is None or new.name != old.name:
             doc.remove_layer(node)
+            removed.add(i)
             continue
         j += 1
         if new == old:
@@ -125,6 +127,7 @@ def _edit_layers(doc, nodes, written, old_layers, new_layers, uses_hole):
                     doc.set_field(node, wpath, wvalue)
     if j != len(new_layers):
         raise _Fallback("layers were added or reordered")
+    return removed
 
 
 def _in_dialect(as_written, path, value, uses_hole):
@@ -190,15 +193,21 @@ def _field_edits(old, new, prefix=""):
     return edits
 
 
-def _check_reload(loaded, text, new):
-    """Load the edited text as the input was loaded; it must give exactly `new`."""
+def _check_reload(loaded, text, new, removed):
+    """Load the edited text as the input was loaded: it must give exactly `new`, and keep
+    every placeholder and unknown field outside the removed layers."""
     again = load_text(text, loaded.path)
     if again.net != new:
         raise _Fallback("the edited text did not load back to the new net")
-    if [p.text for p in again.placeholders] != [p.text for p in loaded.placeholders]:
+
+    def kept(path):
+        return not (len(path) > 1 and path[0] in ("layer", "layers") and path[1] in removed)
+
+    if [p.text for p in again.placeholders] != \
+            [p.text for p in loaded.placeholders if kept(p.path)]:
         raise _Fallback("an edit touched a placeholder")
     if [u.name for u in again.binding.unknown_fields] != \
-            [u.name for u in loaded.binding.unknown_fields]:
+            [u.name for u in loaded.binding.unknown_fields if kept(u.path)]:
         raise _Fallback("an edit touched an unknown field")
 
 
