@@ -72,6 +72,14 @@ class Graph:
     def __contains__(self, name):
         return name in self._by_name
 
+    def downstream_blobs(self, layer_names):
+        """Blobs written by the named layers or computed from them (in file order)."""
+        tainted = set()
+        for node in self.nodes:
+            if node.name in layer_names or any(b in tainted for b in node.bottoms):
+                tainted.update(node.tops)
+        return tainted
+
     def is_in_place(self, node, blob):
         """True when `node` rewrites `blob` instead of creating it."""
         return blob in node.bottoms and blob in node.tops

@@ -118,7 +118,7 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
     conv = analyse(conv_net, input_shapes=input_shapes)
     inputs = _random_inputs(orig, conv, original_path, seed)
     approx_layers = _approximate_layers(orig_net, conv_net, input_shapes)
-    tainted = _downstream(conv.graph, approx_layers)
+    tainted = conv.graph.downstream_blobs(approx_layers)
 
     chosen = list(dict.fromkeys(blobs))
     for blob in chosen:
@@ -163,15 +163,6 @@ def _approximate_layers(orig_net, conv_net, input_shapes):
     from .passes.dilate import approximate_layers
 
     return set(approximate_layers(orig_net, conv_net, input_shapes=input_shapes))
-
-
-def _downstream(graph, layers):
-    """Blobs written by, or computed from, any of `layers` (in-place writers included)."""
-    tainted = set()
-    for node in graph.nodes:
-        if node.name in layers or any(b in tainted for b in node.bottoms):
-            tainted.update(node.tops)
-    return tainted
 
 
 def _deepest_exact(orig, conv, tainted, inputs):

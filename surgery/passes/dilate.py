@@ -517,7 +517,7 @@ def _report(net, new, changes, notes, first, target, options, input_shapes, mult
     approximate = {c.layer for c in changes if not c.exact}
     exact_blobs = {b for b, ok in plan.exact.items() if ok and b in after.shapes}
     if approximate:
-        exact_blobs -= _downstream(after.graph, approximate)
+        exact_blobs -= after.graph.downstream_blobs(approximate)
     if multi_grid:
         sizes = "approximate (multi-grid)"
     else:
@@ -530,15 +530,6 @@ def _report(net, new, changes, notes, first, target, options, input_shapes, mult
     return DilateReport(changes, {b: g for b, g in plan.grids.items() if b in after.shapes},
                         exact_blobs, os_before, os_after,
                         g_before and g_before.rf, g_after and g_after.rf, deepest, sizes, notes)
-
-
-def _downstream(graph, layer_names):
-    """Blobs written by the named layers or computed from them."""
-    tainted = set()
-    for node in graph.nodes:
-        if node.name in layer_names or any(b in tainted for b in node.bottoms):
-            tainted.update(node.tops)
-    return tainted
 
 
 def approximate_layers(original, converted, *, input_shapes=None):
