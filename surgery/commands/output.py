@@ -48,7 +48,7 @@ def write_net(args, loaded, new, *, source=None):
     the file is then loaded again here)."""
     source = source or args.net
     if not isinstance(loaded, NetFile):
-        loaded = load_net(source)._replace(net=loaded)
+        loaded = load_net(source, strict=getattr(args, "strict", False))._replace(net=loaded)
     text, note = render(loaded, new, canonical=args.canonical)
     if note:
         print(f"caffe-surgery: note: {note}", file=sys.stderr)
