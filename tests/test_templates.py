@@ -108,7 +108,8 @@ def test_dilate_carries_placeholders_and_output_substitutes(tmp_path, capsys):
     assert main(["dilate", str(src), "-s", "1", "-o", str(out)]) == 0
     text = out.read_text()
     assert re.findall(r"\$\{\w+\}", text) == re.findall(r"\$\{\w+\}", TEMPLATE)
-    assert "    num_output: ${NUM_LABELS}\n    kernel_size: 3\n    pad: 2\n    dilation: 2\n" in text
+    new_fc8 = "    num_output: ${NUM_LABELS}\n    kernel_size: 3\n    pad: 2\n    dilation: 2\n"
+    assert new_fc8 in text
     net = text_format.Parse(substitute(text), caffe_pb2.NetParameter())
     assert list(net.layer[3].convolution_param.dilation) == [2]
 
@@ -240,3 +241,11 @@ def test_deeplab_v1_template_loads_with_placeholders(capsys):
     assert loaded.notes and loaded.numeric_placeholders
     assert main(["inspect", str(DEEPLAB_V1), "--input-shape", "data=1,3,321,321"]) == 0
     assert "fc8_${EXP}" in capsys.readouterr().out
+
+
+def test_bad_values_keep_the_did_you_mean_hints(tmp_path, capsys):
+    text = 'layer {\n  name: "p"\n  type: "Pooling"\n  pooling_param { pool: MAXX kernel_size: 2 }\n}\n'
+    src = write(tmp_path, text)
+    assert main(["inspect", str(src)]) == 2
+    line = error_line(capsys)
+    assert f"{where(src, text, 'MAXX')}:" in line and "did you mean `MAX`" in line

@@ -22,7 +22,7 @@ from ..analysis import Unknowns
 from ..errors import SurgeryError
 from .binding import GEOMETRY_PARAMS
 from .document import Document
-from .prototxt import _first_keyword, _has_content, _unknown_field, read_text
+from .prototxt import _first_keyword, _has_content, _unknown_field, parse_prototxt, read_text
 
 _STRING = (_d.FieldDescriptor.TYPE_STRING, _d.FieldDescriptor.TYPE_BYTES)
 _TYPO_CUTOFF = 0.8
@@ -75,7 +75,10 @@ def load_text(text, path="<string>", *, strict=False):
     if not _has_content(text):
         raise SurgeryError("file is empty (nothing but whitespace or comments)", file=path)
     doc = Document.parse(text, path)
-    original, binding = doc.to_message()
+    try:
+        original, binding = doc.to_message()
+    except SurgeryError as exc:
+        raise _with_hint(exc, text, path) from None
     _refuse_typos(binding, original, strict)
     try:
         net, notes = upgrade_net(original)
@@ -89,6 +92,17 @@ def load_text(text, path="<string>", *, strict=False):
     warnings = _warnings(binding)
     unknowns = _unknowns(binding, original, net)
     return NetFile(path, text, doc, binding, original, net, notes, warnings, unknowns)
+
+
+def _with_hint(exc, text, path):
+    """The text_format loader's explanation (did-you-mean, V1 enum types) when it
+    fails at the same place; else the document's own error."""
+    try:
+        parse_prototxt(text, path)
+    except SurgeryError as other:
+        if other.line == exc.line and "placeholder" not in other.message:
+            return other
+    return exc
 
 
 def _refuse_typos(binding, message, strict):
