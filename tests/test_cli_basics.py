@@ -100,12 +100,20 @@ def test_typo_error_is_one_line_with_position_and_hint(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.prototxt"]
 
 
-def test_placeholder_error(tmp_path, capsys):
+def test_placeholder_survives_an_upgrade_with_nothing_to_do(tmp_path, capsys):
+    text = 'layer {\n  name: "fc8"\n  convolution_param { num_output: ${NUM_LABELS} }\n}\n'
+    src = _write(tmp_path, "t.prototxt", text)
+    assert main(["upgrade", str(src), "-o", str(tmp_path / "o.prototxt")]) == 0
+    assert (tmp_path / "o.prototxt").read_text(encoding="utf-8") == text
+
+
+def test_placeholder_that_an_upgrade_would_lose_is_an_error(tmp_path, capsys):
     src = _write(tmp_path, "t.prototxt",
-                 'layer {\n  name: "fc8"\n  convolution_param { num_output: ${NUM_LABELS} }\n}\n')
+                 'layers {\n  name: "fc8"\n  type: CONVOLUTION\n'
+                 '  convolution_param { num_output: ${NUM_LABELS} kernel_size: 1 }\n}\n')
     assert main(["upgrade", str(src), "-o", str(tmp_path / "o.prototxt")]) == 2
     line = _one_error_line(capsys)
-    assert re.search(re.escape(str(src)) + r":3:\d+: template placeholder \$\{NUM_LABELS\}", line)
+    assert re.search(re.escape(str(src)) + r":4:\d+: template placeholder \$\{NUM_LABELS\}", line)
     assert not (tmp_path / "o.prototxt").exists()
 
 

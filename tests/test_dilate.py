@@ -328,3 +328,25 @@ def test_msra_resnet101_os8_matches_deeplab_v2():
     assert after.geometry["res4b22"].rf == (835, 835)
     assert [l.name for l in new.layer][-1] == "res5c_relu"
     assert report.exact and report.exact_sizes == "exact for every input size"
+
+
+def test_unknown_layer_types_are_never_rewritten_through():
+    layers = [conv("c1", "data", 3, 2), 'layer { name: "x" type: "Mystery" bottom: "c1" top: "x" }\n',
+              conv("c2", "x", 3, 2)]
+    net = net_of(*layers)
+    with pytest.raises(SurgeryError) as err:
+        dilate(net, output_stride=2)          # the stride after 'x' is unknown
+    assert err.value.layer == "x" and "unknown" in str(err.value)
+    with pytest.raises(SurgeryError) as err:
+        dilate(net, output_stride=1)          # 'x' would see a removed stride
+    assert err.value.layer == "x" and "registry" in str(err.value)
+    new, _ = dilate(net, output_stride=1, cut_after="c1")
+    assert [l.name for l in new.layer] == ["data", "c1"]
+
+
+def test_resampling_layers_after_a_removed_stride_stop_the_run():
+    layers = CHAIN + ['layer { name: "up" type: "Deconvolution" bottom: "c7" top: "up" '
+                      'convolution_param { num_output: 4 kernel_size: 4 stride: 2 } }\n']
+    with pytest.raises(SurgeryError) as err:
+        dilate(net_of(*layers), output_stride=8)
+    assert err.value.layer == "up" and "--cut-after" in str(err.value)

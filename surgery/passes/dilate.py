@@ -254,7 +254,7 @@ def _plan(analysis, target, options, *, removed=frozenset(), globalised=frozense
                 ok = ok and rewrite.exact
         elif not grid_in.identity and role not in ("pointwise", "join", "source"):
             out_grid = SAME
-            if _has_params(analysis, node):
+            if _size_bound(analysis, node):
                 broken.append(node)          # weights sized for the original map
             elif _collapses_to_point(analysis, node):
                 ok = False                   # global pooling: same shape, denser average
@@ -264,22 +264,27 @@ def _plan(analysis, target, options, *, removed=frozenset(), globalised=frozense
                 ok = False                   # a loss or accuracy over the denser map
                 approximate[node.name] = (node, "computed over the denser map (approximate)")
             else:
+                why = ("its type is not in the registry, so what it does on a denser map is "
+                       "unknown" if role == "unknown" else "it resamples the grid by its own rule")
                 issues.setdefault(node.name, (
-                    f"{node.type} after a removed stride has no exact rewrite (its output depends "
-                    "on the map size); stop before it with --cut-after BLOB"))
+                    f"{node.type} after a removed stride has no exact rewrite ({why}); stop "
+                    "before it with --cut-after BLOB"))
         for top in node.tops:
             grids[top] = out_grid
             exact[top] = ok
     return _Plan(rewrites, approximate, grids, exact, broken, issues, extras)
 
 
-def _has_params(analysis, node):
-    """Whether the layer has weights; probed on a dummy input when its shapes are unknown."""
-    shapes = analysis.param_shapes.get(node.name)
-    if shapes is not None:
-        return bool(shapes)
+def _size_bound(analysis, node):
+    """Whether the layer's weight shapes depend on its input's spatial size (InnerProduct
+    on a map), asked of the registry with the real input and one a pixel larger."""
+    rule = rule_for(node.type)
+    ins = analysis.in_shapes.get(node.name) or []
+    if not ins or any(s is None for s in ins):
+        ins = [(1, 1, 3, 3)] * len(node.bottoms)
+    grown = [tuple(s[:2]) + tuple(d + 1 for d in s[2:]) for s in ins]
     try:
-        return bool(rule_for(node.type).param_shapes(node.layer, [(1, 1, 1, 1)] * len(node.bottoms)))
+        return rule.param_shapes(node.layer, ins) != rule.param_shapes(node.layer, grown)
     except (SurgeryError, Unknown, ArithmeticError, IndexError, ValueError):
         return False
 
@@ -299,6 +304,18 @@ def _output_stride(analysis):
     if not strides:
         return None
     return Pair(max(s.h for s in strides), max(s.w for s in strides))
+
+
+def _geometry_stops(analysis):
+    """The first layer of unknown type whose inputs are on the grid but whose outputs are not."""
+    for node in analysis.graph.nodes:
+        rule = rule_for(node.type)
+        if rule.role_of(node.layer) != "unknown" or not node.bottoms:
+            continue
+        if all(analysis.geometry.get(b) is not None for b in node.bottoms) and \
+                all(analysis.geometry.get(t) is None for t in node.tops):
+            return node
+    return None
 
 
 def _reachable(analysis, options, removed):
@@ -393,6 +410,13 @@ def _plan_phase(net, phase, output_stride, options, *, head, cut_after, input_sh
     if before is None:
         raise SurgeryError("no blob of the net has a known stride; nothing to dilate")
     if max(before) <= output_stride and not removed:
+        blind = _geometry_stops(analysis)
+        if blind:
+            raise SurgeryError(
+                f"the stride after layer '{blind.name}' ({blind.type}) is unknown, so the output "
+                f"stride cannot be checked against {output_stride}; nothing can be rewritten "
+                "through it (give the field a value, or --cut-after a blob before it)",
+                layer=blind.name)
         return None
     try:
         plan = _plan(analysis, output_stride, options, removed=removed)
