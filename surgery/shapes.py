@@ -201,7 +201,28 @@ def infer_shapes(graph, *, input_shapes=None, open_fields=None, opaque=None):
             shapes[top] = shape
         outs_by_layer[node.name] = [shapes[t] for t in node.tops]
         params[node.name] = layer_params
+        for shape in outs_by_layer[node.name] + list(layer_params or ()):
+            _check_blob_limits(node, shape)
     return ShapeResult(shapes, params, ins_by_layer, outs_by_layer, stopped)
+
+
+MAX_AXES = 32            # Caffe's kMaxBlobAxes
+MAX_COUNT = 2 ** 31 - 1  # a Caffe blob counts its elements in an int
+
+
+def _check_blob_limits(node, shape):
+    """What Blob::Reshape refuses, found before anyone allocates it."""
+    if shape is None:
+        return
+    if len(shape) > MAX_AXES:
+        raise SurgeryError(f"a blob of {len(shape)} axes; Caffe allows at most {MAX_AXES}",
+                           layer=node.name)
+    count = 1
+    for d in shape:
+        count *= d if d is not None else 1
+    if count > MAX_COUNT:
+        raise SurgeryError(f"a blob of shape {tuple(shape)} has {count} elements; Caffe counts "
+                           f"them in an int (at most {MAX_COUNT})", layer=node.name)
 
 
 def _differ(old, new):

@@ -103,9 +103,6 @@ def test_inspect_on_malformed_prototxt_is_one_line(tmp_path, case):
     assert str(path) in err
 
 
-RECURSION_BUG = pytest.mark.xfail(
-    strict=True, reason="bug: surgery/io/tokens.py _Parser.message/body/field recurse once per "
-    "nesting level, so deep nesting raises RecursionError through load_net (inspect, dilate)")
 
 DEEP_CASES = {
     "deep_braces": deep_braces(100_000),
@@ -114,7 +111,7 @@ DEEP_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=RECURSION_BUG) for c in sorted(DEEP_CASES)])
+@pytest.mark.parametrize("case", sorted(DEEP_CASES))
 def test_inspect_on_deeply_nested_prototxt_is_one_line(tmp_path, case):
     path = tmp_path / f"{case}.prototxt"
     path.write_text(DEEP_CASES[case], encoding="utf-8")
@@ -193,15 +190,11 @@ def test_parse_prototxt_on_random_bytes_raises_only_surgery_error(data):
         assert "\n" not in str(exc) and "random.prototxt" in str(exc)
 
 
-@RECURSION_BUG
 def test_document_parse_on_deep_nesting_raises_surgery_error():
     with pytest.raises(SurgeryError):
         Document.parse(deep_braces(100_000), "deep.prototxt")
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="bug: an Input shape of 1100 axes is accepted (Caffe allows 32) and "
-                          "surgery/report.py _bytes overflows converting the count to float")
 def test_inspect_on_a_shape_with_too_many_axes_is_one_line(tmp_path):
     dims = " ".join(["dim: 2"] * 1100)
     path = tmp_path / "axes.prototxt"
@@ -344,7 +337,7 @@ def _limited():
 
 
 @pytest.mark.parametrize("command,suffix,data", [
-    pytest.param("inspect", ".prototxt", deep_braces(100_000).encode(), marks=RECURSION_BUG),
+    pytest.param("inspect", ".prototxt", deep_braces(100_000).encode()),
     ("inspect", ".prototxt", b"\xff" * 10 + b"layer {" * 100_000),
     ("weights", ".caffemodel", CAFFEMODEL_CASES["nested_groups_top"]),
     ("weights", ".caffemodel", CAFFEMODEL_CASES["huge_length"]),

@@ -196,9 +196,6 @@ def _limited():
     resource.setrlimit(resource.RLIMIT_CPU, (60, 60))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: surgery/initweights.py random_weights allocates "
-                   "every blob (as float64) before writing; a net whose weights need more memory "
-                   "than there is ends in a MemoryError traceback, not exit 2")
 def test_init_weights_on_a_net_too_big_for_memory_is_a_clean_error(tmp_path):
     net = tmp_path / "huge.prototxt"
     net.write_text('layer { name: "d" type: "Input" top: "d" input_param { shape { dim: 1 '

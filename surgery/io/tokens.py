@@ -215,6 +215,9 @@ def _bad_char(text, pos, filename, line, line_start):
     raise SurgeryError(msg, file=filename, line=line, col=at - line_start + 1)
 
 
+MAX_DEPTH = 100   # protobuf's own text parser stops at 100 nested messages too
+
+
 class _Parser:
     """Recursive descent over the token list; builds Message/Field nodes."""
 
@@ -222,6 +225,7 @@ class _Parser:
         self.toks = tokens
         self.i = 0
         self.filename = filename
+        self.depth = 0
 
     def error(self, msg, tok=None):
         tok = tok or self.toks[self.i]
@@ -253,8 +257,12 @@ class _Parser:
 
     def message(self):
         open_ = self.take()
+        if self.depth >= MAX_DEPTH:
+            raise self.error(f"messages nested more than {MAX_DEPTH} deep", open_)
         closer = _CLOSERS[open_.text]
+        self.depth += 1
         fields = self.body(closer)
+        self.depth -= 1
         return Message(open_, fields, self.take())
 
     def field(self):
