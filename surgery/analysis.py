@@ -9,13 +9,11 @@ a `${NAME}` where a number belongs makes only the dims that depend on it unknown
 (see shapes.py), and a layer whose window is open, or that holds a field the schema
 lacks inside its window parameters, is shown to everyone downstream (geometry, the
 passes) as a layer of unknown type, `Type?`: its geometry is unknown and no pass
-rewrites through it. Passes call `analyse` themselves, so a command can also put
-the file's Unknowns in effect for everything it runs (`unknowns_in_effect`).
+rewrites through it. Passes take the same `unknowns=` keyword and hand it on to
+every `analyse` they run.
 """
 
-import contextvars
 import re
-from contextlib import contextmanager
 from typing import NamedTuple
 
 from .errors import SurgeryError
@@ -33,17 +31,6 @@ class Unknowns(NamedTuple):
 
 
 NO_UNKNOWNS = Unknowns({}, {})
-_IN_EFFECT = contextvars.ContextVar("surgery_unknowns", default=NO_UNKNOWNS)
-
-
-@contextmanager
-def unknowns_in_effect(unknowns):
-    """Make every `analyse` call inside the block (passes included) honour `unknowns`."""
-    token = _IN_EFFECT.set(unknowns or NO_UNKNOWNS)
-    try:
-        yield
-    finally:
-        _IN_EFFECT.reset(token)
 
 
 class Analysis(NamedTuple):
@@ -79,8 +66,8 @@ def _is_spatial(shape):
 
 def analyse(net, *, input_shapes=None, phase="TEST", unknowns=None):
     """Analyse a NetParameter (upgraded to `layer` form); SurgeryError for nets Caffe rejects.
-    `unknowns` defaults to the ones in effect (none unless a command set them)."""
-    unknowns = _IN_EFFECT.get() if unknowns is None else unknowns
+    `unknowns`: what the file leaves open (see the module docstring); none by default."""
+    unknowns = unknowns or NO_UNKNOWNS
     graph = build_graph(net, phase=phase)
     opaque = _opaque_layers(graph, unknowns)
     graph = _masked(graph, opaque)

@@ -195,3 +195,13 @@ def build_graph(net, *, phase="TEST", level=None, stages=None):
     header = _header_inputs(net)
     _check_order(nodes, header, phase, filtered)
     return Graph(kept, nodes, header)
+
+
+def described_phases(net):
+    """The phases the file describes: a train-only file (data layer `include { phase: TRAIN }`)
+    has no TEST net to plan, a train_val file has both, a deploy file is TEST."""
+    included = {PHASES[r.phase] for layer in net.layer for r in layer.include if r.HasField("phase")}
+    excluded = any(r.HasField("phase") for layer in net.layer for r in layer.exclude)
+    if excluded or included == set(PHASES):
+        return ["TEST", "TRAIN"]
+    return sorted(included) or ["TEST"]

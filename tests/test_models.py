@@ -21,7 +21,7 @@ CORPUS_FILES = {
 
 def test_committed_files_are_regenerated_byte_for_byte(tmp_path):
     paths = write_models(str(tmp_path))
-    assert len(paths) == len(MODELS)
+    assert sum(Path(p).name == "deploy.prototxt" for p in paths) == len(MODELS)
     for name in MODELS:
         committed = REPO / "models" / name / "deploy.prototxt"
         assert committed.exists(), f"{committed} missing: run python -m surgery.models"
@@ -141,3 +141,117 @@ def test_asymmetric_net_strides_differ_per_axis():
 
 def test_builder_output_is_a_netparameter():
     assert isinstance(build("vgg16", width=0.25), caffe_pb2.NetParameter)
+
+
+# ---------------------------------------------------------------- conversions and README
+
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("models")
+    return out, [Path(p) for p in write_models(str(out))]
+
+
+def _files(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_every_committed_file_is_regenerated_byte_for_byte(regenerated):
+    out, paths = regenerated
+    committed = REPO / "models"
+    assert _files(out) == _files(committed), "run python -m surgery.models (files differ)"
+    assert sorted(p.relative_to(out).as_posix() for p in paths) == _files(out)
+    assert "README.md" in _files(out)
+    for name in MODELS:
+        for stride in ("", "-os16", "-os8"):
+            assert f"{name}/deploy{stride}.prototxt" in _files(out)
+    stale = [f for f in _files(out) if not filecmp.cmp(out / f, committed / f, shallow=False)]
+    assert not stale, f"stale committed files {stale}: run python -m surgery.models"
+
+
+def test_conversions_reach_their_stride_and_keep_the_receptive_field(regenerated):
+    from surgery.analysis import analyse
+    from surgery.io.prototxt import load_prototxt
+
+    out, _ = regenerated
+    for name in MODELS:
+        original = analyse(load_prototxt(out / name / "deploy.prototxt"))
+        for stride in (16, 8):
+            conv = analyse(load_prototxt(out / name / f"deploy-os{stride}.prototxt"))
+            deepest = conv.deepest_blob()
+            assert tuple(conv.geometry[deepest].stride) == (stride, stride), (name, stride)
+            # The a-trous rewrite keeps every kernel's footprint on the image.
+            assert conv.geometry[deepest].rf == original.geometry[deepest].rf, (name, stride)
+
+
+def _readme_row(text, model, file, size):
+    section = text.split(f"\n## {model}\n", 1)[1].split("\n## ", 1)[0]
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 2 and cells[0] == f"`{file}`" and cells[1] == str(size):
+            return cells
+    raise AssertionError(f"no row for {model} {file} {size}")
+
+
+@pytest.mark.parametrize("model, file, size", [
+    ("resnet50", "deploy-os8.prototxt", 513),
+    ("vgg16", "deploy.prototxt", 224),
+    ("asymmetric", "deploy-os16.prototxt", 224),
+])
+def test_readme_rows_are_what_inspect_prints(regenerated, capsys, model, file, size):
+    import json
+
+    from surgery.cli import main
+    from surgery.report import human
+
+    out, _ = regenerated
+    assert main(["inspect", str(out / model / file), "--input-shape",
+                 f"data=1,3,{size},{size}", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    blob = data["totals"]["output_blob"]
+    geom = data["blobs"][blob]
+    axes = lambda v: str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"
+    row = _readme_row((out / "README.md").read_text(encoding="utf-8"), model, file, size)
+    assert row[2:8] == [f"`{blob}`", "x".join(map(str, geom["shape"])), axes(geom["stride"]),
+                        axes(geom["rf"]), human(data["totals"]["params"]),
+                        human(data["totals"]["flops"])]
+
+
+def test_readme_says_which_conversions_are_approximate(regenerated):
+    out, _ = regenerated
+    text = (out / "README.md").read_text(encoding="utf-8")
+    assert _readme_row(text, "resnet101", "deploy-os8.prototxt", 513)[8] == "exact"
+    # googlenet-mini: a 3x3 pooling branch follows the removed stride -> cover.
+    assert _readme_row(text, "googlenet-mini", "deploy-os16.prototxt", 224)[8].startswith(
+        "approximate (pooling cover)")
+    # vgg16 OS 8 keeps pool4's partial CEIL window at 224 with one more pad; at 513 the
+    # window falls differently, so the committed file is not exact there.
+    assert _readme_row(text, "vgg16", "deploy-os8.prototxt", 224)[8] == "exact"
+    assert _readme_row(text, "vgg16", "deploy-os8.prototxt", 513)[8].startswith("not exact")
+
+
+def test_convert_uses_cover_only_when_strict_refuses_a_pooling_window():
+    from surgery.errors import SurgeryError
+    from surgery.models.conversions import convert
+    from surgery.passes.dilate import dilate
+
+    net = build("googlenet-mini", width=0.25)
+    with pytest.raises(SurgeryError) as refused:
+        dilate(net, output_stride=16, head="cut")
+    types = {l.name: l.type for l in net.layer}
+    assert types[refused.value.layer] == "Pooling"
+    assert convert(net, 16).pooling == "cover" and not convert(net, 16).report.exact
+    assert convert(build("resnet50", width=0.125), 8).pooling == "strict"
+    with pytest.raises(SurgeryError, match="not reachable"):
+        convert(build("resnet50", width=0.125), 3)   # other refusals are not papered over
+
+
+def test_partial_regeneration_writes_no_readme_and_unknown_names_write_nothing(tmp_path):
+    from surgery.errors import SurgeryError
+
+    paths = write_models(str(tmp_path / "some"), ["asymmetric"])
+    assert [Path(p).name for p in paths] == ["deploy.prototxt", "deploy-os16.prototxt",
+                                              "deploy-os8.prototxt"]
+    assert not (tmp_path / "some" / "README.md").exists()
+    with pytest.raises(SurgeryError, match="unknown model"):
+        write_models(str(tmp_path / "none"), ["asymmetric", "nope"])
+    assert not (tmp_path / "none").exists()

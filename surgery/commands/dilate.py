@@ -24,7 +24,7 @@ Exit status: 0 written, 2 bad input or impossible request (nothing is written).
 import json
 import sys
 
-from ..analysis import parse_input_shapes, unknowns_in_effect
+from ..analysis import analyse, parse_input_shapes
 from ..errors import SurgeryError
 from ..passes.dilate import CONVENTIONS, HEAD_CHOICES, POOLING_CHOICES, dilate
 from ..report import format_changes
@@ -70,20 +70,18 @@ def run(args):
     if not args.dry_run and not args.output:
         raise SurgeryError("give -o OUT.prototxt for the result, or --dry-run for the summary only")
     loaded = load(args)
-    with unknowns_in_effect(loaded.unknowns):   # placeholders and fork fields stay unknown
-        new, report = dilate(loaded.net, output_stride=args.output_stride, head=args.head,
-                             pooling=args.pooling, convention=args.convention,
-                             multi_grid=args.multi_grid, cut_after=args.cut_after,
-                             input_shapes=shapes)
-        check = None
-        if args.weights:
-            from ..check import compare
-            from ..analysis import analyse
-            from ..io.caffemodel import read_caffemodel
-            from .check import whole_shapes
+    new, report = dilate(loaded.net, output_stride=args.output_stride, head=args.head,
+                         pooling=args.pooling, convention=args.convention,
+                         multi_grid=args.multi_grid, cut_after=args.cut_after,
+                         input_shapes=shapes, unknowns=loaded.unknowns)
+    check = None
+    if args.weights:
+        from ..check import compare
+        from ..io.caffemodel import read_caffemodel
+        from .check import whole_shapes
 
-            expected = whole_shapes(analyse(new, input_shapes=shapes).param_shapes)
-            check = compare(expected, read_caffemodel(args.weights))
+        expected = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns).param_shapes
+        check = compare(whole_shapes(expected), read_caffemodel(args.weights))
     if not args.dry_run and (check is None or check.ok):
         write_net(args, loaded, new)
     if args.json:

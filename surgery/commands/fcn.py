@@ -25,7 +25,7 @@ import json
 import os
 import sys
 
-from ..analysis import parse_input_shapes, unknowns_in_effect
+from ..analysis import parse_input_shapes
 from ..errors import SurgeryError
 from ..io.atomic import guard_output
 from ..passes.fcn import (PAD_CHOICES, convolutionalize, format_plan, parse_decimate,
@@ -76,9 +76,8 @@ def run(args):
             if folder and not os.path.isdir(folder):
                 raise SurgeryError(f"cannot write {path}: directory {folder} does not exist")
     loaded = load(args)
-    with unknowns_in_effect(loaded.unknowns):   # placeholders and fork fields stay unknown
-        new, plan = convolutionalize(loaded.net, input_shapes=shapes, pad=args.pad,
-                                     rename=args.rename, decimate=decimate)
+    new, plan = convolutionalize(loaded.net, input_shapes=shapes, pad=args.pad,
+                                 rename=args.rename, decimate=decimate, unknowns=loaded.unknowns)
     if args.weights:
         from ..io.caffemodel import read_caffemodel
 

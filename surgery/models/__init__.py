@@ -1,8 +1,8 @@
 """Reference backbones, generated in Python so tests can build any width or input size.
 
 `MODELS` maps a model name to a function returning a NetParameter; `build(name,
-**options)` calls it. The committed files in models/<name>/deploy.prototxt are
-`write_models(out_dir)` at full width and 224 input.
+**options)` calls it. The committed files in models/ are `write_models(out_dir)`: each
+net at full width and 224 input, its OS-16 and OS-8 conversions, and README.md.
 """
 
 import os
@@ -36,14 +36,31 @@ def build(name, **options):
 
 
 def write_models(out_dir, names=None):
-    """Write <out_dir>/<name>/deploy.prototxt for each model; returns the paths."""
+    """Write <out_dir>/<name>/deploy.prototxt and its OS-16 and OS-8 conversions for each
+    model, and <out_dir>/README.md (the cost table) when all models are written; returns
+    the paths written."""
+    from ..io.atomic import write_atomic
     from ..io.prototxt import save_prototxt
+    from .conversions import STRIDES, convert, file_name, readme
 
-    paths = []
-    for name in names or MODELS:
+    chosen = list(names or MODELS)
+    for name in chosen:
+        if name not in MODELS:
+            build(name)      # raises the "unknown model" error before anything is written
+    paths, tables = [], []
+    for name in chosen:
         folder = os.path.join(out_dir, name)
         os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, "deploy.prototxt")
-        save_prototxt(build(name), path)
+        original = build(name)
+        conversions = {stride: convert(original, stride) for stride in STRIDES}
+        for stride, net in [(None, original)] + [(s, c.net) for s, c in conversions.items()]:
+            path = os.path.join(folder, file_name(stride))
+            save_prototxt(net, path)
+            paths.append(path)
+        tables.append((name, original, conversions))
+    if set(chosen) == set(MODELS):
+        path = os.path.join(out_dir, "README.md")
+        tables.sort(key=lambda table: list(MODELS).index(table[0]))
+        write_atomic(path, readme(tables).encode("utf-8"))
         paths.append(path)
     return paths

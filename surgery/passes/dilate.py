@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from ..analysis import analyse
 from ..errors import SurgeryError
-from ..graph import PHASES
+from ..graph import described_phases
 from ..layers import Unknown, rule_for
 from ..pair import Pair, Window
 from . import head as heads
@@ -333,7 +333,7 @@ def _reachable(analysis, options, removed):
     return ok
 
 
-def _exact_sizes(net, analysis, target, options, plan, *, removed, globalised, phase):
+def _exact_sizes(net, analysis, target, options, plan, *, removed, globalised, phase, unknowns):
     """Which input sizes make the same CEIL-window decisions as the analysed size.
 
     Only pools that lose their stride depend on the size; their decision repeats with
@@ -358,7 +358,7 @@ def _exact_sizes(net, analysis, target, options, plan, *, removed, globalised, p
             dims = list(shape)
             dims[2 + axis] = size
             try:
-                other = analyse(net, input_shapes={blob: tuple(dims)}, phase=phase)
+                other = analyse(net, input_shapes={blob: tuple(dims)}, phase=phase, unknowns=unknowns)
                 flags = _plan(other, target, options, removed=removed, globalised=globalised).extra
             except (SurgeryError, _Unreachable):
                 continue
@@ -372,16 +372,6 @@ def _exact_sizes(net, analysis, target, options, plan, *, removed, globalised, p
 # ---------------------------------------------------------------------------
 # The pass
 # ---------------------------------------------------------------------------
-
-def _phases(net):
-    """The phases the file describes: a train-only file (data layer `include { phase: TRAIN }`)
-    has no TEST net to plan, a train_val file has both, a deploy file is TEST."""
-    included = {PHASES[r.phase] for layer in net.layer for r in layer.include if r.HasField("phase")}
-    excluded = any(r.HasField("phase") for layer in net.layer for r in layer.exclude)
-    if excluded or included == set(PHASES):
-        return ["TEST", "TRAIN"]
-    return sorted(included) or ["TEST"]
-
 
 def _check_options(output_stride, head, pooling, convention, multi_grid):
     if isinstance(output_stride, bool) or not isinstance(output_stride, int) or output_stride < 1:
@@ -402,9 +392,9 @@ class _PhasePlan(NamedTuple):
     phase: str
 
 
-def _plan_phase(net, phase, output_stride, options, *, head, cut_after, input_shapes):
+def _plan_phase(net, phase, output_stride, options, *, head, cut_after, input_shapes, unknowns):
     """Plan one phase, resolving the classifier head; None when nothing needs changing."""
-    analysis = analyse(net, input_shapes=input_shapes, phase=phase)
+    analysis = analyse(net, input_shapes=input_shapes, phase=phase, unknowns=unknowns)
     removed = heads.cut_after(analysis.graph, cut_after) if cut_after else set()
     before = _output_stride(analysis)
     if before is None:
@@ -446,20 +436,21 @@ def _plan_phase(net, phase, output_stride, options, *, head, cut_after, input_sh
 
 
 def dilate(net, *, output_stride, head="error", pooling="strict", convention="exact",
-           multi_grid=None, cut_after=None, input_shapes=None):
+           multi_grid=None, cut_after=None, input_shapes=None, unknowns=None):
     """Return (new_net, DilateReport): `net` rewritten to output stride `output_stride`.
 
     `net` is an upgraded NetParameter and is not modified. Every phase the net declares
-    is planned; a layer must get the same rewrite in each.
+    is planned; a layer must get the same rewrite in each. `unknowns` (from the loader)
+    names the fields a template or fork leaves open, so they stay unknown.
     """
     _check_options(output_stride, head, pooling, convention, multi_grid)
     options = {"pooling": pooling, "convention": convention}
     new = type(net)()
     new.CopyFrom(net)
     layers, drop, changes, notes, first = {}, set(), [], [], None
-    for phase in _phases(net):
+    for phase in described_phases(net):
         planned = _plan_phase(net, phase, output_stride, options, head=head, cut_after=cut_after,
-                              input_shapes=input_shapes)
+                              input_shapes=input_shapes, unknowns=unknowns)
         if planned is None:
             notes.append(f"{phase}: the output stride is already at or below {output_stride}; "
                          "nothing changed")
@@ -491,7 +482,7 @@ def dilate(net, *, output_stride, head="error", pooling="strict", convention="ex
     for index in sorted(drop, reverse=True):
         del new.layer[index]
     return new, _report(net, new, changes, notes, first, output_stride, options, input_shapes,
-                        bool(multi_grid))
+                        bool(multi_grid), unknowns)
 
 
 def _record(layers, changes, node, layer, change):
@@ -524,11 +515,11 @@ def _multi_grid(rewrites, grid):
     return out
 
 
-def _report(net, new, changes, notes, first, target, options, input_shapes, multi_grid):
+def _report(net, new, changes, notes, first, target, options, input_shapes, multi_grid, unknowns):
     if first is None:
         return DilateReport(changes, {}, set(), None, None, None, None, None, "unchanged", notes)
     analysis, plan = first.analysis, first.plan
-    after = analyse(new, input_shapes=input_shapes, phase=first.phase)
+    after = analyse(new, input_shapes=input_shapes, phase=first.phase, unknowns=unknowns)
     for warning in after.warnings:
         if "misaligned" in warning:
             raise SurgeryError(f"the rewritten net does not line up: {warning}")
@@ -546,7 +537,7 @@ def _report(net, new, changes, notes, first, target, options, input_shapes, mult
         sizes = "approximate (multi-grid)"
     else:
         sizes = _exact_sizes(net, analysis, target, options, plan, removed=first.removed,
-                             globalised=first.globalised, phase=first.phase)
+                             globalised=first.globalised, phase=first.phase, unknowns=unknowns)
     grid = plan.grids.get(deepest)
     if grid is not None:
         notes.append(f"converted '{deepest}' at offset + factor*i equals the original at i, with "

@@ -35,7 +35,7 @@ import numpy as np
 from .. import layers as registry
 from ..analysis import analyse
 from ..errors import SurgeryError
-from ..graph import PHASES
+from ..graph import described_phases
 from ..layers import rule_for
 from ..pair import Pair, Window
 
@@ -211,12 +211,6 @@ def _taps(name, big, small):
         raise SurgeryError(f"{small} evenly spaced taps do not fit a {big}-tap kernel axis "
                            f"({big - 1} is not a multiple of {small - 1})", layer=name)
     return 0, (big - 1) // (small - 1)
-
-
-def _phases(net):
-    used = {PHASES[r.phase] for layer in net.layer for r in (*layer.include, *layer.exclude)
-            if r.HasField("phase")}
-    return ["TEST", "TRAIN"] if used else ["TEST"]
 
 
 # ---------------------------------------------------------------------------
@@ -421,7 +415,8 @@ def _conv_layer(layer, rule, name, bottom, window, num_output):
     return rule_for(CONV_TYPE).with_window(new, window)
 
 
-def convolutionalize(net, *, input_shapes=None, pad="same", rename="{name}-conv", decimate=None):
+def convolutionalize(net, *, input_shapes=None, pad="same", rename="{name}-conv", decimate=None,
+                     unknowns=None):
     """(new_net, FcnPlan): every InnerProduct of `net` rewritten as a Convolution.
 
     `net` is an upgraded NetParameter and is not modified. `decimate` maps an fc layer name
@@ -431,8 +426,8 @@ def convolutionalize(net, *, input_shapes=None, pad="same", rename="{name}-conv"
         raise SurgeryError(f"--pad must be one of {', '.join(PAD_CHOICES)}, got '{pad}'")
     decimate = dict(decimate or {})
     conversions, removable, needed, seen = {}, {}, set(), set()
-    for phase in _phases(net):
-        analysis = analyse(net, input_shapes=input_shapes, phase=phase)
+    for phase in described_phases(net):
+        analysis = analyse(net, input_shapes=input_shapes, phase=phase, unknowns=unknowns)
         found, views, unneeded = _plan_phase(analysis, pad=pad, rename=rename,
                                              decimate=decimate, names=seen)
         for index, conv in found.items():
@@ -467,7 +462,7 @@ def convolutionalize(net, *, input_shapes=None, pad="same", rename="{name}-conv"
             changes.append(Change(view.name, "remove", bottom=view.bottoms[0],
                                   note="reshape before a converted layer; the convolution "
                                        "reads the 4-D map"))
-    notes = _validate(new, input_shapes, conversions)
+    notes = _validate(new, input_shapes, conversions, unknowns)
     plans = [conversions[i].plan for i in sorted(conversions)]
     return new, FcnPlan(plans, changes, pad, notes)
 
@@ -484,12 +479,12 @@ def _check_names(net, conversions, removable):
         taken.add(name)
 
 
-def _validate(new, input_shapes, conversions):
+def _validate(new, input_shapes, conversions, unknowns):
     """Analyse the result, so a conversion Caffe would reject never gets written."""
     notes = []
-    for phase in _phases(new):
+    for phase in described_phases(new):
         try:
-            after = analyse(new, input_shapes=input_shapes, phase=phase)
+            after = analyse(new, input_shapes=input_shapes, phase=phase, unknowns=unknowns)
         except SurgeryError as exc:
             raise SurgeryError(f"the converted net is not valid ({exc})") from None
         for reason in after.stopped.values():
