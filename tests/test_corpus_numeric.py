@@ -13,10 +13,9 @@ with and without Caffe's partial CEIL pooling window, NOTES §2):
   the last exact blob on each grid, and the deepest blob when the whole rewrite is
   exact) matches within 1e-4 relative, on the grid (factor, offset) the report claims.
 
-Slow by design (about a minute on 2 cores); weights are drawn once per net and size.
+Slow by design (about 50 s on 2 cores); weights are drawn once per net and size.
 """
 
-import itertools
 from pathlib import Path
 from typing import NamedTuple
 
