@@ -21,6 +21,14 @@ class Engine:
     """Forward a net; subclasses implement `_forward`."""
 
     name = "?"
+    # Layer types this engine is known to compute differently from Caffe: type -> how.
+    differs_from_caffe = {}
+
+    def caveats(self, *nets):
+        """One line per layer type in `nets` that this engine does not compute as Caffe does."""
+        types = {layer.type for net in nets for layer in net.layer}
+        return [f"{self.name} computes {t} differently from Caffe: {how}"
+                for t, how in sorted(self.differs_from_caffe.items()) if t in types]
 
     def run(self, prototxt_path, caffemodel_path, inputs, blobs):
         """{blob: ndarray} for each of `blobs`, after feeding `inputs` ({name: ndarray})."""
@@ -54,6 +62,10 @@ class OpenCVEngine(Engine):
     """cv2.dnn on the CPU in float32, single-threaded enough to be reproducible."""
 
     name = "opencv"
+    differs_from_caffe = {
+        "Axpy": "a*bottom[2] + bottom[1] where SENet's layer computes a*bottom[1] + bottom[2] "
+                "(both nets run the same variant, so a rewrite check still holds)",
+    }
 
     def __init__(self, *, threads=2):
         try:

@@ -52,6 +52,7 @@ class VerifyReport:
     blobs: list = field(default_factory=list)
     approximate_layers: list = field(default_factory=list)
     strict: bool = False  # approximate blobs must be within tolerance too
+    caveats: list = field(default_factory=list)  # where the engine is not Caffe
 
     def ok(self, result):
         """Does this blob pass? Approximate ones do unless strict, then they need the tolerance."""
@@ -67,7 +68,7 @@ class VerifyReport:
         return {"original": self.original, "converted": self.converted, "engine": self.engine,
                 "tolerance": self.tolerance, "strict": self.strict, "passed": self.passed,
                 "inputs": {k: list(v) for k, v in self.inputs.items()},
-                "approximate_layers": list(self.approximate_layers),
+                "approximate_layers": list(self.approximate_layers), "caveats": list(self.caveats),
                 "blobs": [r.to_dict() for r in self.blobs]}
 
     def format_text(self):
@@ -76,6 +77,7 @@ class VerifyReport:
                  f"engine {self.engine}, input {shapes}, tolerance {self.tolerance:g} (relative)"]
         if self.approximate_layers:
             lines.append("not exact by construction: " + ", ".join(self.approximate_layers))
+        lines.extend(f"caveat: {c}" for c in self.caveats)
         width = max([len(r.blob) for r in self.blobs] + [4])
         lines.append(f"{'blob':<{width}}  {'factor':>7}  {'offset':>7}  {'compared':>9}  "
                      f"{'max|err|':>9}  {'rel err':>9}  status")
@@ -137,7 +139,8 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
     conv_out = runner.run(converted_path, weights_path, inputs, chosen)
     report = VerifyReport(original_path, converted_path, runner.name, tol,
                           {k: v.shape for k, v in inputs.items()},
-                          approximate_layers=sorted(approx_layers), strict=strict)
+                          approximate_layers=sorted(approx_layers), strict=strict,
+                          caveats=runner.caveats(orig_net, conv_net))
     for blob in chosen:
         report.blobs.append(_compare(blob, orig, conv, orig_out[blob], conv_out[blob],
                                      approximate=blob in tainted, tol=tol))
