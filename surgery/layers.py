@@ -88,7 +88,7 @@ def count(shape):
     return math.prod(shape) if shape is not None else None
 
 
-def _axis(layer, axis, ndim):
+def canonical_axis(layer, axis, ndim):
     """Caffe's CanonicalAxisIndex with an error naming the layer."""
     if not -ndim <= axis < ndim:
         raise _err(layer, f"axis {axis} is out of range for a {ndim}-axis input")
@@ -123,7 +123,9 @@ class LayerRule:
 
     types = ()
     role = "unknown"
-    dilatable = False   # can absorb an input factor exactly through its dilation field
+    dilatable = False        # can absorb an input factor exactly through its dilation field
+    fully_connected = False  # weights see the whole input at once (InnerProduct)
+    view = False             # only regroups its input's axes, values and order unchanged
 
     def role_of(self, layer):
         return self.role
@@ -243,7 +245,7 @@ class BN(Affine):
 
 
 def _broadcast_shape(layer, shape, axis, num_axes):
-    axis = _axis(layer, axis, max(len(shape), 1)) if shape else 0
+    axis = canonical_axis(layer, axis, max(len(shape), 1)) if shape else 0
     end = len(shape) if num_axes == -1 else axis + num_axes
     if num_axes < -1 or end > len(shape):
         raise _err(layer, f"num_axes {num_axes} does not fit a {len(shape)}-axis input")
@@ -265,7 +267,7 @@ class Scale(Affine):
     @staticmethod
     def _check_second(layer, in_shapes, axis):
         a, b = in_shapes[0], in_shapes[1]
-        start = _axis(layer, axis, len(a)) if a else 0
+        start = canonical_axis(layer, axis, len(a)) if a else 0
         if tuple(a[start:start + len(b)]) != tuple(b):
             raise _err(layer, f"second bottom {tuple(b)} does not match {tuple(a)} from axis {axis}")
 
@@ -661,7 +663,7 @@ class Axpy(LayerRule):
 def _concat_axis(layer, ndim):
     cp = layer.concat_param
     axis = cp.concat_dim if has_field(cp, "concat_dim") else cp.axis
-    return _axis(layer, axis, ndim)
+    return canonical_axis(layer, axis, ndim)
 
 
 class Concat(LayerRule):
@@ -699,7 +701,7 @@ class Slice(LayerRule):
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
-        axis = _axis(layer, self._axis_value(layer), len(shape))
+        axis = canonical_axis(layer, self._axis_value(layer), len(shape))
         dim, tops = shape[axis], len(layer.top)
         points = list(layer.slice_param.slice_point)
         if points:
@@ -719,12 +721,13 @@ class Slice(LayerRule):
 class Flatten(LayerRule):
     types = ("Flatten",)
     role = "collapse"
+    view = True
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
         fp = layer.flatten_param
-        start = _axis(layer, fp.axis, len(shape))
-        end = _axis(layer, fp.end_axis, len(shape))
+        start = canonical_axis(layer, fp.axis, len(shape))
+        end = canonical_axis(layer, fp.end_axis, len(shape))
         return [shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]]
 
 
@@ -734,6 +737,7 @@ class Reshape(LayerRule):
 
     types = ("Reshape",)
     role = "collapse"
+    view = True
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
@@ -793,7 +797,7 @@ class Crop(LayerRule):
 
     def _offsets(self, layer, ndim):
         cp = layer.crop_param
-        start = _axis(layer, cp.axis, ndim)
+        start = canonical_axis(layer, cp.axis, ndim)
         n = ndim - start
         offs = list(cp.offset)
         if len(offs) == 0:
@@ -895,9 +899,10 @@ class InnerProduct(LayerRule):
 
     types = ("InnerProduct",)
     role = "collapse"
+    fully_connected = True
 
     def _split(self, layer, shape):
-        axis = _axis(layer, layer.inner_product_param.axis, len(shape))
+        axis = canonical_axis(layer, layer.inner_product_param.axis, len(shape))
         return shape[:axis], math.prod(shape[axis:])
 
     def out_shapes(self, layer, in_shapes):
@@ -937,7 +942,7 @@ class Tile(LayerRule):
 
     def out_shapes(self, layer, in_shapes):
         shape = list(in_shapes[0])
-        axis = _axis(layer, layer.tile_param.axis, len(shape))
+        axis = canonical_axis(layer, layer.tile_param.axis, len(shape))
         shape[axis] *= layer.tile_param.tiles
         return [tuple(shape)]
 
@@ -948,7 +953,7 @@ class Reduction(LayerRule):
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
-        return [shape[:_axis(layer, layer.reduction_param.axis, len(shape))]]
+        return [shape[:canonical_axis(layer, layer.reduction_param.axis, len(shape))]]
 
 
 class ArgMax(LayerRule):
@@ -959,7 +964,7 @@ class ArgMax(LayerRule):
         shape = list(in_shapes[0])
         p = layer.argmax_param
         if has_field(p, "axis"):
-            shape[_axis(layer, p.axis, len(shape))] = p.top_k
+            shape[canonical_axis(layer, p.axis, len(shape))] = p.top_k
             return [tuple(shape)]
         return [(shape[0], 2 if p.out_max_val else 1, p.top_k)]
 
@@ -1138,7 +1143,7 @@ class Accuracy(LayerRule):
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
-        classes = shape[_axis(layer, layer.accuracy_param.axis, len(shape))]
+        classes = shape[canonical_axis(layer, layer.accuracy_param.axis, len(shape))]
         return [(), (classes,)][:len(layer.top)]
 
 

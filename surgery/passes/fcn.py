@@ -218,13 +218,13 @@ def _taps(name, big, small):
 # ---------------------------------------------------------------------------
 
 def _is_fc(rule):
-    return isinstance(rule, registry.InnerProduct)
+    return rule.fully_connected
 
 
 def _is_view(rule, node, analysis):
     """A layer that only regroups the axes of its input (Flatten, Reshape): no params, one
     bottom, one top, the same values in the same memory order."""
-    if not isinstance(rule, (registry.Flatten, registry.Reshape)):
+    if not rule.view:
         return False
     return len(node.bottoms) == 1 and len(node.tops) == 1 and not analysis.param_shapes.get(node.name)
 
@@ -328,7 +328,7 @@ def _convert(node, rule, analysis, *, pad, rename, decimate, four_d, channel_ste
         raise SurgeryError("the size of this InnerProduct's input is unknown, so its kernel "
                            "size is too; give the input size with --input-shape NAME=N,C,H,W",
                            layer=node.name)
-    if registry._axis(layer, ipp.axis, len(bottom_shape)) != 1:
+    if registry.canonical_axis(layer, ipp.axis, len(bottom_shape)) != 1:
         raise SurgeryError(f"InnerProduct with axis {ipp.axis} (not 1) has no convolution "
                            "equivalent here", layer=node.name)
     source, views = _source_of(analysis, node.bottoms[0], node)
