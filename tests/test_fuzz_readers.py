@@ -336,11 +336,13 @@ def _limited():
     resource.setrlimit(resource.RLIMIT_CPU, (60, 60))
 
 
+# Short ids: pytest puts the test id in PYTEST_CURRENT_TEST, and a 100k-brace id in the
+# environment makes the child's exec fail with "argument list too long".
 @pytest.mark.parametrize("command,suffix,data", [
-    pytest.param("inspect", ".prototxt", deep_braces(100_000).encode()),
-    ("inspect", ".prototxt", b"\xff" * 10 + b"layer {" * 100_000),
-    ("weights", ".caffemodel", CAFFEMODEL_CASES["nested_groups_top"]),
-    ("weights", ".caffemodel", CAFFEMODEL_CASES["huge_length"]),
+    pytest.param("inspect", ".prototxt", deep_braces(100_000).encode(), id="deep-braces"),
+    pytest.param("inspect", ".prototxt", b"\xff" * 10 + b"layer {" * 100_000, id="bad-utf8-deep"),
+    pytest.param("weights", ".caffemodel", CAFFEMODEL_CASES["nested_groups_top"], id="nested-groups"),
+    pytest.param("weights", ".caffemodel", CAFFEMODEL_CASES["huge_length"], id="huge-length"),
 ])
 def test_cli_process_ends_in_one_line_within_limits(tmp_path, command, suffix, data):
     path = tmp_path / f"input{suffix}"
