@@ -107,7 +107,7 @@ def test_template_placeholder_is_named():
     text = 'name: "${NET_ID}"\nlayer {\n  name: "fc8"\n  convolution_param { num_output: ${NUM_LABELS} }\n}\n'
     err, message = _error(text)
     assert (err.line, err.col) == (4, 35)
-    assert "template placeholder ${NUM_LABELS}: substitute it first" in message
+    assert "template placeholder ${NUM_LABELS}" in message and "load_net" in message
 
 
 def test_placeholder_inside_strings_is_fine():

@@ -155,8 +155,8 @@ def _explain(exc, text, filename, message_type):
     if placeholder is not None:
         p_line, p_col, token = placeholder
         return SurgeryError(
-            f"template placeholder {token}: substitute it first "
-            "(format-preserving template support is planned)",
+            f"template placeholder {token}: protobuf's parser cannot hold it; load the file "
+            "with surgery.io.netfile.load_net (as every command does) or substitute it first",
             file=filename, line=p_line, col=p_col,
         )
 
