@@ -264,8 +264,10 @@ def _plan(analysis, target, options, *, removed=frozenset(), globalised=frozense
                 ok = False                   # a loss or accuracy over the denser map
                 approximate[node.name] = (node, "computed over the denser map (approximate)")
             else:
-                why = ("its type is not in the registry, so what it does on a denser map is "
-                       "unknown" if role == "unknown" else "it resamples the grid by its own rule")
+                why = {"unknown": "its type is not in the registry, so what it does on a denser "
+                                  "map is unknown",
+                       "collapse": "it reshapes or collapses the map, so its output depends on "
+                                   "the map size"}.get(role, "it resamples the grid by its own rule")
                 issues.setdefault(node.name, (
                     f"{node.type} after a removed stride has no exact rewrite ({why}); stop "
                     "before it with --cut-after BLOB"))
