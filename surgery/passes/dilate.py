@@ -45,7 +45,7 @@ SAME = Grid(ONE, ZERO)
 class Change(NamedTuple):
     layer: str
     type: str
-    action: str          # "rewrite", "remove", "global"
+    action: str          # "rewrite", "remove", "global", or "keep" (unchanged but approximate)
     before: object       # Window or None
     after: object        # Window or None
     exact: bool
@@ -216,7 +216,8 @@ def _rewrite_window(node, rule, analysis, grid_in, target, options):
         raise SurgeryError(f"keeping the partial window needs pad {tuple(pad)} but Caffe pooling "
                            f"requires pad < kernel {tuple(kernel)}; choose another input size",
                            layer=node.name)
-    rewrite = Rewrite(node, win, after, f_in, exact, "; ".join(notes)) if after != win else None
+    note = "; ".join(dict.fromkeys(notes))
+    rewrite = Rewrite(node, win, after, f_in, exact, note) if after != win else None
     return rewrite, Grid(f_out, Pair(*offset)), issue, extra
 
 
