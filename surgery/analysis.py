@@ -50,12 +50,51 @@ class Analysis(NamedTuple):
 
     def deepest_blob(self):
         """The last blob (in file order) still on the image grid with more than one pixel
-        (so a classifier's 7x7 pool5 gives way to res5c): 'the output' of a backbone."""
+        (so a classifier's 7x7 pool5 gives way to res5c), off any resampled side branch:
+        'the output' of a backbone."""
+        side = self.resampled_branches()
         for node in reversed(self.graph.nodes):
             for top in reversed(node.tops):
-                if self.geometry.get(top) is not None and _is_spatial(self.shapes.get(top)):
+                if self.geometry.get(top) is not None and _is_spatial(self.shapes.get(top)) \
+                        and top not in side:
                     return top
         return None
+
+    def resampled_branches(self):
+        """Blobs on side branches that rejoin the net only through a resampling layer, such
+        as PSPNet's pyramid pooling (pool -> conv -> Interp back to the trunk's size). Their
+        coarse stride is not the net's output stride."""
+        graph = self.graph
+
+        def readers(blob):
+            writers = {w.name for w in graph.writers(blob)}
+            return [c for c in graph.consumers(blob) if c.name not in writers]
+
+        leads = set()    # every path from the blob meets a resampling layer first
+        for node in reversed(graph.nodes):
+            for top in node.tops:
+                if not graph.is_in_place(node, top) and readers(top) and \
+                        all(_leads_to_resampling(r, leads) for r in readers(top)):
+                    leads.add(top)
+        # A side branch hangs off a trunk blob that also feeds the rest of the net.
+        side, stack = set(), []
+        for blob in graph.blobs:
+            if blob not in leads and any(_leads_to_resampling(r, leads) for r in readers(blob)):
+                stack += [t for r in readers(blob) if _leads_to_resampling(r, leads)
+                          for t in r.tops if t in leads]
+        while stack:
+            blob = stack.pop()
+            if blob not in side:
+                side.add(blob)
+                stack += [t for r in readers(blob) for t in r.tops if t in leads]
+        return side
+
+
+def _leads_to_resampling(node, side):
+    role = rule_for(node.type).role_of(node.layer)
+    if role == "resample":
+        return True
+    return role in ("window", "pointwise") and all(t in side for t in node.tops)
 
 
 def _is_spatial(shape):

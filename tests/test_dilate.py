@@ -350,3 +350,24 @@ def test_resampling_layers_after_a_removed_stride_stop_the_run():
     with pytest.raises(SurgeryError) as err:
         dilate(net_of(*layers), output_stride=8)
     assert err.value.layer == "up" and "--cut-after" in str(err.value)
+
+
+PYRAMID = CHAIN[:4] + [
+    pool("pp", "c4", 4, 4, kind="AVE"), conv("pc", "pp", 1),
+    'layer { name: "pi" type: "Interp" bottom: "pc" top: "pi" interp_param { height: 4 width: 4 } }\n',
+    'layer { name: "cat" type: "Concat" bottom: "c4" bottom: "pi" top: "cat" }\n', conv("c5", "cat", 3)]
+
+
+def test_a_pyramid_branch_resampled_back_to_the_trunk_is_not_the_output_stride():
+    # PSPNet's layout: the trunk is at stride 16; a pooled branch at stride 64 is brought back
+    # by Interp. The net's output stride is 16, so asking for 16 changes nothing.
+    net = net_of(*PYRAMID)
+    analysis = analyse(net)
+    assert analysis.geometry["pp"].stride == (64, 64)
+    assert analysis.resampled_branches() == {"pp", "pc"}
+    assert analysis.deepest_blob() == "c4"
+    new, report = dilate(net, output_stride=16)
+    assert new == net and not report.changes
+    with pytest.raises(SurgeryError) as err:       # at 8 the pyramid pooling sees the factor
+        dilate(net, output_stride=8)
+    assert err.value.layer == "pp"

@@ -151,11 +151,8 @@ def _rewrite_window(node, rule, analysis, grid_in, target, options):
     layer = node.layer
     win = rule.window(layer)
     geom = analysis.geometry.get(node.bottoms[0])
-    if geom is None:
-        if grid_in.identity:
-            return None, SAME, None, None
-        raise SurgeryError("the input's stride is unknown, so the layer cannot be rewritten",
-                           layer=node.name)
+    if geom is None:     # _plan only gets here when the input grid is unchanged
+        return None, SAME, None, None
     f_in, o_in = grid_in
     stride = _new_stride(node.name, geom.stride, f_in, win.stride, target)
     f_out = Pair(*(f * s // n for f, s, n in zip(f_in, win.stride, stride)))
@@ -226,6 +223,7 @@ def _plan(analysis, target, options, *, removed=frozenset(), globalised=frozense
     grids = {b: SAME for b in analysis.graph.header_inputs}
     exact = {b: True for b in analysis.graph.header_inputs}
     rewrites, broken, issues, extras, approximate = [], [], {}, {}, {}
+    side = analysis.resampled_branches()
     for node in analysis.graph.nodes:
         if node.name in removed:
             continue
@@ -238,11 +236,17 @@ def _plan(analysis, target, options, *, removed=frozenset(), globalised=frozense
         if len(set(ins)) > 1:
             detail = ", ".join(f"'{b}' factor {tuple(g.factor)} offset {tuple(g.offset)}"
                                for b, g in zip(spatial, ins))
-            raise SurgeryError(f"branches meet on different grids after the rewrite ({detail}); "
-                               "the join cannot be exact", layer=node.name)
+            issues.setdefault(node.name, f"branches meet on different grids after the rewrite "
+                                         f"({detail}); the join cannot be exact")
         out_grid = grid_in
         if node.name in globalised:
             out_grid, ok = SAME, False
+        elif role == "window" and grid_in.identity and all(t in side for t in node.tops):
+            pass   # a side branch resampled back to the trunk: its input is unchanged, so is it
+        elif role == "window" and analysis.geometry.get(node.bottoms[0]) is None \
+                and not grid_in.identity:
+            issues.setdefault(node.name, "its input's stride is unknown (geometry stopped "
+                                         "upstream), so it cannot be rewritten")
         elif role == "window":
             rewrite, out_grid, issue, flags = _rewrite_window(node, rule, analysis, grid_in,
                                                               target, options)
@@ -303,7 +307,8 @@ def _collapses_to_point(analysis, node):
 # ---------------------------------------------------------------------------
 
 def _output_stride(analysis):
-    strides = [g.stride for g in analysis.geometry.values() if g is not None]
+    side = analysis.resampled_branches()
+    strides = [g.stride for b, g in analysis.geometry.items() if g is not None and b not in side]
     if not strides:
         return None
     return Pair(max(s.h for s in strides), max(s.w for s in strides))
