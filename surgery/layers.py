@@ -144,6 +144,14 @@ class LayerRule:
     def param_shapes(self, layer, in_shapes):
         return []
 
+    def param_count(self, layer, bottoms):
+        """How many param blobs the layer has when its input sizes are unknown (asked of
+        param_shapes on a small stand-in input); None when even that cannot tell."""
+        try:
+            return len(self.param_shapes(layer, [(1, 1, 3, 3)] * bottoms))
+        except (SurgeryError, Unknown, ArithmeticError, IndexError, ValueError):
+            return None
+
     def window(self, layer):
         return None
 

@@ -182,6 +182,8 @@ def infer_shapes(graph, *, input_shapes=None, open_fields=None, opaque=None):
             layer_params = []
         elif any(s is None for s in ins):
             outs = [None] * len(node.tops)
+            count = rule.param_count(layer, len(ins))   # how many, if not their shapes
+            layer_params = None if count is None else [None] * count
         else:
             try:
                 outs, layer_params = evaluate(rule, layer, ins, paths)

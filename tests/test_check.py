@@ -238,3 +238,33 @@ def test_check_command_input_shape_changes_the_expectation(tmp_path, tiny_net, c
     capsys.readouterr()
     assert main(["check", str(tiny_net), str(model), "--input-shape", "data=1,x"]) == 2
     assert "--input-shape" in capsys.readouterr().err
+
+
+UNSIZED = ('layer { name: "data" type: "Data" top: "data" data_param { source: "x" batch_size: 1 } }\n'
+           'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+           'convolution_param { num_output: 4 kernel_size: 3 } }\n'
+           'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }\n'
+           'layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" '
+           'inner_product_param { num_output: 10 } }\n')
+
+
+def test_layers_with_unknown_input_sizes_still_need_weights(tmp_path, capsys):
+    """An InnerProduct always has params: unknown sizes make its shapes unknown, not its
+    existence, so missing weights are a failure and parameter-free layers get no row."""
+    net = tmp_path / "net.prototxt"
+    net.write_text(UNSIZED)
+    model = tmp_path / "empty.caffemodel"
+    model.write_bytes(b"")
+    assert main(["check", str(net), str(model), "--json"]) == 1
+    rows = {r["name"]: r["status"] for r in json.loads(capsys.readouterr().out)["layers"]}
+    assert rows == {"conv": "not_initialised", "fc": "not_initialised"}
+
+
+def test_init_weights_refuses_unknown_sizes_and_writes_nothing(tmp_path, capsys):
+    net = tmp_path / "net.prototxt"
+    net.write_text(UNSIZED)
+    out = tmp_path / "w.caffemodel"
+    assert main(["init-weights", str(net), "-o", str(out)]) == 2
+    assert "--input-shape" in capsys.readouterr().err and not out.exists()
+    assert main(["init-weights", str(net), "-o", str(out), "--input-shape", "data=1,3,8,8"]) == 0
+    assert out.exists()

@@ -314,7 +314,7 @@ def test_unknown_layer_stops_inference_downstream():
     assert a.shapes["weird"] is None and a.shapes["c2"] is None and a.shapes["pyout"] is None
     assert set(a.stopped) == {"weird", "py"}
     assert "MyCustomLayer" in a.stopped["weird"]
-    assert a.param_shapes["c2"] is None
+    assert a.param_shapes["c2"] == [None, None]   # weight and bias, sizes unknown
     assert any("weird" in w for w in a.warnings)
     a = run('layer { name: "d" type: "Data" top: "data" top: "label" }'
             + layer("c", "Convolution", "data", body=conv_body(num_output=2, kernel_size=3)))
