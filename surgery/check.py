@@ -134,6 +134,21 @@ def _check_layer(layer, expected):
     return row
 
 
+def whole_shapes(param_shapes):
+    """Param shapes with a partly open shape (a template's `${N}`) as None: unknown to compare."""
+    return {name: None if shapes is None else
+            [None if s is None or None in s else s for s in shapes]
+            for name, shapes in param_shapes.items()}
+
+
+def first_problem(report):
+    """A one-line description of the first layer whose weights would not load, or None."""
+    for row in report.layers:
+        if row.status in (MISMATCH, NOT_INITIALISED):
+            return f"layer '{row.name}': {row.message or row.status}"
+    return None
+
+
 def compare(expected: dict, summary) -> CheckReport:
     """Check a caffemodel summary against the net's param shapes {layer: [shape, ...]}.
 

@@ -78,6 +78,9 @@ class OpenCVEngine(Engine):
                                f"install a 4.x build: {INSTALL_HINT}")
         self.cv2 = cv2
         cv2.setNumThreads(threads)
+        logging = getattr(getattr(cv2, "utils", None), "logging", None)
+        if logging is not None:   # errors come back as cv2.error; its log lines are noise
+            logging.setLogLevel(logging.LOG_LEVEL_SILENT)
 
     def _forward(self, prototxt_path, caffemodel_path, inputs, wanted):
         cv2 = self.cv2

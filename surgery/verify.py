@@ -18,8 +18,10 @@ from typing import Optional
 import numpy as np
 
 from .analysis import analyse
+from .check import compare, first_problem, whole_shapes
 from .engine import get_engine
 from .errors import SurgeryError
+from .io.caffemodel import read_caffemodel
 from .io.prototxt import load_prototxt
 
 OK, FAIL, APPROXIMATE, NO_GRID = "ok", "FAIL", "approximate", "no-grid"
@@ -134,6 +136,7 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
     if default is not None and default not in chosen:
         chosen.insert(0, default)
 
+    _weights_load(weights_path, [(original_path, orig), (converted_path, conv)])
     runner = get_engine(engine)
     orig_out = runner.run(original_path, weights_path, inputs, chosen)
     conv_out = runner.run(converted_path, weights_path, inputs, chosen)
@@ -145,6 +148,17 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
         report.blobs.append(_compare(blob, orig, conv, orig_out[blob], conv_out[blob],
                                      approximate=blob in tainted, tol=tol))
     return report
+
+
+def _weights_load(weights_path, nets):
+    """Refuse, naming the layer, weights that Caffe would not load into either net; an
+    engine would otherwise fail with its own, much less helpful, message."""
+    summary = read_caffemodel(str(weights_path))
+    for path, analysis in nets:
+        problem = first_problem(compare(whole_shapes(analysis.param_shapes), summary))
+        if problem is not None:
+            raise SurgeryError(f"these weights do not load into {path}: {problem} "
+                               "(see caffe-surgery check)", file=str(weights_path))
 
 
 def _random_inputs(orig, conv, path, seed):

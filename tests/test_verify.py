@@ -219,3 +219,15 @@ def test_pspnet_convention_on_stride_3x3_resnet_is_not_exact(tmp_path):
     res5c = next(r for r in psp.blobs if r.blob == "res5c")
     assert res5c.rel_error > 100 * TOL
     assert not psp.passed, psp.format_text()
+
+
+def test_weights_that_do_not_load_are_named_before_any_engine_runs(tmp_path, capsys):
+    net = build("asymmetric", width=0.125, input_size=64)
+    other = build("mobilenet-mini", width=0.125, input_size=64)
+    orig, wrong = tmp_path / "orig.prototxt", tmp_path / "wrong.caffemodel"
+    save_prototxt(net, orig)
+    init_weights(other, wrong)
+    assert main(["verify", str(orig), str(orig), "--weights", str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "do not load" in err and "layer '" in err

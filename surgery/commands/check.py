@@ -13,7 +13,7 @@ declares none, give one with --input-shape data=1,3,224,224.
 
 import json
 
-from ..check import compare, format_report
+from ..check import compare, format_report, whole_shapes
 from ..errors import SurgeryError
 from ..io.caffemodel import read_caffemodel
 from .output import add_strict_argument, load
@@ -59,14 +59,6 @@ def expected_param_shapes(net_path, *, input_shapes=None, phase="TEST", args=Non
     analysis = analyse(loaded.net, input_shapes=input_shapes or None, phase=phase,
                        unknowns=loaded.unknowns)
     return whole_shapes(analysis.param_shapes)
-
-
-def whole_shapes(param_shapes):
-    """Param shapes with a partly open shape (a template's `${N}`) as None: unknown to compare."""
-    return {name: None if shapes is None else
-            [None if s is None or None in s else s for s in shapes]
-            for name, shapes in param_shapes.items()}
-
 
 
 def run(args):

@@ -76,9 +76,8 @@ def run(args):
                          input_shapes=shapes, unknowns=loaded.unknowns)
     check = None
     if args.weights:
-        from ..check import compare
+        from ..check import compare, whole_shapes
         from ..io.caffemodel import read_caffemodel
-        from .check import whole_shapes
 
         expected = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns).param_shapes
         check = compare(whole_shapes(expected), read_caffemodel(args.weights))

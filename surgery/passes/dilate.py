@@ -297,9 +297,17 @@ def _size_bound(analysis, node):
 
 
 def _collapses_to_point(analysis, node):
-    """A collapse whose output keeps its original shape on any map size (global pooling)."""
-    shapes = [analysis.shapes.get(t) for t in node.tops]
-    return all(s is not None and len(s) == 4 and s[2] == s[3] == 1 for s in shapes)
+    """A collapse whose output is 1x1 whatever the map size (global pooling); asked of the
+    registry on two stand-in sizes when the real ones are unknown."""
+    rule = rule_for(node.type)
+    known = [analysis.shapes.get(t) for t in node.tops]
+    if all(s is not None and None not in s for s in known):
+        return all(len(s) == 4 and s[2] == s[3] == 1 for s in known)
+    try:
+        outs = [rule.out_shapes(node.layer, [(1, 1, n, n)] * len(node.bottoms)) for n in (5, 9)]
+    except (SurgeryError, Unknown, ArithmeticError, IndexError, ValueError):
+        return False
+    return all(len(s) == 4 and tuple(s[2:]) == (1, 1) for run in outs for s in run)
 
 
 # ---------------------------------------------------------------------------
@@ -546,10 +554,16 @@ def _report(net, new, changes, notes, first, target, options, input_shapes, mult
     else:
         sizes = _exact_sizes(net, analysis, target, options, plan, removed=first.removed,
                              globalised=first.globalised, phase=first.phase, unknowns=unknowns)
-    grid = plan.grids.get(deepest)
-    if grid is not None:
-        notes.append(f"converted '{deepest}' at offset + factor*i equals the original at i, with "
-                     f"factor {tuple(grid.factor)} and offset {tuple(grid.offset)}")
+    order = [t for node in after.graph.nodes for t in node.tops]
+    shown = deepest if deepest in exact_blobs else next(
+        (b for b in reversed(order) if b in exact_blobs and plan.grids.get(b) is not None
+         and not plan.grids[b].identity), None)
+    if shown is not None and plan.grids.get(shown) is not None:
+        grid = plan.grids[shown]
+        notes.append(f"converted '{shown}' at offset + factor*i equals the original at i, with "
+                     f"factor {tuple(grid.factor)} and offset {tuple(grid.offset)}"
+                     + ("" if shown == deepest else f" (the deepest blob kept exact; "
+                                                    f"'{deepest}' is approximate)"))
     return DilateReport(changes, {b: g for b, g in plan.grids.items() if b in after.shapes},
                         exact_blobs, os_before, os_after,
                         g_before and g_before.rf, g_after and g_after.rf, deepest, sizes, notes)
