@@ -160,3 +160,12 @@ def test_unreadable_inputs(tmp_path, capsys, name, content, expect):
 def test_directory_input(tmp_path, capsys):
     assert main(["upgrade", str(tmp_path), "-o", str(tmp_path / "o.prototxt")]) == 2
     assert "directory" in _one_error_line(capsys)
+
+
+def test_a_solver_file_is_not_taken_for_an_empty_net(tmp_path, capsys):
+    src = _write(tmp_path, "solver.prototxt", 'net: "train.prototxt"\nbase_lr: 0.01\n')
+    for command in (["inspect", str(src)], ["upgrade", str(src), "-o", str(tmp_path / "o")]):
+        assert main(command) == 2
+        line = _one_error_line(capsys)
+        assert f"{src}:1:1:" in line and "solver" in line
+    assert not (tmp_path / "o").exists()

@@ -106,8 +106,14 @@ def _with_hint(exc, text, path):
 
 
 def _refuse_typos(binding, message, strict):
-    """Strict: every unknown field is an error. Otherwise only near-misses of a real field."""
+    """Strict: every unknown field is an error. Otherwise only near-misses of a real field,
+    and a file with no layers whose unknown fields are a solver's (a solver passed as a net)."""
+    solver_fields = message.DESCRIPTOR.file.message_types_by_name["SolverParameter"].fields_by_name
+    layerless = not len(message.layer) and not len(message.layers)
     for uf in binding.unknown_fields:
+        if layerless and not uf.path and uf.name in solver_fields:
+            raise SurgeryError(_unknown_field(uf.message_type, uf.name),
+                               file=uf.file, line=uf.line, col=uf.col)
         desc = _message_descriptor(message.DESCRIPTOR, uf.path)
         names = list(desc.fields_by_name) if desc is not None else []
         typo = difflib.get_close_matches(uf.name, names, n=1, cutoff=_TYPO_CUTOFF)
