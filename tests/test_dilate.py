@@ -371,3 +371,16 @@ def test_a_pyramid_branch_resampled_back_to_the_trunk_is_not_the_output_stride()
     with pytest.raises(SurgeryError) as err:       # at 8 the pyramid pooling sees the factor
         dilate(net, output_stride=8)
     assert err.value.layer == "pp"
+
+
+def test_diff_goes_into_json_and_works_with_dry_run(tmp_path, capsys):
+    src = tmp_path / "net.prototxt"
+    src.write_text(HEADER % (64, 64) + "".join(CHAIN))
+    out = tmp_path / "out.prototxt"
+    assert main(["dilate", str(src), "-s", "8", "-o", str(out), "--diff", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)        # stdout is one JSON object
+    assert "+" in data["diff"] and "dilation: 4" in data["diff"] and out.exists()
+    out.unlink()
+    assert main(["dilate", str(src), "-s", "8", "--dry-run", "--diff"]) == 0
+    printed = capsys.readouterr().out
+    assert "dilation: 4" in printed and not out.exists()

@@ -18,7 +18,8 @@ Pooling has no dilation field, so a pooling window after a removed stride cannot
 size stops the run under --head error (default); --head cut removes it, --head global
 turns its pooling into global pooling. --cut-after BLOB keeps only what computes BLOB.
 
-Exit status: 0 written, 2 bad input or impossible request (nothing is written).
+Exit status: 0 written; 1 when --weights do not load into the result (nothing is written);
+2 bad input or an impossible request (nothing is written).
 """
 
 import json
@@ -81,17 +82,21 @@ def run(args):
 
         expected = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns).param_shapes
         check = compare(whole_shapes(expected), read_caffemodel(args.weights))
-    if not args.dry_run and (check is None or check.ok):
-        write_net(args, loaded, new)
+    write = not args.dry_run and (check is None or check.ok)
+    diff = write_net(args, loaded, new, write=write) if (write or args.diff) else None
     if args.json:
         data = report.to_json()
         if check is not None:
             data["weights"] = check.to_dict()
+        if diff is not None:
+            data["diff"] = diff
         json.dump(data, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(format_changes(report))
         if check is not None:
             sys.stdout.write("weights: " + ("load into the result\n" if check.ok else
-                             "do NOT load into the result (run `caffe-surgery check` for details)\n"))
+                             "do NOT load into the result (run `caffe-surgery check` for details); "
+                             "nothing written\n"))
+        sys.stdout.write(diff or "")
     return 0 if check is None or check.ok else 1

@@ -82,13 +82,17 @@ def run(args):
         from ..io.caffemodel import read_caffemodel
 
         weight_entries(plan, read_caffemodel(args.weights))   # fits? (raises before writing)
-    if not args.dry_run:
-        if args.weights_out:
-            transplant(plan, args.weights, args.weights_out, in_place=args.in_place)
-        write_net(args, loaded, new)
+    if not args.dry_run and args.weights_out:
+        transplant(plan, args.weights, args.weights_out, in_place=args.in_place)
+    diff = write_net(args, loaded, new, write=not args.dry_run) \
+        if (not args.dry_run or args.diff) else None
     if args.json:
-        json.dump(plan.to_json(), sys.stdout, indent=1)
+        data = plan.to_json()
+        if diff is not None:
+            data["diff"] = diff
+        json.dump(data, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(format_plan(plan))
+        sys.stdout.write(diff or "")
     return 0

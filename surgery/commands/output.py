@@ -41,8 +41,10 @@ def add_output_arguments(parser):
         add_strict_argument(parser)
 
 
-def write_net(args, loaded, new, *, source=None):
-    """Render `new` as an edit of the input file and write it atomically to args.output.
+def write_net(args, loaded, new, *, source=None, write=True):
+    """Render `new` as an edit of the input file and (unless `write` is false, a dry run)
+    write it atomically to args.output. Returns the unified diff when --diff asked for
+    one, else None; the command prints it after its summary, or puts it in its JSON.
 
     `loaded` is the input's NetFile (a bare NetParameter is accepted from older callers;
     the file is then loaded again here)."""
@@ -52,7 +54,8 @@ def write_net(args, loaded, new, *, source=None):
     text, note = render(loaded, new, canonical=args.canonical)
     if note:
         print(f"caffe-surgery: note: {note}", file=sys.stderr)
-    write_atomic(args.output, text.encode("utf-8"), inputs=[source], in_place=args.in_place)
+    if write:
+        write_atomic(args.output, text.encode("utf-8"), inputs=[source], in_place=args.in_place)
     if args.diff:
-        sys.stdout.write(unified_diff(source, loaded.text, text, args.output))
-    return text
+        return unified_diff(source, loaded.text, text, args.output or "(not written)")
+    return None
