@@ -384,3 +384,19 @@ def test_diff_goes_into_json_and_works_with_dry_run(tmp_path, capsys):
     assert main(["dilate", str(src), "-s", "8", "--dry-run", "--diff"]) == 0
     printed = capsys.readouterr().out
     assert "dilation: 4" in printed and not out.exists()
+
+
+GLOBAL_CLASSIFIER = CHAIN + [
+    'layer { name: "gp" type: "Pooling" bottom: "c7" top: "gp" pooling_param { pool: AVE global_pooling: true } }\n',
+    'layer { name: "flat" type: "Flatten" bottom: "gp" top: "flat" }\n',
+    'layer { name: "fc" type: "InnerProduct" bottom: "flat" top: "fc" inner_product_param { num_output: 10 } }\n',
+    'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }\n']
+
+
+def test_a_classifier_behind_global_pooling_loads_but_head_cut_removes_it():
+    net = net_of(*GLOBAL_CLASSIFIER)
+    kept, report = dilate(net, output_stride=8)              # valid: weights still load
+    assert [l.name for l in kept.layer][-1] == "prob" and not report.exact
+    cut, report = dilate(net, output_stride=8, head="cut")
+    assert [l.name for l in cut.layer][-1] == "c7" and report.exact
+    assert {c.layer for c in report.changes if c.action == "remove"} == {"gp", "flat", "fc", "prob"}

@@ -432,7 +432,11 @@ def _plan_phase(net, phase, output_stride, options, *, head, cut_after, input_sh
             f"output stride {output_stride} is not reachable: layer '{exc.args[0]}' would have to "
             f"keep part of its stride; reachable output strides: {', '.join(map(str, ok))}") from None
     globalised = set()
-    head_nodes = heads.find_head(analysis, plan.broken, removed)
+    seeds = list(plan.broken)
+    if head == "cut":     # a classifier behind global pooling loads, but the user wants it gone
+        pools = [node for node, _ in plan.approximate.values()]
+        seeds += [n for n in heads.classifiers_after(analysis, pools) if n not in seeds]
+    head_nodes = heads.find_head(analysis, seeds, removed)
     if head_nodes:
         names = ", ".join(n.name for n in head_nodes)
         if head == "error":

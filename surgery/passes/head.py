@@ -3,7 +3,8 @@
 A classifier head stops being valid after the rewrite because its weights are sized for
 the original map (an InnerProduct on a C x H x W blob). The head is those layers, all
 that is computed from them, and the parameter-free layers that only feed them back to
-the pooling that made their input (ResNet's 7x7 pool5, VGG's pool5).
+the pooling that made their input (ResNet's 7x7 pool5, VGG's pool5). A classifier behind
+global pooling still loads (and is kept, approximate) unless the user asks to cut heads.
 """
 
 from ..errors import SurgeryError
@@ -55,9 +56,29 @@ def _feeders(analysis, node, head_names):
             break   # the blob is also used outside the head: keep it
         found.extend(writers)
         rule = rule_for(producer.type)
-        if rule.role_of(producer.layer) == "window" or not producer.bottoms:
-            break
+        role = rule.role_of(producer.layer)
+        if role == "window" or (role == "collapse" and not rule.view) or not producer.bottoms:
+            break   # the pooling that made the classifier's input: the head starts here
         blob = producer.bottoms[0]
+    return found
+
+
+def classifiers_after(analysis, pools):
+    """Fully connected layers fed by these (global) poolings through views and pointwise
+    layers: a classifier that still loads after the rewrite, but that --head cut removes."""
+    graph = analysis.graph
+    found, frontier, seen = [], [t for p in pools for t in p.tops], set()
+    while frontier:
+        blob = frontier.pop()
+        if blob in seen:
+            continue
+        seen.add(blob)
+        for node in graph.consumers(blob):
+            rule = rule_for(node.type)
+            if rule.fully_connected:
+                found.append(node)
+            elif rule.view or rule.role_of(node.layer) == "pointwise":
+                frontier.extend(node.tops)
     return found
 
 
