@@ -173,7 +173,8 @@ def format_changes(report):
             elif c.action == "keep":
                 what = "unchanged"
             else:
-                what = "removed"
+                lines.append(f"  {c.layer:<{width}}  {c.type:<{kinds}}  removed")
+                continue
             status = "exact" if c.exact else "APPROXIMATE"
             note = f"  ({c.note})" if c.note and c.action != "remove" else ""
             lines.append(f"  {c.layer:<{width}}  {c.type:<{kinds}}  {status:<11}  {what}{note}")
