@@ -287,7 +287,7 @@ def test_new_field_follows_space_indentation():
     assert removed == [] and added == [f"{indent}dilation: 2\n"]
 
 
-def test_remove_layer_removes_exactly_its_block():
+def test_remove_layer_removes_exactly_its_block_and_separator():
     text = corpus("resnet_kaiming/ResNet-101-deploy.prototxt")
     doc = Document.parse(text, "r101.prototxt")
     doc.remove_layer("res5c_relu")
@@ -299,7 +299,10 @@ def test_remove_layer_removes_exactly_its_block():
     end = start
     while lines[end] != "}\n":
         end += 1
-    assert added == [] and removed == lines[start:end + 1]
+    if not lines[start - 1].strip():      # its separating blank line goes with it
+        start -= 1
+    assert added == [] and len(removed) == end + 1 - start
+    assert doc.to_text() == "".join(lines[:start] + lines[end + 1:])
     assert "res5c_relu" not in doc.layer_names()
 
 

@@ -359,8 +359,13 @@ class Document:
         starts = prev is None or prev.trail.endswith("\n")
         ends = last.trail.endswith("\n") or (nxt is self.eof and not nxt.lead)
         if starts and ends:
-            keep = first.lead[:first.lead.rfind("\n") + 1]
-            nxt.lead = keep + nxt.lead
+            keep = first.lead[:first.lead.rfind("\n") + 1].splitlines(True)
+            comments = [line for line in keep if line.strip()]
+            # The block's own separator line goes with it unless nothing else separates.
+            blank_after = any(not line.strip() for line in nxt.lead.split("\n")[:-1])
+            if any(not line.strip() for line in keep) and not blank_after:
+                comments.insert(0, self.newline)
+            nxt.lead = "".join(comments) + nxt.lead
         elif ends:
             tail = last.trail.lstrip(" \t")
             prev.trail = prev.trail.rstrip(" \t") + (" " + tail if tail.startswith("#") else tail)
