@@ -183,7 +183,15 @@ class UnknownRule(LayerRule):
     def out_shapes(self, layer, in_shapes):
         if layer.type == "Python":
             raise Unknown("Python layer: its outputs are defined by user code")
-        raise Unknown(f"type '{layer.type}' is not in the registry")
+        raise Unknown(f"type '{layer.type}' is not in the registry{type_hint(layer.type)}")
+
+
+def type_hint(type_string):
+    """'; did you mean "Convolution"?' for a near-miss of a known type, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(type_string, known_types(), n=1, cutoff=0.8)
+    return f'; did you mean "{close[0]}"?' if close else ""
 
 
 class Pointwise(LayerRule):

@@ -468,3 +468,8 @@ def test_data_layer_label_follows_the_given_image_size():
     assert a.out_shapes["loss"] == [] and not a.stopped
     a = run('layer { name: "d" type: "Data" top: "data" top: "label" }', input_shapes={"data": (4, 3, 8, 8)})
     assert a.shapes["label"] == (4,)
+
+
+def test_a_misspelt_type_gets_a_suggestion():
+    a = run(inp(1, 3, 8, 8) + layer("c1", "Convolutoin", "data", body=conv_body(num_output=2, kernel_size=3)))
+    assert 'did you mean "Convolution"' in a.stopped["c1"]

@@ -21,6 +21,18 @@ NAME = "verify"
 HELP = "compare a converted net with its original on random input"
 
 
+def _tolerance(text):
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("the tolerance must be zero or positive")
+    return value
+
+
 def add_arguments(parser):
     parser.add_argument("original", metavar="ORIGINAL.prototxt")
     parser.add_argument("converted", metavar="CONVERTED.prototxt")
@@ -32,7 +44,7 @@ def add_arguments(parser):
                         help="also compare this blob (repeatable)")
     parser.add_argument("--engine", choices=("opencv", "caffe"), default="opencv",
                         help="forward engine (default opencv)")
-    parser.add_argument("--tol", type=float, default=1e-4,
+    parser.add_argument("--tol", type=_tolerance, default=1e-4,
                         help="relative tolerance: max|err| / max|original| (default 1e-4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input")
     parser.add_argument("--strict", action="store_true",

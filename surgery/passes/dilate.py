@@ -20,7 +20,7 @@ from typing import NamedTuple
 from ..analysis import analyse
 from ..errors import SurgeryError
 from ..graph import described_phases
-from ..layers import Unknown, rule_for
+from ..layers import Unknown, rule_for, type_hint
 from ..pair import Pair, Window
 from . import head as heads
 
@@ -418,11 +418,12 @@ def _plan_phase(net, phase, output_stride, options, *, head, cut_after, input_sh
     if max(before) <= output_stride and not removed:
         blind = _geometry_stops(analysis)
         if blind:
+            why = (analysis.stopped.get(blind.name) or f"type '{blind.type}' is not in the "
+                   f"registry{type_hint(blind.type)}")
             raise SurgeryError(
-                f"the stride after layer '{blind.name}' ({blind.type}) is unknown, so the output "
-                f"stride cannot be checked against {output_stride}; nothing can be rewritten "
-                "through it (give the field a value, or --cut-after a blob before it)",
-                layer=blind.name)
+                f"the stride after this layer is unknown ({why}), so the output stride cannot "
+                f"be checked against {output_stride}; nothing can be rewritten through it "
+                "(--cut-after a blob before it)", layer=blind.name)
         return None
     try:
         plan = _plan(analysis, output_stride, options, removed=removed)
