@@ -9,7 +9,7 @@ import pytest
 from surgery.cli import main
 from surgery.io.netfile import load_net
 from surgery.io.preserve import render
-from surgery.io.prototxt import parse_prototxt
+from surgery.io.prototxt import format_prototxt, parse_prototxt
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 RESNET101 = CORPUS / "resnet_kaiming" / "ResNet-101-deploy.prototxt"
@@ -219,3 +219,23 @@ def test_deeplab_v1_template_keeps_v1_hole_and_placeholders(tmp_path, capsys):
     text = out.read_text()
     assert "layers {" in text and "dilation" not in text and "hole: 4" in text
     assert "num_output: ${NUM_LABELS}" in text and 'name: "fc8_${EXP}"' in text
+
+
+def test_a_layer_rewritten_under_a_new_name_is_edited_in_place(tmp_path, capsys):
+    """fcn renames fc6 to fc6-conv and changes its type: the block is edited where it
+    stands, comments around it stay, and no canonical fallback is needed."""
+    from surgery.cli import main
+    from surgery.initweights import init_weights
+    from surgery.models import build
+
+    net = build("vgg16", width=0.125, fc_width=32, input_size=64)
+    src = tmp_path / "vgg.prototxt"
+    src.write_text("# VGG, commented\n" + format_prototxt(net))
+    init_weights(net, tmp_path / "w.caffemodel")
+    out = tmp_path / "fcn.prototxt"
+    assert main(["fcn", str(src), "--weights", str(tmp_path / "w.caffemodel"), "-o", str(out),
+                 "--weights-out", str(tmp_path / "fcn.caffemodel")]) == 0
+    assert "note:" not in capsys.readouterr().err
+    text = out.read_text()
+    assert text.startswith("# VGG, commented\n")
+    assert 'name: "fc6-conv"' in text and "inner_product_param" not in text

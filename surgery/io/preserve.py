@@ -110,12 +110,16 @@ def _edit_net_fields(doc, old, new):
 def _edit_layers(doc, nodes, written, old_layers, new_layers, uses_hole):
     """Apply layer removals and field edits; returns the indices of removed layers."""
     j, removed = 0, set()
+    old_names = {layer.name for layer in old_layers}
+    new_names = {layer.name for layer in new_layers}
     for i, (node, as_written, old) in enumerate(zip(nodes, written, old_layers)):
         new = new_layers[j] if j < len(new_layers) else None
-        if new is None or new.name != old.name:
+        replaced = new is not None and old.name not in new_names and new.name not in old_names
+        if new is None or (new.name != old.name and not replaced):
             doc.remove_layer(node)
             removed.add(i)
             continue
+        # Same name, or a layer rewritten in place under a new name (fc6 -> fc6-conv).
         j += 1
         if new == old:
             continue
