@@ -72,6 +72,15 @@ class Graph:
     def __contains__(self, name):
         return name in self._by_name
 
+    def blobs_in_run_order(self):
+        """Blobs in the order their last writer runs (an in-place chain counts at its end)."""
+        order = {}
+        for node in self.nodes:
+            for top in node.tops:
+                order.pop(top, None)
+                order[top] = None
+        return list(order)
+
     def downstream_blobs(self, layer_names):
         """Blobs written by the named layers or computed from them (in file order)."""
         tainted = set()

@@ -125,13 +125,7 @@ def _convert(net, key, stride, shapes):
 
 
 def _order(net):
-    """Blobs in the order their last writer runs (so in-place chains count at their end)."""
-    order = {}
-    for node in analyse(net).graph.nodes:
-        for top in node.tops:
-            order.pop(top, None)
-            order[top] = None
-    return list(order)
+    return analyse(net).graph.blobs_in_run_order()
 
 
 def _checked_blobs(new, report, inputs):

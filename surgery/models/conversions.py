@@ -64,14 +64,8 @@ def _code(names, limit=3):
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _blob_order(net):
-    """Blobs in the order their last writer runs."""
-    order = {}
-    for node in analyse(net).graph.nodes:
-        for top in node.tops:
-            order.pop(top, None)
-            order[top] = None
-    return list(order)
+def _run_order(net):
+    return analyse(net).graph.blobs_in_run_order()
 
 
 def _describe(conversion):
@@ -82,7 +76,7 @@ def _describe(conversion):
         if not approximate:
             return "exact"
         return f"exact at `{report.deepest}`; approximate after it: {_code(approximate)}"
-    exact = [b for b in _blob_order(conversion.net) if b in report.exact_blobs]
+    exact = [b for b in _run_order(conversion.net) if b in report.exact_blobs]
     upto = f"; exact up to `{exact[-1]}`" if exact else ""
     return f"approximate (pooling {conversion.pooling}){upto}; approximate: {_code(approximate)}"
 
