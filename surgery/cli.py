@@ -19,7 +19,14 @@ COMMANDS = [
 ]
 
 
-def build_parser():
+def _command_name(module_name):
+    return module_name.replace("_", "-")
+
+
+def build_parser(only=None):
+    """The argument parser. With `only` (the command on the command line), only that
+    command's module is imported, so a run does not pay for every command's imports;
+    the others are listed by name and loaded when the full help is asked for."""
     parser = argparse.ArgumentParser(
         prog="caffe-surgery",
         description="Model surgery for Caffe networks: dilate a backbone to a smaller "
@@ -28,6 +35,9 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
+        if only is not None and _command_name(name) != only:
+            sub.add_parser(_command_name(name))
+            continue
         module = importlib.import_module(f"surgery.commands.{name}")
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +47,9 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    names = {_command_name(n) for n in COMMANDS}
+    parser = build_parser(only=argv[0] if argv and argv[0] in names else None)
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
