@@ -88,4 +88,18 @@ def save(obj, path, *, inputs=(), in_place=False):
     )
 
 
-__all__ = ["__version__", "load", "save"]
+def analyse(net, **options):
+    """Shapes, strides, receptive fields and costs of a net: `surgery.analysis.analyse`."""
+    from .analysis import analyse as run
+
+    return run(net, **options)
+
+
+def dilate(net, *, output_stride, **options):
+    """(new_net, report) at a smaller output stride: `surgery.passes.dilate.dilate`."""
+    from .passes.dilate import dilate as run
+
+    return run(net, output_stride=output_stride, **options)
+
+
+__all__ = ["__version__", "load", "save", "analyse", "dilate"]

@@ -400,3 +400,15 @@ def test_a_classifier_behind_global_pooling_loads_but_head_cut_removes_it():
     cut, report = dilate(net, output_stride=8, head="cut")
     assert [l.name for l in cut.layer][-1] == "c7" and report.exact
     assert {c.layer for c in report.changes if c.action == "remove"} == {"gp", "flat", "fc", "prob"}
+
+
+def test_package_level_api(tmp_path):
+    import surgery
+
+    src = tmp_path / "net.prototxt"
+    src.write_text(HEADER % (64, 64) + "".join(CHAIN))
+    net = surgery.load(src)
+    new, report = surgery.dilate(net, output_stride=8)
+    assert report.exact and surgery.analyse(new).geometry["c7"].stride == (8, 8)
+    surgery.save(new, tmp_path / "out.prototxt")
+    assert surgery.load(tmp_path / "out.prototxt") == new
