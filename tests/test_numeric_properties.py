@@ -138,9 +138,12 @@ def _inception_block(draw, b, name, src, channels):
 
 def _stem_block(draw, b, name, src, channels):
     """Strided conv then a strided MAX pool (CEIL), as in ResNet and SqueezeNet stems: the
-    pool's partial last window is what the extra pad and the grid offset are about."""
+    pool's partial last window is what the extra pad and the grid offset are about. The
+    conv may have stride 4 (AlexNet's conv1), the one stride a target can split (keep 2)."""
     top = b.conv(name + "_conv", src, num_output=draw(st.integers(2, 4)),
-                 kernel=_axis_pair(draw, st.integers(3, 5)), stride=_axis_pair(draw, st.integers(1, 2)))
+                 kernel=_axis_pair(draw, st.integers(3, 5)),
+                 stride=_axis_pair(draw, st.sampled_from([1, 2, 2, 4])),
+                 pad=_axis_pair(draw, st.integers(0, 2)))
     b.relu(name + "_relu", top)
     kernel = _axis_pair(draw, st.integers(2, 3))
     return b.pool(name, top, kernel=kernel, stride=_axis_pair(draw, st.integers(2, 3)),
