@@ -24,11 +24,22 @@ class Engine:
     # Layer types this engine is known to compute differently from Caffe: type -> how.
     differs_from_caffe = {}
 
+    # Layer settings this engine is known to miscompute: type -> check(layer) -> reason or None.
+    miscomputes = {}
+
     def caveats(self, *nets):
-        """One line per layer type in `nets` that this engine does not compute as Caffe does."""
+        """One line per layer type, or layer, in `nets` that this engine does not compute
+        as Caffe does: its numbers there say nothing about the conversion."""
         types = {layer.type for net in nets for layer in net.layer}
-        return [f"{self.name} computes {t} differently from Caffe: {how}"
-                for t, how in sorted(self.differs_from_caffe.items()) if t in types]
+        lines = [f"{self.name} computes {t} differently from Caffe: {how}"
+                 for t, how in sorted(self.differs_from_caffe.items()) if t in types]
+        for net in nets:
+            for layer in net.layer:
+                check = self.miscomputes.get(layer.type)
+                reason = check(layer) if check else None
+                if reason and not any(f"'{layer.name}'" in line for line in lines):
+                    lines.append(f"{self.name} miscomputes layer '{layer.name}': {reason}")
+        return lines
 
     def run(self, prototxt_path, caffemodel_path, inputs, blobs):
         """{blob: ndarray} for each of `blobs`, after feeding `inputs` ({name: ndarray})."""
@@ -66,6 +77,7 @@ class OpenCVEngine(Engine):
         "Axpy": "a*bottom[2] + bottom[1] where SENet's layer computes a*bottom[1] + bottom[2] "
                 "(both nets run the same variant, so a rewrite check still holds)",
     }
+    miscomputes = {"Convolution": lambda layer: _depthwise_3x3_gap(layer)}
 
     def __init__(self, *, threads=2):
         try:
@@ -92,6 +104,8 @@ class OpenCVEngine(Engine):
         # Fusion writes Concat inputs straight into the Concat buffer (and folds ReLU
         # into convolutions), so the intermediate blobs verify reads would be wrong.
         net.enableFusion(False)
+        if hasattr(net, "enableWinograd"):   # its 3x3 fast path adds ~1e-4 rounding error
+            net.enableWinograd(False)
         net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         for name, array in inputs.items():
@@ -166,3 +180,19 @@ def _cv_message(exc):
     """The useful last line of a cv2.error."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
+
+
+def _depthwise_3x3_gap(layer):
+    """OpenCV 4.x's depthwise 3x3 path is wrong with pad_w 1 and dilation_w > 1 (measured
+    against a float64 reference; see tests/test_numeric_properties.py)."""
+    from .layers import rule_for
+
+    cp = layer.convolution_param
+    try:
+        window = rule_for(layer.type).window(layer)
+    except SurgeryError:
+        return None
+    if cp.group > 1 and cp.group == cp.num_output and window.kernel == (3, 3) \
+            and window.pad.w == 1 and window.dilation.w > 1:
+        return "depthwise 3x3 with pad_w 1 and dilation_w > 1 (an OpenCV bug)"
+    return None

@@ -121,3 +121,18 @@ def test_opencv_engine_names_the_layer_types_it_computes_differently():
     assert engine.caveats(plain) == []
     (line,) = engine.caveats(plain, se)
     assert "Axpy" in line and "bottom[1]" in line
+
+
+def test_opencv_engine_names_the_depthwise_layers_it_miscomputes():
+    from surgery.engine import get_engine
+    from surgery.io.prototxt import parse_prototxt
+
+    def net(pad, dilation, group):
+        return parse_prototxt(
+            f'layer {{ name: "dw" type: "Convolution" bottom: "a" top: "b" convolution_param '
+            f'{{ num_output: 4 group: {group} kernel_size: 3 pad: {pad} dilation: {dilation} }} }}')
+
+    engine = get_engine("opencv")
+    (line,) = engine.caveats(net(1, 2, 4))
+    assert "'dw'" in line and "depthwise" in line
+    assert engine.caveats(net(2, 2, 4)) == [] and engine.caveats(net(1, 2, 1)) == []
