@@ -28,7 +28,6 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from measure import cli_argv, measure  # noqa: E402
-from models import write_vgg_like  # noqa: E402
 
 PY = sys.executable
 # Child scripts that also time the read itself, without interpreter start-up and imports.

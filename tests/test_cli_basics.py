@@ -1,14 +1,13 @@
 """The CLI frame through `upgrade`: exit codes, one-line errors, no stray outputs."""
 
 import re
-from pathlib import Path
 
 import pytest
 
 from surgery.cli import main
 from surgery.io.prototxt import load_prototxt, parse_prototxt
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import CORPUS
 VGG = CORPUS / "vgg" / "VGG_ILSVRC_16_layers_deploy.prototxt"
 
 V1_NET = """name: "tiny"

@@ -16,7 +16,6 @@ with and without Caffe's partial CEIL pooling window, NOTES §2):
 Slow by design (about 50 s on 2 cores); weights are drawn once per net and size.
 """
 
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -34,7 +33,7 @@ cv2 = pytest.importorskip("cv2")
 
 pytestmark = pytest.mark.slow
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import CORPUS
 TOL = 1e-4
 
 

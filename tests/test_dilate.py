@@ -2,7 +2,6 @@
 MSRA ResNet-101 conversion DeepLab v2 made by hand. Numeric proof is in test_verify.py."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,11 +10,11 @@ from surgery.check import compare
 from surgery.cli import main
 from surgery.errors import SurgeryError
 from surgery.io.caffemodel import read_caffemodel, write_caffemodel
-from surgery.io.prototxt import format_prototxt, load_prototxt, parse_prototxt
+from surgery.io.prototxt import load_prototxt, parse_prototxt
 from surgery.layers import rule_for
 from surgery.passes.dilate import approximate_layers, dilate
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import CORPUS
 
 HEADER = 'name: "t"\nlayer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: %d dim: %d } } }\n'
 

@@ -3,7 +3,6 @@ placeholders, unknown fields, and edits that touch only the lines they must."""
 
 import difflib
 import re
-from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
@@ -12,7 +11,7 @@ from surgery import caffe_pb2
 from surgery.errors import SurgeryError
 from surgery.io.document import Document, Raw
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import CORPUS
 PLACEHOLDER = re.compile(r"\$\{[^}]*\}")
 
 

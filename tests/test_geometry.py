@@ -1,9 +1,7 @@
 """Receptive field, stride and centre offset per blob; join alignment; FLOPs and memory."""
 
 import time
-from pathlib import Path
 
-import pytest
 from google.protobuf import text_format
 
 from surgery import caffe_pb2
@@ -11,7 +9,7 @@ from surgery.analysis import analyse
 from surgery.geometry import ORIGIN, Geometry, apply_window
 from surgery.pair import Pair, Window
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import corpus_net as corpus
 
 
 def run(text, **kw):
@@ -122,12 +120,6 @@ def test_flops_params_and_memory():
     assert t.activations == 3 * 32 * 32 + 8 * 32 * 32 + 10 and t.complete
 
 
-def corpus(rel):
-    path = CORPUS / rel
-    if not path.exists():
-        pytest.skip(f"corpus file {rel} not available")
-    from surgery.io.prototxt import load_prototxt
-    return load_prototxt(path)
 
 
 def test_resnet101_receptive_fields():

@@ -1,7 +1,6 @@
 """`caffe-surgery inspect`: table and JSON output, input-shape parsing, exit codes."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -9,7 +8,7 @@ from surgery.analysis import parse_input_shapes
 from surgery.cli import main
 from surgery.errors import SurgeryError
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import CORPUS
 
 NET = """name: "tiny"
 layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }

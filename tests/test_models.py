@@ -9,7 +9,7 @@ from surgery import caffe_pb2
 from surgery.models import MODELS, build, write_models
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import CORPUS
 
 CORPUS_FILES = {
     "resnet50": "resnet_kaiming/ResNet-50-deploy.prototxt",

@@ -2,7 +2,6 @@
 
 import difflib
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,7 +10,7 @@ from surgery.io.netfile import load_net
 from surgery.io.preserve import render
 from surgery.io.prototxt import format_prototxt, parse_prototxt
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import CORPUS
 RESNET101 = CORPUS / "resnet_kaiming" / "ResNet-101-deploy.prototxt"
 DEEPLAB_V1 = CORPUS / "deeplab_v1" / "DeepLab-LargeFOV_test.prototxt"
 

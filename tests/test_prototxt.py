@@ -1,6 +1,5 @@
 """Prototxt reading/writing: corpus round trips and the one-line error messages."""
 
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,7 @@ from surgery.io.prototxt import (
     save_prototxt,
 )
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import CORPUS
 
 
 def _corpus_nets():

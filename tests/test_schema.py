@@ -13,7 +13,7 @@ from google.protobuf import text_format
 from surgery import caffe_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import CORPUS
 
 
 # --- (a) drift: the committed gencode matches proto/caffe.proto -------------

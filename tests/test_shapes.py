@@ -1,7 +1,6 @@
 """Caffe-exact shape and param-shape inference, one tiny text-built net per rule,
 then checkpoints on real corpus nets derived by hand from their declared inputs."""
 
-from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
@@ -12,7 +11,7 @@ from surgery.errors import SurgeryError
 from surgery.layers import pool_has_extra_window, pool_out_size, rule_for
 from surgery.pair import Pair, Window
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import corpus_net as corpus
 
 
 def net(text):
@@ -333,12 +332,6 @@ def test_in_place_shape_change_is_refused():
 
 # --- real nets ------------------------------------------------------------
 
-def corpus(rel):
-    path = CORPUS / rel
-    if not path.exists():
-        pytest.skip(f"corpus file {rel} not available")
-    from surgery.io.prototxt import load_prototxt
-    return load_prototxt(path)
 
 
 def test_alexnet_conv1():

@@ -42,7 +42,7 @@ cv2 = pytest.importorskip("cv2")
 
 pytestmark = pytest.mark.slow
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import CORPUS
 
 # Input sizes (H, W) per corpus file; "declared" is the file's own size. Odd non-square
 # sizes leave partial CEIL windows and catch swapped axes. Nets whose fully connected

@@ -1,7 +1,6 @@
 """Shell templates and unknown fields: loaded, analysed and rewritten without guessing."""
 
 import re
-from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
@@ -12,7 +11,7 @@ from surgery.cli import main
 from surgery.errors import SurgeryError
 from surgery.io.netfile import load_net
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import CORPUS
 DEEPLAB_V2 = CORPUS / "deeplab_v2" / "vgg16_train.prototxt"
 DEEPLAB_V1 = CORPUS / "deeplab_v1" / "DeepLab-LargeFOV_test.prototxt"
 

@@ -1,7 +1,6 @@
 """Legacy upgrade: V1 layers, input header, DeepLab hole; real corpus nets and small cases."""
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -10,7 +9,7 @@ from surgery.errors import SurgeryError
 from surgery.io.prototxt import format_prototxt, load_prototxt, parse_prototxt
 from surgery.io.upgrade import upgrade_net
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from _corpus import CORPUS
 VGG = CORPUS / "vgg" / "VGG_ILSVRC_16_layers_deploy.prototxt"
 LARGEFOV = CORPUS / "deeplab_v1" / "DeepLab-LargeFOV_test.prototxt"
 

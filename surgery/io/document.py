@@ -13,7 +13,7 @@ from google.protobuf import text_encoding
 
 from ..errors import SurgeryError
 from . import binding as _binding
-from .tokens import Message, Token, Value, parse_tokens
+from .tokens import Token, Value, parse_tokens
 
 _LAYER_KEYS = ("layer", "layers")
 

@@ -26,7 +26,6 @@ input channels of every converted layer that reads the decimated blob. Decimatio
 approximation (a different, smaller net); the change list says so.
 """
 
-import math
 import re
 from typing import NamedTuple, Optional
 
