@@ -13,7 +13,9 @@ Roles (DESIGN.md): source, pointwise, window, join, collapse, resample, sink, un
 import math
 
 from .errors import SurgeryError
+from .grid import SAME
 from .pair import Pair, Window
+from .regrid import APPROXIMATE, Regrid, window_regrid
 
 
 class Unknown(Exception):
@@ -175,6 +177,57 @@ class LayerRule:
 
     def flops(self, layer, in_shapes, out_shapes):
         return 0
+
+    # -- regridding (see regrid.py) ------------------------------------------------
+
+    def regrid(self, layer, step):
+        """How this layer moves to the grid its input now lives on. By role: a window
+        follows the exact rule; pointwise layers, joins and sources keep their input's
+        grid; anything else is unchanged while its input is, and otherwise must be a
+        head (weights sized for the map), a collapse to one point or a sink (approximate
+        over the denser map), or stops the run."""
+        role = self.role_of(layer)
+        if role == "window":
+            return window_regrid(self, layer, step)
+        if role in ("pointwise", "join", "source") or step.grid_in.identity:
+            return Regrid(grid=step.grid_in)
+        if self.size_bound(layer, step.in_shapes):
+            return Regrid(grid=SAME, head=True)
+        if self.collapses_to_point(layer, step.out_shapes, len(step.in_shapes)):
+            return Regrid(grid=SAME, status=APPROXIMATE, note=(
+                "pools over the denser map, so it also sees positions the original never "
+                "computed (approximate)"))
+        if role == "sink":
+            return Regrid(grid=SAME, status=APPROXIMATE,
+                          note="computed over the denser map (approximate)")
+        why = {"unknown": "its type is not in the registry, so what it does on a denser map "
+                          "is unknown",
+               "collapse": "it reshapes or collapses the map, so its output depends on the "
+                           "map size"}.get(role, "it resamples the grid by its own rule")
+        return Regrid(grid=SAME, issue=(f"{layer.type} after a removed stride has no exact "
+                                        f"rewrite ({why}); stop before it with --cut-after BLOB"))
+
+    def size_bound(self, layer, in_shapes):
+        """Whether the weight shapes depend on the input's spatial size (InnerProduct on a
+        map): param_shapes asked with the real input and with one a pixel larger."""
+        if not in_shapes or any(s is None or None in s for s in in_shapes):
+            in_shapes = [(1, 1, 3, 3)] * max(len(in_shapes), 1)
+        grown = [tuple(s[:2]) + tuple(d + 1 for d in s[2:]) for s in in_shapes]
+        try:
+            return self.param_shapes(layer, in_shapes) != self.param_shapes(layer, grown)
+        except (SurgeryError, Unknown, ArithmeticError, IndexError, ValueError):
+            return False
+
+    def collapses_to_point(self, layer, out_shapes, bottoms):
+        """Whether the output is 1x1 whatever the map size (global pooling); asked on two
+        stand-in sizes when the real ones are unknown."""
+        if out_shapes and all(s is not None and None not in s for s in out_shapes):
+            return all(len(s) == 4 and s[2] == s[3] == 1 for s in out_shapes)
+        try:
+            runs = [self.out_shapes(layer, [(1, 1, n, n)] * bottoms) for n in (5, 9)]
+        except (SurgeryError, Unknown, ArithmeticError, IndexError, ValueError):
+            return False
+        return all(len(s) == 4 and tuple(s[2:]) == (1, 1) for run in runs for s in run)
 
 
 class UnknownRule(LayerRule):

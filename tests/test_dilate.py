@@ -148,14 +148,27 @@ def test_pspnet_convention_dilates_the_formerly_strided_layer_and_says_so():
     assert approximate_layers(net, new) == set()
 
 
-def test_multi_grid_multiplies_the_stage_rate():
-    blocks = [conv("c1", "data", 3, 2), conv("c2", "c1", 3, 2)] + \
-             [conv(f"u{i}", f"u{i - 1}" if i else "c2", 3, 1) for i in range(4)]
-    net = net_of(*blocks)
-    new, report = dilate(net, output_stride=2, multi_grid=[1, 2, 4])
-    assert [window(new, f"u{i}").dilation.h for i in range(4)] == [2, 4, 8, 2]
-    assert [window(new, f"u{i}").pad.h for i in range(4)] == [2, 4, 8, 2]
+# A pre-activation stage: the stride sits on the first unit's 3x3 (c2), two more units follow.
+STAGE = [conv("c1", "data", 3, 2), conv("c2", "c1", 3, 2), conv("u0", "c2", 3, 1),
+         conv("u1", "u0", 3, 1)]
+
+
+@pytest.mark.parametrize("convention,rates", [("exact", [1, 4, 8]), ("pspnet", [2, 4, 8])])
+def test_multi_grid_multiplies_every_unit_from_the_one_that_lost_its_stride(convention, rates):
+    """DeepLab v3's definition: unit i gets its rate times grid[i], unit 1 being the one
+    whose stride was removed (pspnet + 1,2,4 at factor 4 is PSP ResNet-101-v2's 4, 8, 16)."""
+    new, report = dilate(net_of(*STAGE), output_stride=2, multi_grid=[1, 2, 4],
+                         convention=convention)
+    assert [window(new, n).dilation.h for n in ("c2", "u0", "u1")] == rates
+    assert [window(new, n).pad.h for n in ("c2", "u0", "u1")] == rates
     assert not report.exact
+
+
+@pytest.mark.parametrize("grid", [[1, 2], [1, 2, 4, 8]])
+def test_multi_grid_of_the_wrong_length_lists_the_units(grid):
+    with pytest.raises(SurgeryError) as err:
+        dilate(net_of(*STAGE), output_stride=2, multi_grid=grid)
+    assert "3 units (c2, u0, u1)" in str(err.value)
 
 
 CLASSIFIER = CHAIN + [pool("pool5", "c7", 2, 1, kind="AVE"),

@@ -248,7 +248,8 @@ def test_dilate_to_16_after_fcn_is_exact_to_fc8(vgg96):
     grid = report.grids["fc8"]
     assert grid.factor == (2, 2)
     h, w = coarse.shape[2:]
-    sampled = fine[:, :, grid.offset.h::grid.factor.h, grid.offset.w::grid.factor.w][:, :, :h, :w]
+    (oh, ow), (fh, fw) = (int(o) for o in grid.offset), (int(f) for f in grid.factor)
+    sampled = fine[:, :, oh::fh, ow::fw][:, :, :h, :w]
     assert sampled.shape == coarse.shape
     _close(sampled, coarse)
 

@@ -236,6 +236,12 @@ def derived_grid(orig, conv, blob):
     return factor, offset
 
 
+def whole(values):
+    """A grid's Fractions as ints (a dense conversion's grid is whole-numbered)."""
+    assert all(v.denominator == 1 for v in values), values
+    return tuple(int(v) for v in values)
+
+
 def on_grid_error(a, b, factor, offset):
     """(relative error, compared positions) of converted `b` at offset + factor*i
     against original `a` at i; relative to max |a|, absolute when `a` is all zero."""
@@ -280,7 +286,7 @@ def failed_claims(net, new, report, *, seed=0):
         if grid is None:
             problems.append((blob, None, None, "exact but the report gives no grid"))
             continue
-        factor, offset = tuple(grid.factor), tuple(grid.offset)
+        factor, offset = whole(grid.factor), whole(grid.offset)
         derived = derived_grid(orig, conv, blob)
         if derived != (factor, offset):
             problems.append((blob, factor, offset, f"geometry says {derived}"))

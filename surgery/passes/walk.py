@@ -1,0 +1,179 @@
+"""The one forward walk that every conversion shares, and its record of what changed.
+
+A pass is a *policy*: which strides go or come back, which layers become something
+else. The walk visits the layers of one phase in file order, keeps each blob's grid
+(grid.Grid: where converted samples sit on the original's) and whether the blob still
+holds the original numbers on that grid, and asks, per layer, the policy first
+(`policy.visit`) and else the layer's registry rule (`rule.regrid`) how the layer
+changes. Joins must see one grid on all inputs.
+
+`convert(net, policy, ...)` runs the walk in every phase the file describes, checks
+that the phases agree on every layer they share, and returns the new net (edits
+addressed by layer name) with one list of `Change`s.
+"""
+
+from typing import NamedTuple
+
+from ..analysis import analyse
+from ..errors import SurgeryError
+from ..graph import described_phases, layer_kept
+from ..grid import SAME
+from ..layers import rule_for
+from ..regrid import EXACT, Regrid, Step
+
+
+class Change(NamedTuple):
+    """One layer the conversion touched, for the summary, --json and the report."""
+
+    layer: str
+    type: str
+    action: str             # rewrite | keep | global | remove | convert | add
+    before: object = None   # Window or None
+    after: object = None    # Window or None
+    status: str = EXACT     # EXACT | APPROXIMATE | ADAPTED
+    note: str = ""
+    details: tuple = ()     # pass-specific (key, value) pairs, e.g. fcn's new name
+
+    @property
+    def exact(self):
+        return self.status == EXACT
+
+    def to_json(self):
+        win = lambda w: None if w is None else {k: list(v) for k, v in w._asdict().items()}
+        out = {"layer": self.layer, "type": self.type, "action": self.action,
+               "before": win(self.before), "after": win(self.after), "status": self.status,
+               "exact": self.exact, "note": self.note}
+        out.update(self.details)
+        return out
+
+
+class Edit(NamedTuple):
+    """Replace (layer set), remove (layer None) or, with `after`, insert a layer.
+    `name` addresses the layer; `phase` picks the right one where a train_val file
+    gives two phases' layers one name."""
+
+    name: str
+    phase: str
+    layer: object = None
+    after: str = None       # insert `layer` after the layer of this name
+
+
+class Walk(NamedTuple):
+    """One phase walked under one policy."""
+
+    phase: str
+    analysis: object
+    grids: dict             # blob -> Grid
+    exact: dict             # blob -> bool: the blob holds the original numbers on its grid
+    outcomes: dict          # layer name -> Regrid (every layer visited)
+    changes: list           # (node, new layer or None, Change), in file order
+    heads: list             # nodes whose weights are sized for the original map
+    issues: dict            # layer name -> why no acceptable rewrite exists
+
+    def first_issue(self):
+        for node in self.analysis.graph.nodes:
+            if node.name in self.issues:
+                return node, self.issues[node.name]
+        return None
+
+
+def walk(analysis, policy, *, phase="TEST", removed=frozenset()):
+    """Visit every kept layer of `analysis` once (see the module docstring)."""
+    graph = analysis.graph
+    grids = {b: SAME for b in graph.header_inputs}
+    exact = {b: True for b in graph.header_inputs}
+    outcomes, changes, heads, issues = {}, [], [], {}
+    side = analysis.resampled_branches()
+    for node in graph.nodes:
+        if node.name in removed:
+            continue
+        rule = rule_for(node.type)
+        spatial = [node.bottoms[i] for i in rule.grid_bottoms(node.layer) if i < len(node.bottoms)]
+        ins = [grids.get(b, SAME) for b in spatial]
+        grid_in = ins[0] if ins else SAME
+        if len(set(ins)) > 1:
+            detail = ", ".join(f"'{b}' {g.text()}" for b, g in zip(spatial, ins))
+            issues.setdefault(node.name, f"branches meet on different grids after the rewrite "
+                                         f"({detail}); the join cannot be exact")
+        step = Step(node, grid_in,
+                    analysis.geometry.get(node.bottoms[0]) if node.bottoms else None,
+                    list(analysis.in_shapes.get(node.name) or []),
+                    list(analysis.out_shapes.get(node.name) or []), policy,
+                    bool(node.tops) and all(t in side for t in node.tops))
+        outcome = policy.visit(node, rule, step) or rule.regrid(node.layer, step)
+        outcomes[node.name] = outcome
+        if outcome.issue:
+            issues.setdefault(node.name, outcome.issue)
+        if outcome.head:
+            heads.append(node)
+        ok = all(exact.get(b, True) for b in node.bottoms) and outcome.status == EXACT
+        if outcome.layer is not None or outcome.status != EXACT:
+            changes.append((node, outcome.layer, policy.describe(node, rule, outcome)))
+        for top in node.tops:
+            grids[top] = outcome.grid if outcome.grid is not None else grid_in
+            exact[top] = ok
+    return Walk(phase, analysis, grids, exact, outcomes, changes, heads, issues)
+
+
+def convert(net, plan_phase, *, phases=None):
+    """Run `plan_phase(phase) -> (Walk, removed names)` (None: nothing to change in that
+    phase) in every phase the net describes; return (new net, [Change], [Walk]).
+
+    A layer shared by the phases must get the same new layer in each."""
+    edits, changes, walks, seen = {}, [], [], {}
+    for phase in phases or described_phases(net):
+        planned = plan_phase(phase)
+        if planned is None:
+            continue
+        result, removed = planned
+        walks.append(result)
+        for node, layer, change in result.changes:
+            # An unchanged layer is recorded (approximate) without an edit.
+            edit = Edit(node.name, phase, layer) if layer is not None else None
+            _record(seen, edits, changes, node, edit, change)
+        for node in result.analysis.graph.nodes:
+            if node.name in removed:
+                _record(seen, edits, changes, node, Edit(node.name, phase, None),
+                        Change(node.name, node.type, "remove", note="not needed for the kept outputs"))
+    return apply_edits(net, edits.values()), changes, walks
+
+
+def _record(seen, edits, changes, node, edit, change):
+    """One edit per layer across phases; phases that disagree are an error."""
+    key = node.index
+    if key in seen:
+        if seen[key] != (edit and edit.layer):
+            raise SurgeryError("the TRAIN and TEST phases need different rewrites of this layer",
+                               layer=node.name)
+        return
+    seen[key] = edit and edit.layer
+    if edit is not None:
+        edits[key] = edit
+    changes.append(change)
+
+
+def apply_edits(net, edits):
+    """A copy of `net` with the edits made, layers found by name (and phase)."""
+    new = type(net)()
+    new.CopyFrom(net)
+    for edit in edits:
+        if edit.after is not None:
+            index = _find(new, edit.after, edit.phase) + 1
+            layers = list(new.layer)
+            layers.insert(index, edit.layer)
+            del new.layer[:]
+            new.layer.extend(layers)
+        elif edit.layer is None:
+            del new.layer[_find(new, edit.name, edit.phase)]
+        else:
+            new.layer[_find(new, edit.name, edit.phase)].CopyFrom(edit.layer)
+    return new
+
+
+def _find(net, name, phase):
+    found = [i for i, layer in enumerate(net.layer) if layer.name == name]
+    if len(found) > 1 and phase is not None:
+        found = [i for i in found if layer_kept(net.layer[i], phase=phase)] or found
+    if not found:
+        raise SurgeryError("an edit names a layer the net does not have", layer=name)
+    return found[0]

@@ -1,0 +1,158 @@
+"""The vocabulary of regridding, and how a sliding window moves to another grid.
+
+A conversion walks the net once (passes/walk.py) and asks each layer's registry rule
+`rule.regrid(layer, step)` how that layer must change so that its output lands on the
+grid the policy wants, given the grid its input now lives on (`step.grid_in`, a
+grid.Grid relating converted samples to original ones). The rule answers with a
+`Regrid`: the new layer (or None when it stays as it is), the grid of its outputs, and
+a status:
+
+- EXACT: the converted output equals the original on the stated grid;
+- APPROXIMATE: the closest grid-aligned choice (a widened pooling window);
+- ADAPTED: an intended change that keeps the net's meaning at the new stride but is not
+  numerically equal (a label shrink factor, a pyramid-pooling kernel).
+
+`window_regrid` is the exact rule for kernel/stride/pad/dilation layers (NOTES §2): a
+layer whose input has factor f gets dilation*f and pad*f, so its taps land on the pixels
+they were trained on; the stride it keeps is the policy's choice, and its output factor
+follows. Caffe's CEIL pooling may have a last, partial window; where a stride goes, one
+more pad keeps that window, and a little more zero pad can align the output grid.
+"""
+
+import math
+from fractions import Fraction
+from typing import NamedTuple
+
+from .errors import SurgeryError
+from .grid import Grid
+from .pair import Pair, Window
+
+EXACT, APPROXIMATE, ADAPTED = "EXACT", "APPROXIMATE", "ADAPTED"
+STATUSES = (EXACT, APPROXIMATE, ADAPTED)
+
+
+class Unreachable(Exception):
+    """The policy's grid falls inside one layer's stride (args: layer name)."""
+
+
+class Regrid(NamedTuple):
+    """A rule's answer for one layer."""
+
+    layer: object = None          # the new LayerParameter, None when the layer stays
+    grid: Grid = None             # grid of every top (None: the walk keeps the input's)
+    status: str = EXACT
+    note: str = ""
+    issue: str = None             # why the run must stop here (under the current options)
+    head: bool = False            # weights sized for the map: a head the pass must resolve
+    size_flags: tuple = None      # per-axis decisions that depend on the input size
+
+
+class Step(NamedTuple):
+    """What a rule needs to know about one layer of the original net during a walk."""
+
+    node: object          # graph.Node
+    grid_in: Grid         # grid of the spatial bottom(s) (a join's inputs agree)
+    geometry_in: object   # original Geometry of bottom 0, or None
+    in_shapes: list       # original bottom shapes (tuples or None)
+    out_shapes: list      # original top shapes
+    policy: object        # the pass's policy (stride choice, conventions, options)
+    side: bool = False    # on a side branch resampled back to the trunk (PSPNet pyramid)
+
+
+def _centre(window, axis):
+    """Centre of output pixel 0's window on its input grid: (extent-1)/2 - pad."""
+    return Fraction(window.extent[axis] - 1, 2) - window.pad[axis]
+
+
+def extra_window(in_size, out_size, window):
+    """Per axis: does the layer have a last, partial window that floor rounding drops?"""
+    return Pair(*(o > (h + 2 * p - e) // s + 1 for h, o, e, s, p in
+                  zip(in_size, out_size, window.extent, window.stride, window.pad)))
+
+
+def _whole(value, layer):
+    if Fraction(value).denominator != 1:
+        raise Unreachable(layer)
+    return int(value)
+
+
+def window_regrid(rule, layer, step):
+    """The exact rule for a sliding-window layer (see the module docstring)."""
+    node, policy = step.node, step.policy
+    win = rule.window(layer)
+    if step.geometry_in is None:
+        if step.grid_in.identity:
+            return Regrid(grid=step.grid_in)
+        return Regrid(issue="its input's stride is unknown (geometry stopped upstream), so it "
+                            "cannot be rewritten")
+    f_in, o_in = step.grid_in
+    stride = policy.stride(step, win)
+    f_out = Pair(*(f * s / n for f, s, n in zip(f_in, win.stride, stride)))
+    loses = f_out != f_in
+    status, notes, issue, flags = 0, [], None, None
+    scale, why = policy.dilation_scale(step, rule, win, f_in, f_out)
+    if why:
+        status = max(status, 1)
+        notes.append(why)
+    # A 1-wide kernel axis has no taps to spread, so its dilation stays; its pad is a
+    # shift of the grid and scales like any other.
+    spread = Pair(*(f if k > 1 else 1 for f, k in zip(scale, win.kernel)))
+    kernel, dilation = win.kernel, win.dilation
+    pad = Pair(*(_whole(p * s, node.name) for p, s in zip(win.pad, scale)))
+    if rule.dilatable:
+        dilation = Pair(*(_whole(d * s, node.name) for d, s in zip(win.dilation, spread)))
+    elif any(k > 1 and f > 1 for k, f in zip(kernel, f_in)):
+        # No dilation field (pooling): widening the window is the closest grid-aligned choice.
+        kernel = Pair(*(_whole((k - 1) * f + 1, node.name) for k, f in zip(win.kernel, f_in)))
+        status = max(status, 1)
+        notes.append(f"window widened to {kernel.h}x{kernel.w} (approximate)")
+        issue = None if policy.pooling != "strict" else (f"{layer.type} window {win.kernel.h}x{win.kernel.w} follows a removed stride and "
+                 "has no dilation field, so no exact rewrite exists; use --pooling cover to widen "
+                 "it (approximate), --head cut if it belongs to a classifier head, or "
+                 "--cut-after BLOB to stop before it")
+    if loses:
+        in_shape = step.in_shapes[0] if step.in_shapes else None
+        out_shape = step.out_shapes[0] if step.out_shapes else None
+        if (in_shape is None or out_shape is None) and not rule.dilatable:
+            status = max(status, 1)
+            notes.append("input size unknown, so Caffe's partial CEIL window could not be "
+                         "checked; give --input-shape")
+        if in_shape is not None and out_shape is not None and len(in_shape) == 4:
+            flags = extra_window(in_shape[2:], out_shape[2:], win)
+            bump = Pair(*(s - 1 if (x and n == 1) else 0
+                          for x, s, n in zip(flags, win.stride, stride)))
+            if any(x and n != 1 and s != n for x, s, n in zip(flags, win.stride, stride)):
+                status = max(status, 1)
+                notes.append("a partial CEIL window is lost (stride only partly removed)")
+            if any(bump):
+                pad = Pair(pad.h + bump.h, pad.w + bump.w)
+                notes.append(f"pad +{bump.h},{bump.w} keeps the last partial (CEIL) window")
+                if not rule.pad_is_neutral(layer):
+                    status = max(status, 1)
+                    notes.append("the extra pad changes border averages")
+    offset = []
+    for axis in range(2):
+        after = Window(kernel, stride, pad, dilation)
+        shift = o_in[axis] + f_in[axis] * _centre(win, axis) - _centre(after, axis)
+        if shift.denominator == 1 and shift % stride[axis] and rule.pad_is_neutral(layer):
+            need = stride[axis] - int(shift) % stride[axis]   # a little more zero pad aligns it
+            pad = Pair(*(p + need if a == axis else p for a, p in enumerate(pad)))
+            shift += need
+        value = shift / stride[axis]
+        if value.denominator != 1 or value < 0:
+            status = max(status, 1)
+            notes.append("output is off the original grid")
+        offset.append(Fraction(math.floor(value)))
+    after = Window(kernel, stride, pad, dilation)
+    new = None
+    if after != win:
+        new = rule.with_window(layer, after)
+        try:
+            rule.window(new)
+        except SurgeryError as exc:
+            raise SurgeryError(f"the rewritten window {tuple(map(tuple, after))} is not one "
+                               f"Caffe accepts ({exc.message}); choose another input size",
+                               layer=node.name) from None
+    note = "; ".join(dict.fromkeys(notes))
+    return Regrid(new, Grid(f_out, Pair(*offset)), (EXACT, APPROXIMATE)[status], note, issue,
+                  size_flags=flags)
