@@ -90,7 +90,7 @@ def test_vgg_layers_become_convolutions(vgg96):
     assert window(convs["fc7-conv"]).kernel == (1, 1)
     assert [tuple(l.top) for l in convs.values()] == [("fc6",), ("fc7",), ("fc8",)]
     assert convs["fc8-conv"].convolution_param.num_output == 10
-    assert [c.position for c in plan.changes] == [Pair(1, 1)] * 3
+    assert [c.get("position") for c in plan.changes] == [Pair(1, 1)] * 3
     assert plan.exact and [p.source for p in plan.layers] == ["fc6", "fc7", "fc8"]
     # Weight shapes of the result are exactly what the plan writes.
     shapes = analyse(new).param_shapes
@@ -147,7 +147,7 @@ def test_even_kernel_same_padding_floors_and_says_where(tmp_path):
     proto, model = _vgg(tmp_path, 64)                        # pool5 is 2x2
     out, weights = _fcn(tmp_path, proto, model, "even")
     new, plan = convolutionalize(load_prototxt(proto))
-    assert plan.changes[0].window.pad == (0, 0) and plan.changes[0].position == (0, 0)
+    assert plan.changes[0].after.pad == (0, 0) and plan.changes[0].get("position") == (0, 0)
     assert "one pixel smaller" in plan.changes[0].note
     engine, x = _engine(), _image(64, seed=2)
     want = engine.run(proto, model, {"data": x}, ["fc8"])["fc8"]

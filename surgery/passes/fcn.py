@@ -35,8 +35,11 @@ from .. import layers as registry
 from ..analysis import analyse
 from ..errors import SurgeryError
 from ..graph import described_phases
+from ..grid import Grid
 from ..layers import rule_for
 from ..pair import Pair, Window
+from ..regrid import APPROXIMATE, EXACT, Regrid
+from .walk import Change, convert, walk
 
 PAD_CHOICES = ("same", "valid")
 CONV_TYPE = registry.Convolution.types[0]
@@ -113,30 +116,6 @@ class LayerPlan(NamedTuple):
                 "bias": self.bias, "out_channel_step": self.out_step,
                 "in_channel_step": self.in_step, "tap_step": list(self.tap_step),
                 "tap_start": list(self.tap_start)}
-
-
-class Change(NamedTuple):
-    """One converted or removed layer, for the summary."""
-
-    layer: str
-    action: str                 # "convert" or "remove"
-    new_name: Optional[str] = None
-    bottom: Optional[str] = None
-    input_shape: Optional[tuple] = None
-    window: Optional[Window] = None
-    num_output: Optional[tuple] = None   # (before, after)
-    position: Optional[Pair] = None      # where the fc value sits at the analysed size
-    exact: bool = True
-    note: str = ""
-
-    def to_json(self):
-        win = None if self.window is None else {k: list(v) for k, v in self.window._asdict().items()}
-        return {"layer": self.layer, "action": self.action, "new_name": self.new_name,
-                "bottom": self.bottom,
-                "input_shape": None if self.input_shape is None else list(self.input_shape),
-                "window": win, "num_output": None if self.num_output is None else list(self.num_output),
-                "position": None if self.position is None else list(self.position),
-                "exact": self.exact, "note": self.note}
 
 
 class FcnPlan(NamedTuple):
@@ -253,142 +232,146 @@ def _source_of(analysis, blob, node):
 # The pass
 # ---------------------------------------------------------------------------
 
-class _Conversion(NamedTuple):
-    plan: LayerPlan
-    layer: object          # the new LayerParameter
-    change: Change
+class FcnPolicy:
+    """Which layers become convolutions: every fully connected one, on the map its
+    views flatten. Strides and dilations stay; the walk carries where each converted
+    value sits (its grid offset). Decimation is bookkept here, per blob."""
 
+    pooling = "strict"
 
-def _plan_phase(analysis, *, pad, rename, decimate, names):
-    """(conversions by layer index, bypassed views by index, the subset no longer needed)."""
-    graph = analysis.graph
-    four_d, channel_step, position = set(), {}, {}
-    conversions, views = {}, {}
-    for node in graph.nodes:
-        rule = rule_for(node.type)
-        if not _is_fc(rule):
-            role = rule.role_of(node.layer)
-            if node.bottoms and role == "pointwise":
-                b = node.bottoms[0]
-                for top in node.tops:
-                    if b in four_d:
-                        four_d.add(top)
-                    if b in position:
-                        position[top] = position[b]
-            for b in node.bottoms:
-                step = channel_step.get(b, 1)
-                if step == 1:
-                    continue
-                if analysis.param_shapes.get(node.name):
-                    raise SurgeryError(f"reads '{b}', whose channels are decimated, and has "
-                                       "weights sized for all of them; decimation cannot pass "
-                                       "through it", layer=node.name)
-                if role == "pointwise":
-                    for top in node.tops:
-                        channel_step[top] = step
-            continue
-        conv = _convert(node, rule, analysis, pad=pad, rename=rename, decimate=decimate,
-                        four_d=four_d, channel_step=channel_step, position=position)
-        conversions[node.index] = conv
-        names.add(node.name)
-        for view in conv.views:
-            views[view.index] = view
-        for top in node.tops:
-            four_d.add(top)
-            position[top] = conv.conversion.change.position
-            step = conv.conversion.plan.out_step
-            if step != 1:
-                channel_step[top] = step
-    # A view whose readers are all converted (rewired past it) or views that go too is
-    # no longer needed; shrink to a fixed point so a still-needed chain stays whole.
-    converted = {n.index for n in graph.nodes if n.index in conversions}
-    removable = dict(views)
-    changed = True
-    while changed:
-        changed = False
-        for index, view in list(removable.items()):
-            users = graph.consumers(view.tops[0])
-            if not all(u.index in converted or u.index in removable for u in users):
-                del removable[index]
-                changed = True
-    return {i: c.conversion for i, c in conversions.items()}, views, removable
+    def __init__(self, analysis, *, pad, rename, decimate):
+        self.analysis, self.pad, self.rename, self.decimate = analysis, pad, rename, decimate
+        self.four_d, self.channel_step, self.shapes = set(), {}, {}
+        self.plans, self.views = {}, {}     # layer name -> LayerPlan; view index -> node
 
+    def stride(self, step, window):
+        return window.stride
 
-class _Converted(NamedTuple):
-    conversion: _Conversion
-    views: list
+    def dilation_scale(self, step, rule, window, f_in, f_out):
+        return f_in, ""
 
+    def describe(self, node, rule, outcome):
+        if node.name not in self.plans:
+            return None        # e.g. a loss now seeing a map: the notes say so
+        plan = self.plans[node.name]
+        return Change(node.name, node.type, "convert", None, rule_for(CONV_TYPE).window(outcome.layer),
+                      outcome.status, outcome.note, details=(
+                          ("new_name", plan.target), ("bottom", plan.bottoms[0]),
+                          ("input_shape", self.shapes[node.name]),
+                          ("num_output", (plan.num_output, plan.num_output // plan.out_step)),
+                          ("position", outcome.grid.offset.map(int))))
 
-def _convert(node, rule, analysis, *, pad, rename, decimate, four_d, channel_step, position):
-    layer = node.layer
-    ipp = layer.inner_product_param
-    bottom_shape = analysis.shapes.get(node.bottoms[0]) if node.bottoms else None
-    if bottom_shape is None or None in bottom_shape:
-        raise SurgeryError("the size of this InnerProduct's input is unknown, so its kernel "
-                           "size is too; give the input size with --input-shape NAME=N,C,H,W",
-                           layer=node.name)
-    if registry.canonical_axis(layer, ipp.axis, len(bottom_shape)) != 1:
-        raise SurgeryError(f"InnerProduct with axis {ipp.axis} (not 1) has no convolution "
-                           "equivalent here", layer=node.name)
-    source, views = _source_of(analysis, node.bottoms[0], node)
-    shape = analysis.shapes.get(source)
-    if shape is None or None in shape:
-        raise SurgeryError(f"the size of blob '{source}' is unknown; give the input size with "
-                           "--input-shape NAME=N,C,H,W", layer=node.name)
-    if len(shape) == 4:
-        channels, kernel = shape[1], Pair(shape[2], shape[3])
-    elif len(shape) == 2 and source in four_d:
-        channels, kernel = shape[1], Pair(1, 1)
-    else:
-        raise SurgeryError(f"its input '{source}' has shape {tuple(shape)}, not a (N, C, H, W) "
-                           "map nor the output of a converted layer, so it cannot become a "
-                           "convolution", layer=node.name)
-    n = ipp.num_output
-    in_step = channel_step.get(source, 1)
-    if channels % in_step:
-        raise SurgeryError(f"input channel decimation step {in_step} does not divide {channels}",
-                           layer=node.name)
-    tap_start, tap_step, kernel_out, out_step = Pair(0, 0), Pair(1, 1), None, 1
-    exact = in_step == 1
-    notes = []
-    if in_step != 1:
-        notes.append(f"input channels {channels} -> {channels // in_step} (every {in_step}th)")
-    if node.name in decimate:
-        want_kernel, want_n = decimate[node.name]
-        exact = False
-        if want_kernel is not None and want_kernel != kernel:
-            (sh, dh), (sw, dw) = (_taps(node.name, kernel.h, want_kernel.h),
-                                  _taps(node.name, kernel.w, want_kernel.w))
-            tap_start, tap_step, kernel_out = Pair(sh, sw), Pair(dh, dw), want_kernel
-            notes.append(f"kernel {kernel.h}x{kernel.w} -> {want_kernel.h}x{want_kernel.w} "
-                         f"(taps every {dh}x{dw}, from {sh},{sw})")
-        if want_n is not None and want_n != n:
-            if want_n > n or n % want_n:
-                raise SurgeryError(f"cannot decimate {n} outputs to {want_n}: {want_n} must "
-                                   f"divide {n}", layer=node.name)
-            out_step = n // want_n
-            notes.append(f"outputs {n} -> {want_n} (every {out_step}th: 0, {out_step}, ...)")
-    k = kernel_out or kernel
-    dilation = Pair(*(s if kk > 1 else 1 for s, kk in zip(tap_step, k)))
-    extent = Pair(*(d * (kk - 1) + 1 for d, kk in zip(dilation, k)))
-    pads = Pair(*((e - 1) // 2 for e in extent)) if pad == "same" else Pair(0, 0)
-    # Output o's first tap reads input o - pad; the fc's first kept tap read tap_start.
-    centre = Pair(pads.h + tap_start.h, pads.w + tap_start.w)
-    if pad == "same" and any(e % 2 == 0 for e in extent):
-        notes.append("even kernel: the output is one pixel smaller than the input on that "
-                     f"axis; the fc value sits at index {tuple(centre)}")
-    before = position.get(source, Pair(0, 0))
-    where = Pair(before.h + centre.h, before.w + centre.w)
-    window = Window(k, Pair(1, 1), pads, dilation)
-    new = _conv_layer(layer, rule, _new_name(rename, node.name), source, window,
-                      n // out_step)
-    plan = LayerPlan(source=node.name, target=new.name, num_output=n, channels=channels,
-                     kernel=kernel, transpose=bool(ipp.transpose), bias=bool(ipp.bias_term),
-                     out_step=out_step, in_step=in_step, tap_step=tap_step, tap_start=tap_start,
-                     kernel_out=kernel_out, bottoms=tuple(new.bottom), tops=tuple(new.top))
-    change = Change(node.name, "convert", new.name, source, tuple(shape), window,
-                    (n, n // out_step), where, exact, "; ".join(notes))
-    return _Converted(_Conversion(plan, new, change), views)
+    def visit(self, node, rule, step):
+        if rule.fully_connected:
+            return self._convert(node, rule, step)
+        if _is_view(rule, node, self.analysis):
+            return Regrid(grid=step.grid_in)     # a view regroups axes; positions stay
+        role = rule.role_of(node.layer)
+        if node.bottoms and role == "pointwise" and node.bottoms[0] in self.four_d:
+            self.four_d.update(node.tops)
+        for b in node.bottoms:
+            step_b = self.channel_step.get(b, 1)
+            if step_b == 1:
+                continue
+            if self.analysis.param_shapes.get(node.name):
+                raise SurgeryError(f"reads '{b}', whose channels are decimated, and has "
+                                   "weights sized for all of them; decimation cannot pass "
+                                   "through it", layer=node.name)
+            if role == "pointwise":
+                self.channel_step.update(dict.fromkeys(node.tops, step_b))
+        return None
+
+    def _convert(self, node, rule, step):
+        analysis, layer = self.analysis, node.layer
+        ipp = layer.inner_product_param
+        bottom_shape = analysis.shapes.get(node.bottoms[0]) if node.bottoms else None
+        if bottom_shape is None or None in bottom_shape:
+            raise SurgeryError("the size of this InnerProduct's input is unknown, so its kernel "
+                               "size is too; give the input size with --input-shape NAME=N,C,H,W",
+                               layer=node.name)
+        if registry.canonical_axis(layer, ipp.axis, len(bottom_shape)) != 1:
+            raise SurgeryError(f"InnerProduct with axis {ipp.axis} (not 1) has no convolution "
+                               "equivalent here", layer=node.name)
+        source, views = _source_of(analysis, node.bottoms[0], node)
+        shape = analysis.shapes.get(source)
+        if shape is None or None in shape:
+            raise SurgeryError(f"the size of blob '{source}' is unknown; give the input size with "
+                               "--input-shape NAME=N,C,H,W", layer=node.name)
+        if len(shape) == 4:
+            channels, kernel = shape[1], Pair(shape[2], shape[3])
+        elif len(shape) == 2 and source in self.four_d:
+            channels, kernel = shape[1], Pair(1, 1)
+        else:
+            raise SurgeryError(f"its input '{source}' has shape {tuple(shape)}, not a (N, C, H, W) "
+                               "map nor the output of a converted layer, so it cannot become a "
+                               "convolution", layer=node.name)
+        n = ipp.num_output
+        in_step = self.channel_step.get(source, 1)
+        if channels % in_step:
+            raise SurgeryError(f"input channel decimation step {in_step} does not divide {channels}",
+                               layer=node.name)
+        tap_start, tap_step, kernel_out, out_step = Pair(0, 0), Pair(1, 1), None, 1
+        exact = in_step == 1
+        notes = []
+        if in_step != 1:
+            notes.append(f"input channels {channels} -> {channels // in_step} (every {in_step}th)")
+        if node.name in self.decimate:
+            want_kernel, want_n = self.decimate[node.name]
+            exact = False
+            if want_kernel is not None and want_kernel != kernel:
+                (sh, dh), (sw, dw) = (_taps(node.name, kernel.h, want_kernel.h),
+                                      _taps(node.name, kernel.w, want_kernel.w))
+                tap_start, tap_step, kernel_out = Pair(sh, sw), Pair(dh, dw), want_kernel
+                notes.append(f"kernel {kernel.h}x{kernel.w} -> {want_kernel.h}x{want_kernel.w} "
+                             f"(taps every {dh}x{dw}, from {sh},{sw})")
+            if want_n is not None and want_n != n:
+                if want_n > n or n % want_n:
+                    raise SurgeryError(f"cannot decimate {n} outputs to {want_n}: {want_n} must "
+                                       f"divide {n}", layer=node.name)
+                out_step = n // want_n
+                notes.append(f"outputs {n} -> {want_n} (every {out_step}th: 0, {out_step}, ...)")
+        k = kernel_out or kernel
+        dilation = Pair(*(s if kk > 1 else 1 for s, kk in zip(tap_step, k)))
+        extent = Pair(*(d * (kk - 1) + 1 for d, kk in zip(dilation, k)))
+        pads = Pair(*((e - 1) // 2 for e in extent)) if self.pad == "same" else Pair(0, 0)
+        # Output o's first tap reads input o - pad; the fc's first kept tap read tap_start.
+        centre = Pair(pads.h + tap_start.h, pads.w + tap_start.w)
+        if self.pad == "same" and any(e % 2 == 0 for e in extent):
+            notes.append("even kernel: the output is one pixel smaller than the input on that "
+                         f"axis; the fc value sits at index {tuple(centre)}")
+        before = step.grid_in.offset      # views pass their input's grid on (see visit)
+        where = Pair(before.h + centre.h, before.w + centre.w)
+        window = Window(k, Pair(1, 1), pads, dilation)
+        new = _conv_layer(layer, rule, _new_name(self.rename, node.name), source, window,
+                          n // out_step)
+        self.plans[node.name] = LayerPlan(
+            source=node.name, target=new.name, num_output=n, channels=channels, kernel=kernel,
+            transpose=bool(ipp.transpose), bias=bool(ipp.bias_term), out_step=out_step,
+            in_step=in_step, tap_step=tap_step, tap_start=tap_start, kernel_out=kernel_out,
+            bottoms=tuple(new.bottom), tops=tuple(new.top))
+        self.shapes[node.name] = tuple(shape)
+        for view in views:
+            self.views[view.index] = view
+        self.four_d.update(node.tops)
+        if out_step != 1:
+            self.channel_step.update(dict.fromkeys(node.tops, out_step))
+        return Regrid(new, Grid.of(1, where), EXACT if exact else APPROXIMATE, "; ".join(notes))
+
+    def removable_views(self):
+        """Views whose readers are all converted (rewired past them) or views that go too;
+        shrunk to a fixed point so a still-needed chain stays whole."""
+        graph = self.analysis.graph
+        converted = {n.index for n in graph.nodes if n.name in self.plans}
+        removable = dict(self.views)
+        changed = True
+        while changed:
+            changed = False
+            for index, view in list(removable.items()):
+                users = graph.consumers(view.tops[0])
+                if not all(u.index in converted or u.index in removable for u in users):
+                    del removable[index]
+                    changed = True
+        return removable
 
 
 def _conv_layer(layer, rule, name, bottom, window, num_output):
@@ -424,61 +407,58 @@ def convolutionalize(net, *, input_shapes=None, pad="same", rename="{name}-conv"
     if pad not in PAD_CHOICES:
         raise SurgeryError(f"--pad must be one of {', '.join(PAD_CHOICES)}, got '{pad}'")
     decimate = dict(decimate or {})
-    conversions, removable, needed, seen = {}, {}, set(), set()
+    walked, plans = {}, {}
     for phase in described_phases(net):
         analysis = analyse(net, input_shapes=input_shapes, phase=phase, unknowns=unknowns)
-        found, views, unneeded = _plan_phase(analysis, pad=pad, rename=rename,
-                                             decimate=decimate, names=seen)
-        for index, conv in found.items():
-            if index in conversions and conversions[index].layer != conv.layer:
-                raise SurgeryError("the TRAIN and TEST phases need different convolutions for "
-                                   "this layer (their input sizes differ)", layer=conv.plan.source)
-            conversions.setdefault(index, conv)
-        needed.update(i for i in views if i not in unneeded)
-        for index, view in unneeded.items():
-            removable.setdefault(index, view)
-    removable = {i: v for i, v in removable.items() if i not in needed}
-    if not conversions:
+        policy = FcnPolicy(analysis, pad=pad, rename=rename, decimate=decimate)
+        walked[phase] = (walk(analysis, policy, phase=phase), policy)
+        for name, plan in policy.plans.items():
+            plans.setdefault(name, plan)
+    if not plans:
         raise SurgeryError("no InnerProduct layer to convert; the net is already fully "
                            "convolutional")
-    unknown = sorted(set(decimate) - seen)
+    unknown = sorted(set(decimate) - set(plans))
     if unknown:
         raise SurgeryError(f"--decimate names '{unknown[0]}', which is not an InnerProduct "
                            "of the net", layer=unknown[0])
-    _check_names(net, conversions, removable)
-    new = type(net)()
-    new.CopyFrom(net)
-    for index, conv in conversions.items():
-        new.layer[index].CopyFrom(conv.layer)
-    for index in sorted(removable, reverse=True):
-        del new.layer[index]
-    changes, order = [], sorted(set(conversions) | set(removable))
-    for index in order:
-        if index in conversions:
-            changes.append(conversions[index].change)
-        else:
-            view = removable[index]
-            changes.append(Change(view.name, "remove", bottom=view.bottoms[0],
-                                  note="reshape before a converted layer; the convolution "
-                                       "reads the 4-D map"))
-    notes = _validate(new, input_shapes, conversions, unknowns)
-    plans = [conversions[i].plan for i in sorted(conversions)]
-    return new, FcnPlan(plans, changes, pad, notes)
+    # A view still read in one phase stays, even where the other phase could drop it.
+    needed = {v.name for _, policy in walked.values() for i, v in policy.views.items()
+              if i not in policy.removable_views()}
+    removed = {}
+
+    def plan_phase(phase):
+        result, policy = walked[phase]
+        gone = {v.name: "reshape before a converted layer; the convolution reads the 4-D map"
+                for v in policy.removable_views().values() if v.name not in needed}
+        removed.update(gone)
+        return result, gone
+
+    try:
+        new, changes, _ = convert(net, plan_phase, phases=list(walked))
+    except SurgeryError as exc:
+        if "different rewrites" not in exc.message:
+            raise
+        raise SurgeryError("the TRAIN and TEST phases need different convolutions for this "
+                           "layer (their input sizes differ)", layer=exc.layer) from None
+    _check_names(net, plans, removed)
+    targets = {p.target for p in plans.values()}
+    notes = _validate(new, input_shapes, targets, unknowns)
+    order = {layer.name: i for i, layer in enumerate(net.layer)}
+    return new, FcnPlan(sorted(plans.values(), key=lambda p: order[p.source]), changes, pad, notes)
 
 
-def _check_names(net, conversions, removable):
+def _check_names(net, plans, removed):
     """New names must not collide with each other or with the layers that stay."""
-    staying = {l.name for i, l in enumerate(net.layer) if i not in conversions and i not in removable}
+    staying = {l.name for l in net.layer if l.name not in plans and l.name not in removed}
     taken = set()
-    for conv in conversions.values():
-        name = conv.plan.target
-        if name in staying or name in taken:
-            raise SurgeryError(f"the new name '{name}' is already a layer name; choose another "
-                               "--rename pattern", layer=conv.plan.source)
-        taken.add(name)
+    for plan in plans.values():
+        if plan.target in staying or plan.target in taken:
+            raise SurgeryError(f"the new name '{plan.target}' is already a layer name; choose "
+                               "another --rename pattern", layer=plan.source)
+        taken.add(plan.target)
 
 
-def _validate(new, input_shapes, conversions, unknowns):
+def _validate(new, input_shapes, targets, unknowns):
     """Analyse the result, so a conversion Caffe would reject never gets written."""
     notes = []
     for phase in described_phases(new):
@@ -490,18 +470,16 @@ def _validate(new, input_shapes, conversions, unknowns):
             notes.append(f"{phase}: shape inference stopped after the rewrite: {reason}")
         for node in after.graph.nodes:
             rule = rule_for(node.type)
-            if rule.role_of(node.layer) == "collapse" and node.name not in {
-                    c.plan.target for c in conversions.values()}:
+            if rule.role_of(node.layer) == "collapse" and node.name not in targets:
                 ins = [after.shapes.get(b) for b in node.bottoms]
                 if any(s is not None and len(s) == 4 and s[2] * s[3] > 1 for s in ins) or \
-                        _downstream_of_conv(after, node, conversions):
+                        _downstream_of_conv(after, node, targets):
                     notes.append(f"layer '{node.name}' ({node.type}) still collapses the map; "
                                  "on a larger input it mixes positions")
     return sorted(set(notes), key=notes.index)
 
 
-def _downstream_of_conv(analysis, node, conversions):
-    targets = {c.plan.target for c in conversions.values()}
+def _downstream_of_conv(analysis, node, targets):
     return any(w.name in targets for b in node.bottoms for w in analysis.graph.writers(b))
 
 
@@ -598,7 +576,7 @@ def format_plan(plan):
         if c.action == "remove":
             lines.append(f"  removed   {c.layer}: {c.note}")
             continue
-        w = c.window
+        w, (n_in, n_out), where = c.after, c.get("num_output"), c.get("position")
         size = f"{w.kernel.h}x{w.kernel.w}"
         extra = ""
         if w.dilation != Pair(1, 1):
@@ -606,11 +584,10 @@ def format_plan(plan):
                 else f" dilation {w.dilation.h}"
         if w.pad != Pair(0, 0):
             extra += f" pad {w.pad.h},{w.pad.w}" if w.pad.h != w.pad.w else f" pad {w.pad.h}"
-        outs = c.num_output[0] if c.num_output[0] == c.num_output[1] else \
-            f"{c.num_output[0]}->{c.num_output[1]}"
-        lines.append(f"  converted {c.layer} -> {c.new_name}: Convolution {size}{extra}, "
-                     f"{outs} outputs, on '{c.bottom}' {list(c.input_shape)}; fc value at "
-                     f"({c.position.h},{c.position.w}){'' if c.exact else ' [approximate]'}")
+        outs = n_in if n_in == n_out else f"{n_in}->{n_out}"
+        lines.append(f"  converted {c.layer} -> {c.get('new_name')}: Convolution {size}{extra}, "
+                     f"{outs} outputs, on '{c.get('bottom')}' {list(c.get('input_shape'))}; fc value at "
+                     f"({where.h},{where.w}){'' if c.exact else ' [approximate]'}")
         if c.note:
             lines.append(f"            {c.note}")
     head = f"fcn: {sum(c.action == 'convert' for c in plan.changes)} layer(s) converted, " \

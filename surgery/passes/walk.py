@@ -38,12 +38,16 @@ class Change(NamedTuple):
     def exact(self):
         return self.status == EXACT
 
+    def get(self, key, default=None):
+        """A pass-specific detail."""
+        return dict(self.details).get(key, default)
+
     def to_json(self):
         win = lambda w: None if w is None else {k: list(v) for k, v in w._asdict().items()}
         out = {"layer": self.layer, "type": self.type, "action": self.action,
                "before": win(self.before), "after": win(self.after), "status": self.status,
                "exact": self.exact, "note": self.note}
-        out.update(self.details)
+        out.update((k, list(v) if isinstance(v, tuple) else v) for k, v in self.details)
         return out
 
 
@@ -108,7 +112,9 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset()):
             heads.append(node)
         ok = all(exact.get(b, True) for b in node.bottoms) and outcome.status == EXACT
         if outcome.layer is not None or outcome.status != EXACT:
-            changes.append((node, outcome.layer, policy.describe(node, rule, outcome)))
+            change = policy.describe(node, rule, outcome)
+            if change is not None:
+                changes.append((node, outcome.layer, change))
         for top in node.tops:
             grids[top] = outcome.grid if outcome.grid is not None else grid_in
             exact[top] = ok
@@ -116,11 +122,12 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset()):
 
 
 def convert(net, plan_phase, *, phases=None):
-    """Run `plan_phase(phase) -> (Walk, removed names)` (None: nothing to change in that
-    phase) in every phase the net describes; return (new net, [Change], [Walk]).
+    """Run `plan_phase(phase) -> (Walk, removed)` (None: nothing to change in that phase)
+    in every phase the net describes; `removed` names the layers to delete, or maps each
+    to why. Returns (new net, [Change] in file order, [Walk]).
 
     A layer shared by the phases must get the same new layer in each."""
-    edits, changes, walks, seen = {}, [], [], {}
+    edits, changes, walks, seen = {}, {}, [], {}
     for phase in phases or described_phases(net):
         planned = plan_phase(phase)
         if planned is None:
@@ -131,11 +138,13 @@ def convert(net, plan_phase, *, phases=None):
             # An unchanged layer is recorded (approximate) without an edit.
             edit = Edit(node.name, phase, layer) if layer is not None else None
             _record(seen, edits, changes, node, edit, change)
+        why = removed if isinstance(removed, dict) else dict.fromkeys(removed, None)
         for node in result.analysis.graph.nodes:
-            if node.name in removed:
+            if node.name in why:
                 _record(seen, edits, changes, node, Edit(node.name, phase, None),
-                        Change(node.name, node.type, "remove", note="not needed for the kept outputs"))
-    return apply_edits(net, edits.values()), changes, walks
+                        Change(node.name, node.type, "remove",
+                               note=why[node.name] or "not needed for the kept outputs"))
+    return apply_edits(net, edits.values()), [changes[i] for i in sorted(changes)], walks
 
 
 def _record(seen, edits, changes, node, edit, change):
@@ -149,7 +158,7 @@ def _record(seen, edits, changes, node, edit, change):
     seen[key] = edit and edit.layer
     if edit is not None:
         edits[key] = edit
-    changes.append(change)
+    changes[key] = change
 
 
 def apply_edits(net, edits):
