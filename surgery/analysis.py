@@ -21,16 +21,7 @@ from .geometry import infer_geometry, layer_stats, totals
 from .graph import Graph, build_graph
 from .layers import Unknown, rule_for
 from .shapes import infer_shapes, with_standins
-
-
-class Unknowns(NamedTuple):
-    """By layer name: `values` -> paths (inside the layer) of fields a template leaves
-    open; `opaque` -> why the layer's geometry cannot be known."""
-    values: dict
-    opaque: dict
-
-
-NO_UNKNOWNS = Unknowns({}, {})
+from .unknowns import NO_UNKNOWNS
 
 
 class Analysis(NamedTuple):

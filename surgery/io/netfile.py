@@ -18,8 +18,8 @@ from typing import NamedTuple
 
 from google.protobuf import descriptor as _d
 
-from ..analysis import Unknowns
 from ..errors import SurgeryError
+from ..unknowns import Unknowns
 from .binding import GEOMETRY_PARAMS
 from .document import Document
 from .prototxt import _first_keyword, _has_content, _unknown_field, parse_prototxt, read_text

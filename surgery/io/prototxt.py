@@ -78,30 +78,16 @@ def parse_prototxt(text, filename="<string>", message_type=None):
 
 
 def load_prototxt(path, *, upgrade=True):
-    """Read and parse a net prototxt; bring legacy forms up to date unless upgrade=False."""
+    """Read and parse a net prototxt; bring legacy forms up to date unless upgrade=False.
+
+    Upgraded loading is `netfile.load_net`, the one loader every command uses, so
+    templates and fork fields load here too (use load_net for its warnings)."""
     if not upgrade:
         path = os.fspath(path)
         return parse_prototxt(read_text(path), path)
-    return load_prototxt_with_notes(path)[0]
+    from .netfile import load_net  # late: netfile builds on this module
 
-
-def load_prototxt_with_notes(path):
-    """Like load_prototxt, but also return the upgrader's notes (for the CLI to show)."""
-    from .upgrade import MixedLayerFormats, upgrade_net  # late: keeps import order one-way
-
-    path = os.fspath(path)
-    text = read_text(path)
-    net = parse_prototxt(text, path)
-    try:
-        return upgrade_net(net)
-    except MixedLayerFormats as exc:
-        exc.file = path
-        exc.line, exc.col = _first_keyword(text, "layers") or (None, None)
-        raise
-    except SurgeryError as exc:
-        if exc.file is None:
-            exc.file = path
-        raise
+    return load_net(path).net
 
 
 def _first_keyword(text, word):

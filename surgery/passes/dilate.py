@@ -22,7 +22,7 @@ from ..errors import SurgeryError
 from ..grid import SAME, Grid, num
 from ..layers import rule_for, type_hint
 from ..pair import Pair
-from ..regrid import APPROXIMATE, EXACT, Regrid, Unreachable
+from ..regrid import APPROXIMATE, Regrid, Unreachable
 from . import head as heads
 from .walk import Change, convert, walk
 

@@ -14,12 +14,11 @@ addressed by layer name) with one list of `Change`s.
 
 from typing import NamedTuple
 
-from ..analysis import analyse
 from ..errors import SurgeryError
 from ..graph import described_phases, layer_kept
 from ..grid import SAME
 from ..layers import rule_for
-from ..regrid import EXACT, Regrid, Step
+from ..regrid import EXACT, Step
 
 
 class Change(NamedTuple):
