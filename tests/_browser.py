@@ -28,10 +28,23 @@ def chromium_path():
     return None
 
 
-def browser_or_skip():
-    """The Chromium path, after checking Playwright and `dot` are there too."""
+def _skip_or_fail(missing):
     import pytest
 
+    if missing:
+        why = "missing " + "; ".join(missing)
+        if os.environ.get("CAFFE_SURGERY_REQUIRE_BROWSER") == "1":
+            pytest.fail(why + "; CAFFE_SURGERY_REQUIRE_BROWSER=1 asks for them")
+        pytest.skip(why)
+
+
+def dot_or_skip():
+    """Skip (or fail, see the module docstring) when Graphviz `dot` is missing."""
+    _skip_or_fail([] if shutil.which("dot") else ["Graphviz dot (Debian: apt-get install graphviz)"])
+
+
+def browser_or_skip():
+    """The Chromium path, after checking Playwright and `dot` are there too."""
     missing = []
     try:
         import playwright.sync_api  # noqa: F401
@@ -41,11 +54,7 @@ def browser_or_skip():
         missing.append("Chromium (Debian: apt-get install chromium)")
     if shutil.which("dot") is None:
         missing.append("Graphviz dot (Debian: apt-get install graphviz)")
-    if missing:
-        why = "missing " + "; ".join(missing)
-        if os.environ.get("CAFFE_SURGERY_REQUIRE_BROWSER") == "1":
-            pytest.fail(why + "; CAFFE_SURGERY_REQUIRE_BROWSER=1 asks for them")
-        pytest.skip(why)
+    _skip_or_fail(missing)
     return chromium_path()
 
 
@@ -55,7 +64,7 @@ class PageLoad(NamedTuple):
     console: list         # (type, text) of every console message
     errors: list          # uncaught page errors
     graph_text: str       # textContent of the graph's <svg>
-    titles: list          # <title> of every graph node (the layer names)
+    nodes: dict           # graph node <title> (the box's layer name) -> its class attribute
     screenshot: bytes     # PNG of the viewport
     render_ms: float      # navigation start to the first frame after `load`
 
@@ -85,13 +94,13 @@ def open_page(path, *, width=1400, height=900, screenshot=None, executable=None)
             graph_text = page.evaluate(
                 "() => { const s = document.querySelector('#viewport svg'); "
                 "return s ? s.textContent : ''; }")
-            titles = page.evaluate(
-                "() => Array.from(document.querySelectorAll('#viewport g.node > title'))"
-                ".map(t => t.textContent)")
+            nodes = dict(page.evaluate(
+                "() => Array.from(document.querySelectorAll('#viewport g.node'))"
+                ".map(g => [g.querySelector('title').textContent, g.getAttribute('class')])"))
             png = page.screenshot(path=screenshot)
         finally:
             context.close()
-    return PageLoad(url, requests, console, errors, graph_text, titles, png, render_ms)
+    return PageLoad(url, requests, console, errors, graph_text, nodes, png, render_ms)
 
 
 def pixel_spread(png):

@@ -50,11 +50,11 @@ def run(args):
         raise SurgeryError("--verify needs CONVERTED.prototxt (it measures a conversion)")
     inputs = [p for p in (args.net, args.converted, args.verify) if p]
     guard_output(args.output, inputs)
-    find_dot()
+    verify = read_verify(args.verify) if args.verify else None
+    find_dot()   # before the nets load: a missing tool fails at once
     before = load(args)
     after = load(args, args.converted) if args.converted else None
     phase = args.phase or ("TEST" if "TEST" in described_phases(before.net) else "TRAIN")
-    verify = read_verify(args.verify) if args.verify else None
     page = make_page(before, after, input_shapes=shapes, phase=phase, verify=verify)
     data = page.encode("utf-8")
     write_atomic(args.output, data, inputs=inputs)

@@ -12,6 +12,8 @@ from .compare import Side, compare
 from .graph import dot_source, find_dot, render_svg
 from .page import read_verify, render
 
+__all__ = ["make_page", "find_dot", "read_verify"]
+
 
 def make_page(before, after=None, *, input_shapes=None, phase="TEST", verify=None):
     """The report page as text. `before`/`after` are NetFiles from `load_net` (`after` None

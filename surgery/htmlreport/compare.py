@@ -103,7 +103,7 @@ def compare(before, after, *, input_shapes=None, phase="TEST"):
     tainted = b.graph.downstream_blobs(approximate)
     blob = _deepest_exact(a, b, tainted, set(b.graph.inputs))
     grid = (blob, *_grid(blob, a, b)[0]) if blob is not None else None
-    sizes = size_condition(before, after, approximate, tainted, input_shapes, phase)
+    sizes = size_condition(before, after, tainted, phase)
     return Report(before, after, status, approximate, grid, sizes)
 
 
@@ -128,55 +128,61 @@ def _covered(a, b, blob, grid, axis):
     return None not in (n, m) and offset[axis] + factor[axis] * (n - 1) < m
 
 
-def size_condition(before, after, approximate, tainted, input_shapes, phase):
-    """For which input sizes the shared blobs that no approximate layer feeds keep their
-    grid and every original position.
+def _axis_holds(a, b, base, axis):
+    """Along one axis, every blob of `base` keeps its grid there and all its positions."""
+    grids = _shared_grids(a, b, ())
+    return all(grids.get(blob) is not None and grids[blob][0][axis] == g[0][axis]
+               and grids[blob][1][axis] == g[1][axis] and _covered(a, b, blob, grids[blob], axis)
+               for blob, g in base.items())
 
-    Only a window without a dilation field (pooling) that lost its stride makes this
-    depend on the size (Caffe rounds its output size up); its decision repeats with the
-    period of its output stride, so one period per axis is analysed."""
-    a, b = before.analysis, after.analysis
-    watched = []
+
+def _size_dependent(a, b):
+    """Layers of both nets that lost a stride and have no dilation field (pooling): Caffe
+    rounds their output size up, so whether a partial last window exists depends on the size."""
+    found = []
     for node in b.graph.nodes:
         rule = rule_for(node.type)
         if node.name not in a.graph or rule.dilatable or rule.role_of(node.layer) != "window":
             continue
-        old, new = view(a, a.graph.node(node.name)), view(b, node)
-        if "?" not in (old.window, new.window) and old.window is not None \
-                and new.window is not None and old.window.stride != new.window.stride:
-            watched.append(node)
-    inputs = {k: s for k, s in a.shapes.items() if k in a.graph.inputs and s is not None}
+        old, new = view(a, a.graph.node(node.name)).window, view(b, node).window
+        if all(w not in (None, "?") for w in (old, new)) and old.stride != new.stride:
+            found.append(node)
+    return found
+
+
+def size_condition(before, after, tainted, phase):
+    """For which input sizes the shared blobs that no approximate layer feeds keep their
+    grid and every original position (see `_size_dependent`). A size-dependent layer's
+    decision repeats with the period of its output stride, so one period is analysed."""
+    a, b = before.analysis, after.analysis
     base = _shared_grids(a, b, tainted)
-    holds = all(g is not None and _covered(a, b, blob, g, axis)
-                for blob, g in base.items() for axis in (0, 1)
-                if None not in a.shapes[blob] and None not in b.shapes[blob])
+    known = {blob: g for blob, g in base.items()
+             if None not in a.shapes[blob] and None not in b.shapes[blob]}
+    holds = all(g is not None for g in known.values()) and \
+        all(_axis_holds(a, b, known, axis) for axis in (0, 1))
+    watched = _size_dependent(a, b)
     if not watched:
         return SizeCondition("every input size", holds)
-    if len(inputs) != 1 or len(next(iter(inputs.values()))) != 4 or \
-            None in next(iter(inputs.values())):
-        return SizeCondition("unknown (needs one known 4-D input; give --input-shape)", None)
-    (name, shape), = inputs.items()
+    inputs = [(k, s) for k, s in a.shapes.items() if k in a.graph.inputs and s is not None]
+    if len(inputs) != 1 or len(inputs[0][1]) != 4 or None in inputs[0][1] or None in base.values():
+        return SizeCondition("unknown (needs one known 4-D input and aligned grids; give "
+                             "--input-shape)", None if holds else False)
+    (name, shape), = inputs
     periods = [math.lcm(*(a.geometry[n.tops[0]].stride[axis] for n in watched
-                          if a.geometry.get(n.tops[0]) is not None) or [1]) for axis in (0, 1)]
-    period = math.lcm(*periods)
-    good = ([], [])
-    for k in range(period):
+                          if a.geometry.get(n.tops[0]) is not None)) for axis in (0, 1)]
+    good = (set(), set())
+    for k in range(math.lcm(*periods)):
         size = (*shape[:2], shape[2] + k, shape[3] + k)
         try:
-            a2 = analyse(before.loaded.net, input_shapes={name: size}, phase=phase,
-                         unknowns=before.loaded.unknowns)
-            b2 = analyse(after.loaded.net, input_shapes={name: size}, phase=phase,
-                         unknowns=after.loaded.unknowns)
+            a2, b2 = (analyse(side.loaded.net, input_shapes={name: size}, phase=phase,
+                              unknowns=side.loaded.unknowns) for side in (before, after))
         except SurgeryError:
             continue
-        grids = _shared_grids(a2, b2, tainted)
         for axis in (0, 1):
-            if all(blob in grids and grids[blob] is not None and g is not None
-                   and grids[blob][0][axis] == g[0][axis] and grids[blob][1][axis] == g[1][axis]
-                   and _covered(a2, b2, blob, grids[blob], axis) for blob, g in base.items()):
-                good[axis].append((size[2 + axis]) % periods[axis])
-    if all(len(set(good[axis])) == periods[axis] for axis in (0, 1)):
+            if _axis_holds(a2, b2, base, axis):
+                good[axis].add(size[2 + axis] % periods[axis])
+    if all(len(good[axis]) == periods[axis] for axis in (0, 1)):
         return SizeCondition("every input size", holds)
-    parts = [f"{'HW'[axis]} mod {periods[axis]} in {{{', '.join(map(str, sorted(set(good[axis]))))}}}"
-             for axis in (0, 1)]
-    return SizeCondition(" and ".join(parts), holds)
+    return SizeCondition(" and ".join(
+        f"{'HW'[axis]} mod {periods[axis]} in {{{', '.join(map(str, sorted(good[axis])))}}}"
+        for axis in (0, 1)), holds)

@@ -121,9 +121,10 @@ def _label(report, nodes, before_graph, placeholders):
     if shapes:
         lines.append(_h(", ".join(shapes)))
     folded = []
-    for n in nodes[1:]:
-        mark = " (removed)" if report.status.get(n.name) == REMOVED and status != REMOVED else ""
-        folded.append(f"{n.type}{mark}")
+    for n in nodes[1:]:   # by type; by name too when the conversion touched it
+        own = report.status.get(n.name)
+        mark = f" {own.lower()}" if own is not None and own != status else ""
+        folded.append(f"{n.type}{mark}" if own is None else f"{n.type} {n.name}{mark}")
     if folded:
         lines.append(f'<FONT POINT-SIZE="8">+ {_h(", ".join(folded))}</FONT>')
     for n in nodes:

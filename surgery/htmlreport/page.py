@@ -10,7 +10,7 @@ from .. import __version__
 from ..errors import SurgeryError
 from ..report import _axes, _bytes, _shape, human
 from . import plots
-from .compare import ADDED, APPROXIMATE, EXACT, REMOVED, STATUSES
+from .compare import STATUSES
 from .graph import STYLES, _window_of
 
 CSS = """
@@ -24,6 +24,7 @@ h1 { font-size: 18px; margin: 0 0 2px; } h2 { font-size: 15px; margin: 16px 0 6p
 .card b { display: block; font-size: 16px; } .card span { color: #607d8b; font-size: 12px; }
 main { display: grid; grid-template-columns: minmax(0, 1fr) 480px; gap: 14px; padding: 10px 18px; }
 @media (max-width: 1000px) { main { grid-template-columns: 1fr; } }
+#viewport svg { display: block; margin: 0 auto; }
 #viewport { height: calc(100vh - 175px); min-height: 420px; overflow: auto; background: #fff;
   border: 1px solid #e0e0e0; border-radius: 6px; }
 .toolbar { display: flex; flex-wrap: wrap; align-items: center; gap: 6px; margin-bottom: 6px; }
@@ -36,7 +37,7 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowra
 tr[data-layer] { cursor: pointer; } tr[data-layer]:hover { background: #eef4fb; }
 .scroll { max-height: 320px; overflow: auto; }
 .verdict { font-weight: 600; } .bad { color: #bf360c; } .good { color: #2e7d32; }
-svg.plot { background: #fff; border: 1px solid #e0e0e0; border-radius: 6px; margin-bottom: 6px; }
+svg.plot { width: 100%; height: auto; background: #fff; border: 1px solid #e0e0e0; border-radius: 6px; margin-bottom: 6px; }
 svg.plot text { font-size: 10.5px; fill: #455a64; } svg.plot .title { font-size: 12px; font-weight: 600; }
 svg.plot path, svg.plot line.before, svg.plot line.after { fill: none; stroke-width: 2; }
 .plot .before { stroke: #9e9e9e; stroke-dasharray: 5 3; } .plot .after { stroke: #1565c0; }
@@ -172,10 +173,10 @@ def _plots(report):
         lines = []
         if report.after is not None:
             pts, d1 = plots.points(report.before.analysis, key)
-            lines.append((f"before: {os.path.basename(report.before.path)}", "before", pts))
+            lines.append(("before", "before", pts))
             differs = differs or d1
         pts, d2 = plots.points(after, key)
-        lines.append((f"{'after: ' if report.after else ''}{os.path.basename(report.drawn.path)}",
+        lines.append(("after" if report.after else os.path.basename(report.drawn.path),
                       "after", pts))
         differs = differs or d2
         html.append(plots.plot(title, lines, log2=log2, mark=mark if key == "stride" else None,
@@ -253,7 +254,7 @@ def _verify_table(data):
             f"{_h(inputs or '?')}, tolerance {_h(data.get('tolerance', '?'))} (relative)</p>")
     rows = ["<tr><th>blob</th><th>factor</th><th>offset</th><th>max|err|</th><th>rel err</th>"
             "<th>status</th></tr>"]
-    pair = lambda v: "-" if not v else "x".join(map(str, v))
+    pair = lambda v: "-" if not v or len(v) != 2 else _axes(v)
     for b in data["blobs"]:
         rows.append(f"<tr><td><code>{_h(b.get('blob'))}</code></td><td>{_h(pair(b.get('factor')))}"
                     f"</td><td>{_h(pair(b.get('offset')))}</td>"

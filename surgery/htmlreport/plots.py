@@ -66,8 +66,8 @@ def plot(title, lines, *, log2=False, mark=None, xlabel="depth"):
     tx = lambda v: math.log2(v) if log2 else v
     yticks = [2 ** i for i in range(int(math.ceil(math.log2(max(ys)))) + 1)] if log2 \
         else _ticks(max(ys))
-    xticks = _ticks(max(xs) or 1)
-    x0, x1, y0, y1 = 0, xticks[-1], tx(yticks[0]), tx(yticks[-1]) or 1
+    xticks = [v for v in _ticks(max(xs) or 1) if v <= max(xs)] or [0]
+    x0, x1, y0, y1 = 0, max(xs) or 1, tx(yticks[0]), tx(yticks[-1]) or 1
     sx = lambda v: LEFT + (v - x0) / ((x1 - x0) or 1) * (WIDTH - LEFT - RIGHT)
     sy = lambda v: HEIGHT - BOTTOM - (tx(v) - y0) / ((y1 - y0) or 1) * (HEIGHT - TOP - BOTTOM)
     out = [f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
@@ -86,8 +86,9 @@ def plot(title, lines, *, log2=False, mark=None, xlabel="depth"):
         out.append(f'<line class="mark" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{sy(mark[0]):.1f}" '
                    f'y2="{sy(mark[0]):.1f}"/><text class="mark" x="{WIDTH - RIGHT - 2}" '
                    f'y="{sy(mark[0]) - 4:.1f}" text-anchor="end">{escape(mark[1])}</text>')
-    for i, (label, css, pts) in enumerate(lines):
+    for label, css, pts in reversed(lines):   # the first line (before) on top, dashed
         out.append(f'<path class="{css}" d="{_steps(pts, sx, sy)}"/>')
+    for i, (label, css, pts) in enumerate(lines):
         out.append(f'<line class="{css}" x1="{LEFT + 8}" x2="{LEFT + 26}" y1="{TOP + 8 + 14 * i}" '
                    f'y2="{TOP + 8 + 14 * i}"/><text class="tick" x="{LEFT + 30}" '
                    f'y="{TOP + 11 + 14 * i}">{escape(label)}</text>')
