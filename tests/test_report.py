@@ -118,6 +118,20 @@ def test_input_size_condition_agrees_with_dilate():
     assert resnet.sizes.text == "every input size" and resnet.sizes.holds_here is True
 
 
+def test_in_place_layers_fold_into_the_layer_they_follow():
+    from surgery.htmlreport.graph import boxes, dot_source
+
+    graph = analyse(load_net(MODELS / "resnet50" / "deploy.prototxt").net).graph
+    members, head_of = boxes(graph)
+    assert [n.name for n in members["conv1"]] == ["conv1", "bn_conv1", "scale_conv1", "conv1_relu"]
+    assert [n.name for n in members["res2a"]] == ["res2a", "res2a_relu"]
+    in_place = [n for n in graph.nodes if n.bottoms and n.tops == n.bottoms]
+    assert in_place and all(head_of[n.name] != n.name for n in in_place)
+    assert len(members) == len(graph.nodes) - len(in_place)
+    text = dot_source(report_of(MODELS / "resnet50" / "deploy.prototxt"))
+    assert "+ BatchNorm, Scale, ReLU" in text and '"bn_conv1"' not in text
+
+
 # ------------------------------------------------------------ the command
 
 def test_missing_dot_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):

@@ -52,9 +52,12 @@ def layer_status(before, after, approximate):
 
     `before`/`after` are LayerViews, None where that net lacks the layer; `approximate`
     holds the names `approximate_layers` gives for the pair. Returns None for a layer
-    the conversion left alone and exact. A new status (ADAPTED: an intended change that
-    keeps the net's meaning but is not numerically equal) is added here, with a style
-    in graph.STYLES."""
+    the conversion left alone and exact.
+
+    To add a status (e.g. ADAPTED: an intended change that keeps the net's meaning at the
+    new stride but is not numerically equal), give it a constant in STATUSES, a branch
+    here (before the EXACT one) and a colour in graph.STYLES; the page, legend, counts
+    and old -> new windows follow."""
     if after is None:
         return REMOVED
     if before is None:

@@ -111,7 +111,7 @@ def _label(report, nodes, before_graph, placeholders):
     status = report.status.get(head.name)
     drawn = report.drawn.analysis if status != REMOVED else report.before.analysis
     window = _window_of(head)
-    if status in (EXACT, APPROXIMATE) and head.name in before_graph:
+    if status not in (None, REMOVED, ADDED) and head.name in before_graph:
         old = _window_of(before_graph.node(head.name))
         if old != window:
             window = f"{old or 'none'} \u2192 {window or 'none'}"

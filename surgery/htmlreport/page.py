@@ -165,7 +165,9 @@ def _verdict(report):
 
 def _plots(report):
     after = report.drawn.analysis
-    target = after.geometry.get(after.deepest_blob()) if after.deepest_blob() else None
+    if after.deepest_blob() is None:
+        return "<h2>Stride and receptive field</h2><p>No blob of the net has a known stride.</p>"
+    target = after.geometry.get(after.deepest_blob())
     mark = (target.stride.h, f"output stride {target.stride.h}") if target else None
     html, differs = [], False
     for key, title, log2 in (("stride", "Output stride against depth", True),
