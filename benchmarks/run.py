@@ -1,6 +1,7 @@
 """Benchmarks for caffe-surgery, each a ratio against a baseline measured in the same run.
 
-    python benchmarks/run.py                  # 0.5 GB and 2.5 GB models, ResNet-152, ResNet-50
+    python benchmarks/run.py                  # 0.5 GB and 2.5 GB models, ResNet-152, ResNet-50,
+                                              # ResNet-152's report page
     python benchmarks/run.py --sizes 0.5,1    # other model sizes (GB, 10^9 bytes)
     python benchmarks/run.py --quick          # 50 MB model; a smoke test of the script
     python benchmarks/run.py --json out.json  # also write the rows as JSON
@@ -78,7 +79,7 @@ class Table:
         if seconds is not None:
             row.update(seconds=seconds, rss_mb=rss_mb)
         for key in ("seconds", "rss_mb"):
-            if key in row:
+            if row.get(key) is not None:
                 row[key] = round(row[key], 6 if key == "seconds" else 1)
         if not self.rows or self.rows[-1]["group"] != group:
             print(f"{group}:")
@@ -94,7 +95,7 @@ HEADER = f"{'benchmark':<{NAME_WIDTH}} {'time':>9} {'peak RSS':>9}  {'ratio':<26
 def _format_row(row):
     secs = "-" if "seconds" not in row else (f"{row['seconds']:.3f} s" if row["seconds"] >= 0.01
                                              else f"{row['seconds'] * 1000:.2f} ms")
-    rss = f"{row['rss_mb']:.0f} MB" if "rss_mb" in row else "-"
+    rss = f"{row['rss_mb']:.0f} MB" if row.get("rss_mb") is not None else "-"
     verdict = {True: "  [met]", False: "  [NOT met]", None: ""}[row["ok"]]
     text = f"  {row['what']:<{NAME_WIDTH - 2}} {secs:>9} {rss:>9}  " \
            f"{row['ratio'] or '':<26} {row['target']}{verdict}"
@@ -236,6 +237,58 @@ def bench_verify(table, workdir, repeat):
               ok=ver.returncode == 0, note=f"verdict: {verdict}")
 
 
+def bench_report(table, workdir, repeat):
+    """ResNet-152's OS-8 conversion report: time to write, page size, render time in
+    headless Chromium (navigation start to the first frame after `load`) against a
+    blank page loaded the same way."""
+    group = "report ResNet-152 OS 8"
+    net = resnet152_prototxt(workdir)
+    if net is None:
+        table.add(group, "skipped: no ResNet-152 prototxt found")
+        return
+    if not _has_command("report") or not shutil.which("dot"):
+        table.add(group, "skipped: the report command or Graphviz dot is not available")
+        return
+    cli = cli_argv()
+    converted, page = Path(workdir) / "r152_os8.prototxt", Path(workdir) / "r152_os8.html"
+    dil = measure(cli + ["dilate", str(net), "-s", "8", "--head", "cut", "-o", str(converted)])
+    if dil.returncode:
+        table.add(group, "skipped: dilate failed", note=dil.stderr.strip()[:100])
+        return
+    startup = measure(cli + ["report", "--help"], repeat=max(repeat, 3))
+    table.add(group, "CLI start-up: report --help", startup)
+    run = measure(cli + ["report", str(net), str(converted), "-o", str(page)], repeat=repeat)
+    table.add(group, "report (load, analyse, dot, write)", run,
+              ratio=f"{run.seconds / startup.seconds:.1f}x start-up",
+              note="" if run.returncode == 0 else f"FAILED: {run.stderr.strip()[:100]}")
+    if run.returncode:
+        return
+    size = page.stat().st_size
+    table.add(group, f"page size {size / 1e6:.2f} MB", None, target="< 3 MB", ok=size < 3e6)
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from _browser import chromium_path, open_page
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        table.add(group, "render skipped: playwright is not installed (pip install '.[test]')")
+        return
+    if chromium_path() is None:
+        table.add(group, "render skipped: Chromium is not installed")
+        return
+    blank = Path(workdir) / "blank.html"
+    blank.write_text("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>blank"
+                     "</title></head><body></body></html>\n")
+    base = min(open_page(blank).render_ms for _ in range(max(repeat, 3)))
+    table.add(group, "floor: blank page in headless Chromium", None, seconds=base / 1000)
+    loads = [open_page(page) for _ in range(repeat)]
+    best = min(loads, key=lambda s: s.render_ms)
+    clean = all(s.requests == [s.url] and not s.errors for s in loads)
+    table.add(group, f"render in headless Chromium ({len(best.nodes)} boxes)", None,
+              seconds=best.render_ms / 1000, ratio=f"{best.render_ms / base:.1f}x blank page",
+              target="< 5 s, no request", ok=best.render_ms < 5000 and clean,
+              note="" if clean else f"requests {best.requests}, errors {best.errors}")
+
+
 def machine():
     cpu = platform.processor() or platform.machine()
     try:
@@ -265,7 +318,7 @@ def parse_args(argv=None):
                         help="one 50 MB model and single runs: checks the script works")
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing (the fastest counts)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--only", choices=("weights", "dilate", "verify"), action="append",
+    parser.add_argument("--only", choices=("weights", "dilate", "verify", "report"), action="append",
                         help="run only these groups (repeatable)")
     parser.add_argument("--workdir", help="where generated files go (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -285,7 +338,7 @@ def main(argv=None):
           f"Python {info['python']}, protobuf {info['protobuf']}")
     print(HEADER)
     table = Table()
-    groups = args.only or ["weights", "dilate", "verify"]
+    groups = args.only or ["weights", "dilate", "verify", "report"]
     workdir = tempfile.mkdtemp(prefix="surgery-bench-", dir=args.workdir)
     try:
         if "weights" in groups:
@@ -294,6 +347,8 @@ def main(argv=None):
             bench_dilate(table, workdir, args.repeat)
         if "verify" in groups:
             bench_verify(table, workdir, args.repeat)
+        if "report" in groups:
+            bench_report(table, workdir, args.repeat)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:

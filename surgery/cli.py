@@ -16,6 +16,7 @@ COMMANDS = [
     "init_weights",
     "verify",
     "fcn",
+    "report",
 ]
 
 

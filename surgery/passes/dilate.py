@@ -368,7 +368,7 @@ def _report(net, new, changes, notes, first, input_shapes, multi_grid, unknowns)
                         g_before and g_before.rf, g_after and g_after.rf, deepest, sizes, notes)
 
 
-def approximate_layers(original, converted, *, input_shapes=None):
+def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):
     """Layers of `converted` whose output cannot be exact whatever their settings.
 
     Independent of how `converted` was made (verify uses it on any pair of nets): the
@@ -377,8 +377,8 @@ def approximate_layers(original, converted, *, input_shapes=None):
     pooling whose pad grew where pad is not neutral, and a collapse over a denser map.
     A convolution can always be exact, so a convolution that differs from the exact rule
     (pspnet convention, multi-grid, or a mistake) is not excused: verify judges it."""
-    a = analyse(original, input_shapes=input_shapes)
-    b = analyse(converted, input_shapes=input_shapes)
+    a = analyse(original, input_shapes=input_shapes, phase=phase)
+    b = analyse(converted, input_shapes=input_shapes, phase=phase)
     result = set()
     for node in b.graph.nodes:
         if node.name not in a.graph or not node.bottoms:

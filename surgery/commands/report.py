@@ -1,0 +1,62 @@
+"""Write one self-contained HTML page that shows a net, or what a conversion changed.
+
+With NET only, the page describes that net; with NET and CONVERTED (e.g. the output of
+`dilate`), it shows the conversion: the converted net drawn as a graph (Graphviz `dot`,
+top to bottom; in-place layers folded into the layer they follow) with each changed
+layer coloured by status and its old -> new window, removed layers greyed out; output
+stride and receptive field against depth, before and after; params, FLOPs and activation
+memory with ratios; and the exactness summary (the common grid of the deepest shared
+blob, the input sizes it holds for). --verify adds the errors `verify --json` measured.
+
+Statuses come from the two nets alone, not from how CONVERTED was made: a layer whose
+type, window or weight shapes differ is EXACT, or APPROXIMATE when no setting could make
+it exact (a pooling window after a removed stride, a collapse over a denser map).
+
+The page has inline SVG, CSS and script only, and requests nothing from any server.
+Needs Graphviz's `dot` on PATH (Debian/Ubuntu: apt-get install graphviz).
+"""
+
+from ..analysis import parse_input_shapes
+from ..errors import SurgeryError
+from ..graph import described_phases
+from ..io.atomic import guard_output, write_atomic
+from .output import add_strict_argument, load
+
+NAME = "report"
+HELP = "draw a net or a conversion as one self-contained HTML page"
+
+
+def add_arguments(parser):
+    parser.add_argument("net", metavar="NET.prototxt", help="the net (the original, for a conversion)")
+    parser.add_argument("converted", nargs="?", metavar="CONVERTED.prototxt",
+                        help="the converted net, to show what changed")
+    parser.add_argument("-o", "--output", required=True, metavar="REPORT.html",
+                        help="where to write the page")
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
+                        help="shape of an input blob (repeatable)")
+    parser.add_argument("--phase", choices=("TRAIN", "TEST"),
+                        help="which phase's layers to draw (default TEST, or TRAIN for a "
+                             "train-only file)")
+    parser.add_argument("--verify", metavar="RESULT.json",
+                        help="the output of `caffe-surgery verify --json` for these nets")
+    add_strict_argument(parser)
+
+
+def run(args):
+    from ..htmlreport import find_dot, make_page, read_verify
+
+    shapes = parse_input_shapes(args.input_shape) or None
+    if args.verify and not args.converted:
+        raise SurgeryError("--verify needs CONVERTED.prototxt (it measures a conversion)")
+    inputs = [p for p in (args.net, args.converted, args.verify) if p]
+    guard_output(args.output, inputs)
+    verify = read_verify(args.verify) if args.verify else None
+    find_dot()   # before the nets load: a missing tool fails at once
+    before = load(args)
+    after = load(args, args.converted) if args.converted else None
+    phase = args.phase or ("TEST" if "TEST" in described_phases(before.net) else "TRAIN")
+    page = make_page(before, after, input_shapes=shapes, phase=phase, verify=verify)
+    data = page.encode("utf-8")
+    write_atomic(args.output, data, inputs=inputs)
+    print(f"wrote {args.output} ({len(data) / 1024:.0f} KiB)")
+    return 0
