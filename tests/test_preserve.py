@@ -152,7 +152,7 @@ def test_v1_file_stays_v1_and_dilation_is_written_as_hole(tmp_path, capsys):
     assert "layers {" in text and "dilation" not in text
 
 
-def test_fallback_to_canonical_is_noted(tmp_path):
+def test_an_added_layer_is_inserted_and_the_rest_kept(tmp_path):
     src = write(tmp_path, "net.prototxt", HEADER_NET)
     loaded = load_net(src)
     new = type(loaded.net)()
@@ -161,6 +161,20 @@ def test_fallback_to_canonical_is_noted(tmp_path):
     extra.CopyFrom(new.layer[1])
     extra.name = "conv1_copy"
     extra.top[0] = "copy"
+    text, note = render(loaded, new)
+    assert note is None
+    assert text.startswith(HEADER_NET.rstrip("\n"))      # every original line kept
+    assert 'name: "conv1_copy"' in text and load_net(write(tmp_path, "o.prototxt", text)).net == new
+
+
+def test_fallback_to_canonical_is_noted(tmp_path):
+    src = write(tmp_path, "net.prototxt", HEADER_NET)
+    loaded = load_net(src)
+    new = type(loaded.net)()
+    new.CopyFrom(loaded.net)
+    layers = list(new.layer)
+    del new.layer[:]
+    new.layer.extend([layers[0]] + layers[1:][::-1])    # reordered: no minimal edit spells it
     text, note = render(loaded, new)
     assert note and "canonical" in note
     assert parse_prototxt(text) == new

@@ -42,6 +42,7 @@ class Document:
         self.indent_unit = _detect_indent_unit(root)
         self.quote = _detect_quote(root)
         self._index = None
+        self.edited = False      # set by every edit: the tree no longer matches the file
 
     @classmethod
     def parse(cls, text, filename="<string>", *, message_type=None):
@@ -142,12 +143,14 @@ class Document:
         """Set `path` (e.g. "convolution_param.dilation") under a layer to a
         scalar or list, rewriting existing values in place and creating
         missing fields/blocks with the indentation of their siblings."""
+        self.edited = True
         node = self.find_layer(layer)
         self._set(node.messages[0], path, value, self._layer_descriptor(node), top=False,
                   layer=node)
 
     def set_top_field(self, path, value):
         """Set a net-level field (e.g. "name", "input_dim")."""
+        self.edited = True
         try:
             desc = self._message_type().DESCRIPTOR
         except SurgeryError:
@@ -156,6 +159,7 @@ class Document:
 
     def remove_field(self, layer, path):
         """Remove every entry of `path` under a layer; True if anything went."""
+        self.edited = True
         node = self.find_layer(layer)
         comps = _split_path(path)
         parent = self._walk(node.messages[0], comps[:-1], layer=node)
@@ -171,11 +175,13 @@ class Document:
 
     def remove_layer(self, layer):
         """Remove a whole layer block (comments above it stay)."""
+        self.edited = True
         node = self.find_layer(layer)
         self._remove_field_node(self.root, node)
         self._index = None
 
     def rename_layer(self, old, new):
+        self.edited = True
         node = self.find_layer(old)
         if new != old and new in self._layer_index():
             raise SurgeryError(f"cannot rename to '{new}': that name is taken",
@@ -189,6 +195,7 @@ class Document:
 
     def add_layer_after(self, layer, text_block):
         """Insert prototxt text (one or more `layer { ... }` blocks) after a layer."""
+        self.edited = True
         anchor = self.find_layer(layer)
         root, eof = parse_tokens(text_block, "<inserted layer text>")
         if not root.fields:

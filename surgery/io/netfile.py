@@ -94,6 +94,17 @@ def load_text(text, path="<string>", *, strict=False):
     return NetFile(path, text, doc, binding, original, net, notes, warnings, unknowns)
 
 
+def rebind(loaded, doc):
+    """`loaded` as an edited document binds and upgrades (no re-scan of its text); the
+    typo guard and warnings already ran on the file itself."""
+    from .upgrade import upgrade_net
+
+    original, binding = doc.to_message()
+    net, notes = upgrade_net(original)
+    return loaded._replace(document=doc, binding=binding, original=original, net=net,
+                           notes=notes, unknowns=_unknowns(binding, original, net))
+
+
 def _with_hint(exc, text, path):
     """The text_format loader's explanation (did-you-mean, V1 enum types) when it
     fails at the same place; else the document's own error."""

@@ -19,7 +19,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from ..errors import SurgeryError
 from .. import caffe_pb2
 from .document import Document
-from .netfile import load_text
+from .netfile import rebind
 from .prototxt import format_prototxt
 
 MESSAGE = FieldDescriptor.TYPE_MESSAGE
@@ -74,8 +74,13 @@ def _dropped_note(loaded):
 
 
 def minimal_edit(loaded, new):
-    """The file's text with exactly the edits that turn `loaded.net` into `new`."""
-    doc = Document.parse(loaded.text, loaded.path)
+    """The file's text with exactly the edits that turn `loaded.net` into `new`.
+
+    The loaded document is edited in place (it is parsed again only if an earlier
+    render already edited it)."""
+    doc = loaded.document
+    if doc.edited:
+        doc = Document.parse(loaded.text, loaded.path)
     written = list(loaded.original.layers) or list(loaded.original.layer)
     nodes = doc.layers()
     if len(nodes) != len(written):
@@ -89,9 +94,8 @@ def minimal_edit(loaded, new):
     uses_hole = any(_has_hole(layer) for layer in written)
     removed = _edit_layers(doc, nodes, written, list(loaded.net.layer[added:]),
                            list(new.layer[added:]), uses_hole)
-    text = doc.to_text()
-    _check_reload(loaded, text, new, removed)
-    return text
+    _check_reload(loaded, doc, new, removed)
+    return doc.to_text()
 
 
 def _edit_net_fields(doc, old, new):
@@ -108,11 +112,19 @@ def _edit_net_fields(doc, old, new):
 
 
 def _edit_layers(doc, nodes, written, old_layers, new_layers, uses_hole):
-    """Apply layer removals and field edits; returns the indices of removed layers."""
+    """Apply layer removals, insertions and field edits; returns the indices of removed
+    layers. A new layer whose name the file does not have, met where the file's next
+    layer is still to come, is inserted after the previous one."""
     j, removed = 0, set()
     old_names = {layer.name for layer in old_layers}
     new_names = {layer.name for layer in new_layers}
+    v1 = bool(written) and written[0].DESCRIPTOR.name != _CURRENT.name
+    anchor = None
     for i, (node, as_written, old) in enumerate(zip(nodes, written, old_layers)):
+        while j < len(new_layers) and new_layers[j].name not in old_names and \
+                old.name in new_names and new_layers[j].name != old.name:
+            anchor = _insert(doc, anchor, new_layers[j], v1)
+            j += 1
         new = new_layers[j] if j < len(new_layers) else None
         replaced = new is not None and old.name not in new_names and new.name not in old_names
         if new is None or (new.name != old.name and not replaced):
@@ -121,6 +133,7 @@ def _edit_layers(doc, nodes, written, old_layers, new_layers, uses_hole):
             continue
         # Same name, or a layer rewritten in place under a new name (fc6 -> fc6-conv).
         j += 1
+        anchor = node
         if new == old:
             continue
         for path, value in _field_edits(old, new):
@@ -129,9 +142,33 @@ def _edit_layers(doc, nodes, written, old_layers, new_layers, uses_hole):
                     doc.remove_field(node, wpath)
                 else:
                     doc.set_field(node, wpath, wvalue)
+    while j < len(new_layers) and new_layers[j].name not in old_names:
+        anchor = _insert(doc, anchor, new_layers[j], v1)
+        j += 1
     if j != len(new_layers):
-        raise _Fallback("layers were added or reordered")
+        raise _Fallback("layers were reordered")
     return removed
+
+
+def _insert(doc, anchor, layer, v1):
+    """Write a new layer after `anchor` (a layer node), indented like the file."""
+    if anchor is None:
+        raise _Fallback("a layer was added before the first one")
+    if v1:
+        raise _Fallback("a layer was added to a V1 file")
+    net = caffe_pb2.NetParameter()
+    net.layer.add().CopyFrom(layer)
+    text = format_prototxt(net)
+    if doc.indent_unit != "  ":
+        text = "\n".join(_reindent(line, doc.indent_unit) for line in text.split("\n"))
+    before = len(doc.layers())
+    doc.add_layer_after(anchor, text)
+    return doc.layers()[doc.layers().index(anchor) + 1] if len(doc.layers()) > before else anchor
+
+
+def _reindent(line, unit):
+    stripped = line.lstrip(" ")
+    return unit * ((len(line) - len(stripped)) // 2) + stripped
 
 
 def _in_dialect(as_written, path, value, uses_hole):
@@ -197,10 +234,12 @@ def _field_edits(old, new, prefix=""):
     return edits
 
 
-def _check_reload(loaded, text, new, removed):
-    """Load the edited text as the input was loaded: it must give exactly `new`, and keep
-    every placeholder and unknown field outside the removed layers."""
-    again = load_text(text, loaded.path)
+def _check_reload(loaded, doc, new, removed):
+    """Bind the edited document as the input was bound: it must give exactly `new`, and
+    keep every placeholder and unknown field outside the removed layers. (The tokens of
+    the tree are what `to_text` writes, so binding the tree proves what re-reading the
+    text would, without scanning it again.)"""
+    again = rebind(loaded, doc)
     if again.net != new:
         raise _Fallback("the edited text did not load back to the new net")
 
