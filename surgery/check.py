@@ -188,6 +188,21 @@ def compare(expected: dict, summary) -> CheckReport:
     return CheckReport(rows)
 
 
+_WORST_FIRST = (MISMATCH, NOT_INITIALISED, UNKNOWN, OK, UNUSED)
+
+
+def merge(reports):
+    """One report for a net checked in several phases (Caffe loads the weights into each):
+    a layer's worst row over the phases that have it; unused only where none uses it."""
+    rows = {}
+    for report in reports:
+        for row in report.layers:
+            old = rows.get(row.name)
+            if old is None or _WORST_FIRST.index(row.status) < _WORST_FIRST.index(old.status):
+                rows[row.name] = row
+    return CheckReport(list(rows.values()))
+
+
 def format_report(report, *, show_ok=True):
     """A readable table: one line per layer, problems spelt out, a count line at the end."""
     labels = {OK: "ok", MISMATCH: "MISMATCH", NOT_INITIALISED: "NOT INITIALISED",

@@ -198,9 +198,9 @@ def _channels(shape):
     return int(shape[1]) if shape is not None and len(shape) >= 2 else 1
 
 
-def random_weights(net, *, seed=0, input_shapes=None):
-    """[{name, type, blobs}] for every layer of `net` that has params."""
-    analysis = analyse(net, input_shapes=input_shapes)
+def random_weights(net, *, seed=0, input_shapes=None, phase="TEST"):
+    """[{name, type, blobs}] for every layer of `net` (in `phase`) that has params."""
+    analysis = analyse(net, input_shapes=input_shapes, phase=phase)
     stats = {}
     layers = []
     for node in analysis.graph.nodes:

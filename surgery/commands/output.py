@@ -1,12 +1,14 @@
 """Shared options for commands that load a net and write one.
 
 Loading: `--strict` and `load(args, path)`, which prints the unknown-field warnings
-once on stderr. Writing: -o, --in-place, --canonical, --diff and `write_net`, which
+once on stderr; `--phase` and `choose_phases(args, net)` for commands that analyse one
+phase's layers. Writing: -o, --in-place, --canonical, --diff and `write_net`, which
 writes the change as a minimal edit of the input file (see io/preserve.py).
 """
 
 import sys
 
+from ..graph import complete_phases
 from ..io.atomic import write_atomic
 from ..io.netfile import NetFile, load_net
 from ..io.preserve import render, unified_diff
@@ -25,6 +27,41 @@ def load(args, path=None):
     for warning in loaded.warnings:
         print(f"caffe-surgery: warning: {warning}", file=sys.stderr)
     return loaded
+
+
+def add_phase_argument(parser, what):
+    parser.add_argument("--phase", choices=("TEST", "TRAIN"),
+                        help=f"which phase's layers to {what} (default: the phase in which "
+                             "the net is complete, TEST first; both when both are and their "
+                             "layers differ)")
+
+
+def choose_phases(args, net):
+    """The phases to analyse: --phase, else every phase in which the net builds (TEST
+    first) that has layers of its own. A train file whose data layer exists only in TRAIN
+    gets TRAIN; a train_val file both. A note on stderr says so when there was a choice."""
+    if args.phase:
+        return [args.phase]
+    built, failed = complete_phases(net)
+    if not built:
+        raise failed["TEST"]
+    first, *others = built
+    chosen = [first] + [p for p in others if _names(built[p]) != _names(built[first])]
+    if failed:
+        other, why = next(iter(failed.items()))
+        note(f"using phase {first}, the one in which the net is complete (in {other}: {why})")
+    elif len(chosen) > 1:
+        note("the net builds in TEST and TRAIN with different layers: both are analysed "
+             "(--phase picks one)")
+    return chosen
+
+
+def _names(graph):
+    return [node.name for node in graph.nodes]
+
+
+def note(text):
+    print(f"caffe-surgery: note: {text}", file=sys.stderr)
 
 
 def add_output_arguments(parser):
@@ -51,9 +88,9 @@ def write_net(args, loaded, new, *, source=None, write=True):
     source = source or args.net
     if not isinstance(loaded, NetFile):
         loaded = load_net(source, strict=getattr(args, "strict", False))._replace(net=loaded)
-    text, note = render(loaded, new, canonical=args.canonical)
-    if note:
-        print(f"caffe-surgery: note: {note}", file=sys.stderr)
+    text, why = render(loaded, new, canonical=args.canonical)
+    if why:
+        note(why)
     if write:
         write_atomic(args.output, text.encode("utf-8"), inputs=[source], in_place=args.in_place)
     if args.diff:
