@@ -16,9 +16,10 @@ when both are (a train_val file: Caffe loads the weights into the TRAIN and TEST
 
 import json
 
+from ..analysis import analyse, parse_input_shapes
 from ..check import compare, format_report, merge, whole_shapes
-from ..errors import SurgeryError
 from ..io.caffemodel import read_caffemodel
+from . import options
 from .output import add_phase_argument, add_strict_argument, choose_phases, load
 
 NAME = "check"
@@ -29,6 +30,7 @@ def add_arguments(parser):
     parser.add_argument("net", metavar="NET.prototxt", help="net definition")
     parser.add_argument("model", metavar="MODEL.caffemodel", help="weights to load into it")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
+                        type=options.input_shape,
                         help="shape of an input blob (repeatable)")
     add_phase_argument(parser, "check")
     parser.add_argument("--problems", action="store_true",
@@ -37,24 +39,7 @@ def add_arguments(parser):
     add_strict_argument(parser)
 
 
-def parse_input_shapes(specs):
-    """{'data': (1, 3, 224, 224)} from ['data=1,3,224,224']."""
-    shapes = {}
-    for spec in specs:
-        name, sep, dims = spec.partition("=")
-        try:
-            shape = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            shape = ()
-        if not sep or not name or not shape or any(d <= 0 for d in shape):
-            raise SurgeryError(f"--input-shape {spec!r}: expected NAME=N,C,H,W with positive sizes")
-        shapes[name] = shape
-    return shapes
-
-
 def run(args):
-    from ..analysis import analyse  # imported late: only this command needs the analysis stack
-
     input_shapes = parse_input_shapes(args.input_shape)
     summary = read_caffemodel(args.model)
     loaded = load(args)

@@ -29,23 +29,16 @@ from ..analysis import analyse, parse_input_shapes
 from ..errors import SurgeryError
 from ..passes.dilate import CONVENTIONS, HEAD_CHOICES, POOLING_CHOICES, dilate
 from ..report import format_changes
+from . import options
 from .output import add_output_arguments, load, write_net
 
 NAME = "dilate"
 HELP = "rewrite a net to a smaller output stride, keeping its weights loadable"
 
 
-def _grid(text):
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise SurgeryError(f"--multi-grid '{text}': expected integers like 1,2,4") from None
-    return values
-
-
 def add_arguments(parser):
     parser.add_argument("net", metavar="NET.prototxt", help="net definition")
-    parser.add_argument("--output-stride", "-s", type=int, required=True, metavar="N",
+    parser.add_argument("--output-stride", "-s", type=options.positive_int, required=True, metavar="N",
                         help="target output stride, e.g. 16 or 8")
     parser.add_argument("--head", choices=HEAD_CHOICES, default="error",
                         help="what to do with a classifier head (default error)")
@@ -53,11 +46,12 @@ def add_arguments(parser):
                         help="pooling windows after a removed stride (default strict)")
     parser.add_argument("--convention", choices=CONVENTIONS, default="exact",
                         help="exact (default) or pspnet (also dilate the formerly strided layer)")
-    parser.add_argument("--multi-grid", type=_grid, metavar="A,B,C",
+    parser.add_argument("--multi-grid", type=options.positive_ints, metavar="A,B,C",
                         help="DeepLab v3 unit rates for the last converted stage, multiplied by "
                              "the stage rate (mmseg treats them as absolute dilations)")
-    parser.add_argument("--cut-after", metavar="BLOB", help="keep only the layers that compute BLOB")
+    parser.add_argument("--cut-after", metavar="BLOB", type=options.name, help="keep only the layers that compute BLOB")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
+                        type=options.input_shape,
                         help="input size used to decide size-dependent choices (repeatable)")
     parser.add_argument("--weights", metavar="MODEL.caffemodel",
                         help="also check that these weights load into the result")

@@ -30,6 +30,7 @@ from ..errors import SurgeryError
 from ..io.atomic import guard_output
 from ..passes.fcn import (PAD_CHOICES, convolutionalize, format_plan, parse_decimate,
                           transplant, weight_entries)
+from . import options
 from .output import add_output_arguments, load, write_net
 
 NAME = "fcn"
@@ -40,16 +41,19 @@ def add_arguments(parser):
     parser.add_argument("net", metavar="NET.prototxt", help="net definition")
     parser.add_argument("--weights", metavar="IN.caffemodel",
                         help="trained weights of NET (converted into --weights-out)")
-    parser.add_argument("--weights-out", metavar="OUT.caffemodel",
+    parser.add_argument("--weights-out", metavar="OUT.caffemodel", type=options.output_file,
                         help="where to write the converted weights")
     parser.add_argument("--pad", choices=PAD_CHOICES, default="same",
                         help="same (default): output keeps the input size; valid: no padding")
     parser.add_argument("--rename", default="{name}-conv", metavar="PATTERN",
+                        type=options.rename_pattern,
                         help="new layer names, {name} is the old one (default '{name}-conv')")
     parser.add_argument("--decimate", action="append", default=[], metavar="LAYER=KxK:N",
+                        type=options.decimate,
                         help="subsample a converted layer's kernel taps and output channels, "
                              "e.g. fc6=3x3:1024 (repeatable)")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
+                        type=options.input_shape,
                         help="input size that fixes the fc kernels' sizes (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the summary only")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -71,10 +75,6 @@ def run(args):
             guard_output(args.weights_out, [args.net, args.weights], in_place=args.in_place)
             if os.path.abspath(args.output) == os.path.abspath(args.weights_out):
                 raise SurgeryError("-o and --weights-out name the same file")
-        for path in (args.output, args.weights_out):
-            folder = os.path.dirname(os.path.abspath(path)) if path else None
-            if folder and not os.path.isdir(folder):
-                raise SurgeryError(f"cannot write {path}: directory {folder} does not exist")
     loaded = load(args)
     new, plan = convolutionalize(loaded.net, input_shapes=shapes, pad=args.pad,
                                  rename=args.rename, decimate=decimate, unknowns=loaded.unknowns)

@@ -17,6 +17,7 @@ from ..errors import SurgeryError
 from ..initweights import random_weights
 from ..io.atomic import guard_output
 from ..io.caffemodel import write_caffemodel
+from . import options
 from .output import add_phase_argument, add_strict_argument, choose_phases, load
 
 NAME = "init-weights"
@@ -25,9 +26,11 @@ HELP = "write random (variance-preserving) weights for a net"
 
 def add_arguments(parser):
     parser.add_argument("net", metavar="NET.prototxt")
-    parser.add_argument("-o", "--output", required=True, metavar="MODEL.caffemodel")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("-o", "--output", required=True, metavar="MODEL.caffemodel",
+                        type=options.output_file)
+    parser.add_argument("--seed", type=options.seed, default=0, help="random seed (default 0)")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
+                        type=options.input_shape,
                         help="input blob size when the net does not declare it (repeatable)")
     add_phase_argument(parser, "make weights for")
     parser.add_argument("--json", action="store_true", help="print the layers written as JSON")

@@ -16,6 +16,7 @@ import sys
 
 from ..analysis import analyse, parse_input_shapes
 from ..report import format_table, to_json
+from . import options
 from .output import add_phase_argument, add_strict_argument, choose_phases, load
 
 NAME = "inspect"
@@ -25,6 +26,7 @@ HELP = "show shapes, strides, receptive fields and costs of a net"
 def add_arguments(parser):
     parser.add_argument("net", metavar="NET.prototxt", help="net definition")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
+                        type=options.input_shape,
                         help="shape of an input blob (repeatable)")
     add_phase_argument(parser, "analyse")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

@@ -12,6 +12,7 @@ from ..graph import complete_phases
 from ..io.atomic import write_atomic
 from ..io.netfile import NetFile, load_net
 from ..io.preserve import render, unified_diff
+from . import options
 
 
 def add_strict_argument(parser):
@@ -65,7 +66,8 @@ def note(text):
 
 
 def add_output_arguments(parser):
-    parser.add_argument("-o", "--output", metavar="OUT.prototxt", help="where to write the result")
+    parser.add_argument("-o", "--output", metavar="OUT.prototxt", type=options.output_file,
+                        help="where to write the result")
     parser.add_argument("--in-place", action="store_true",
                         help="allow -o to name the input file (it is replaced atomically)")
     parser.add_argument("--canonical", action="store_true",
