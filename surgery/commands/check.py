@@ -5,7 +5,9 @@ name; weights for layers the net lacks are ignored (listed as unused); a
 matched layer needs exactly as many blobs as it has params, each of the
 param's shape (legacy 4-D blob dims are accepted when Caffe accepts them).
 Net layers with params that get no weights are listed as not initialised.
-Exit status 0 when every layer with params loads, 1 otherwise.
+Exit status 0 when every layer with params loads, 1 otherwise, including when the
+analysis cannot tell (an unknown layer type, an input size only the data decides):
+the last line then says `cannot tell` and why.
 
 Param shapes of InnerProduct layers depend on the input size: when the net
 declares none, give one with --input-shape data=1,3,224,224.
@@ -47,7 +49,8 @@ def run(args):
     for phase in choose_phases(args, loaded.net):
         analysis = analyse(loaded.net, input_shapes=input_shapes or None, phase=phase,
                            unknowns=loaded.unknowns)
-        reports.append(compare(whole_shapes(analysis.param_shapes), summary))
+        reports.append(compare(whole_shapes(analysis.param_shapes), summary,
+                               analysis.unknown_causes()))
     report = merge(reports)
     if args.json:
         print(json.dumps(report.to_dict()))

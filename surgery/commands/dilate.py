@@ -74,8 +74,9 @@ def run(args):
         from ..check import compare, whole_shapes
         from ..io.caffemodel import read_caffemodel
 
-        expected = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns).param_shapes
-        check = compare(whole_shapes(expected), read_caffemodel(args.weights))
+        after = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns)
+        check = compare(whole_shapes(after.param_shapes), read_caffemodel(args.weights),
+                        after.unknown_causes())
     write = not args.dry_run and (check is None or check.ok)
     diff = write_net(args, loaded, new, write=write) if (write or args.diff) else None
     if args.json:
@@ -89,8 +90,8 @@ def run(args):
     else:
         sys.stdout.write(format_changes(report))
         if check is not None:
-            sys.stdout.write("weights: " + ("load into the result\n" if check.ok else
-                             "do NOT load into the result (run `caffe-surgery check` for details); "
-                             "nothing written\n"))
+            sys.stdout.write("weights: load into the result\n" if check.ok else
+                             f"weights checked against the result: {check.verdict}; nothing "
+                             "written (run `caffe-surgery check` for details)\n")
         sys.stdout.write(diff or "")
     return 0 if check is None or check.ok else 1
