@@ -42,7 +42,8 @@ FLAG = [["=yes"]]          # a value given to an option that takes none
 NET_FILES = [["X"], ["D"], ["E"], ["M"]]
 MODEL_FILES = [["X"], ["D"], ["T"]]
 SHAPES = [["--input-shape", v] for v in ("data", "data=", "=1,3,8,8", "data=1,,3,8",
-                                         "data=0,3,8,8", "data=1,3,x,8", "nosuch=1,3,8,8")]
+                                         "data=0,3,8,8", "data=1,3,x,8", "nosuch=1,3,8,8",
+                                         "data=1,3,8")]
 PHASE = [["--phase", "VAL"], ["--phase", ""]]
 OUTPUTS = [["-o", v] for v in ("", "D", "nodir/out", "N")]
 SEEDS = [["--seed", v] for v in ("-5", "a", "1.5", "")]
