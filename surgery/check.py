@@ -227,7 +227,8 @@ def format_report(report, *, show_ok=True):
               UNUSED: "unused weights", UNKNOWN: "unknown"}
     rows = [r for r in report.layers if show_ok or r.status != OK]
     width = max([len(r.name) for r in rows] + [5])
-    lines = [f"{'layer':<{width}}  {'status':<15}  details"]
+    lines = [f"{'layer':<{width}}  {'status':<15}  details"] if rows else \
+        ["no problems: every layer with params loads"]
     for r in rows:
         if r.status == OK:
             detail = ", ".join(fmt_shape(b.found) for b in r.blobs)

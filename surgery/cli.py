@@ -4,6 +4,7 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from .errors import SurgeryError
 
 # Subcommand modules in surgery/commands/, in the order --help lists them.
@@ -45,7 +46,10 @@ def build_parser(only=None):
         description="Model surgery for Caffe networks: dilate a backbone to a smaller "
         "output stride while keeping its pretrained weights loadable.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"caffe-surgery {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                help="run `caffe-surgery COMMAND --help` for its options")
     sub.required = True
     for name in COMMANDS:
         if only is not None and _command_name(name) != only:

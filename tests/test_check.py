@@ -254,8 +254,8 @@ def test_layers_with_unknown_input_sizes_still_need_weights(tmp_path, capsys):
     existence, so missing weights are a failure and parameter-free layers get no row."""
     net = tmp_path / "net.prototxt"
     net.write_text(UNSIZED)
-    model = tmp_path / "empty.caffemodel"
-    model.write_bytes(b"")
+    model = tmp_path / "no_layers.caffemodel"
+    cm.write_caffemodel(model, [], name="unsized")
     assert main(["check", str(net), str(model), "--json"]) == 1
     rows = {r["name"]: r["status"] for r in json.loads(capsys.readouterr().out)["layers"]}
     assert rows == {"conv": "not_initialised", "fc": "not_initialised"}

@@ -73,7 +73,9 @@ def run(argv, capsys):
 
 
 def warnings(err):
-    return [line for line in err if line.startswith("caffe-surgery: warning: ")]
+    """The loader's warnings about what the schema lacks (not inspect's analysis warnings)."""
+    return [line for line in err if line.startswith("caffe-surgery: warning: ")
+            and not line.startswith("caffe-surgery: warning: layer '")]
 
 
 # -- 1. unknown enum values ---------------------------------------------------

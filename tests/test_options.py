@@ -40,7 +40,7 @@ BASE = {
 
 FLAG = [["=yes"]]          # a value given to an option that takes none
 NET_FILES = [["X"], ["D"], ["E"], ["M"]]
-MODEL_FILES = [["X"], ["D"], ["T"]]
+MODEL_FILES = [["X"], ["D"], ["E"], ["T"]]
 SHAPES = [["--input-shape", v] for v in ("data", "data=", "=1,3,8,8", "data=1,,3,8",
                                          "data=0,3,8,8", "data=1,3,x,8", "nosuch=1,3,8,8",
                                          "data=1,3,8")]
@@ -62,7 +62,9 @@ BAD = {
     ("dilate", "input_shape"): SHAPES,
     ("dilate", "weights"): [["--weights", v] for v in ("X", "D", "T")],
     ("dilate", "dry_run"): FLAG, ("dilate", "json"): FLAG, ("dilate", "output"): OUTPUTS,
-    ("dilate", "in_place"): FLAG, ("dilate", "canonical"): FLAG, ("dilate", "diff"): FLAG,
+    ("dilate", "in_place"): FLAG, ("dilate", "canonical"): FLAG,
+    ("dilate", "diff"): [["--diff", v] for v in ("", "D", "nodir/out", "N", "O")]
+    + [["--diff", "-", "--json"]],
     ("dilate", "strict"): FLAG,
 
     ("upgrade", "input"): NET_FILES, ("upgrade", "output"): OUTPUTS,
@@ -98,7 +100,8 @@ BAD = {
                                                       "nosuch=3x3:2")],
     ("fcn", "input_shape"): SHAPES, ("fcn", "dry_run"): FLAG, ("fcn", "json"): FLAG,
     ("fcn", "output"): OUTPUTS, ("fcn", "in_place"): FLAG, ("fcn", "canonical"): FLAG,
-    ("fcn", "diff"): FLAG, ("fcn", "strict"): FLAG,
+    ("fcn", "diff"): [["--diff", v] for v in ("", "D", "nodir/out", "N", "O")],
+    ("fcn", "strict"): FLAG,
 }
 
 

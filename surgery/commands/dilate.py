@@ -23,14 +23,12 @@ Exit status: 0 written; 1 when --weights do not load into the result (nothing is
 """
 
 import json
-import sys
 
 from ..analysis import analyse, parse_input_shapes
-from ..errors import SurgeryError
 from ..passes.dilate import CONVENTIONS, HEAD_CHOICES, POOLING_CHOICES, dilate
 from ..report import format_changes
 from . import options
-from .output import add_output_arguments, load, write_net
+from .output import add_output_arguments, finish, load, output_target, write_net
 
 NAME = "dilate"
 HELP = "rewrite a net to a smaller output stride, keeping its weights loadable"
@@ -62,8 +60,7 @@ def add_arguments(parser):
 
 def run(args):
     shapes = parse_input_shapes(args.input_shape) or None
-    if not args.dry_run and not args.output:
-        raise SurgeryError("give -o OUT.prototxt for the result, or --dry-run for the summary only")
+    output_target(args, [args.net] + ([args.weights] if args.weights else []))
     loaded = load(args)
     new, report = dilate(loaded.net, output_stride=args.output_stride, head=args.head,
                          pooling=args.pooling, convention=args.convention,
@@ -77,21 +74,19 @@ def run(args):
         after = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns)
         check = compare(whole_shapes(after.param_shapes), read_caffemodel(args.weights),
                         after.unknown_causes())
-    write = not args.dry_run and (check is None or check.ok)
-    diff = write_net(args, loaded, new, write=write) if (write or args.diff) else None
+    ok = check is None or check.ok
+    diff = write_net(args, loaded, new, write=not args.dry_run) \
+        if ok and (not args.dry_run or args.diff) else None
     if args.json:
         data = report.to_json()
         if check is not None:
             data["weights"] = check.to_dict()
-        if diff is not None:
-            data["diff"] = diff
-        json.dump(data, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        summary = json.dumps(data, indent=1) + "\n"
     else:
-        sys.stdout.write(format_changes(report))
+        summary = format_changes(report)
         if check is not None:
-            sys.stdout.write("weights: load into the result\n" if check.ok else
-                             f"weights checked against the result: {check.verdict}; nothing "
-                             "written (run `caffe-surgery check` for details)\n")
-        sys.stdout.write(diff or "")
-    return 0 if check is None or check.ok else 1
+            summary += ("weights: load into the result\n" if check.ok else
+                        f"weights checked against the result: {check.verdict}; nothing "
+                        "written (run `caffe-surgery check` for details)\n")
+    finish(args, summary, diff, [args.net] + ([args.weights] if args.weights else []))
+    return 0 if ok else 1

@@ -23,7 +23,6 @@ Exit status: 0 written, 2 bad input (nothing is written).
 
 import json
 import os
-import sys
 
 from ..analysis import parse_input_shapes
 from ..errors import SurgeryError
@@ -31,7 +30,7 @@ from ..io.atomic import guard_output
 from ..passes.fcn import (PAD_CHOICES, convolutionalize, format_plan, parse_decimate,
                           transplant, weight_entries)
 from . import options
-from .output import add_output_arguments, load, write_net
+from .output import add_output_arguments, finish, load, output_target, write_net
 
 NAME = "fcn"
 HELP = "turn InnerProduct layers into convolutions, transplanting their weights"
@@ -63,8 +62,7 @@ def add_arguments(parser):
 def run(args):
     shapes = parse_input_shapes(args.input_shape) or None
     decimate = parse_decimate(args.decimate)
-    if not args.dry_run and not args.output:
-        raise SurgeryError("give -o OUT.prototxt for the result, or --dry-run for the summary only")
+    output_target(args, [args.net] + ([args.weights] if args.weights else []))
     if bool(args.weights) != bool(args.weights_out) and not (args.dry_run and args.weights):
         raise SurgeryError("--weights and --weights-out go together (the converted layers "
                            "have new names, so the old weights would not load)")
@@ -86,13 +84,6 @@ def run(args):
         transplant(plan, args.weights, args.weights_out, in_place=args.in_place)
     diff = write_net(args, loaded, new, write=not args.dry_run) \
         if (not args.dry_run or args.diff) else None
-    if args.json:
-        data = plan.to_json()
-        if diff is not None:
-            data["diff"] = diff
-        json.dump(data, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(format_plan(plan))
-        sys.stdout.write(diff or "")
+    summary = json.dumps(plan.to_json(), indent=1) + "\n" if args.json else format_plan(plan)
+    finish(args, summary, diff, [args.net] + [p for p in (args.weights, args.weights_out) if p])
     return 0

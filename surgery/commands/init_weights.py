@@ -25,9 +25,9 @@ HELP = "write random (variance-preserving) weights for a net"
 
 
 def add_arguments(parser):
-    parser.add_argument("net", metavar="NET.prototxt")
+    parser.add_argument("net", metavar="NET.prototxt", help="net definition")
     parser.add_argument("-o", "--output", required=True, metavar="MODEL.caffemodel",
-                        type=options.output_file)
+                        type=options.output_file, help="where to write the weights")
     parser.add_argument("--seed", type=options.seed, default=0, help="random seed (default 0)")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
                         type=options.input_shape,

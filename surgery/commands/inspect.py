@@ -4,7 +4,8 @@ Shapes come from the net's Input layer or input header; override or supply them 
 --input-shape NAME=N,C,H,W (repeatable). Totals cover parameters, FLOPs (multiply-adds)
 and activation memory; the last line gives the output stride and receptive field at the
 deepest blob that still lies on the image grid. Misaligned joins and the layer where
-shape inference stopped (unknown or Python layers) are listed as warnings.
+shape inference stopped (unknown or Python layers) are warnings, on stderr (and in the
+JSON's "warnings").
 
 Without --phase the net is analysed in the phase in which it is complete (a train file
 whose data layer exists only in TRAIN: TRAIN), and in both when both are complete and
@@ -39,6 +40,10 @@ def run(args):
     analyses = [(phase, analyse(loaded.net, input_shapes=shapes or None, phase=phase,
                                 unknowns=loaded.unknowns))
                 for phase in choose_phases(args, loaded.net)]
+    for phase, analysis in analyses:
+        where = f" (phase {phase})" if len(analyses) > 1 else ""
+        for warning in analysis.warnings:
+            print(f"caffe-surgery: warning: {warning}{where}", file=sys.stderr)
     if args.json:
         (phase, first), others = analyses[0], analyses[1:]
         data = {"phase": phase, **to_json(first)}

@@ -2,14 +2,20 @@
 
 Loading: `--strict` and `load(args, path)`, which prints the unknown-field warnings
 once on stderr; `--phase` and `choose_phases(args, net)` for commands that analyse one
-phase's layers. Writing: -o, --in-place, --canonical, --diff and `write_net`, which
-writes the change as a minimal edit of the input file (see io/preserve.py).
+phase's layers. Writing: -o, --in-place, --canonical, --diff; `output_target` decides
+where the net goes, `write_net` writes the change as a minimal edit of the input file
+(see io/preserve.py) and `finish` prints the summary and writes the diff.
+
+stdout holds one thing: the summary (text or JSON), or with `--diff -` the diff alone
+(the summary then goes to stderr). Warnings and notes always go to stderr.
 """
 
+import os
 import sys
 
+from ..errors import SurgeryError
 from ..graph import complete_phases
-from ..io.atomic import write_atomic
+from ..io.atomic import guard_output, write_atomic
 from ..io.netfile import NetFile, load_net
 from ..io.preserve import render, unified_diff
 from . import options
@@ -69,21 +75,57 @@ def add_output_arguments(parser):
     parser.add_argument("-o", "--output", metavar="OUT.prototxt", type=options.output_file,
                         help="where to write the result")
     parser.add_argument("--in-place", action="store_true",
-                        help="allow -o to name the input file (it is replaced atomically)")
+                        help="allow -o to name the input file, or without -o rewrite the "
+                             "input (it is replaced atomically)")
     parser.add_argument("--canonical", action="store_true",
                         help="write protobuf's standard formatting instead of editing the "
                              "input's text (comments and layout are then lost; refused when "
                              "a placeholder stands where a number belongs)")
-    parser.add_argument("--diff", action="store_true",
-                        help="also print a unified diff of input and output")
+    parser.add_argument("--diff", metavar="FILE", type=options.output_file_or_stdout,
+                        help="write a unified diff of input and output to FILE; '-' puts it "
+                             "on stdout alone (the summary then goes to stderr; not with "
+                             "--json)")
     if not any(a.dest == "strict" for a in parser._actions):
         add_strict_argument(parser)
+
+
+def output_target(args, inputs):
+    """Set args.output (the input itself under --in-place without -o) and refuse what
+    cannot be done, before anything is read: no output and no --dry-run, two things for
+    stdout, a diff file that is an input or the output."""
+    if args.diff == "-" and args.json:
+        raise SurgeryError("--diff - and --json both want stdout; give --diff a file name")
+    if args.output is None and args.in_place:
+        args.output = args.net
+    if not args.dry_run and not args.output:
+        raise SurgeryError("give -o OUT.prototxt for the result, --in-place to rewrite the "
+                           "input, or --dry-run for the summary only")
+    if args.diff not in (None, "-"):
+        guard_output(args.diff, inputs)
+        if args.output and _same(args.diff, args.output):
+            raise SurgeryError("--diff and -o name the same file")
+
+
+def _same(a, b):
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def finish(args, summary, diff, inputs):
+    """Print the summary on stdout, or on stderr when `--diff -` puts the diff on stdout;
+    write the diff to its file (atomically; never over an input)."""
+    if args.diff == "-":
+        sys.stderr.write(summary)
+        sys.stdout.write(diff or "")
+        return
+    if args.diff and diff is not None:
+        write_atomic(args.diff, diff.encode("utf-8"), inputs=inputs)
+    sys.stdout.write(summary)
 
 
 def write_net(args, loaded, new, *, source=None, write=True):
     """Render `new` as an edit of the input file and (unless `write` is false, a dry run)
     write it atomically to args.output. Returns the unified diff when --diff asked for
-    one, else None; the command prints it after its summary, or puts it in its JSON.
+    one, else None; the command hands it to `finish`.
 
     `loaded` is the input's NetFile (a bare NetParameter is accepted from older callers;
     the file is then loaded again here)."""

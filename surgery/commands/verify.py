@@ -23,8 +23,9 @@ HELP = "compare a converted net with its original on random input"
 
 
 def add_arguments(parser):
-    parser.add_argument("original", metavar="ORIGINAL.prototxt")
-    parser.add_argument("converted", metavar="CONVERTED.prototxt")
+    parser.add_argument("original", metavar="ORIGINAL.prototxt", help="the net before conversion")
+    parser.add_argument("converted", metavar="CONVERTED.prototxt",
+                        help="the converted net (e.g. from dilate)")
     parser.add_argument("--weights", required=True, metavar="MODEL.caffemodel",
                         help="weights for both nets (e.g. from init-weights)")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
