@@ -24,6 +24,18 @@ from .shapes import infer_shapes, with_standins
 from .unknowns import NO_UNKNOWNS
 
 
+class Cause(NamedTuple):
+    """Why a layer's shapes are unknown: `reason`, found at layer `source`."""
+    source: str
+    reason: str
+    layer: str
+
+    def __str__(self):
+        if self.source == self.layer:
+            return self.reason
+        return f"shape inference stopped at layer '{self.source}': {self.reason}"
+
+
 class Analysis(NamedTuple):
     graph: object
     shapes: dict         # blob -> tuple or None
@@ -50,6 +62,30 @@ class Analysis(NamedTuple):
                         and top not in side:
                     return top
         return None
+
+    def unknown_causes(self):
+        """{layer: Cause} for every layer with an unknown dim in its outputs or params: the reason where shape inference stopped (an unknown type, an
+        input size the data decides), named at the layer where it stopped, never guessed
+        downstream of it."""
+        origin, causes = {}, {}
+        for node in self.graph.nodes:
+            if node.name in self.stopped:
+                source = node.name
+            else:
+                source = next((origin[b] for b in node.bottoms if b in origin), None)
+            if source is None:
+                shapes = list(self.out_shapes.get(node.name) or ()) + \
+                    list(self.param_shapes.get(node.name) or ())
+                if any(s is None or None in s for s in shapes):
+                    causes[node.name] = Cause(node.name, "a template placeholder leaves part "
+                                                         "of its shape open", node.name)
+                continue
+            causes[node.name] = Cause(source, self.stopped[source], node.name)
+            for top in node.tops:
+                shape = self.shapes.get(top)
+                if shape is None or None in shape:
+                    origin[top] = source
+        return causes
 
     def resampled_branches(self):
         """Blobs on side branches that rejoin the net only through a resampling layer, such

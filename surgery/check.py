@@ -8,6 +8,8 @@ padded with leading 1s, equals those dims), and the blob must hold exactly as
 many values as the shape needs. Any failure is fatal in Caffe. Net layers with
 params that the file does not mention keep their filler initialisation, which
 for a converted backbone is nearly always a mistake, so they fail the check too.
+A layer whose param shapes cannot be known (an unknown type, an input size only the
+data decides) fails it as well: unknown is not success, and the report says why.
 """
 
 from __future__ import annotations
@@ -62,14 +64,26 @@ class CheckReport:
 
     @property
     def ok(self):
-        """True when every net layer with params gets weights that Caffe would accept."""
-        return not self.with_status(MISMATCH) and not self.with_status(NOT_INITIALISED)
+        """True when every net layer with params is known to get weights Caffe accepts."""
+        return not (self.with_status(MISMATCH) or self.with_status(NOT_INITIALISED)
+                    or self.with_status(UNKNOWN))
+
+    @property
+    def verdict(self):
+        """'weights load', 'weights do NOT load', or 'cannot tell ... (why)'."""
+        if self.with_status(MISMATCH) or self.with_status(NOT_INITIALISED):
+            return "weights do NOT load"
+        unknown = self.with_status(UNKNOWN)
+        if unknown:
+            return f"cannot tell whether the weights load (layer '{unknown[0].name}': " \
+                   f"{unknown[0].message})"
+        return "weights load"
 
     def counts(self):
         return {status: len(self.with_status(status)) for status in STATUSES}
 
     def to_dict(self):
-        return {"ok": self.ok, "counts": self.counts(),
+        return {"ok": self.ok, "verdict": self.verdict, "counts": self.counts(),
                 "layers": [row.to_dict() for row in self.layers]}
 
 
@@ -106,12 +120,12 @@ def _check_blob(blob, expected):
     return BlobCheck(blob.index, found, expected, True)
 
 
-def _check_layer(layer, expected):
+def _check_layer(layer, expected, cause):
     row = LayerCheck(layer.name, OK, layer.type)
     if expected is None:
         row.status = UNKNOWN
         row.blobs = [BlobCheck(b.index, tuple(b.shape), None, None) for b in layer.blobs]
-        row.message = "the net's param shapes for this layer are unknown (input shape missing?)"
+        row.message = f"the net's param shapes for this layer are unknown: {cause}"
         return row
     if len(expected) != len(layer.blobs):
         row.status = MISMATCH
@@ -130,7 +144,7 @@ def _check_layer(layer, expected):
         row.message = "; ".join(f"blob {b.index}: {b.reason}" for b in row.blobs if b.ok is False)
     elif any(b.ok is None for b in row.blobs):
         row.status = UNKNOWN
-        row.message = "some expected param shapes are unknown"
+        row.message = f"some expected param shapes are unknown: {cause}"
     return row
 
 
@@ -149,13 +163,16 @@ def first_problem(report):
     return None
 
 
-def compare(expected: dict, summary) -> CheckReport:
+def compare(expected: dict, summary, causes=None) -> CheckReport:
     """Check a caffemodel summary against the net's param shapes {layer: [shape, ...]}.
 
     `expected` holds every layer of the phase-filtered net ([] for layers without
-    params, None when the shapes are unknown). Rows come in file order, then the
-    net's layers that the file lacks; layers with no blobs on either side get none.
+    params, None when the shapes are unknown); `causes` says why, per layer
+    (Analysis.unknown_causes). Rows come in file order, then the net's layers that
+    the file lacks; layers with no blobs on either side get none.
     """
+    causes = causes or {}
+    cause = lambda name: str(causes.get(name, "the analysis could not tell"))
     rows = []
     seen = set()
     for layer in summary.layers:
@@ -170,13 +187,14 @@ def compare(expected: dict, summary) -> CheckReport:
                                    "no layer of this name in the net; Caffe ignores it"))
             continue
         seen.add(layer.name)
-        rows.append(_check_layer(layer, expected[layer.name]))
+        rows.append(_check_layer(layer, expected[layer.name], cause(layer.name)))
     for name, shapes in expected.items():
         if name in seen:
             continue
         if shapes is None:
             rows.append(LayerCheck(name, UNKNOWN, None, [],
-                                   "not in the weights, and its param count is unknown"))
+                                   f"not in the weights, and its param count is unknown: "
+                                   f"{cause(name)}"))
         elif shapes:
             wanted = ", ".join("?" if s is None else fmt_shape(s) for s in shapes)
             rows.append(LayerCheck(name, NOT_INITIALISED, None,
@@ -188,13 +206,29 @@ def compare(expected: dict, summary) -> CheckReport:
     return CheckReport(rows)
 
 
+_WORST_FIRST = (MISMATCH, NOT_INITIALISED, UNKNOWN, OK, UNUSED)
+
+
+def merge(reports):
+    """One report for a net checked in several phases (Caffe loads the weights into each):
+    a layer's worst row over the phases that have it; unused only where none uses it."""
+    rows = {}
+    for report in reports:
+        for row in report.layers:
+            old = rows.get(row.name)
+            if old is None or _WORST_FIRST.index(row.status) < _WORST_FIRST.index(old.status):
+                rows[row.name] = row
+    return CheckReport(list(rows.values()))
+
+
 def format_report(report, *, show_ok=True):
     """A readable table: one line per layer, problems spelt out, a count line at the end."""
     labels = {OK: "ok", MISMATCH: "MISMATCH", NOT_INITIALISED: "NOT INITIALISED",
               UNUSED: "unused weights", UNKNOWN: "unknown"}
     rows = [r for r in report.layers if show_ok or r.status != OK]
     width = max([len(r.name) for r in rows] + [5])
-    lines = [f"{'layer':<{width}}  {'status':<15}  details"]
+    lines = [f"{'layer':<{width}}  {'status':<15}  details"] if rows else \
+        ["no problems: every layer with params loads"]
     for r in rows:
         if r.status == OK:
             detail = ", ".join(fmt_shape(b.found) for b in r.blobs)
@@ -207,5 +241,5 @@ def format_report(report, *, show_ok=True):
     lines.append(
         f"{counts[OK]} ok, {counts[MISMATCH]} mismatched, {counts[NOT_INITIALISED]} not "
         f"initialised, {counts[UNUSED]} unused weights, {counts[UNKNOWN]} unknown: "
-        + ("weights load" if report.ok else "weights do NOT load"))
+        + report.verdict)
     return "\n".join(lines)

@@ -4,6 +4,7 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from .errors import SurgeryError
 
 # Subcommand modules in surgery/commands/, in the order --help lists them.
@@ -20,6 +21,19 @@ COMMANDS = [
 ]
 
 
+class UsageError(Exception):
+    """A bad command line; `main` prints it as one line and returns 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error format: one line on stderr, exit status 2.
+    (argparse's own prints the usage too; the line names the option and the --help.)"""
+
+    def error(self, message):
+        command = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        raise UsageError(" ".join(f"{command}{message} (see {self.prog} --help)".split()))
+
+
 def _command_name(module_name):
     return module_name.replace("_", "-")
 
@@ -28,12 +42,15 @@ def build_parser(only=None):
     """The argument parser. With `only` (the command on the command line), only that
     command's module is imported, so a run does not pay for every command's imports;
     the others are listed by name and loaded when the full help is asked for."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="caffe-surgery",
         description="Model surgery for Caffe networks: dilate a backbone to a smaller "
         "output stride while keeping its pretrained weights loadable.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"caffe-surgery {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                help="run `caffe-surgery COMMAND --help` for its options")
     sub.required = True
     for name in COMMANDS:
         if only is not None and _command_name(name) != only:
@@ -51,7 +68,11 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     names = {_command_name(n) for n in COMMANDS}
     parser = build_parser(only=argv[0] if argv and argv[0] in names else None)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"caffe-surgery: error: {exc}", file=sys.stderr)
+        return 2
     try:
         return int(args._run(args) or 0)
     except SurgeryError as exc:

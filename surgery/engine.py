@@ -7,6 +7,7 @@ forward() takes layer names, so blobs are mapped to their last writer.
 """
 
 import os
+import re
 
 import numpy as np
 
@@ -176,10 +177,25 @@ def _opencv_layer(known, blob, writer):
     raise SurgeryError(f"OpenCV has no layer for it (looked for '{writer.name}')", blob=blob)
 
 
+_CV_HEAD = re.compile(r"error: \((-?\d+):([^)]*)\)\s*(.*?)\s*(?:in function '.*)?$")
+
+
 def _cv_message(exc):
-    """The useful last line of a cv2.error."""
+    """The meaning of a cv2.error on one line. Its first line is 'OpenCV(v) file:line:
+    error: (code:kind) MESSAGE in function ...'; a failed CV_Check leaves MESSAGE empty and
+    explains itself on '>' lines (what was expected, then each operand's value), so those
+    come after it. The source path, version and C++ signature are left out."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"
+    if not lines:
+        return "unknown error"
+    match = _CV_HEAD.search(lines[0])
+    kind, head = (match.group(2).strip(), match.group(3).strip()) if match else ("", lines[0])
+    if head and kind and kind != "Unspecified error":
+        head = f"{kind}: {head}"      # e.g. 'Assertion failed: ngroups > 0 && ...'
+    details = " ".join(line.lstrip("> ").strip() for line in lines[1:] if line.startswith(">"))
+    if details:
+        return f"{head}: {details}" if head else f"check failed {details}"
+    return head or kind or lines[0]
 
 
 def _depthwise_3x3_gap(layer):

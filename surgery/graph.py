@@ -214,3 +214,16 @@ def described_phases(net):
     if excluded or included == set(PHASES):
         return ["TEST", "TRAIN"]
     return sorted(included) or ["TEST"]
+
+
+def complete_phases(net):
+    """({phase: Graph} for the phases, TEST first, in which the net builds, {phase: error}
+    for the others). A train file whose data layer exists only in TRAIN has no complete
+    TEST net; a deploy file builds in both, to the same layers."""
+    built, failed = {}, {}
+    for phase in ("TEST", "TRAIN"):
+        try:
+            built[phase] = build_graph(net, phase=phase)
+        except SurgeryError as exc:
+            failed[phase] = exc
+    return built, failed

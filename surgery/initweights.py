@@ -198,9 +198,9 @@ def _channels(shape):
     return int(shape[1]) if shape is not None and len(shape) >= 2 else 1
 
 
-def random_weights(net, *, seed=0, input_shapes=None):
-    """[{name, type, blobs}] for every layer of `net` that has params."""
-    analysis = analyse(net, input_shapes=input_shapes)
+def random_weights(net, *, seed=0, input_shapes=None, phase="TEST"):
+    """[{name, type, blobs}] for every layer of `net` (in `phase`) that has params."""
+    analysis = analyse(net, input_shapes=input_shapes, phase=phase)
     stats = {}
     layers = []
     for node in analysis.graph.nodes:
@@ -208,8 +208,13 @@ def random_weights(net, *, seed=0, input_shapes=None):
                                 np.ones(_channels(analysis.shapes.get(b)))) for b in node.bottoms]
         shapes = analysis.param_shapes.get(node.name) or []
         if any(shape is None for shape in shapes):
-            raise SurgeryError("cannot tell this layer's weight shapes (its input size is "
-                               "unknown); give the input size with --input-shape", layer=node.name)
+            cause = analysis.unknown_causes().get(node.name)
+            if cause is None or cause.source == node.name:
+                raise SurgeryError("cannot tell this layer's weight shapes (its input size is "
+                                   "unknown); give the input size with --input-shape",
+                                   layer=node.name)
+            raise SurgeryError(f"{cause.reason}; the weight shapes after it are unknown",
+                               layer=cause.source)
         rng = np.random.default_rng([seed, zlib.crc32(node.name.encode("utf-8"))])
         inits = INIT.get(node.type, ())
         first = ins[0] if ins else (np.zeros(1), np.ones(1))

@@ -1279,3 +1279,19 @@ def rule_for(type_string):
 
 def known_types():
     return sorted(_RULES)
+
+
+# Parameter blocks whose values decide a layer's output shape, its window or its weight
+# shapes. Something the schema lacks inside one (a fork's field or enum value) makes the
+# layer opaque, and a near miss of a real field there is refused as a typo (io/netfile.py).
+# Left out on purpose: data-source blocks (data_param, image_data_param, transform_param,
+# ...), whose sizes --input-shape overrides, and blocks that leave shapes alone
+# (loss_param, accuracy_param, eltwise_param, dropout_param, ...).
+SHAPE_PARAMS = frozenset({
+    "convolution_param", "pooling_param", "inner_product_param", "interp_param", "crop_param",
+    "upsample_param", "input_param", "dummy_data_param", "reshape_param", "flatten_param",
+    "slice_param", "concat_param", "scale_param", "bias_param", "embed_param", "prelu_param",
+    "norm_param", "bn_param", "roi_pooling_param", "psroi_pooling_param", "prior_box_param",
+    "permute_param", "tile_param", "reduction_param", "argmax_param", "shuffle_channel_param",
+    "spp_param",
+})

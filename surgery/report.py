@@ -70,7 +70,8 @@ def table_rows(analysis):
 
 
 def format_table(analysis):
-    """The `inspect` text report: a layer table, totals, warnings."""
+    """The `inspect` text report: a layer table and totals (its warnings are the
+    caller's to print, on stderr)."""
     header = ("layer", "type", "window", "top", "shape", "stride", "rf")
     rows = table_rows(analysis)
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
@@ -79,9 +80,6 @@ def format_table(analysis):
     out += [line(r) for r in rows]
     out.append("")
     out += format_totals(analysis)
-    if analysis.warnings:
-        out.append("")
-        out += [f"warning: {w}" for w in analysis.warnings]
     return "\n".join(out) + "\n"
 
 

@@ -45,7 +45,12 @@ def header_shapes(net):
 
 
 def _check_overrides(graph, overrides):
+    """The --input-shape overrides, refused at once where they cannot be right: a blob
+    that is not an input, a rank other than the one the net declares for the blob, or
+    fewer or more than N,C,H,W for a blob that reaches a spatial window. (A 2-D im_info
+    or a label that feeds no window may have any rank.)"""
     clean = {}
+    declared = _declared_shapes(graph)
     for blob, shape in (overrides or {}).items():
         if blob not in graph.inputs:
             listed = ", ".join(graph.inputs) or "none"
@@ -54,8 +59,51 @@ def _check_overrides(graph, overrides):
         shape = tuple(int(d) for d in shape)
         if not shape or any(d <= 0 for d in shape):
             raise SurgeryError(f"input shape {shape} must be positive integers", blob=blob)
+        given = f"--input-shape gives {len(shape)} dims ({','.join(map(str, shape))})"
+        known = declared.get(blob)
+        if known is not None and len(known) != len(shape):
+            form = "N,C,H,W" if len(known) == 4 else ",".join("?" * len(known))
+            raise SurgeryError(f"{given}, but the net declares {len(known)} "
+                               f"({'x'.join(map(str, known))}): give {form}", blob=blob)
+        reader = _spatial_reader(graph, blob)
+        if len(shape) != 4 and reader is not None:
+            raise SurgeryError(f"{given}, but it feeds layer '{reader.name}' ({reader.type}), "
+                               "which needs N,C,H,W", blob=blob)
         clean[blob] = shape
     return clean
+
+
+def _declared_shapes(graph):
+    """Input blob -> the shape the net itself declares (header or source layer), if any."""
+    declared = {k: v for k, v in header_shapes(graph.net).items() if v is not None}
+    for node in graph.nodes:
+        if node.bottoms:
+            continue
+        try:
+            outs = rule_for(node.type).out_shapes(node.layer, [])
+        except (SurgeryError, Unknown):
+            continue
+        declared.update((top, tuple(shape)) for top, shape in zip(node.tops, outs)
+                        if shape is not None)
+    return declared
+
+
+def _spatial_reader(graph, blob):
+    """The first layer with a spatial window (convolution, pooling, resampling) that
+    `blob` reaches through layers that keep its grid; None when there is none."""
+    seen, stack = set(), [blob]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for node in graph.consumers(current):
+            role = rule_for(node.type).role_of(node.layer)
+            if role in ("window", "resample"):
+                return node
+            if role in ("pointwise", "join"):
+                stack.extend(t for t in node.tops if t not in seen)
+    return None
 
 
 # Two stand-ins for an unknown integer: lcm(1..16) and twice it, so any group or split

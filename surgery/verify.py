@@ -9,8 +9,15 @@ conversion claims: with centre c and stride S per axis,
 and both must be non-negative integers. Only positions present in both are
 compared. Blobs downstream of a layer the conversion could not rewrite exactly
 (`approximate_layers`) are reported with their error but never fail the check.
+
+At an input size other than the one the weights were made for, a classifier's
+InnerProduct on a map expects other weight shapes (its weights are size-bound). Such a
+head, and all computed from it, is left out of the run: only the blobs before it are
+compared, and the report says so. Weights that do not fit anywhere else are refused.
 """
 
+import os
+import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Optional
@@ -18,11 +25,12 @@ from typing import Optional
 import numpy as np
 
 from .analysis import analyse
-from .check import compare, first_problem, whole_shapes
+from .check import MISMATCH, compare, first_problem, whole_shapes
 from .engine import get_engine
 from .errors import SurgeryError
 from .io.caffemodel import read_caffemodel
-from .io.prototxt import load_prototxt
+from .io.prototxt import load_prototxt, save_prototxt
+from .layers import rule_for
 
 OK, FAIL, APPROXIMATE, NO_GRID = "ok", "FAIL", "approximate", "no-grid"
 
@@ -55,6 +63,7 @@ class VerifyReport:
     approximate_layers: list = field(default_factory=list)
     strict: bool = False  # approximate blobs must be within tolerance too
     caveats: list = field(default_factory=list)  # where the engine is not Caffe
+    size_bound_heads: dict = field(default_factory=dict)  # "original"/"converted" -> layers left out
 
     def ok(self, result):
         """Does this blob pass? Approximate ones do unless strict, then they need the tolerance."""
@@ -71,6 +80,7 @@ class VerifyReport:
                 "tolerance": self.tolerance, "strict": self.strict, "passed": self.passed,
                 "inputs": {k: list(v) for k, v in self.inputs.items()},
                 "approximate_layers": list(self.approximate_layers), "caveats": list(self.caveats),
+                "size_bound_heads": {k: list(v) for k, v in self.size_bound_heads.items()},
                 "blobs": [r.to_dict() for r in self.blobs]}
 
     def format_text(self):
@@ -80,6 +90,9 @@ class VerifyReport:
         if self.approximate_layers:
             lines.append("not exact by construction: " + ", ".join(self.approximate_layers))
         lines.extend(f"caveat: {c}" for c in self.caveats)
+        for which, layers in self.size_bound_heads.items():
+            lines.append(f"compared only the blobs before the {which}'s size-bound head "
+                         f"({', '.join(layers)}): its weights fit another input size")
         width = max([len(r.blob) for r in self.blobs] + [4])
         lines.append(f"{'blob':<{width}}  {'factor':>7}  {'offset':>7}  {'compared':>9}  "
                      f"{'max|err|':>9}  {'rel err':>9}  status")
@@ -118,10 +131,14 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
     (for checking that a conversion is exact everywhere, e.g. a pspnet-convention one)."""
     original_path, converted_path = str(original_path), str(converted_path)
     orig_net, conv_net = load_prototxt(original_path), load_prototxt(converted_path)
-    orig = analyse(orig_net, input_shapes=input_shapes)
-    conv = analyse(conv_net, input_shapes=input_shapes)
-    inputs = _random_inputs(orig, conv, original_path, seed)
     approx_layers = _approximate_layers(orig_net, conv_net, input_shapes)
+    summary = read_caffemodel(str(weights_path))
+    fitted = {}
+    for which, path, net in (("original", original_path, orig_net),
+                             ("converted", converted_path, conv_net)):
+        fitted[which] = _fit_weights(net, path, summary, weights_path, input_shapes)
+    (orig_net, orig, orig_head), (conv_net, conv, conv_head) = fitted.values()
+    inputs = _random_inputs(orig, conv, original_path, seed)
     tainted = conv.graph.downstream_blobs(approx_layers)
 
     chosen = list(dict.fromkeys(blobs))
@@ -136,29 +153,53 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
     if default is not None and default not in chosen:
         chosen.insert(0, default)
 
-    _weights_load(weights_path, [(original_path, orig), (converted_path, conv)])
     runner = get_engine(engine)
-    orig_out = runner.run(original_path, weights_path, inputs, chosen)
-    conv_out = runner.run(converted_path, weights_path, inputs, chosen)
+    with tempfile.TemporaryDirectory(prefix="caffe-surgery-verify-") as folder:
+        runs = []
+        for which, path, net, head in (("original", original_path, orig_net, orig_head),
+                                       ("converted", converted_path, conv_net, conv_head)):
+            if head:    # run the net without its size-bound head
+                path = os.path.join(folder, f"{which}.prototxt")
+                save_prototxt(net, path)
+            runs.append(runner.run(path, weights_path, inputs, chosen))
+    orig_out, conv_out = runs
     report = VerifyReport(original_path, converted_path, runner.name, tol,
                           {k: v.shape for k, v in inputs.items()},
                           approximate_layers=sorted(approx_layers), strict=strict,
-                          caveats=runner.caveats(orig_net, conv_net))
+                          caveats=runner.caveats(orig_net, conv_net),
+                          size_bound_heads={w: h for w, h in (("original", orig_head),
+                                                              ("converted", conv_head)) if h})
     for blob in chosen:
         report.blobs.append(_compare(blob, orig, conv, orig_out[blob], conv_out[blob],
                                      approximate=blob in tainted, tol=tol))
     return report
 
 
-def _weights_load(weights_path, nets):
-    """Refuse, naming the layer, weights that Caffe would not load into either net; an
-    engine would otherwise fail with its own, much less helpful, message."""
-    summary = read_caffemodel(str(weights_path))
-    for path, analysis in nets:
-        problem = first_problem(compare(whole_shapes(analysis.param_shapes), summary))
-        if problem is not None:
-            raise SurgeryError(f"these weights do not load into {path}: {problem} "
-                               "(see caffe-surgery check)", file=str(weights_path))
+def _fit_weights(net, path, summary, weights_path, input_shapes):
+    """(net, analysis, head): `net` without the size-bound layers whose weights do not fit
+    at this input size, and without what is computed from them (head: their names, [] when
+    none). Any other layer whose weights would not load is refused, naming it; an engine
+    would otherwise fail with its own, much less helpful, message."""
+    analysis = analyse(net, input_shapes=input_shapes)
+    report = compare(whole_shapes(analysis.param_shapes), summary)
+    nodes = [analysis.graph.node(row.name) for row in report.layers if row.status == MISMATCH]
+    head = [n.name for n in nodes
+            if rule_for(n.type).size_bound(n.layer, analysis.in_shapes.get(n.name) or [])]
+    if head:
+        tainted = analysis.graph.downstream_blobs(head)
+        gone = {n.index for n in analysis.graph.nodes
+                if n.name in head or any(b in tainted for b in n.bottoms)}
+        kept = type(net)()
+        kept.CopyFrom(net)
+        del kept.layer[:]
+        kept.layer.extend(layer for i, layer in enumerate(net.layer) if i not in gone)
+        net, analysis = kept, analyse(kept, input_shapes=input_shapes)
+        report = compare(whole_shapes(analysis.param_shapes), summary)
+    problem = first_problem(report)
+    if problem is not None:
+        raise SurgeryError(f"these weights do not load into {path}: {problem} "
+                           "(see caffe-surgery check)", file=str(weights_path))
+    return net, analysis, head
 
 
 def _random_inputs(orig, conv, path, seed):

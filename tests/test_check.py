@@ -123,7 +123,8 @@ def test_unknown_shapes_are_reported_not_guessed(tmp_path):
     summary = summary_of(tmp_path, [dict(name="fc", type="InnerProduct", blobs=[f32(3, 5)])])
     report = check.compare({"fc": None, "fc2": None, "relu": []}, summary)
     assert statuses(report) == {"fc": "unknown", "fc2": "unknown"}
-    assert report.ok
+    assert not report.ok                      # unknown is never success
+    assert "cannot tell" in check.format_report(report).splitlines()[-1]
     report = check.compare({"fc": [None]}, summary)
     assert statuses(report) == {"fc": "unknown"} and report.layers[0].blobs[0].ok is None
 
@@ -253,8 +254,8 @@ def test_layers_with_unknown_input_sizes_still_need_weights(tmp_path, capsys):
     existence, so missing weights are a failure and parameter-free layers get no row."""
     net = tmp_path / "net.prototxt"
     net.write_text(UNSIZED)
-    model = tmp_path / "empty.caffemodel"
-    model.write_bytes(b"")
+    model = tmp_path / "no_layers.caffemodel"
+    cm.write_caffemodel(model, [], name="unsized")
     assert main(["check", str(net), str(model), "--json"]) == 1
     rows = {r["name"]: r["status"] for r in json.loads(capsys.readouterr().out)["layers"]}
     assert rows == {"conv": "not_initialised", "fc": "not_initialised"}
@@ -268,3 +269,86 @@ def test_init_weights_refuses_unknown_sizes_and_writes_nothing(tmp_path, capsys)
     assert "--input-shape" in capsys.readouterr().err and not out.exists()
     assert main(["init-weights", str(net), "-o", str(out), "--input-shape", "data=1,3,8,8"]) == 0
     assert out.exists()
+
+
+# ---------------------------------------------------------------- unknown is not success
+
+STEM = """name: "stem"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 stride: 2 } }
+layer { name: "bn_conv1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "scale_conv1" type: "Scale" bottom: "conv1" top: "conv1"
+        scale_param { bias_term: true } }
+layer { name: "fc" type: "InnerProduct" bottom: "conv1" top: "fc"
+        inner_product_param { num_output: 3 } }
+"""
+MISSPELT = STEM.replace('type: "Convolution"', 'type: "Convolutoin"')
+
+
+@pytest.fixture
+def stem(tmp_path, capsys):
+    good, bad = tmp_path / "good.prototxt", tmp_path / "bad.prototxt"
+    good.write_text(STEM)
+    bad.write_text(MISSPELT)
+    model = tmp_path / "good.caffemodel"
+    assert main(["init-weights", str(good), "-o", str(model)]) == 0
+    capsys.readouterr()
+    return good, bad, model
+
+
+def test_check_of_a_misspelt_type_fails_and_names_it(stem, capsys):
+    good, bad, model = stem
+    assert main(["check", str(good), str(model)]) == 0
+    capsys.readouterr()
+    assert main(["check", str(bad), str(model)]) == 1
+    out = capsys.readouterr().out
+    last = out.splitlines()[-1]
+    assert "weights load" not in last.replace("whether the weights load", "")
+    assert "cannot tell" in last and "conv1" in last and "Convolutoin" in last
+    assert "input shape missing" not in out
+    assert main(["check", str(bad), str(model), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is False
+    rows = {r["name"]: r for r in data["layers"]}
+    assert rows["conv1"]["status"] == "unknown" and 'did you mean "Convolution"' in \
+        rows["conv1"]["message"]
+    assert "layer 'conv1'" in rows["fc"]["message"]     # downstream: blamed on conv1
+
+
+def test_check_of_an_unsized_data_layer_fails_and_says_why(tmp_path, capsys):
+    net = tmp_path / "net.prototxt"
+    net.write_text(UNSIZED)
+    model = tmp_path / "m.caffemodel"
+    cm.write_caffemodel(model, [dict(name="conv", type="Convolution", blobs=[f32(4, 3, 3, 3), f32(4)]),
+                                dict(name="fc", type="InnerProduct", blobs=[f32(10, 144), f32(10)])])
+    assert main(["check", str(net), str(model)]) == 1
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert "cannot tell" in last and "layer 'data'" in last and "--input-shape" in last
+    assert main(["check", str(net), str(model), "--input-shape", "data=1,3,8,8"]) == 0
+
+
+def test_init_weights_blames_the_layer_where_inference_stopped(stem, capsys, tmp_path):
+    _, bad, _ = stem
+    out = tmp_path / "w.caffemodel"
+    assert main(["init-weights", str(bad), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "layer 'conv1'" in err and "Convolutoin" in err and "bn_conv1" not in err
+    assert not out.exists()
+
+
+def test_dilate_weights_check_does_not_pass_unknowns(capsys, tmp_path):
+    net = tmp_path / "net.prototxt"
+    net.write_text(UNSIZED.replace("kernel_size: 3 }", "kernel_size: 3 stride: 2 }")
+                   .split('layer { name: "fc"')[0])
+    model = tmp_path / "m.caffemodel"
+    cm.write_caffemodel(model, [dict(name="conv", type="Convolution",
+                                     blobs=[f32(4, 3, 3, 3), f32(4)])])
+    out = tmp_path / "o.prototxt"
+    code = main(["dilate", str(net), "-s", "1", "-o", str(out), "--weights", str(model)])
+    assert code == 1 and not out.exists()
+    assert "cannot tell" in capsys.readouterr().out
+    code = main(["dilate", str(net), "-s", "1", "-o", str(out), "--weights", str(model),
+                 "--input-shape", "data=1,3,8,8"])
+    assert code == 0 and out.exists()

@@ -385,15 +385,16 @@ def test_a_pyramid_branch_resampled_back_to_the_trunk_is_not_the_output_stride()
     assert err.value.layer == "pp"
 
 
-def test_diff_goes_into_json_and_works_with_dry_run(tmp_path, capsys):
+def test_diff_file_with_json_and_dry_run(tmp_path, capsys):
     src = tmp_path / "net.prototxt"
     src.write_text(HEADER % (64, 64) + "".join(CHAIN))
-    out = tmp_path / "out.prototxt"
-    assert main(["dilate", str(src), "-s", "8", "-o", str(out), "--diff", "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)        # stdout is one JSON object
-    assert "+" in data["diff"] and "dilation: 4" in data["diff"] and out.exists()
+    out, diff = tmp_path / "out.prototxt", tmp_path / "d.diff"
+    assert main(["dilate", str(src), "-s", "8", "-o", str(out), "--diff", str(diff),
+                 "--json"]) == 0
+    json.loads(capsys.readouterr().out)               # stdout is one JSON object
+    assert "+" in diff.read_text() and "dilation: 4" in diff.read_text() and out.exists()
     out.unlink()
-    assert main(["dilate", str(src), "-s", "8", "--dry-run", "--diff"]) == 0
+    assert main(["dilate", str(src), "-s", "8", "--dry-run", "--diff", "-"]) == 0
     printed = capsys.readouterr().out
     assert "dilation: 4" in printed and not out.exists()
 

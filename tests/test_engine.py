@@ -136,3 +136,22 @@ def test_opencv_engine_names_the_depthwise_layers_it_miscomputes():
     (line,) = engine.caveats(net(1, 2, 4))
     assert "'dw'" in line and "depthwise" in line
     assert engine.caveats(net(2, 2, 4)) == [] and engine.caveats(net(1, 2, 1)) == []
+
+
+def test_an_opencv_failure_is_reported_by_its_meaning_not_its_last_line(tmp_path):
+    """A failed OpenCV check ends with operand lines ("'0' is 0"); the message keeps what
+    was expected and the values, without OpenCV's source path or C++ signature."""
+    proto = tmp_path / "slice.prototxt"
+    proto.write_text('layer { name: "data" type: "Input" top: "data"\n'
+                     '  input_param { shape { dim: 1 dim: 4 dim: 8 dim: 8 } } }\n'
+                     'layer { name: "x" type: "Slice" bottom: "data" top: "x" top: "y"\n'
+                     '  slice_param { axis: 2 slice_point: 3 slice_point: 2 } }\n')
+    model = tmp_path / "none.caffemodel"
+    write_caffemodel(model, [], name="slice")
+    with pytest.raises(SurgeryError) as info:
+        get_engine("opencv").run(proto, model, {"data": np.zeros((1, 4, 8, 8), np.float32)},
+                                 ["x"])
+    message = str(info.value)
+    assert "expected: 'total(os[i]) > 0'" in message and "is -32" in message
+    assert "must be greater than" in message.split("failed", 1)[1]
+    assert "/io/opencv" not in message and "getLayerShapesRecursively" not in message

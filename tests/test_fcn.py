@@ -341,8 +341,8 @@ def _fails(capsys, argv, tmp, needle):
     (["--decimate", "fc6=5x5"], "cannot decimate a 3-tap"),
     (["--decimate", "fc9=3x3"], "'fc9'"),
     (["--decimate", "fc6=3y3"], "bad --decimate"),
-    (["--rename", "{nom}-conv"], "bad --rename"),
-    (["--rename", "conv5_3"], "already a layer name"),
+    (["--rename", "{nom}-conv"], "--rename"),
+    (["--rename", "conv5_3"], "the same name"),
 ])
 def test_bad_options_exit_2_and_write_nothing(vgg96, tmp_path, capsys, extra, needle):
     _, proto, model = vgg96

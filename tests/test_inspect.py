@@ -102,3 +102,49 @@ def test_corpus_resnet101_summary(capsys):
     assert main(["inspect", str(path), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["blobs"]["res4b22"]["rf"] == [835, 835] and doc["blobs"]["res4b22"]["stride"] == [16, 16]
+
+
+SPATIAL = """name: "two_inputs"
+layer { name: "in" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }
+layer { name: "info_in" type: "Input" top: "im_info" input_param { shape { dim: 1 dim: 3 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 stride: 2 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "fc" type: "InnerProduct" bottom: "conv1" top: "fc"
+        inner_product_param { num_output: 2 } }
+layer { name: "info" type: "Power" bottom: "im_info" top: "info" }
+"""
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["dilate", "-s", "1", "--head", "cut", "--dry-run"],
+                                     ["init-weights", "-o", "OUT"], ["fcn", "--dry-run"],
+                                     ["check", "MODEL"]])
+def test_a_3d_shape_for_an_image_input_is_refused_at_once(tmp_path, capsys, command):
+    net = tmp_path / "net.prototxt"
+    net.write_text(SPATIAL)
+    model = tmp_path / "m.caffemodel"
+    assert main(["init-weights", str(net), "-o", str(model)]) == 0
+    capsys.readouterr()
+    argv = [command[0], str(net)] + [str(model) if a == "MODEL" else
+                                     str(tmp_path / "o") if a == "OUT" else a
+                                     for a in command[1:]]
+    assert main(argv + ["--input-shape", "data=1,3,16"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "'data'" in err[0] and "N,C,H,W" in err[0], err
+    assert "conv1" in err[0] or "declares" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_non_image_input_may_have_any_rank(tmp_path, capsys):
+    undeclared = SPATIAL.replace(' input_param { shape { dim: 1 dim: 3 } } }', " }")
+    net = tmp_path / "net.prototxt"
+    net.write_text(undeclared)
+    assert main(["inspect", str(net), "--input-shape", "im_info=1,3"]) == 0
+    assert "1x3" in capsys.readouterr().out
+    assert main(["inspect", str(net), "--input-shape", "im_info=2,1,3"]) == 0
+    capsys.readouterr()
+    net.write_text(SPATIAL)       # declared 2-D: another rank is refused
+    assert main(["inspect", str(net), "--input-shape", "im_info=1,1,3"]) == 2
+    err = capsys.readouterr().err
+    assert "'im_info'" in err and "declares" in err

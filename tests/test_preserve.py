@@ -99,7 +99,7 @@ def test_noop_and_upgrade_keep_bytes(tmp_path, capsys):
 def test_diff_prints_the_edit(tmp_path, capsys):
     src = write(tmp_path, "net.prototxt", HEADER_NET)
     out = tmp_path / "out.prototxt"
-    assert main(["dilate", str(src), "-s", "1", "-o", str(out), "--diff"]) == 0
+    assert main(["dilate", str(src), "-s", "1", "-o", str(out), "--diff", "-"]) == 0
     diff = capsys.readouterr().out
     assert f"--- {src}" in diff and f"+++ {out}" in diff
     assert "-\t\tstride: 2   # downsample" in diff and "+\t\tdilation: 2" in diff

@@ -231,3 +231,30 @@ def test_weights_that_do_not_load_are_named_before_any_engine_runs(tmp_path, cap
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert "do not load" in err and "layer '" in err
+
+
+def test_a_classifier_original_at_another_size_is_compared_before_its_head(tmp_path, capsys):
+    """The original's fc weights fit only its own input size: at another size verify
+    compares the blobs before that head, and says so, instead of refusing the weights."""
+    net = build("resnet50", width=0.125, input_size=64)
+    orig = _write(tmp_path, "orig", net)
+    conv, model = tmp_path / "os8.prototxt", tmp_path / "w.caffemodel"
+    assert main(["dilate", str(orig), "-s", "8", "--head", "cut", "-o", str(conv)]) == 0
+    assert main(["init-weights", str(orig), "-o", str(model)]) == 0
+    capsys.readouterr()
+    argv = ["verify", str(orig), str(conv), "--weights", str(model),
+            "--input-shape", "data=1,3,97,97"]
+    assert main(argv) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "fc1000" in out and "before" in out and "input size" in out
+    assert "res5c" in out and "PASS" in out
+    assert main(argv + ["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["size_bound_heads"] == {"original": ["fc1000"]}
+    assert data["passed"] and data["blobs"][0]["blob"] == "res5c"
+    # A wrong weight elsewhere is still refused, naming that layer.
+    with pytest.raises(SurgeryError, match="do not load"):
+        from surgery.verify import verify
+        other = tmp_path / "other.caffemodel"
+        init_weights(build("resnet50", width=0.25, input_size=64), other)
+        verify(orig, conv, other, input_shapes={"data": (1, 3, 97, 97)})

@@ -23,29 +23,20 @@ Exit status: 0 written; 1 when --weights do not load into the result (nothing is
 """
 
 import json
-import sys
 
 from ..analysis import analyse, parse_input_shapes
-from ..errors import SurgeryError
 from ..passes.dilate import CONVENTIONS, HEAD_CHOICES, POOLING_CHOICES, dilate
 from ..report import format_changes
-from .output import add_output_arguments, load, write_net
+from . import options
+from .output import add_output_arguments, finish, load, output_target, write_net
 
 NAME = "dilate"
 HELP = "rewrite a net to a smaller output stride, keeping its weights loadable"
 
 
-def _grid(text):
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise SurgeryError(f"--multi-grid '{text}': expected integers like 1,2,4") from None
-    return values
-
-
 def add_arguments(parser):
     parser.add_argument("net", metavar="NET.prototxt", help="net definition")
-    parser.add_argument("--output-stride", "-s", type=int, required=True, metavar="N",
+    parser.add_argument("--output-stride", "-s", type=options.positive_int, required=True, metavar="N",
                         help="target output stride, e.g. 16 or 8")
     parser.add_argument("--head", choices=HEAD_CHOICES, default="error",
                         help="what to do with a classifier head (default error)")
@@ -53,11 +44,12 @@ def add_arguments(parser):
                         help="pooling windows after a removed stride (default strict)")
     parser.add_argument("--convention", choices=CONVENTIONS, default="exact",
                         help="exact (default) or pspnet (also dilate the formerly strided layer)")
-    parser.add_argument("--multi-grid", type=_grid, metavar="A,B,C",
+    parser.add_argument("--multi-grid", type=options.positive_ints, metavar="A,B,C",
                         help="DeepLab v3 unit rates for the last converted stage, multiplied by "
                              "the stage rate (mmseg treats them as absolute dilations)")
-    parser.add_argument("--cut-after", metavar="BLOB", help="keep only the layers that compute BLOB")
+    parser.add_argument("--cut-after", metavar="BLOB", type=options.name, help="keep only the layers that compute BLOB")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
+                        type=options.input_shape,
                         help="input size used to decide size-dependent choices (repeatable)")
     parser.add_argument("--weights", metavar="MODEL.caffemodel",
                         help="also check that these weights load into the result")
@@ -68,8 +60,7 @@ def add_arguments(parser):
 
 def run(args):
     shapes = parse_input_shapes(args.input_shape) or None
-    if not args.dry_run and not args.output:
-        raise SurgeryError("give -o OUT.prototxt for the result, or --dry-run for the summary only")
+    output_target(args, [args.net] + ([args.weights] if args.weights else []))
     loaded = load(args)
     new, report = dilate(loaded.net, output_stride=args.output_stride, head=args.head,
                          pooling=args.pooling, convention=args.convention,
@@ -80,23 +71,22 @@ def run(args):
         from ..check import compare, whole_shapes
         from ..io.caffemodel import read_caffemodel
 
-        expected = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns).param_shapes
-        check = compare(whole_shapes(expected), read_caffemodel(args.weights))
-    write = not args.dry_run and (check is None or check.ok)
-    diff = write_net(args, loaded, new, write=write) if (write or args.diff) else None
+        after = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns)
+        check = compare(whole_shapes(after.param_shapes), read_caffemodel(args.weights),
+                        after.unknown_causes())
+    ok = check is None or check.ok
+    diff = write_net(args, loaded, new, write=not args.dry_run) \
+        if ok and (not args.dry_run or args.diff) else None
     if args.json:
         data = report.to_json()
         if check is not None:
             data["weights"] = check.to_dict()
-        if diff is not None:
-            data["diff"] = diff
-        json.dump(data, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        summary = json.dumps(data, indent=1) + "\n"
     else:
-        sys.stdout.write(format_changes(report))
+        summary = format_changes(report)
         if check is not None:
-            sys.stdout.write("weights: " + ("load into the result\n" if check.ok else
-                             "do NOT load into the result (run `caffe-surgery check` for details); "
-                             "nothing written\n"))
-        sys.stdout.write(diff or "")
-    return 0 if check is None or check.ok else 1
+            summary += ("weights: load into the result\n" if check.ok else
+                        f"weights checked against the result: {check.verdict}; nothing "
+                        "written (run `caffe-surgery check` for details)\n")
+    finish(args, summary, diff, [args.net] + ([args.weights] if args.weights else []))
+    return 0 if ok else 1

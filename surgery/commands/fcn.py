@@ -23,14 +23,14 @@ Exit status: 0 written, 2 bad input (nothing is written).
 
 import json
 import os
-import sys
 
 from ..analysis import parse_input_shapes
 from ..errors import SurgeryError
 from ..io.atomic import guard_output
 from ..passes.fcn import (PAD_CHOICES, convolutionalize, format_plan, parse_decimate,
                           transplant, weight_entries)
-from .output import add_output_arguments, load, write_net
+from . import options
+from .output import add_output_arguments, finish, load, output_target, write_net
 
 NAME = "fcn"
 HELP = "turn InnerProduct layers into convolutions, transplanting their weights"
@@ -40,16 +40,19 @@ def add_arguments(parser):
     parser.add_argument("net", metavar="NET.prototxt", help="net definition")
     parser.add_argument("--weights", metavar="IN.caffemodel",
                         help="trained weights of NET (converted into --weights-out)")
-    parser.add_argument("--weights-out", metavar="OUT.caffemodel",
+    parser.add_argument("--weights-out", metavar="OUT.caffemodel", type=options.output_file,
                         help="where to write the converted weights")
     parser.add_argument("--pad", choices=PAD_CHOICES, default="same",
                         help="same (default): output keeps the input size; valid: no padding")
     parser.add_argument("--rename", default="{name}-conv", metavar="PATTERN",
+                        type=options.rename_pattern,
                         help="new layer names, {name} is the old one (default '{name}-conv')")
     parser.add_argument("--decimate", action="append", default=[], metavar="LAYER=KxK:N",
+                        type=options.decimate,
                         help="subsample a converted layer's kernel taps and output channels, "
                              "e.g. fc6=3x3:1024 (repeatable)")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
+                        type=options.input_shape,
                         help="input size that fixes the fc kernels' sizes (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the summary only")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -59,8 +62,7 @@ def add_arguments(parser):
 def run(args):
     shapes = parse_input_shapes(args.input_shape) or None
     decimate = parse_decimate(args.decimate)
-    if not args.dry_run and not args.output:
-        raise SurgeryError("give -o OUT.prototxt for the result, or --dry-run for the summary only")
+    output_target(args, [args.net] + ([args.weights] if args.weights else []))
     if bool(args.weights) != bool(args.weights_out) and not (args.dry_run and args.weights):
         raise SurgeryError("--weights and --weights-out go together (the converted layers "
                            "have new names, so the old weights would not load)")
@@ -71,10 +73,6 @@ def run(args):
             guard_output(args.weights_out, [args.net, args.weights], in_place=args.in_place)
             if os.path.abspath(args.output) == os.path.abspath(args.weights_out):
                 raise SurgeryError("-o and --weights-out name the same file")
-        for path in (args.output, args.weights_out):
-            folder = os.path.dirname(os.path.abspath(path)) if path else None
-            if folder and not os.path.isdir(folder):
-                raise SurgeryError(f"cannot write {path}: directory {folder} does not exist")
     loaded = load(args)
     new, plan = convolutionalize(loaded.net, input_shapes=shapes, pad=args.pad,
                                  rename=args.rename, decimate=decimate, unknowns=loaded.unknowns)
@@ -86,13 +84,6 @@ def run(args):
         transplant(plan, args.weights, args.weights_out, in_place=args.in_place)
     diff = write_net(args, loaded, new, write=not args.dry_run) \
         if (not args.dry_run or args.diff) else None
-    if args.json:
-        data = plan.to_json()
-        if diff is not None:
-            data["diff"] = diff
-        json.dump(data, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(format_plan(plan))
-        sys.stdout.write(diff or "")
+    summary = json.dumps(plan.to_json(), indent=1) + "\n" if args.json else format_plan(plan)
+    finish(args, summary, diff, [args.net] + [p for p in (args.weights, args.weights_out) if p])
     return 0

@@ -4,7 +4,12 @@ Shapes come from the net's Input layer or input header; override or supply them 
 --input-shape NAME=N,C,H,W (repeatable). Totals cover parameters, FLOPs (multiply-adds)
 and activation memory; the last line gives the output stride and receptive field at the
 deepest blob that still lies on the image grid. Misaligned joins and the layer where
-shape inference stopped (unknown or Python layers) are listed as warnings.
+shape inference stopped (unknown or Python layers) are warnings, on stderr (and in the
+JSON's "warnings").
+
+Without --phase the net is analysed in the phase in which it is complete (a train file
+whose data layer exists only in TRAIN: TRAIN), and in both when both are complete and
+their layers differ (a train_val file: one table per phase; JSON adds `other_phases`).
 """
 
 import json
@@ -12,7 +17,8 @@ import sys
 
 from ..analysis import analyse, parse_input_shapes
 from ..report import format_table, to_json
-from .output import add_strict_argument, load
+from . import options
+from .output import add_phase_argument, add_strict_argument, choose_phases, load
 
 NAME = "inspect"
 HELP = "show shapes, strides, receptive fields and costs of a net"
@@ -21,9 +27,9 @@ HELP = "show shapes, strides, receptive fields and costs of a net"
 def add_arguments(parser):
     parser.add_argument("net", metavar="NET.prototxt", help="net definition")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
+                        type=options.input_shape,
                         help="shape of an input blob (repeatable)")
-    parser.add_argument("--phase", choices=("TRAIN", "TEST"), default="TEST",
-                        help="which phase's layers to analyse (default TEST)")
+    add_phase_argument(parser, "analyse")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_strict_argument(parser)
 
@@ -31,11 +37,22 @@ def add_arguments(parser):
 def run(args):
     shapes = parse_input_shapes(args.input_shape)
     loaded = load(args)
-    analysis = analyse(loaded.net, input_shapes=shapes or None, phase=args.phase,
-                       unknowns=loaded.unknowns)
+    analyses = [(phase, analyse(loaded.net, input_shapes=shapes or None, phase=phase,
+                                unknowns=loaded.unknowns))
+                for phase in choose_phases(args, loaded.net)]
+    for phase, analysis in analyses:
+        where = f" (phase {phase})" if len(analyses) > 1 else ""
+        for warning in analysis.warnings:
+            print(f"caffe-surgery: warning: {warning}{where}", file=sys.stderr)
     if args.json:
-        json.dump(to_json(analysis), sys.stdout, indent=1)
+        (phase, first), others = analyses[0], analyses[1:]
+        data = {"phase": phase, **to_json(first)}
+        if others:
+            data["other_phases"] = {p: {"phase": p, **to_json(a)} for p, a in others}
+        json.dump(data, sys.stdout, indent=1)
         sys.stdout.write("\n")
+    elif len(analyses) == 1:
+        sys.stdout.write(format_table(analyses[0][1]))
     else:
-        sys.stdout.write(format_table(analysis))
+        sys.stdout.write("\n".join(f"phase {p}\n{format_table(a)}" for p, a in analyses))
     return 0

@@ -1,15 +1,24 @@
 """Shared options for commands that load a net and write one.
 
 Loading: `--strict` and `load(args, path)`, which prints the unknown-field warnings
-once on stderr. Writing: -o, --in-place, --canonical, --diff and `write_net`, which
-writes the change as a minimal edit of the input file (see io/preserve.py).
+once on stderr; `--phase` and `choose_phases(args, net)` for commands that analyse one
+phase's layers. Writing: -o, --in-place, --canonical, --diff; `output_target` decides
+where the net goes, `write_net` writes the change as a minimal edit of the input file
+(see io/preserve.py) and `finish` prints the summary and writes the diff.
+
+stdout holds one thing: the summary (text or JSON), or with `--diff -` the diff alone
+(the summary then goes to stderr). Warnings and notes always go to stderr.
 """
 
+import os
 import sys
 
-from ..io.atomic import write_atomic
+from ..errors import SurgeryError
+from ..graph import complete_phases
+from ..io.atomic import guard_output, write_atomic
 from ..io.netfile import NetFile, load_net
 from ..io.preserve import render, unified_diff
+from . import options
 
 
 def add_strict_argument(parser):
@@ -27,33 +36,105 @@ def load(args, path=None):
     return loaded
 
 
+def add_phase_argument(parser, what):
+    parser.add_argument("--phase", choices=("TEST", "TRAIN"),
+                        help=f"which phase's layers to {what} (default: the phase in which "
+                             "the net is complete, TEST first; both when both are and their "
+                             "layers differ)")
+
+
+def choose_phases(args, net):
+    """The phases to analyse: --phase, else every phase in which the net builds (TEST
+    first) that has layers of its own. A train file whose data layer exists only in TRAIN
+    gets TRAIN; a train_val file both. A note on stderr says so when there was a choice."""
+    if args.phase:
+        return [args.phase]
+    built, failed = complete_phases(net)
+    if not built:
+        raise failed["TEST"]
+    first, *others = built
+    chosen = [first] + [p for p in others if _names(built[p]) != _names(built[first])]
+    if failed:
+        other, why = next(iter(failed.items()))
+        note(f"using phase {first}, the one in which the net is complete (in {other}: {why})")
+    elif len(chosen) > 1:
+        note("the net builds in TEST and TRAIN with different layers: both are analysed "
+             "(--phase picks one)")
+    return chosen
+
+
+def _names(graph):
+    return [node.name for node in graph.nodes]
+
+
+def note(text):
+    print(f"caffe-surgery: note: {text}", file=sys.stderr)
+
+
 def add_output_arguments(parser):
-    parser.add_argument("-o", "--output", metavar="OUT.prototxt", help="where to write the result")
+    parser.add_argument("-o", "--output", metavar="OUT.prototxt", type=options.output_file,
+                        help="where to write the result")
     parser.add_argument("--in-place", action="store_true",
-                        help="allow -o to name the input file (it is replaced atomically)")
+                        help="allow -o to name the input file, or without -o rewrite the "
+                             "input (it is replaced atomically)")
     parser.add_argument("--canonical", action="store_true",
                         help="write protobuf's standard formatting instead of editing the "
                              "input's text (comments and layout are then lost; refused when "
                              "a placeholder stands where a number belongs)")
-    parser.add_argument("--diff", action="store_true",
-                        help="also print a unified diff of input and output")
+    parser.add_argument("--diff", metavar="FILE", type=options.output_file_or_stdout,
+                        help="write a unified diff of input and output to FILE; '-' puts it "
+                             "on stdout alone (the summary then goes to stderr; not with "
+                             "--json)")
     if not any(a.dest == "strict" for a in parser._actions):
         add_strict_argument(parser)
+
+
+def output_target(args, inputs):
+    """Set args.output (the input itself under --in-place without -o) and refuse what
+    cannot be done, before anything is read: no output and no --dry-run, two things for
+    stdout, a diff file that is an input or the output."""
+    if args.diff == "-" and args.json:
+        raise SurgeryError("--diff - and --json both want stdout; give --diff a file name")
+    if args.output is None and args.in_place:
+        args.output = args.net
+    if not args.dry_run and not args.output:
+        raise SurgeryError("give -o OUT.prototxt for the result, --in-place to rewrite the "
+                           "input, or --dry-run for the summary only")
+    if args.diff not in (None, "-"):
+        guard_output(args.diff, inputs)
+        if args.output and _same(args.diff, args.output):
+            raise SurgeryError("--diff and -o name the same file")
+
+
+def _same(a, b):
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def finish(args, summary, diff, inputs):
+    """Print the summary on stdout, or on stderr when `--diff -` puts the diff on stdout;
+    write the diff to its file (atomically; never over an input)."""
+    if args.diff == "-":
+        sys.stderr.write(summary)
+        sys.stdout.write(diff or "")
+        return
+    if args.diff and diff is not None:
+        write_atomic(args.diff, diff.encode("utf-8"), inputs=inputs)
+    sys.stdout.write(summary)
 
 
 def write_net(args, loaded, new, *, source=None, write=True):
     """Render `new` as an edit of the input file and (unless `write` is false, a dry run)
     write it atomically to args.output. Returns the unified diff when --diff asked for
-    one, else None; the command prints it after its summary, or puts it in its JSON.
+    one, else None; the command hands it to `finish`.
 
     `loaded` is the input's NetFile (a bare NetParameter is accepted from older callers;
     the file is then loaded again here)."""
     source = source or args.net
     if not isinstance(loaded, NetFile):
         loaded = load_net(source, strict=getattr(args, "strict", False))._replace(net=loaded)
-    text, note = render(loaded, new, canonical=args.canonical)
-    if note:
-        print(f"caffe-surgery: note: {note}", file=sys.stderr)
+    text, why = render(loaded, new, canonical=args.canonical)
+    if why:
+        note(why)
     if write:
         write_atomic(args.output, text.encode("utf-8"), inputs=[source], in_place=args.in_place)
     if args.diff:

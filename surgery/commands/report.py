@@ -20,6 +20,7 @@ from ..analysis import parse_input_shapes
 from ..errors import SurgeryError
 from ..graph import described_phases
 from ..io.atomic import guard_output, write_atomic
+from . import options
 from .output import add_strict_argument, load
 
 NAME = "report"
@@ -31,9 +32,9 @@ def add_arguments(parser):
     parser.add_argument("converted", nargs="?", metavar="CONVERTED.prototxt",
                         help="the converted net, to show what changed")
     parser.add_argument("-o", "--output", required=True, metavar="REPORT.html",
-                        help="where to write the page")
+                        type=options.output_file, help="where to write the page")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
-                        help="shape of an input blob (repeatable)")
+                        type=options.input_shape, help="shape of an input blob (repeatable)")
     parser.add_argument("--phase", choices=("TRAIN", "TEST"),
                         help="which phase's layers to draw (default TEST, or TRAIN for a "
                              "train-only file)")

@@ -15,6 +15,7 @@ import sys
 from ..io.atomic import write_atomic
 from ..io.preserve import refuse_lossy
 from ..io.prototxt import format_prototxt
+from . import options
 from .output import add_strict_argument, load
 
 NAME = "upgrade"
@@ -23,7 +24,7 @@ HELP = "convert a legacy (V1, input header, DeepLab hole) prototxt to the curren
 
 def add_arguments(parser):
     parser.add_argument("input", metavar="IN.prototxt", help="net prototxt to upgrade")
-    parser.add_argument("-o", "--output", metavar="OUT.prototxt",
+    parser.add_argument("-o", "--output", metavar="OUT.prototxt", type=options.output_file_or_stdout,
                         help="where to write the upgraded net (default: stdout)")
     parser.add_argument("--in-place", action="store_true",
                         help="allow (or, without -o, choose) overwriting the input file")

@@ -16,37 +16,28 @@ import json
 
 from ..analysis import parse_input_shapes
 from ..verify import verify
+from . import options
 
 NAME = "verify"
 HELP = "compare a converted net with its original on random input"
 
 
-def _tolerance(text):
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError("the tolerance must be zero or positive")
-    return value
-
-
 def add_arguments(parser):
-    parser.add_argument("original", metavar="ORIGINAL.prototxt")
-    parser.add_argument("converted", metavar="CONVERTED.prototxt")
+    parser.add_argument("original", metavar="ORIGINAL.prototxt", help="the net before conversion")
+    parser.add_argument("converted", metavar="CONVERTED.prototxt",
+                        help="the converted net (e.g. from dilate)")
     parser.add_argument("--weights", required=True, metavar="MODEL.caffemodel",
                         help="weights for both nets (e.g. from init-weights)")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
+                        type=options.input_shape,
                         help="input size, when not declared or to test another size (repeatable)")
-    parser.add_argument("--blob", action="append", default=[], metavar="NAME",
+    parser.add_argument("--blob", action="append", default=[], metavar="NAME", type=options.name,
                         help="also compare this blob (repeatable)")
     parser.add_argument("--engine", choices=("opencv", "caffe"), default="opencv",
                         help="forward engine (default opencv)")
-    parser.add_argument("--tol", type=_tolerance, default=1e-4,
+    parser.add_argument("--tol", type=options.tolerance, default=1e-4,
                         help="relative tolerance: max|err| / max|original| (default 1e-4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    parser.add_argument("--seed", type=options.seed, default=0, help="seed of the random input")
     parser.add_argument("--strict", action="store_true",
                         help="approximate blobs must be within --tol too (is it exact everywhere?)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

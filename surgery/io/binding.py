@@ -1,9 +1,10 @@
 """Bind a parsed prototxt tree to the protobuf schema.
 
 Produces the message `google.protobuf.text_format.Parse` would, but keeps
-going where Parse stops: a field the schema lacks is recorded (and left in
-the document verbatim), and a `${NAME}` placeholder is recorded and either
-kept literally (string fields) or left unset (numbers, enums, bools).
+going where Parse stops: a field the schema lacks, or an enum value it lacks
+(a fork's own mode), is recorded, left unset in the message and kept in the
+document verbatim; a `${NAME}` placeholder is recorded and either kept
+literally (string fields) or left unset (numbers, enums, bools).
 Scalar conversion reuses protobuf's own public helpers so values agree
 exactly with Parse.
 """
@@ -14,6 +15,7 @@ from google.protobuf import descriptor as _d
 from google.protobuf import text_encoding, text_format
 
 from ..errors import SurgeryError
+from ..layers import SHAPE_PARAMS
 from .tokens import Message, Value
 
 _SIGNED32 = (_d.FieldDescriptor.TYPE_INT32, _d.FieldDescriptor.TYPE_SINT32,
@@ -25,8 +27,6 @@ _UNSIGNED64 = (_d.FieldDescriptor.TYPE_UINT64, _d.FieldDescriptor.TYPE_FIXED64)
 _FLOATS = (_d.FieldDescriptor.TYPE_FLOAT, _d.FieldDescriptor.TYPE_DOUBLE)
 _STRINGS = (_d.FieldDescriptor.TYPE_STRING, _d.FieldDescriptor.TYPE_BYTES)
 _LAYER_KEYS = ("layer", "layers")
-# Parameter blocks whose unknown fields may change a layer's geometry.
-GEOMETRY_PARAMS = ("convolution_param", "pooling_param")
 
 
 class Placeholder(NamedTuple):
@@ -36,7 +36,8 @@ class Placeholder(NamedTuple):
 
 
 class UnknownField(NamedTuple):
-    """A field the schema does not know; kept verbatim in the document."""
+    """A field the schema does not know, or (`value` set) a known enum field holding a
+    value the schema does not know; kept verbatim in the document, unset in the message."""
     file: str
     line: int
     col: int
@@ -44,9 +45,17 @@ class UnknownField(NamedTuple):
     message_type: str    # full name of the enclosing message, e.g. caffe.ConvolutionParameter
     path: tuple          # path of the enclosing message
     layer: Optional[str]
+    value: Optional[str] = None
+
+    @property
+    def what(self):
+        """'field `x` in caffe.M' or 'value `X` of caffe.M.field'."""
+        if self.value is None:
+            return f"field `{self.name}` in {self.message_type}"
+        return f"value `{self.value}` of {self.message_type}.{self.name}"
 
     def __str__(self):
-        return f"{self.file}:{self.line}:{self.col}: unknown field `{self.name}` in {self.message_type}"
+        return f"{self.file}:{self.line}:{self.col}: unknown {self.what}"
 
 
 class Binding:
@@ -76,14 +85,18 @@ class Binding:
         return out
 
     def geometry_unknown_layers(self):
-        """Layers with unknown fields in convolution_param/pooling_param, in order."""
+        """Layers with unknown fields or values in a block that decides shapes, in order."""
         names = []
         for uf in self.unknown_fields:
-            if uf.layer is not None and any(p in GEOMETRY_PARAMS for p in uf.path
-                                           if isinstance(p, str)):
+            if uf.layer is not None and in_shape_params(uf.path):
                 if uf.layer not in names:
                     names.append(uf.layer)
         return names
+
+
+def in_shape_params(path):
+    """Whether a path lies inside a parameter block that decides geometry or weight shapes."""
+    return any(p in SHAPE_PARAMS for p in path if isinstance(p, str))
 
 
 def bind(root, message, *, filename, strict=False):
@@ -173,6 +186,8 @@ class _Binder:
                     converted = self.convert(value, fd, msg) if value.is_string else value.text
                 else:
                     continue    # a number/enum/bool we cannot know yet: leave unset
+            elif self.unknown_value(value, fd, msg, path):
+                continue
             else:
                 converted = self.convert(value, fd, msg)
             if fd.is_repeated:
@@ -184,6 +199,24 @@ class _Binder:
                                      f"{msg.DESCRIPTOR.full_name}", field.name)
                 setattr(msg, fd.name, converted)
             self.b.nodes[vpath] = field
+
+    def unknown_value(self, value, fd, msg, path):
+        """Record an enum value the schema lacks (a fork's mode) instead of failing; True
+        when recorded. A quoted string is a plain error, as Parse would make it."""
+        if fd.type != _d.FieldDescriptor.TYPE_ENUM or value.is_string or len(value.tokens) != 1:
+            return False
+        tok = value.tokens[0]
+        try:
+            text_format.ParseEnum(fd, tok.text)
+            return False
+        except ValueError:
+            pass
+        desc = msg.DESCRIPTOR
+        if self.strict:
+            raise self.error(f"unknown value `{tok.text}` of {desc.full_name}.{fd.name}", tok)
+        self.b.unknown_fields.append(UnknownField(
+            self.filename, tok.line, tok.col, fd.name, desc.full_name, path, None, tok.text))
+        return True
 
     def convert(self, value, fd, msg):
         """Text -> Python value exactly as text_format would convert it."""

@@ -424,6 +424,9 @@ def read_caffemodel(source) -> Summary:
     """Summarise a caffemodel (path or seekable binary file) without loading its data."""
     f, label, size, owned = _open(source)
     try:
+        if size == 0:   # a valid empty message, but in practice a failed download or copy
+            raise SurgeryError("the file is empty (0 bytes), so it holds no weights",
+                               file=label)
         w = _Wire(f, label, size)
         name = None
         layers, items = [], []

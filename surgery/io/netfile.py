@@ -7,9 +7,14 @@ and the document for output, and the facts analysis must not guess: which layer
 fields hold a `${NAME}` placeholder where a number is needed, and which layers have
 an unknown field that may change their geometry.
 
-A field the schema lacks is a warning (a fork nobody described to us), reported once
-per field name; with `strict=True` it is an error. A name one slip away from a field
-of the same message (`dilaton`) is taken for a typo and is always an error.
+A field the schema lacks, or an enum value it lacks, is a warning (a fork nobody
+described to us), reported once per name; with `strict=True` it is an error. Inside a
+block that decides geometry or weight shapes (`layers.SHAPE_PARAMS`) it makes the layer
+opaque, and a name one slip away from a real field or value there (`kernel_sise`) is
+taken for a typo and refused; elsewhere (loss, data, transform, test-time parameters)
+the near miss is named in the warning and the file loads. Where the graph itself
+depends on it (phase rules, layer wiring, a V1 layer type) a near miss, or any unknown
+value, is an error.
 """
 
 import difflib
@@ -19,13 +24,21 @@ from typing import NamedTuple
 from google.protobuf import descriptor as _d
 
 from ..errors import SurgeryError
+from ..layers import SHAPE_PARAMS
 from ..unknowns import Unknowns
-from .binding import GEOMETRY_PARAMS
+from .binding import in_shape_params
 from .document import Document
-from .prototxt import _first_keyword, _has_content, _unknown_field, parse_prototxt, read_text
+from .prototxt import (_first_keyword, _has_content, _unknown_enum, _unknown_field,
+                       enum_near_misses, parse_prototxt, read_text)
 
 _STRING = (_d.FieldDescriptor.TYPE_STRING, _d.FieldDescriptor.TYPE_BYTES)
 _TYPO_CUTOFF = 0.8
+# Fields that decide which layers a phase has and how they connect, and the blocks made
+# of such fields: a near miss of one, or a value the schema lacks in one, would silently
+# change the graph.
+_GRAPH_FIELDS = frozenset({"name", "type", "bottom", "top", "include", "exclude", "phase",
+                           "layer", "layers", "input", "input_dim", "input_shape", "state"})
+_GRAPH_BLOCKS = frozenset({"include", "exclude", "state", "input_shape"})
 
 
 class NetFile(NamedTuple):
@@ -79,7 +92,7 @@ def load_text(text, path="<string>", *, strict=False):
         original, binding = doc.to_message()
     except SurgeryError as exc:
         raise _with_hint(exc, text, path) from None
-    _refuse_typos(binding, original, strict)
+    _refuse_unknowns(binding, original, strict)
     try:
         net, notes = upgrade_net(original)
     except MixedLayerFormats as exc:
@@ -89,7 +102,7 @@ def load_text(text, path="<string>", *, strict=False):
     except SurgeryError as exc:
         exc.file = exc.file or path
         raise
-    warnings = _warnings(binding)
+    warnings = _warnings(binding, original)
     unknowns = _unknowns(binding, original, net)
     return NetFile(path, text, doc, binding, original, net, notes, warnings, unknowns)
 
@@ -116,44 +129,90 @@ def _with_hint(exc, text, path):
     return exc
 
 
-def _refuse_typos(binding, message, strict):
-    """Strict: every unknown field is an error. Otherwise only near-misses of a real field,
-    and a file with no layers whose unknown fields are a solver's (a solver passed as a net)."""
+def _refuse_unknowns(binding, message, strict):
+    """SurgeryError for what the schema lacks and must not be kept (module docstring):
+    with strict everything; else a solver's fields in a file with no layers (a solver
+    passed as a net), an unknown value the graph depends on, and a near miss where the
+    graph or shapes depend on it."""
     solver_fields = message.DESCRIPTOR.file.message_types_by_name["SolverParameter"].fields_by_name
     layerless = not len(message.layer) and not len(message.layers)
     for uf in binding.unknown_fields:
-        if layerless and not uf.path and uf.name in solver_fields:
+        if layerless and not uf.path and uf.name in solver_fields and uf.value is None:
             raise SurgeryError(_unknown_field(uf.message_type, uf.name),
                                file=uf.file, line=uf.line, col=uf.col)
-        desc = _message_descriptor(message.DESCRIPTOR, uf.path)
-        names = list(desc.fields_by_name) if desc is not None else []
-        typo = difflib.get_close_matches(uf.name, names, n=1, cutoff=_TYPO_CUTOFF)
-        if strict or typo:
-            explained = _unknown_field(uf.message_type, uf.name)
-            if strict and not typo:
-                explained += " (--strict refuses fields the schema does not know)"
-            raise SurgeryError(explained, file=uf.file, line=uf.line, col=uf.col)
+        explained = _explain(uf, message)
+        near = _near_miss(uf, message)
+        if strict:
+            if not near:
+                kind = "fields" if uf.value is None else "values"
+                explained += f" (--strict refuses {kind} the schema does not know)"
+        elif uf.value is not None and _decides_graph(uf):
+            explained += "; it decides which layers the net has, so it cannot be kept"
+        elif not (near and _decides_shapes(uf, near)):
+            continue
+        raise SurgeryError(explained, file=uf.file, line=uf.line, col=uf.col)
 
 
-def _warnings(binding):
-    """One line per unknown field name (its first occurrence, with the count)."""
+def _explain(uf, message):
+    """The loader's one-line explanation (did-you-mean, where a field belongs)."""
+    if uf.value is None:
+        return _unknown_field(uf.message_type, uf.name)
+    return _unknown_enum(_enum_of(uf, message).full_name, uf.value)
+
+
+def _enum_of(uf, message):
+    return _message_descriptor(message.DESCRIPTOR, uf.path).fields_by_name[uf.name].enum_type
+
+
+def _near_miss(uf, message):
+    """The real field or enum name one slip away from an unknown one, or None."""
+    desc = _message_descriptor(message.DESCRIPTOR, uf.path)
+    if desc is None:
+        return None
+    if uf.value is None:
+        close = difflib.get_close_matches(uf.name, list(desc.fields_by_name), n=1,
+                                          cutoff=_TYPO_CUTOFF)
+    else:
+        close = enum_near_misses(_enum_of(uf, message), uf.value, n=1)
+    return close[0] if close else None
+
+
+def _blocks(path):
+    return {p for p in path if isinstance(p, str)}
+
+
+def _decides_graph(uf):
+    return uf.name in _GRAPH_FIELDS or bool(_blocks(uf.path) & _GRAPH_BLOCKS)
+
+
+def _decides_shapes(uf, near):
+    """Whether an unknown name whose near miss is `near` sits where the graph, a window
+    or a weight shape depends on it: inside such a block, or as a layer/net field that
+    resembles one."""
+    if in_shape_params(uf.path) or _blocks(uf.path) & _GRAPH_BLOCKS:
+        return True
+    top_level = not uf.path or (len(uf.path) == 2 and uf.path[0] in ("layer", "layers"))
+    return top_level and uf.value is None and near in (SHAPE_PARAMS | _GRAPH_FIELDS)
+
+
+def _warnings(binding, message):
+    """One line per unknown field name or value (its first occurrence, with the count),
+    naming a near miss when there is one."""
     seen = {}
     for uf in binding.unknown_fields:
-        seen.setdefault(uf.name, []).append(uf)
+        seen.setdefault((uf.name, uf.value), []).append(uf)
     lines = []
-    for name, found in seen.items():
+    for found in seen.values():
         first = found[0]
         more = f" ({len(found)} times)" if len(found) > 1 else ""
+        near = _near_miss(first, message)
+        hint = f" (did you mean `{near}`?)" if near else ""
         what = "kept verbatim"
-        if any(_in_geometry(uf.path) for uf in found):
-            what += "; the geometry of the layers holding it is unknown"
-        lines.append(f"{first.file}:{first.line}:{first.col}: unknown field `{name}` in "
-                     f"{first.message_type}{more}: {what}")
+        if any(in_shape_params(uf.path) for uf in found):
+            what += "; the geometry and weight shapes of the layers holding it are unknown"
+        lines.append(f"{first.file}:{first.line}:{first.col}: unknown {first.what}{more}"
+                     f"{hint}: {what}")
     return lines
-
-
-def _in_geometry(path):
-    return any(p in GEOMETRY_PARAMS for p in path if isinstance(p, str))
 
 
 def _unknowns(binding, original, net):
@@ -165,9 +224,9 @@ def _unknowns(binding, original, net):
             continue
         values.setdefault(name, set()).add(_upgraded_path(ph.path[2:]))
     for uf in binding.unknown_fields:
-        if uf.layer is not None and _in_geometry(uf.path):
-            opaque.setdefault(uf.layer, f"unknown field `{uf.name}` in {uf.message_type} "
-                                        f"({uf.file}:{uf.line}:{uf.col}) may change its geometry")
+        if uf.layer is not None and in_shape_params(uf.path):
+            opaque.setdefault(uf.layer, f"unknown {uf.what} ({uf.file}:{uf.line}:{uf.col}) "
+                                        "may change its geometry or weight shapes")
     return Unknowns({k: frozenset(v) for k, v in values.items()}, opaque)
 
 

@@ -61,7 +61,7 @@ def refuse_lossy(loaded, why, *, unknown_fields=True):
                            "first", file=loaded.path, line=line, col=col)
     if unknown_fields and loaded.binding.unknown_fields:
         uf = loaded.binding.unknown_fields[0]
-        raise SurgeryError(f"unknown field `{uf.name}` would be lost: {why}",
+        raise SurgeryError(f"unknown {uf.what} would be lost: {why}",
                            file=uf.file, line=uf.line, col=uf.col)
 
 
@@ -69,8 +69,9 @@ def _dropped_note(loaded):
     unknown = loaded.binding.unknown_fields
     if not unknown:
         return None
-    return (f"--canonical dropped {len(unknown)} field(s) the schema does not know "
-            f"(first `{unknown[0].name}` at {unknown[0].file}:{unknown[0].line})")
+    first = unknown[0]
+    return (f"--canonical dropped {len(unknown)} field(s) or value(s) the schema does not "
+            f"know (first the {first.what} at {first.file}:{first.line})")
 
 
 def minimal_edit(loaded, new):
@@ -249,8 +250,8 @@ def _check_reload(loaded, doc, new, removed):
     if [p.text for p in again.placeholders] != \
             [p.text for p in loaded.placeholders if kept(p.path)]:
         raise _Fallback("an edit touched a placeholder")
-    if [u.name for u in again.binding.unknown_fields] != \
-            [u.name for u in loaded.binding.unknown_fields if kept(u.path)]:
+    if [(u.name, u.value) for u in again.binding.unknown_fields] != \
+            [(u.name, u.value) for u in loaded.binding.unknown_fields if kept(u.path)]:
         raise _Fallback("an edit touched an unknown field")
 
 

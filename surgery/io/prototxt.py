@@ -284,12 +284,17 @@ def _unknown_enum(type_name, value):
     if enum is None:
         return text
     names = [v.name for v in enum.values]
-    close = difflib.get_close_matches(value, names, n=2, cutoff=0.6)
-    if not close:
-        close = difflib.get_close_matches(value.upper(), names, n=2, cutoff=0.6)
+    close = enum_near_misses(enum, value)
     if close:
         return f"`{value}`: did you mean " + " or ".join(f"`{c}`" for c in close) + f"? ({text})"
     return f"{text} (choose one of {', '.join(names)})"
+
+
+def enum_near_misses(enum, value, n=2):
+    """Names of `enum` (a descriptor) one slip away from `value`, closest first."""
+    names = [v.name for v in enum.values]
+    return (difflib.get_close_matches(value, names, n=n, cutoff=0.6)
+            or difflib.get_close_matches(value.upper(), names, n=n, cutoff=0.6))
 
 
 def _v1_type_names():

@@ -1,0 +1,120 @@
+"""Option value types: a bad value is refused while the command line is parsed.
+
+Each function takes the text of one option value and returns the value, or raises
+argparse.ArgumentTypeError with what was expected; the CLI's parser turns that into one
+line on stderr and exit status 2 before anything is read or written. Values that only a
+file can refute (a blob name, an input that the net lacks) are checked when the net is
+loaded, with the same one-line error.
+"""
+
+import argparse
+import math
+import os
+
+
+def _refuse(text):
+    return argparse.ArgumentTypeError(text)
+
+
+def _integer(text):
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise _refuse(f"'{text}' is not an integer") from None
+
+
+def positive_int(text):
+    value = _integer(text)
+    if value <= 0:
+        raise _refuse(f"'{text}' is not a positive integer")
+    return value
+
+
+def seed(text):
+    """A random seed: numpy takes any non-negative integer."""
+    value = _integer(text)
+    if value < 0:
+        raise _refuse(f"'{text}': a seed is zero or a positive integer")
+    return value
+
+
+def positive_ints(text):
+    """'1,2,4' -> [1, 2, 4]; every value present and a positive integer."""
+    parts = text.split(",")
+    if not text.strip() or any(not p.strip() for p in parts):
+        raise _refuse(f"'{text}': expected positive integers separated by commas, like 1,2,4")
+    try:
+        return [positive_int(p) for p in parts]
+    except argparse.ArgumentTypeError:
+        raise _refuse(f"'{text}': expected positive integers separated by commas, "
+                      "like 1,2,4") from None
+
+
+def tolerance(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise _refuse(f"'{text}' is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise _refuse(f"'{text}': the tolerance is a finite number, zero or positive")
+    return value
+
+
+def input_shape(text):
+    """One NAME=N,C,H,W spec, checked as the commands will parse it (kept as text)."""
+    from ..analysis import parse_input_shapes
+    from ..errors import SurgeryError
+
+    try:
+        parse_input_shapes([text])
+    except SurgeryError as exc:
+        raise _refuse(exc.message) from None
+    return text
+
+
+def decimate(text):
+    """One LAYER=KxK:N spec, checked as fcn will parse it (kept as text)."""
+    from ..errors import SurgeryError
+    from ..passes.fcn import parse_decimate
+
+    try:
+        parse_decimate([text])
+    except SurgeryError as exc:
+        raise _refuse(exc.message) from None
+    return text
+
+
+def rename_pattern(text):
+    """A new-name pattern with {name} for the old name, e.g. '{name}-conv'."""
+    try:
+        new = text.format(name="fc6")
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise _refuse(f"'{text}' ({exc!s}); use {{name}} for the old name, "
+                      "e.g. '{name}-conv'") from None
+    if new == text.format(name="fc7"):
+        raise _refuse(f"'{text}' gives every layer the same name; put {{name}} in it")
+    return text
+
+
+def output_file(text):
+    """A file to write: not empty, not a directory, in a directory that exists."""
+    if not text.strip():
+        raise _refuse("an empty file name")
+    if os.path.isdir(text):
+        raise _refuse(f"{text} is a directory; give a file name")
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise _refuse(f"cannot write {text}: directory {folder} does not exist")
+    return text
+
+
+def output_file_or_stdout(text):
+    """An output file, or '-' for stdout."""
+    return text if text == "-" else output_file(text)
+
+
+def name(text):
+    """A layer or blob name: not empty."""
+    if not text.strip():
+        raise _refuse("an empty name")
+    return text

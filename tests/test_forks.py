@@ -1,0 +1,219 @@
+"""Files a fork accepts must load: unknown enum values and fork fields near BVLC names.
+
+What a fork adds is kept verbatim with a warning. Only where it could change a layer's
+geometry or weight shapes (a window block, a pooling method, an InnerProduct's width...)
+is it taken seriously: a value there makes the layer opaque, and a near miss of a real
+field there is refused as a typo. `--strict` refuses everything the schema lacks.
+"""
+
+import pytest
+
+from surgery.analysis import analyse
+from surgery.cli import main
+from surgery.io.netfile import load_net
+
+NET = """\
+name: "fork"
+layer {
+  name: "data"
+  type: "Input"
+  top: "data"
+  top: "label"
+  input_param { shape { dim: 1 dim: 3 dim: 32 dim: 32 } shape { dim: 1 } }
+}
+layer {
+  name: "conv1"
+  type: "Convolution"
+  bottom: "data"
+  top: "conv1"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 stride: 2 }
+}
+layer {
+  name: "pool1"
+  type: "Pooling"
+  bottom: "conv1"
+  top: "pool1"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 }
+}
+layer {
+  name: "conv2"
+  type: "Convolution"
+  bottom: "pool1"
+  top: "conv2"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 }
+}
+layer {
+  name: "loss"
+  type: "SoftmaxWithLoss"
+  bottom: "conv2"
+  bottom: "label"
+  top: "loss"
+  loss_param { ignore_label: 255 normalization: VALID }
+}
+"""
+
+
+def write(tmp_path, text, name="net.prototxt"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def where(path, text, needle):
+    for number, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return f"{path}:{number}:{line.index(needle) + 1}"
+    raise AssertionError(needle)
+
+
+def run(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.splitlines()
+
+
+def warnings(err):
+    """The loader's warnings about what the schema lacks (not inspect's analysis warnings)."""
+    return [line for line in err if line.startswith("caffe-surgery: warning: ")
+            and not line.startswith("caffe-surgery: warning: layer '")]
+
+
+# -- 1. unknown enum values ---------------------------------------------------
+
+FORK_VALUE = NET.replace("normalization: VALID", "normalization: PER_PIXEL_FORK")
+
+
+def test_an_unknown_enum_value_loads_with_a_warning(tmp_path, capsys):
+    src = write(tmp_path, FORK_VALUE)
+    code, out, err = run(["inspect", str(src)], capsys)
+    assert code == 0, err
+    [line] = warnings(err)
+    assert where(src, FORK_VALUE, "PER_PIXEL_FORK") in line
+    assert "`PER_PIXEL_FORK`" in line and "normalization" in line and "kept verbatim" in line
+    assert "geometry" not in line           # a loss mode decides no shape
+    assert "Pooling?" not in out and "conv2" in out
+
+
+def test_an_unknown_enum_value_round_trips_through_upgrade_and_dilate(tmp_path, capsys):
+    src = write(tmp_path, FORK_VALUE)
+    up = tmp_path / "up.prototxt"
+    assert run(["upgrade", str(src), "-o", str(up)], capsys)[0] == 0
+    assert up.read_text() == FORK_VALUE
+    out = tmp_path / "os2.prototxt"
+    code, _, err = run(["dilate", str(src), "-s", "2", "--pooling", "cover", "-o", str(out)],
+                       capsys)
+    assert code == 0, err
+    text = out.read_text()
+    assert "  loss_param { ignore_label: 255 normalization: PER_PIXEL_FORK }\n" in text
+    assert text != FORK_VALUE and "dilation: 2" in text
+
+
+def test_canonical_output_says_it_dropped_an_unknown_value(tmp_path, capsys):
+    src = write(tmp_path, FORK_VALUE)
+    out = tmp_path / "o.prototxt"
+    code, _, err = run(["dilate", str(src), "-s", "2", "--pooling", "cover", "-o", str(out),
+                        "--canonical"], capsys)
+    assert code == 0
+    assert any("PER_PIXEL_FORK" in line and "dropped" in line for line in err), err
+
+
+def test_an_unknown_pooling_method_makes_the_pool_opaque(tmp_path, capsys):
+    text = NET.replace("pool: MAX", "pool: LPNORM")
+    src = write(tmp_path, text)
+    loaded = load_net(src)
+    assert "pool1" in loaded.unknowns.opaque
+    a = analyse(loaded.net, unknowns=loaded.unknowns)
+    assert a.graph.node("pool1").type == "Pooling?"
+    assert a.geometry["conv2"] is None
+    code, out, err = run(["inspect", str(src)], capsys)
+    assert code == 0
+    [line] = warnings(err)
+    assert "`LPNORM`" in line and "geometry" in line
+    assert "Pooling?" in out
+
+
+def test_an_unknown_value_that_decides_the_graph_is_an_error(tmp_path, capsys):
+    text = NET.replace('  top: "loss"\n', '  top: "loss"\n  include { phase: TRIAN }\n')
+    src = write(tmp_path, text)
+    code, _, err = run(["inspect", str(src)], capsys)
+    assert code == 2 and len(err) == 1
+    assert where(src, text, "TRIAN") in err[0] and "`TRAIN`" in err[0]
+
+
+def test_strict_refuses_an_unknown_value(tmp_path, capsys):
+    src = write(tmp_path, FORK_VALUE)
+    code, _, err = run(["inspect", str(src), "--strict"], capsys)
+    assert code == 2 and len(err) == 1
+    assert where(src, FORK_VALUE, "PER_PIXEL_FORK") in err[0] and "--strict" in err[0]
+
+
+# -- 2. the typo guard: an error only where shapes depend on it ----------------
+
+@pytest.mark.parametrize("old, new, near", [
+    # a fork's loss/data/test-time field one slip away from a BVLC one
+    ("normalization: VALID", "normalization: VALID normalise: true", "normalize"),
+    ('  top: "loss"\n', '  top: "loss"\n  softmax_loss_param { temperature: 2 }\n',
+     "softmax_param"),
+    ("normalization: VALID", "normalization: VALIDE", "VALID"),
+])
+def test_a_near_miss_outside_shape_params_is_a_warning(tmp_path, capsys, old, new, near):
+    text = NET.replace(old, new)
+    src = write(tmp_path, text)
+    code, out, err = run(["inspect", str(src)], capsys)
+    assert code == 0, err
+    [line] = warnings(err)
+    assert f"did you mean `{near}`?" in line and "kept verbatim" in line
+    up = tmp_path / "up.prototxt"
+    assert run(["upgrade", str(src), "-o", str(up)], capsys)[0] == 0
+    assert up.read_text() == text
+    code, _, err = run(["inspect", str(src), "--strict"], capsys)
+    assert code == 2 and len(err) == 1 and f"`{near}`" in err[0]
+
+
+@pytest.mark.parametrize("old, new, near", [
+    ("kernel_size: 3 pad: 1 stride: 2", "kernel_sise: 3 pad: 1 stride: 2", "kernel_size"),
+    ("num_output: 8 kernel_size: 3 pad: 1 }", "num_outputs: 8 kernel_size: 3 pad: 1 }",
+     "num_output"),
+    ("pool: MAX", "pool: MAXX", "MAX"),
+    ("pooling_param {", "pooling_parm {", "pooling_param"),
+    ('  bottom: "pool1"\n', '  botom: "pool1"\n', "bottom"),
+    ("shape { dim: 1 } }", "shape { dim: 1 } shapes { dim: 1 } }", "shape"),
+])
+def test_a_near_miss_where_shapes_depend_on_it_is_an_error(tmp_path, capsys, old, new, near):
+    text = NET.replace(old, new)
+    assert text != NET
+    src = write(tmp_path, text)
+    code, _, err = run(["inspect", str(src)], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert f"did you mean `{near}`" in err[0]
+
+
+@pytest.mark.parametrize("block", ["interp_param { zoom_facter: 2 }",
+                                   "crop_param { ofset: 2 }",
+                                   "inner_product_param { num_outputs: 10 }",
+                                   "reshape_param { shap { dim: 0 } }"])
+def test_the_typo_guard_covers_every_block_that_decides_shapes(tmp_path, capsys, block):
+    text = NET.replace('  loss_param', f"  {block}\n  loss_param")
+    src = write(tmp_path, text)
+    code, _, err = run(["inspect", str(src)], capsys)
+    assert code == 2 and len(err) == 1 and "did you mean" in err[0], err
+
+
+def test_an_unknown_field_in_any_shape_block_makes_the_layer_opaque(tmp_path):
+    text = NET.replace("input_param { shape", "input_param { fork_layout: 1 shape")
+    loaded = load_net(write(tmp_path, text))
+    assert "data" in loaded.unknowns.opaque
+
+
+def test_every_parameter_block_the_registry_reads_is_classified():
+    """A new rule that reads a new block must say whether the block decides shapes."""
+    import inspect
+    import re
+
+    from surgery import layers
+
+    read = set(re.findall(r"\b([a-z_]+_param)\b", inspect.getsource(layers)))
+    leaves_shapes_alone = {"accuracy_param", "eltwise_param", "loss_param", "dropout_param"}
+    data_sources = {"data_param", "image_data_param", "dense_image_data_param",
+                    "memory_data_param", "window_data_param", "transform_param"}
+    assert read - layers.SHAPE_PARAMS - leaves_shapes_alone - data_sources == set()
