@@ -422,13 +422,13 @@ def _put_repeated(cp, name, value, default, prefer_hw):
     if len(rep) == 0:
         if default is not None and value == Pair(default, default):
             return
-        if prefer_hw:  # the file's kernel uses _h/_w: new groups follow it
+        if prefer_hw or value.h != value.w:
+            # The form Caffe files use (builder.window_fields): _h/_w for two different
+            # values, or when the file's kernel already uses _h/_w.
             setattr(cp, h_name, value.h)
             setattr(cp, w_name, value.w)
-        elif value.h == value.w:
-            rep.append(value.h)
         else:
-            rep.extend([value.h, value.w])
+            rep.append(value.h)
         return
     values = [value.h] if (value.h == value.w and len(rep) == 1) else [value.h, value.w]
     del rep[:]
@@ -990,6 +990,25 @@ class InnerProduct(LayerRule):
     def flops(self, layer, in_shapes, out_shapes):
         _, k = self._split(layer, tuple(in_shapes[0]))
         return count(out_shapes[0]) * k
+
+    def as_convolution(self, layer, name, bottom, window, num_output):
+        """The Convolution computing this layer on its map (fcn): same param specs,
+        bias term and fillers, the kernel written by Convolution.with_window."""
+        new = type(layer)()
+        new.CopyFrom(layer)
+        ipp = layer.inner_product_param
+        new.ClearField("inner_product_param")
+        new.name, new.type = name, Convolution.types[0]
+        del new.bottom[:]
+        new.bottom.append(bottom)
+        cp = new.convolution_param
+        cp.num_output = num_output
+        if ipp.HasField("bias_term"):
+            cp.bias_term = ipp.bias_term
+        for filler in ("weight_filler", "bias_filler"):
+            if ipp.HasField(filler):
+                getattr(cp, filler).CopyFrom(getattr(ipp, filler))
+        return _RULES[new.type].with_window(new, window)
 
 
 class Embed(LayerRule):

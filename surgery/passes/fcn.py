@@ -342,8 +342,8 @@ class FcnPolicy:
         before = step.grid_in.offset      # views pass their input's grid on (see visit)
         where = Pair(before.h + centre.h, before.w + centre.w)
         window = Window(k, Pair(1, 1), pads, dilation)
-        new = _conv_layer(layer, rule, _new_name(self.rename, node.name), source, window,
-                          n // out_step)
+        new = rule.as_convolution(layer, _new_name(self.rename, node.name), source, window,
+                                  n // out_step)
         self.plans[node.name] = LayerPlan(
             source=node.name, target=new.name, num_output=n, channels=channels, kernel=kernel,
             transpose=bool(ipp.transpose), bias=bool(ipp.bias_term), out_step=out_step,
@@ -372,29 +372,6 @@ class FcnPolicy:
                     del removable[index]
                     changed = True
         return removable
-
-
-def _conv_layer(layer, rule, name, bottom, window, num_output):
-    """The Convolution LayerParameter replacing InnerProduct `layer`."""
-    new = type(layer)()
-    new.CopyFrom(layer)
-    ipp = layer.inner_product_param
-    new.ClearField("inner_product_param")
-    new.name, new.type = name, CONV_TYPE
-    del new.bottom[:]
-    new.bottom.append(bottom)
-    cp = new.convolution_param
-    cp.num_output = num_output
-    if ipp.HasField("bias_term"):
-        cp.bias_term = ipp.bias_term
-    for filler in ("weight_filler", "bias_filler"):
-        if ipp.HasField(filler):
-            getattr(cp, filler).CopyFrom(getattr(ipp, filler))
-    if window.kernel.h == window.kernel.w:
-        cp.kernel_size.append(window.kernel.h)
-    else:
-        cp.kernel_h, cp.kernel_w = window.kernel
-    return rule_for(CONV_TYPE).with_window(new, window)
 
 
 def convolutionalize(net, *, input_shapes=None, pad="same", rename="{name}-conv", decimate=None,
