@@ -11,8 +11,10 @@ import re
 
 import numpy as np
 
+from . import layers
 from .errors import SurgeryError
 from .graph import build_graph
+from .layers import rule_for
 from .io.prototxt import load_prototxt
 
 INSTALL_HINT = "pip install 'caffe-surgery[verify]'"
@@ -22,21 +24,23 @@ class Engine:
     """Forward a net; subclasses implement `_forward`."""
 
     name = "?"
-    # Layer types this engine is known to compute differently from Caffe: type -> how.
+    # Layer types this engine is known to compute differently from Caffe: rule class -> how.
     differs_from_caffe = {}
 
-    # Layer settings this engine is known to miscompute: type -> check(layer) -> reason or None.
+    # Layer settings this engine is known to miscompute: rule class -> check(layer) -> reason.
     miscomputes = {}
 
     def caveats(self, *nets):
         """One line per layer type, or layer, in `nets` that this engine does not compute
-        as Caffe does: its numbers there say nothing about the conversion."""
+        as Caffe does: its numbers there say nothing about the conversion. Both tables
+        are keyed by registry rule class, so every type a rule serves is covered."""
         types = {layer.type for net in nets for layer in net.layer}
         lines = [f"{self.name} computes {t} differently from Caffe: {how}"
-                 for t, how in sorted(self.differs_from_caffe.items()) if t in types]
+                 for t in sorted(types)
+                 for how in [self.differs_from_caffe.get(type(rule_for(t)))] if how]
         for net in nets:
             for layer in net.layer:
-                check = self.miscomputes.get(layer.type)
+                check = self.miscomputes.get(type(rule_for(layer.type)))
                 reason = check(layer) if check else None
                 if reason and not any(f"'{layer.name}'" in line for line in lines):
                     lines.append(f"{self.name} miscomputes layer '{layer.name}': {reason}")
@@ -75,10 +79,10 @@ class OpenCVEngine(Engine):
 
     name = "opencv"
     differs_from_caffe = {
-        "Axpy": "a*bottom[2] + bottom[1] where SENet's layer computes a*bottom[1] + bottom[2] "
-                "(both nets run the same variant, so a rewrite check still holds)",
+        layers.Axpy: "a*bottom[2] + bottom[1] where SENet's layer computes a*bottom[1] + "
+                     "bottom[2] (both nets run the same variant, so a rewrite check still holds)",
     }
-    miscomputes = {"Convolution": lambda layer: _depthwise_3x3_gap(layer)}
+    miscomputes = {layers.Convolution: lambda layer: _depthwise_3x3_gap(layer)}
 
     def __init__(self, *, threads=2):
         try:
@@ -201,8 +205,6 @@ def _cv_message(exc):
 def _depthwise_3x3_gap(layer):
     """OpenCV 4.x's depthwise 3x3 path is wrong with pad_w 1 and dilation_w > 1 (measured
     against a float64 reference; see tests/test_numeric_properties.py)."""
-    from .layers import rule_for
-
     cp = layer.convolution_param
     try:
         window = rule_for(layer.type).window(layer)
