@@ -19,7 +19,7 @@ from typing import NamedTuple
 from .errors import SurgeryError
 from .geometry import infer_geometry, layer_stats, totals
 from .graph import Graph, build_graph
-from .layers import Unknown, rule_for
+from .layers import UNKNOWN, Unknown
 from .shapes import infer_shapes, with_standins
 from .unknowns import NO_UNKNOWNS
 
@@ -118,7 +118,7 @@ class Analysis(NamedTuple):
 
 
 def _leads_to_resampling(node, side):
-    role = rule_for(node.type).role_of(node.layer)
+    role = node.rule.role_of(node.layer)
     if role == "resample":
         return True
     return role in ("window", "pointwise") and all(t in side for t in node.tops)
@@ -158,7 +158,7 @@ def _opaque_layers(graph, unknowns):
         paths = unknowns.values.get(node.name)
         if not paths:
             continue
-        rule = rule_for(node.type)
+        rule = node.rule
         seen = set()
         for k in (0, 1):
             layer = with_standins(node.layer, paths, k)
@@ -173,10 +173,10 @@ def _opaque_layers(graph, unknowns):
 
 
 def _masked(graph, opaque):
-    """The graph with each opaque layer's type shown as `Type?` (the registry's unknown rule)."""
+    """The graph with each opaque layer read through the unknown rule (its type stays)."""
     if not opaque:
         return graph
-    nodes = [n._replace(type=f"{n.type}?") if n.name in opaque else n for n in graph.nodes]
+    nodes = [n._replace(rule=UNKNOWN) if n.name in opaque else n for n in graph.nodes]
     return Graph(graph.net, nodes, graph.header_inputs)
 
 

@@ -14,7 +14,7 @@ warning, not an error, and the largest RF is carried on.
 from fractions import Fraction
 from typing import NamedTuple
 
-from .layers import count, rule_for
+from .layers import count
 from .pair import Pair
 
 
@@ -64,7 +64,7 @@ def infer_geometry(graph):
     geometry = {name: ORIGIN for name in graph.header_inputs}
     warnings = []
     for node in graph.nodes:
-        rule = rule_for(node.type)
+        rule = node.rule
         layer = node.layer
         out = None
         if not node.bottoms:
@@ -99,7 +99,7 @@ def layer_stats(graph, shape_result):
         params = None if pshapes is None else sum(count(p) for p in pshapes)
         flops = None
         if all(s is not None for s in ins) and all(s is not None for s in outs):
-            flops = rule_for(node.type).flops(node.layer, ins, outs) if node.bottoms else 0
+            flops = node.rule.flops(node.layer, ins, outs) if node.bottoms else 0
         new_tops = [s for top, s in zip(node.tops, outs) if not graph.is_in_place(node, top)]
         acts = None if any(s is None for s in new_tops) else sum(count(s) for s in new_tops)
         stats.append(LayerStats(node.name, node.type, params, flops, acts))

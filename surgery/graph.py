@@ -8,13 +8,15 @@ reports the first offending layer by name instead of letting a later stage guess
 from typing import NamedTuple
 
 from .errors import SurgeryError
+from .layers import rule_for
 
 PHASES = ("TRAIN", "TEST")
 
 
 class Node(NamedTuple):
-    """One kept layer. `index` is its position in the *input* net's `layer` list,
-    so a pass can edit `copy.layer[node.index]`; `layer` is the kept copy in `Graph.net`."""
+    """One kept layer. `index` is its position in the *input* net's `layer` list;
+    `layer` is the kept copy in `Graph.net`; `rule` is its registry rule (the unknown
+    rule when the analysis finds its geometry unknowable, whatever its type)."""
 
     index: int
     layer: object
@@ -22,6 +24,7 @@ class Node(NamedTuple):
     type: str
     bottoms: tuple
     tops: tuple
+    rule: object
 
 
 class Graph:
@@ -200,7 +203,8 @@ def build_graph(net, *, phase="TEST", level=None, stages=None):
         names[name] = index
         copy = kept.layer.add()
         copy.CopyFrom(layer)
-        nodes.append(Node(index, copy, name, layer.type, tuple(layer.bottom), tuple(layer.top)))
+        nodes.append(Node(index, copy, name, layer.type, tuple(layer.bottom), tuple(layer.top),
+                          rule_for(layer.type)))
     header = _header_inputs(net)
     _check_order(nodes, header, phase, filtered)
     return Graph(kept, nodes, header)

@@ -5,7 +5,7 @@ command (inspect, the passes' summaries) prints them the same way.
 """
 
 from .errors import SurgeryError
-from .layers import rule_for
+from .layers import UNKNOWN, rule_for
 
 
 def _axes(pair):
@@ -54,6 +54,12 @@ def _bytes(elements):
     return f"{size} B"
 
 
+def _type(node):
+    """The layer's type, with '?' when the analysis reads it as opaque (a placeholder or a
+    fork's field decides its window)."""
+    return node.type + ("?" if node.rule is UNKNOWN and rule_for(node.type) is not UNKNOWN else "")
+
+
 def table_rows(analysis):
     """One row per (layer, top): layer, type, window, top, shape, stride, RF."""
     rows = []
@@ -63,7 +69,7 @@ def table_rows(analysis):
         for i, top in enumerate(tops):
             geom = analysis.geometry.get(top) if top else None
             shape = analysis.out_shapes[node.name][i] if top else None
-            rows.append((node.name if i == 0 else "", node.type if i == 0 else "",
+            rows.append((node.name if i == 0 else "", _type(node) if i == 0 else "",
                          window if i == 0 else "", top, _shape(shape) if top else "",
                          _axes(geom.stride) if geom else "-", _axes(geom.rf) if geom else "-"))
     return rows
@@ -112,7 +118,7 @@ def to_json(analysis):
     stats = {s.name: s for s in analysis.layer_stats}
     layers = []
     for node in analysis.graph.nodes:
-        rule = rule_for(node.type)
+        rule = node.rule
         try:
             win = rule.window(node.layer)
         except SurgeryError:
@@ -121,6 +127,7 @@ def to_json(analysis):
         s = stats[node.name]
         layers.append({
             "name": node.name, "type": node.type, "role": rule.role_of(node.layer),
+            "opaque": node.rule is UNKNOWN and rule_for(node.type) is not UNKNOWN,
             "bottom": list(node.bottoms), "top": list(node.tops),
             "window": None if win is None else {k: list(v) for k, v in win._asdict().items()},
             "param_shapes": None if pshapes is None else [list(p) for p in pshapes],

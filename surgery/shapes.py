@@ -14,7 +14,7 @@ the rest is exact. So an open channel count leaves the spatial sizes known.
 from typing import NamedTuple
 
 from .errors import SurgeryError
-from .layers import Unknown, rule_for
+from .layers import Unknown
 
 
 class ShapeResult(NamedTuple):
@@ -80,7 +80,7 @@ def _declared_shapes(graph):
         if node.bottoms:
             continue
         try:
-            outs = rule_for(node.type).out_shapes(node.layer, [])
+            outs = node.rule.out_shapes(node.layer, [])
         except (SurgeryError, Unknown):
             continue
         declared.update((top, tuple(shape)) for top, shape in zip(node.tops, outs)
@@ -98,7 +98,7 @@ def _spatial_reader(graph, blob):
             continue
         seen.add(current)
         for node in graph.consumers(current):
-            role = rule_for(node.type).role_of(node.layer)
+            role = node.rule.role_of(node.layer)
             if role in ("window", "resample"):
                 return node
             if role in ("pointwise", "join"):
@@ -216,7 +216,7 @@ def infer_shapes(graph, *, input_shapes=None, open_fields=None, opaque=None):
         shapes[name] = overrides.get(name, shape)
     params, ins_by_layer, outs_by_layer, stopped = {}, {}, {}, {}
     for node in graph.nodes:
-        rule = rule_for(node.type)
+        rule = node.rule
         layer = node.layer
         ins = [shapes.get(b) for b in node.bottoms]
         ins_by_layer[node.name] = ins

@@ -30,7 +30,6 @@ from .engine import get_engine
 from .errors import SurgeryError
 from .io.caffemodel import read_caffemodel
 from .io.prototxt import load_prototxt, save_prototxt
-from .layers import rule_for
 
 OK, FAIL, APPROXIMATE, NO_GRID = "ok", "FAIL", "approximate", "no-grid"
 
@@ -184,7 +183,7 @@ def _fit_weights(net, path, summary, weights_path, input_shapes):
     report = compare(whole_shapes(analysis.param_shapes), summary)
     nodes = [analysis.graph.node(row.name) for row in report.layers if row.status == MISMATCH]
     head = [n.name for n in nodes
-            if rule_for(n.type).size_bound(n.layer, analysis.in_shapes.get(n.name) or [])]
+            if n.rule.size_bound(n.layer, analysis.in_shapes.get(n.name) or [])]
     if head:
         tainted = analysis.graph.downstream_blobs(head)
         gone = {n.index for n in analysis.graph.nodes

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from ..analysis import analyse
 from ..errors import SurgeryError
-from ..layers import Unknown, rule_for
+from ..layers import Unknown
 from ..passes.dilate import approximate_layers
 from ..verify import _deepest_exact, _grid
 
@@ -38,7 +38,7 @@ class LayerView(NamedTuple):
 
 
 def view(analysis, node):
-    rule = rule_for(node.type)
+    rule = node.rule
     try:
         window = rule.window(node.layer)
     except (SurgeryError, Unknown):
@@ -144,7 +144,7 @@ def _size_dependent(a, b):
     rounds their output size up, so whether a partial last window exists depends on the size."""
     found = []
     for node in b.graph.nodes:
-        rule = rule_for(node.type)
+        rule = node.rule
         if node.name not in a.graph or rule.dilatable or rule.role_of(node.layer) != "window":
             continue
         old, new = view(a, a.graph.node(node.name)).window, view(b, node).window

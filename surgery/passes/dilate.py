@@ -20,7 +20,7 @@ from typing import NamedTuple
 from ..analysis import analyse
 from ..errors import SurgeryError
 from ..grid import SAME, Grid, num
-from ..layers import rule_for, type_hint
+from ..layers import type_hint
 from ..pair import Pair
 from ..regrid import APPROXIMATE, Regrid, Unreachable
 from . import head as heads
@@ -129,7 +129,7 @@ def _output_stride(analysis):
 def _geometry_stops(analysis):
     """The first layer of unknown type whose inputs are on the grid but whose outputs are not."""
     for node in analysis.graph.nodes:
-        rule = rule_for(node.type)
+        rule = node.rule
         if rule.role_of(node.layer) != "unknown" or not node.bottoms:
             continue
         if all(analysis.geometry.get(b) is not None for b in node.bottoms) and \
@@ -174,7 +174,7 @@ def _exact_sizes(net, planned, unknowns):
     if not all(change.exact for _, change in rewrites):
         return "approximate (see the changes marked approximate)"
     watched = [node for node, change in rewrites if change.before.stride != change.after.stride
-               and not rule_for(node.type).dilatable]
+               and not node.rule.dilatable]
     if not watched:
         return "exact for every input size"
     inputs = {b: s for b, s in analysis.shapes.items()
@@ -311,7 +311,7 @@ def _multi_grid(result, grid):
         return max(result.grids[node.tops[0]].factor)
 
     rewrites = [(i, node, change) for i, (node, layer, change) in enumerate(result.changes)
-                if change.action == "rewrite" and rule_for(node.type).dilatable
+                if change.action == "rewrite" and node.rule.dilatable
                 and max(change.after.kernel) > 1]
     top = max((factor(node) for _, node, _ in rewrites), default=1)
     units = [(i, node, change) for i, node, change in rewrites if top > 1 and factor(node) == top]
@@ -325,7 +325,7 @@ def _multi_grid(result, grid):
             continue
         after = change.after._replace(dilation=change.after.dilation * g, pad=change.after.pad * g)
         note = "; ".join(x for x in (change.note, f"multi-grid x{g} (not exact)") if x)
-        layer = rule_for(node.type).with_window(node.layer, after)
+        layer = node.rule.with_window(node.layer, after)
         changes[i] = (node, layer, change._replace(after=after, status=APPROXIMATE, note=note))
     return result._replace(changes=changes)
 
@@ -383,7 +383,7 @@ def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):
     for node in b.graph.nodes:
         if node.name not in a.graph or not node.bottoms:
             continue
-        rule = rule_for(node.type)
+        rule = node.rule
         old_node = a.graph.node(node.name)
         role = rule.role_of(node.layer)
         if role != rule.role_of(old_node.layer):

@@ -218,7 +218,7 @@ def _source_of(analysis, blob, node):
         if len(writers) != 1:
             return blob, passed
         writer = writers[0]
-        rule = rule_for(writer.type)
+        rule = writer.rule
         if not _is_view(rule, writer, analysis):
             return blob, passed
         if writer.bottoms[0] == blob:
@@ -446,7 +446,7 @@ def _validate(new, input_shapes, targets, unknowns):
         for reason in after.stopped.values():
             notes.append(f"{phase}: shape inference stopped after the rewrite: {reason}")
         for node in after.graph.nodes:
-            rule = rule_for(node.type)
+            rule = node.rule
             if rule.role_of(node.layer) == "collapse" and node.name not in targets:
                 ins = [after.shapes.get(b) for b in node.bottoms]
                 if any(s is not None and len(s) == 4 and s[2] * s[3] > 1 for s in ins) or \

@@ -8,7 +8,6 @@ global pooling still loads (and is kept, approximate) unless the user asks to cu
 """
 
 from ..errors import SurgeryError
-from ..layers import rule_for
 
 
 def cut_after(graph, blob):
@@ -55,7 +54,7 @@ def _feeders(analysis, node, head_names):
         if any(c.name not in head_names and c not in found for c in readers):
             break   # the blob is also used outside the head: keep it
         found.extend(writers)
-        rule = rule_for(producer.type)
+        rule = producer.rule
         role = rule.role_of(producer.layer)
         if role == "window" or (role == "collapse" and not rule.view) or not producer.bottoms:
             break   # the pooling that made the classifier's input: the head starts here
@@ -74,7 +73,7 @@ def classifiers_after(analysis, pools):
             continue
         seen.add(blob)
         for node in graph.consumers(blob):
-            rule = rule_for(node.type)
+            rule = node.rule
             if rule.fully_connected:
                 found.append(node)
             elif rule.view or rule.role_of(node.layer) == "pointwise":
@@ -148,7 +147,7 @@ def global_pool_for(analysis, broken):
     names = {n.name for n in broken}
     for node in broken:
         for feeder in _feeders(analysis, node, names):
-            rule = rule_for(feeder.type)
+            rule = feeder.rule
             if rule.role_of(feeder.layer) != "window":
                 continue
             shape = analysis.shapes.get(feeder.tops[0])

@@ -17,7 +17,6 @@ from typing import NamedTuple
 from ..errors import SurgeryError
 from ..graph import described_phases, layer_kept
 from ..grid import SAME
-from ..layers import rule_for
 from ..regrid import EXACT, Step
 
 
@@ -90,7 +89,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset()):
     for node in graph.nodes:
         if node.name in removed:
             continue
-        rule = rule_for(node.type)
+        rule = node.rule
         spatial = [node.bottoms[i] for i in rule.grid_bottoms(node.layer) if i < len(node.bottoms)]
         ins = [grids.get(b, SAME) for b in spatial]
         grid_in = ins[0] if ins else SAME
