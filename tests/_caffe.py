@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 CACHE = Path(os.environ.get("CAFFE_SURGERY_CACHE") or Path.home() / ".cache" / "caffe-surgery")
-BUILD = CACHE / "caffe-9b891540"
+BUILD = CACHE / "caffe-99bd997"   # tools/build_caffe.sh: BVLC master at 99bd997
 
 
 def caffe_build():
