@@ -1,13 +1,12 @@
-"""Rewrite a legacy Caffe prototxt in the current format.
+"""Rewrite a legacy Caffe net or solver prototxt in the current format.
 
-Converts V1 `layers { type: CONVOLUTION }` entries to `layer { type: "Convolution" }`
-(blobs_lr/weight_decay become `param { lr_mult decay_mult }`), turns a net-level
-input/input_dim/input_shape header into an Input layer named "input", and turns
-DeepLab v1's `hole` into `dilation`. What was changed is listed on stderr.
-Without -o the result goes to stdout. A file with nothing to upgrade is written back
-byte for byte; an upgraded one in protobuf's standard formatting, which is refused
-when that would lose a `${NAME}` placeholder in a number field or a field the schema
-does not know.
+A net goes through every step of Caffe's own upgrader (V0 layers with their padding
+layers, V1 `layers` with enum types and blobs_lr/weight_decay, data-layer transform
+fields, the input header, BatchNorm param specs), then DeepLab v1's `hole` becomes
+`dilation`. What was changed is listed on stderr. Without -o the
+result goes to stdout. A file with nothing to upgrade is written back byte for byte; an
+upgraded net in protobuf's standard formatting, which is refused when that would lose a
+`${NAME}` placeholder in a number field or a field the schema does not know.
 """
 
 import sys
@@ -18,25 +17,20 @@ from ..io.prototxt import format_prototxt
 from .output import add_strict_argument, load
 
 NAME = "upgrade"
-HELP = "convert a legacy (V1, input header, DeepLab hole) prototxt to the current format"
+HELP = "convert a legacy net (V0, V1, input header, DeepLab hole) prototxt to the current format"
 
 
 def add_arguments(parser):
     parser.add_argument("input", metavar="IN.prototxt", help="net prototxt to upgrade")
     parser.add_argument("-o", "--output", metavar="OUT.prototxt",
-                        help="where to write the upgraded net (default: stdout)")
+                        help="where to write the upgraded file (default: stdout)")
     parser.add_argument("--in-place", action="store_true",
                         help="allow (or, without -o, choose) overwriting the input file")
     add_strict_argument(parser)
 
 
 def run(args):
-    loaded = load(args, args.input)
-    if loaded.notes:
-        refuse_lossy(loaded, "the upgraded net is written in protobuf's standard formatting")
-        text = format_prototxt(loaded.net)
-    else:
-        text = loaded.text
+    text, notes = _upgrade_net(args)
     output = args.output
     if output is None and args.in_place:
         output = args.input
@@ -44,6 +38,16 @@ def run(args):
         sys.stdout.write(text)
     else:
         write_atomic(output, text.encode("utf-8"), inputs=(args.input,), in_place=args.in_place)
-    for note in loaded.notes or ["already in the current format; nothing to upgrade"]:
+    for note in notes or ["already in the current format; nothing to upgrade"]:
         print(f"caffe-surgery: upgrade: {note}", file=sys.stderr)
     return 0
+
+
+def _upgrade_net(args):
+    loaded = load(args, args.input)
+    if not loaded.notes:
+        return loaded.text, []
+    refuse_lossy(loaded, "the upgraded net is written in protobuf's standard formatting")
+    return format_prototxt(loaded.net), loaded.notes + [
+        "wrote the upgraded net in protobuf's standard formatting (comments and layout "
+        "are not kept)"]

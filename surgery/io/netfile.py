@@ -23,6 +23,7 @@ from ..errors import SurgeryError
 from .binding import GEOMETRY_PARAMS
 from .document import Document
 from .prototxt import _first_keyword, _has_content, _unknown_field, parse_prototxt, read_text
+from .upgrade_v0 import is_v0
 
 _STRING = (_d.FieldDescriptor.TYPE_STRING, _d.FieldDescriptor.TYPE_BYTES)
 _TYPO_CUTOFF = 0.8
@@ -79,7 +80,7 @@ def load_text(text, path="<string>", *, strict=False):
         original, binding = doc.to_message()
     except SurgeryError as exc:
         raise _with_hint(exc, text, path) from None
-    _refuse_typos(binding, original, strict)
+    refuse_typos(binding, original, strict)
     try:
         net, notes = upgrade_net(original)
     except MixedLayerFormats as exc:
@@ -89,9 +90,25 @@ def load_text(text, path="<string>", *, strict=False):
     except SurgeryError as exc:
         exc.file = exc.file or path
         raise
-    warnings = _warnings(binding)
+    _refuse_v0_placeholders(binding, original, path)
+    warnings = unknown_field_warnings(binding)
     unknowns = _unknowns(binding, original, net)
     return NetFile(path, text, doc, binding, original, net, notes, warnings, unknowns)
+
+
+def _refuse_v0_placeholders(binding, original, path):
+    """A number placeholder in a V0 net: its layers are renumbered and regrouped by the
+    upgrade, so analysis could not tell which upgraded field stays open."""
+    if not is_v0(original):
+        return
+    for ph in binding.placeholders:
+        if not _is_string(original, ph.path):
+            node = binding.nodes.get(ph.path)
+            token = node.values[0].tokens[0] if node is not None and node.values else None
+            raise SurgeryError(f"template placeholder {ph.text} in a number field of a V0 net; "
+                               "substitute it before using this net",
+                               file=path, line=getattr(token, "line", None),
+                               col=getattr(token, "col", None))
 
 
 def _with_hint(exc, text, path):
@@ -105,11 +122,12 @@ def _with_hint(exc, text, path):
     return exc
 
 
-def _refuse_typos(binding, message, strict):
+def refuse_typos(binding, message, strict):
     """Strict: every unknown field is an error. Otherwise only near-misses of a real field,
     and a file with no layers whose unknown fields are a solver's (a solver passed as a net)."""
     solver_fields = message.DESCRIPTOR.file.message_types_by_name["SolverParameter"].fields_by_name
-    layerless = not len(message.layer) and not len(message.layers)
+    layerless = (message.DESCRIPTOR.name == "NetParameter"
+                 and not len(message.layer) and not len(message.layers))
     for uf in binding.unknown_fields:
         if layerless and not uf.path and uf.name in solver_fields:
             raise SurgeryError(_unknown_field(uf.message_type, uf.name),
@@ -124,7 +142,7 @@ def _refuse_typos(binding, message, strict):
             raise SurgeryError(explained, file=uf.file, line=uf.line, col=uf.col)
 
 
-def _warnings(binding):
+def unknown_field_warnings(binding):
     """One line per unknown field name (its first occurrence, with the count)."""
     seen = {}
     for uf in binding.unknown_fields:
