@@ -3,7 +3,8 @@
 A net goes through every step of Caffe's own upgrader (V0 layers with their padding
 layers, V1 `layers` with enum types and blobs_lr/weight_decay, data-layer transform
 fields, the input header, BatchNorm param specs), then DeepLab v1's `hole` becomes
-`dilation`. What was changed is listed on stderr. Without -o the
+`dilation`. A solver gets Caffe's solver upgrade (`solver_type` enum -> `type` string),
+written as an edit of the file. What was changed is listed on stderr. Without -o the
 result goes to stdout. A file with nothing to upgrade is written back byte for byte; an
 upgraded net in protobuf's standard formatting, which is refused when that would lose a
 `${NAME}` placeholder in a number field or a field the schema does not know.
@@ -13,15 +14,17 @@ import sys
 
 from ..io.atomic import write_atomic
 from ..io.preserve import refuse_lossy
-from ..io.prototxt import format_prototxt
+from ..io.prototxt import format_prototxt, read_text
+from ..io.solverfile import is_solver_text, upgrade_solver_file
 from .output import add_strict_argument, load
 
 NAME = "upgrade"
-HELP = "convert a legacy net (V0, V1, input header, DeepLab hole) prototxt to the current format"
+HELP = ("convert a legacy net (V0, V1, input header, DeepLab hole) or solver (solver_type) "
+        "prototxt to the current format")
 
 
 def add_arguments(parser):
-    parser.add_argument("input", metavar="IN.prototxt", help="net prototxt to upgrade")
+    parser.add_argument("input", metavar="IN.prototxt", help="net or solver prototxt to upgrade")
     parser.add_argument("-o", "--output", metavar="OUT.prototxt",
                         help="where to write the upgraded file (default: stdout)")
     parser.add_argument("--in-place", action="store_true",
@@ -30,7 +33,10 @@ def add_arguments(parser):
 
 
 def run(args):
-    text, notes = _upgrade_net(args)
+    if is_solver_text(read_text(args.input), args.input):
+        text, notes = _upgrade_solver(args)
+    else:
+        text, notes = _upgrade_net(args)
     output = args.output
     if output is None and args.in_place:
         output = args.input
@@ -51,3 +57,10 @@ def _upgrade_net(args):
     return format_prototxt(loaded.net), loaded.notes + [
         "wrote the upgraded net in protobuf's standard formatting (comments and layout "
         "are not kept)"]
+
+
+def _upgrade_solver(args):
+    done = upgrade_solver_file(args.input, strict=args.strict)
+    for warning in done.warnings:
+        print(f"caffe-surgery: warning: {warning}", file=sys.stderr)
+    return done.text, done.notes
