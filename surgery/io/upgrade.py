@@ -84,7 +84,16 @@ class MixedLayerFormats(SurgeryError):
 
 
 def upgrade_net(net):
-    """Return ``(upgraded copy, notes)``; the input message is never changed."""
+    """Return ``(upgraded copy, notes)``: Caffe's steps, then DeepLab's `hole`. The input
+    message is never changed."""
+    new, notes = upgrade_as_caffe(net)
+    _upgrade_hole(new, notes)
+    return new, notes
+
+
+def upgrade_as_caffe(net):
+    """``(upgraded copy, notes)`` from Caffe's UpgradeNetAsNeeded steps alone, without the
+    `hole` step Caffe does not have: what Caffe's own upgrader gives."""
     new = type(net)()
     new.CopyFrom(net)
     notes = []
@@ -102,7 +111,6 @@ def upgrade_net(net):
         _upgrade_v1(new, notes)
     _upgrade_input(new, notes)
     _upgrade_batch_norm(new, notes)
-    _upgrade_hole(new, notes)
     return new, notes
 
 
