@@ -55,11 +55,7 @@ _ANY = "*"
 _DATA_SOURCES = ("data", "hdf5_data", "images", "window_data")
 _WEIGHTED = ("conv", "innerproduct")
 
-
-def _per_type(field, types, block_of):
-    return {t: f"{block_of[t]}.{field}" for t in types}
-
-
+# V0 type -> the V1 block its own fields go to.
 _BLOCK = {
     "conv": "convolution_param", "innerproduct": "inner_product_param",
     "pool": "pooling_param", "dropout": "dropout_param", "lrn": "lrn_param",
@@ -68,35 +64,40 @@ _BLOCK = {
     "infogain_loss": "infogain_loss_param", "hdf5_output": "hdf5_output_param",
 }
 
+
+def _per_type(field, types):
+    return {t: f"{_BLOCK[t]}.{field}" for t in types}
+
+
 # V0 field -> {V0 type (or _ANY): "block.field" in the V1 layer}. A field set on a type
 # missing from its entry is one Caffe's upgrader cannot place.
 V0_FIELDS = {
-    "num_output": _per_type("num_output", _WEIGHTED, _BLOCK),
-    "biasterm": _per_type("bias_term", _WEIGHTED, _BLOCK),
-    "weight_filler": _per_type("weight_filler", _WEIGHTED, _BLOCK),
-    "bias_filler": _per_type("bias_filler", _WEIGHTED, _BLOCK),
-    "pad": _per_type("pad", ("conv", "pool"), _BLOCK),
-    "kernelsize": _per_type("kernel_size", ("conv", "pool"), _BLOCK),
-    "group": _per_type("group", ("conv",), _BLOCK),
-    "stride": _per_type("stride", ("conv", "pool"), _BLOCK),
-    "pool": _per_type("pool", ("pool",), _BLOCK),
-    "dropout_ratio": _per_type("dropout_ratio", ("dropout",), _BLOCK),
-    "local_size": _per_type("local_size", ("lrn",), _BLOCK),
-    "alpha": _per_type("alpha", ("lrn",), _BLOCK),
-    "beta": _per_type("beta", ("lrn",), _BLOCK),
-    "k": _per_type("k", ("lrn",), _BLOCK),
-    "source": _per_type("source", _DATA_SOURCES + ("infogain_loss",), _BLOCK),
-    "batchsize": _per_type("batch_size", _DATA_SOURCES, _BLOCK),
-    "rand_skip": _per_type("rand_skip", ("data", "images"), _BLOCK),
-    "shuffle_images": _per_type("shuffle", ("images",), _BLOCK),
-    "new_height": _per_type("new_height", ("images",), _BLOCK),
-    "new_width": _per_type("new_width", ("images",), _BLOCK),
-    "concat_dim": _per_type("concat_dim", ("concat",), _BLOCK),
-    "det_fg_threshold": _per_type("fg_threshold", ("window_data",), _BLOCK),
-    "det_bg_threshold": _per_type("bg_threshold", ("window_data",), _BLOCK),
-    "det_fg_fraction": _per_type("fg_fraction", ("window_data",), _BLOCK),
-    "det_context_pad": _per_type("context_pad", ("window_data",), _BLOCK),
-    "det_crop_mode": _per_type("crop_mode", ("window_data",), _BLOCK),
+    "num_output": _per_type("num_output", _WEIGHTED),
+    "biasterm": _per_type("bias_term", _WEIGHTED),
+    "weight_filler": _per_type("weight_filler", _WEIGHTED),
+    "bias_filler": _per_type("bias_filler", _WEIGHTED),
+    "pad": _per_type("pad", ("conv", "pool")),
+    "kernelsize": _per_type("kernel_size", ("conv", "pool")),
+    "group": _per_type("group", ("conv",)),
+    "stride": _per_type("stride", ("conv", "pool")),
+    "pool": _per_type("pool", ("pool",)),
+    "dropout_ratio": _per_type("dropout_ratio", ("dropout",)),
+    "local_size": _per_type("local_size", ("lrn",)),
+    "alpha": _per_type("alpha", ("lrn",)),
+    "beta": _per_type("beta", ("lrn",)),
+    "k": _per_type("k", ("lrn",)),
+    "source": _per_type("source", _DATA_SOURCES + ("infogain_loss",)),
+    "batchsize": _per_type("batch_size", _DATA_SOURCES),
+    "rand_skip": _per_type("rand_skip", ("data", "images")),
+    "shuffle_images": _per_type("shuffle", ("images",)),
+    "new_height": _per_type("new_height", ("images",)),
+    "new_width": _per_type("new_width", ("images",)),
+    "concat_dim": _per_type("concat_dim", ("concat",)),
+    "det_fg_threshold": _per_type("fg_threshold", ("window_data",)),
+    "det_bg_threshold": _per_type("bg_threshold", ("window_data",)),
+    "det_fg_fraction": _per_type("fg_fraction", ("window_data",)),
+    "det_context_pad": _per_type("context_pad", ("window_data",)),
+    "det_crop_mode": _per_type("crop_mode", ("window_data",)),
     "hdf5_output_param": {"hdf5_output": "hdf5_output_param"},
     "scale": {_ANY: "transform_param.scale"},
     "meanfile": {_ANY: "transform_param.mean_file"},
