@@ -312,21 +312,31 @@ def test_data_step_is_skipped_when_no_layer_needs_it():
 
 
 def _batch_norm(params, type_name="BatchNorm"):
-    specs = " ".join("param { lr_mult: 0 decay_mult: 0 }" for _ in range(params))
+    specs = " ".join(f'param {{ name: "p{i}" lr_mult: 1 }}' for i in range(params))
     return f'layer {{ name: "bn" type: "{type_name}" {specs} }}'
 
 
-def test_batch_norm_with_three_param_specs_loses_them():
+def test_batch_norm_with_three_param_specs_is_frozen():
+    """Caffe sets lr_mult and decay_mult to 0 in each spec and leaves the rest."""
     net, notes = _upgrade(_batch_norm(3))
-    assert len(net.layer[0].param) == 0
+    specs = net.layer[0].param
+    assert [(p.name, p.lr_mult, p.decay_mult) for p in specs] == [
+        ("p0", 0, 0), ("p1", 0, 0), ("p2", 0, 0)]
+    assert all(p.HasField("decay_mult") for p in specs)
     assert any("BatchNorm" in note and "'bn'" in note for note in notes)
+
+
+def test_frozen_batch_norm_needs_no_note():
+    text = _batch_norm(3).replace("lr_mult: 1", "lr_mult: 0 decay_mult: 0")
+    net, notes = _upgrade(text)
+    assert net == parse_prototxt(text) and not notes
 
 
 @pytest.mark.parametrize("params, type_name", [(2, "BatchNorm"), (4, "BatchNorm"), (3, "BN"),
                                                (3, "Scale")])
 def test_other_param_specs_stay(params, type_name):
     net, notes = _upgrade(_batch_norm(params, type_name))
-    assert len(net.layer[0].param) == params and not notes
+    assert net == parse_prototxt(_batch_norm(params, type_name)) and not notes
 
 
 # ---------------------------------------------------------------------------

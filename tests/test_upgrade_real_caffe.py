@@ -145,13 +145,15 @@ def test_input_header(header, tmp_path):
 
 @pytest.mark.parametrize("specs", [2, 3, 4])
 def test_batch_norm_param_specs(specs, tmp_path):
-    """Caffe clears the specs of a BatchNorm layer that declares exactly three."""
-    params = " ".join("param { lr_mult: 0 decay_mult: 0 }" for _ in range(specs))
+    """Caffe freezes (lr_mult 0, decay_mult 0) the specs of a BatchNorm layer that
+    declares exactly three, keeping their other fields; other layers and counts stay."""
+    params = " ".join(f'param {{ name: "p{i}" lr_mult: 1 }}' for i in range(specs))
     ours = assert_same_as_caffe(
         f'layer {{ name: "bn" type: "BatchNorm" bottom: "x" top: "x" {params} }}\n'
         f'layer {{ name: "s" type: "Scale" bottom: "x" top: "x" {params} }}\n', tmp_path)
-    assert len(ours.layer[0].param) == (0 if specs == 3 else specs)
-    assert len(ours.layer[1].param) == specs
+    assert [p.lr_mult for p in ours.layer[0].param] == [0 if specs == 3 else 1] * specs
+    assert [p.name for p in ours.layer[0].param] == [f"p{i}" for i in range(specs)]
+    assert [p.lr_mult for p in ours.layer[1].param] == [1] * specs
 
 
 def test_v0_padding_layer_into_pooling(tmp_path):

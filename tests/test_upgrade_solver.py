@@ -20,7 +20,10 @@ CAFFE_TYPE_PAIRS = [("SGD", "SGD"), ("ADAGRAD", "AdaGrad"), ("NESTEROV", "Nester
 def _lenet_solver():
     """The MNIST solver of Caffe's test case."""
     return caffe_pb2.SolverParameter(
-        net="examples/mnist/lenet_train_test.prototxt", test_iter=[100], test_interval=500,
+        net="examples/mnist/lenet_train_test.prototxt",
+        weights=["examples/mnist/lenet_train_test1.caffemodel",
+                 "examples/mnist/lenet_train_test2.caffemodel"],
+        test_iter=[100], test_interval=500,
         base_lr=0.01, momentum=0.0, weight_decay=0.0005, lr_policy="inv", gamma=0.0001,
         power=0.75, display=100, max_iter=10000, snapshot=5000,
         snapshot_prefix="examples/mnist/lenet_rmsprop", solver_mode=caffe_pb2.SolverParameter.GPU)

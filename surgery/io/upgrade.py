@@ -269,19 +269,25 @@ def _upgrade_input(net, notes):
 
 def _upgrade_batch_norm(net, notes):
     """Caffe's UpgradeNetBatchNorm: a layer that declares exactly as many `param` specs as
-    its registry rule calls stale (BatchNorm: 3) loses them all."""
-    cleared = []
+    its registry rule freezes (BatchNorm: 3) gets lr_mult 0 and decay_mult 0 in each; the
+    specs' other fields stay."""
+    frozen = []
     for layer in net.layer:
-        stale = rule_for(layer.type).stale_param_specs
-        if stale is not None and len(layer.param) == stale:
-            layer.ClearField("param")
-            cleared.append(layer.name)
-    if cleared:
-        shown = ", ".join(f"'{name}'" for name in cleared[:3])
-        more = f" and {len(cleared) - 3} more" if len(cleared) > 3 else ""
-        notes.append(f"cleared the `param` specs of {_count(len(cleared), 'BatchNorm layer')} "
-                     f"({shown}{more}), as Caffe does: the layer keeps its statistics out of "
-                     "learning itself")
+        count = rule_for(layer.type).frozen_param_specs
+        if count is None or len(layer.param) != count:
+            continue
+        if any(spec.lr_mult != 0 or spec.decay_mult != 0 or not spec.HasField("lr_mult")
+               or not spec.HasField("decay_mult") for spec in layer.param):
+            frozen.append(layer.name)
+        for spec in layer.param:
+            spec.lr_mult = 0
+            spec.decay_mult = 0
+    if frozen:
+        shown = ", ".join(f"'{name}'" for name in frozen[:3])
+        more = f" and {len(frozen) - 3} more" if len(frozen) > 3 else ""
+        notes.append(f"set lr_mult: 0 and decay_mult: 0 in the `param` specs of "
+                     f"{_count(len(frozen), 'BatchNorm layer')} ({shown}{more}), as Caffe does: "
+                     "their statistics are never learned")
 
 
 # --------------------------------------------------------------------------
