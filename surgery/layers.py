@@ -128,6 +128,9 @@ class LayerRule:
     dilatable = False        # can absorb an input factor exactly through its dilation field
     fully_connected = False  # weights see the whole input at once (InnerProduct)
     view = False             # only regroups its input's axes, values and order unchanged
+    # Caffe's upgrader sets lr_mult and decay_mult to 0 in the `param` specs of a layer
+    # that declares exactly this many (its blobs must never be learned).
+    frozen_param_specs = None
 
     def role_of(self, layer):
         return self.role
@@ -288,6 +291,7 @@ class BatchNorm(Affine):
     """BVLC BatchNorm: mean (C), variance (C), moving-average factor (1)."""
 
     types = ("BatchNorm",)
+    frozen_param_specs = 3   # mean, variance, moving-average factor: never learned
 
     def param_shapes(self, layer, in_shapes):
         shape = in_shapes[0]

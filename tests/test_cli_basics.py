@@ -162,8 +162,11 @@ def test_directory_input(tmp_path, capsys):
 
 
 def test_a_solver_file_is_not_taken_for_an_empty_net(tmp_path, capsys):
+    """Commands that need a net refuse a solver; `upgrade` upgrades it as a solver
+    (tests/test_upgrade_solver.py)."""
     src = _write(tmp_path, "solver.prototxt", 'net: "train.prototxt"\nbase_lr: 0.01\n')
-    for command in (["inspect", str(src)], ["upgrade", str(src), "-o", str(tmp_path / "o")]):
+    for command in (["inspect", str(src)],
+                    ["dilate", str(src), "-s", "8", "-o", str(tmp_path / "o")]):
         assert main(command) == 2
         line = _one_error_line(capsys)
         assert f"{src}:1:1:" in line and "solver" in line

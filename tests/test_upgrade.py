@@ -1,4 +1,4 @@
-"""Legacy upgrade: V1 layers, input header, DeepLab hole; real corpus nets and small cases."""
+"""Legacy upgrade: V0, V1 layers, data fields, input header, BatchNorm specs, DeepLab hole."""
 
 import re
 
@@ -232,7 +232,155 @@ def test_mixed_layer_and_layers_refused():
         _upgrade('layer { name: "a" type: "ReLU" } layers { name: "b" type: RELU }')
 
 
-def test_v0_refused():
-    with pytest.raises(SurgeryError, match="V0") as info:
-        _upgrade('layers { layer { name: "conv1" type: "conv" num_output: 4 } }')
-    assert "conv1" in str(info.value)
+# ---------------------------------------------------------------------------
+# V0 (Caffe's own cases are in test_upgrade_caffe_cases.py; these are the edges)
+
+V0_CONV = ('layers { layer { name: "conv1" type: "conv" num_output: 4 kernelsize: 3 } '
+           'bottom: "data" top: "conv1" }')
+V0_INPUT = 'input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8 '
+
+
+def test_v0_net_is_upgraded():
+    net, notes = _upgrade(V0_INPUT + V0_CONV)
+    assert [layer.type for layer in net.layer] == ["Input", "Convolution"]
+    conv = net.layer[1].convolution_param
+    assert (conv.num_output, list(conv.kernel_size)) == (4, [3])
+    assert any("V0 layer" in note for note in notes)
+
+
+@pytest.mark.parametrize("text, expect", [
+    ('layers { layer { name: "x" type: "fancy" } }', "type 'fancy'"),
+    ('layers { layer { name: "r" type: "relu" num_output: 3 } }', "`num_output` does not belong"),
+    (V0_INPUT + 'layers { layer { name: "p" type: "padding" pad: 1 } bottom: "data" top: "p" } '
+     'layers { layer { name: "r" type: "relu" } bottom: "p" top: "r" }', "only a 'conv' or 'pool'"),
+    (V0_INPUT + 'layers { layer { name: "c" type: "conv" } bottom: "nowhere" top: "c" }',
+     "bottom 'nowhere'"),
+    (V0_CONV + ' layers { name: "r" type: RELU }', "V1 layer in a V0 net"),
+])
+def test_v0_problems_caffe_stops_at_name_the_layer(text, expect):
+    with pytest.raises(SurgeryError, match=re.escape(expect)) as info:
+        _upgrade(text)
+    assert info.value.layer
+
+
+def test_v0_fields_caffe_drops_are_dropped_with_a_note():
+    net, notes = _upgrade('debug_info: true ' + V0_INPUT +
+                          'layers { layer { name: "d" type: "data" source: "db" new_num: 5 } '
+                          'top: "x" blobs_lr: 3 }')
+    assert not net.HasField("debug_info") and len(net.layer[1].param) == 0
+    assert any("`new_num`" in note and "blobs_lr" in note for note in notes)
+    assert any("debug_info" in note for note in notes)
+
+
+def test_unread_padding_layer_is_removed_with_a_note():
+    net, notes = _upgrade(V0_INPUT + 'layers { layer { name: "p" type: "padding" pad: 1 } '
+                          'bottom: "data" top: "p" } ' + V0_CONV)
+    assert [layer.name for layer in net.layer] == ["input", "conv1"]
+    assert not net.layer[1].convolution_param.pad
+    assert any("no layer reads" in note for note in notes)
+
+
+def test_padding_merge_sets_pad_on_a_pool_layer():
+    net, _ = _upgrade(V0_INPUT + 'layers { layer { name: "p" type: "padding" pad: 2 } '
+                      'bottom: "data" top: "p" } layers { layer { name: "pool" type: "pool" '
+                      'kernelsize: 3 stride: 2 pool: AVE } bottom: "p" top: "pool" }')
+    pool = net.layer[1]
+    assert list(pool.bottom) == ["data"]
+    assert (pool.pooling_param.pad, pool.pooling_param.pool) == (2, caffe_pb2.PoolingParameter.AVE)
+
+
+# ---------------------------------------------------------------------------
+# data transformation and BatchNorm steps
+
+
+def test_data_step_fills_every_data_layer_as_caffe_does():
+    """Once one layer needs the step, Caffe gives every Data/ImageData/WindowData layer its
+    block and a transform_param, empty or not; a DeepLab ImageSegData layer is not touched."""
+    net, _ = _upgrade('layers { name: "a" type: DATA data_param { mirror: true } } '
+                      'layers { name: "b" type: IMAGE_DATA } '
+                      'layers { name: "c" type: IMAGE_SEG_DATA image_data_param { crop_size: 3 } }')
+    a, b, c = net.layer
+    assert a.transform_param.mirror and not a.data_param.HasField("mirror")
+    assert b.HasField("image_data_param") and b.HasField("transform_param")
+    assert c.image_data_param.crop_size == 3 and not c.HasField("transform_param")
+
+
+def test_data_step_is_skipped_when_no_layer_needs_it():
+    net, notes = _upgrade('layers { name: "b" type: IMAGE_DATA }')
+    assert not net.layer[0].HasField("transform_param")
+    assert not any("transform_param" in note for note in notes)
+
+
+def _batch_norm(params, type_name="BatchNorm"):
+    specs = " ".join(f'param {{ name: "p{i}" lr_mult: 1 }}' for i in range(params))
+    return f'layer {{ name: "bn" type: "{type_name}" {specs} }}'
+
+
+def test_batch_norm_with_three_param_specs_is_frozen():
+    """Caffe sets lr_mult and decay_mult to 0 in each spec and leaves the rest."""
+    net, notes = _upgrade(_batch_norm(3))
+    specs = net.layer[0].param
+    assert [(p.name, p.lr_mult, p.decay_mult) for p in specs] == [
+        ("p0", 0, 0), ("p1", 0, 0), ("p2", 0, 0)]
+    assert all(p.HasField("decay_mult") for p in specs)
+    assert any("BatchNorm" in note and "'bn'" in note for note in notes)
+
+
+def test_frozen_batch_norm_needs_no_note():
+    text = _batch_norm(3).replace("lr_mult: 1", "lr_mult: 0 decay_mult: 0")
+    net, notes = _upgrade(text)
+    assert net == parse_prototxt(text) and not notes
+
+
+@pytest.mark.parametrize("params, type_name", [(2, "BatchNorm"), (4, "BatchNorm"), (3, "BN"),
+                                               (3, "Scale")])
+def test_other_param_specs_stay(params, type_name):
+    net, notes = _upgrade(_batch_norm(params, type_name))
+    assert net == parse_prototxt(_batch_norm(params, type_name)) and not notes
+
+
+# ---------------------------------------------------------------------------
+# V0 through the commands
+
+CAFFE_CASES = __import__("pathlib").Path(__file__).parent / "data" / "caffe_upgrade"
+
+
+def test_upgrade_command_on_a_v0_file(tmp_path, capsys):
+    from surgery.cli import main
+
+    out = tmp_path / "out.prototxt"
+    assert main(["upgrade", str(CAFFE_CASES / "imagenet.v0.prototxt"), "-o", str(out)]) == 0
+    expected = parse_prototxt((CAFFE_CASES / "imagenet.v2.prototxt").read_text())
+    assert parse_prototxt(out.read_text()) == expected
+    err = capsys.readouterr().err
+    for step in ("padding layer", "V0 layer", "V1 `layers`", "standard formatting"):
+        assert step in err, step
+
+
+def test_dilate_on_a_v0_file_writes_the_canonical_form_with_a_note(tmp_path, capsys):
+    from surgery.cli import main
+
+    src = tmp_path / "v0.prototxt"
+    src.write_text("# a V0 net\n" + V0_INPUT.replace("8", "32") +
+                   '\nlayers { layer { name: "c1" type: "conv" num_output: 2 kernelsize: 3 '
+                   'stride: 2 } bottom: "data" top: "c1" }\n'
+                   'layers { layer { name: "c2" type: "conv" num_output: 2 kernelsize: 3 } '
+                   'bottom: "c1" top: "c2" }\n')
+    out = tmp_path / "out.prototxt"
+    assert main(["dilate", str(src), "-s", "1", "-o", str(out)]) == 0
+    assert "V0" in capsys.readouterr().err
+    net = parse_prototxt(out.read_text())
+    assert [layer.type for layer in net.layer] == ["Input", "Convolution", "Convolution"]
+    assert list(net.layer[1].convolution_param.stride) == [1]
+    assert list(net.layer[2].convolution_param.dilation) == [2]
+
+
+def test_v0_net_with_a_number_placeholder_is_refused(tmp_path):
+    from surgery.io.netfile import load_net
+
+    src = tmp_path / "t.prototxt"
+    src.write_text(V0_INPUT + '\nlayers {\n  layer { name: "c" type: "conv" '
+                   'num_output: ${N} kernelsize: 1 }\n  bottom: "data" top: "c"\n}\n')
+    with pytest.raises(SurgeryError, match=re.escape("${N}")) as info:
+        load_net(src)
+    assert (info.value.line, info.value.file) == (3, str(src))

@@ -30,6 +30,7 @@ from .binding import in_shape_params
 from .document import Document
 from .prototxt import (_first_keyword, _has_content, _unknown_enum, _unknown_field,
                        enum_near_misses, parse_prototxt, read_text)
+from .upgrade_v0 import is_v0
 
 _STRING = (_d.FieldDescriptor.TYPE_STRING, _d.FieldDescriptor.TYPE_BYTES)
 _TYPO_CUTOFF = 0.8
@@ -92,7 +93,7 @@ def load_text(text, path="<string>", *, strict=False):
         original, binding = doc.to_message()
     except SurgeryError as exc:
         raise _with_hint(exc, text, path) from None
-    _refuse_unknowns(binding, original, strict)
+    refuse_unknowns(binding, original, strict)
     try:
         net, notes = upgrade_net(original)
     except MixedLayerFormats as exc:
@@ -102,7 +103,8 @@ def load_text(text, path="<string>", *, strict=False):
     except SurgeryError as exc:
         exc.file = exc.file or path
         raise
-    warnings = _warnings(binding, original)
+    _refuse_v0_placeholders(binding, original, path)
+    warnings = unknown_field_warnings(binding, original)
     unknowns = _unknowns(binding, original, net)
     return NetFile(path, text, doc, binding, original, net, notes, warnings, unknowns)
 
@@ -118,6 +120,21 @@ def rebind(loaded, doc):
                            notes=notes, unknowns=_unknowns(binding, original, net))
 
 
+def _refuse_v0_placeholders(binding, original, path):
+    """A number placeholder in a V0 net: its layers are renumbered and regrouped by the
+    upgrade, so analysis could not tell which upgraded field stays open."""
+    if not is_v0(original):
+        return
+    for ph in binding.placeholders:
+        if not _is_string(original, ph.path):
+            node = binding.nodes.get(ph.path)
+            token = node.values[0].tokens[0] if node is not None and node.values else None
+            raise SurgeryError(f"template placeholder {ph.text} in a number field of a V0 net; "
+                               "substitute it before using this net",
+                               file=path, line=getattr(token, "line", None),
+                               col=getattr(token, "col", None))
+
+
 def _with_hint(exc, text, path):
     """The text_format loader's explanation (did-you-mean, V1 enum types) when it
     fails at the same place; else the document's own error."""
@@ -129,13 +146,14 @@ def _with_hint(exc, text, path):
     return exc
 
 
-def _refuse_unknowns(binding, message, strict):
+def refuse_unknowns(binding, message, strict):
     """SurgeryError for what the schema lacks and must not be kept (module docstring):
     with strict everything; else a solver's fields in a file with no layers (a solver
     passed as a net), an unknown value the graph depends on, and a near miss where the
     graph or shapes depend on it."""
     solver_fields = message.DESCRIPTOR.file.message_types_by_name["SolverParameter"].fields_by_name
-    layerless = not len(message.layer) and not len(message.layers)
+    layerless = (message.DESCRIPTOR.name == "NetParameter"
+                 and not len(message.layer) and not len(message.layers))
     for uf in binding.unknown_fields:
         if layerless and not uf.path and uf.name in solver_fields and uf.value is None:
             raise SurgeryError(_unknown_field(uf.message_type, uf.name),
@@ -148,7 +166,7 @@ def _refuse_unknowns(binding, message, strict):
                 explained += f" (--strict refuses {kind} the schema does not know)"
         elif uf.value is not None and _decides_graph(uf):
             explained += "; it decides which layers the net has, so it cannot be kept"
-        elif not (near and _decides_shapes(uf, near)):
+        elif not (near and (_decides_shapes(uf, near) or _in_solver(message))):
             continue
         raise SurgeryError(explained, file=uf.file, line=uf.line, col=uf.col)
 
@@ -177,6 +195,12 @@ def _near_miss(uf, message):
     return close[0] if close else None
 
 
+def _in_solver(message):
+    """A solver's near misses are errors: a misspelt setting (solver_typ, base_lrr) would
+    silently train with the default."""
+    return message.DESCRIPTOR.name == "SolverParameter"
+
+
 def _blocks(path):
     return {p for p in path if isinstance(p, str)}
 
@@ -195,7 +219,7 @@ def _decides_shapes(uf, near):
     return top_level and uf.value is None and near in (SHAPE_PARAMS | _GRAPH_FIELDS)
 
 
-def _warnings(binding, message):
+def unknown_field_warnings(binding, message):
     """One line per unknown field name or value (its first occurrence, with the count),
     naming a near miss when there is one."""
     seen = {}

@@ -9,7 +9,8 @@ stays V1, an `input:` header stays a header, and a file that spells dilation as
 DeepLab v1's `hole` gets `hole`. The edited text is then loaded again exactly as the
 input was; it must give the new net, the same placeholders and the same unknown
 fields, or the canonical protobuf text is written instead (with a note), unless that
-would lose a placeholder or an unknown field, which is refused.
+would lose a placeholder or an unknown field, which is refused. A V0 net, whose layers
+Caffe's upgrade merges and rebuilds, always gets the canonical text, with a note.
 """
 
 import difflib
@@ -21,6 +22,7 @@ from .. import caffe_pb2
 from .document import Document
 from .netfile import rebind
 from .prototxt import format_prototxt
+from .upgrade_v0 import is_v0
 
 MESSAGE = FieldDescriptor.TYPE_MESSAGE
 _HEADER_FIELDS = ("layer", "layers", "input", "input_dim", "input_shape")
@@ -79,6 +81,9 @@ def minimal_edit(loaded, new):
 
     The loaded document is edited in place (it is parsed again only if an earlier
     render already edited it)."""
+    if is_v0(loaded.original):
+        raise _Fallback("a V0 net (`layers { layer { ... } }`) has no way to write the "
+                        "upgraded layers' fields")
     doc = loaded.document
     if doc.edited:
         doc = Document.parse(loaded.text, loaded.path)

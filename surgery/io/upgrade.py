@@ -1,14 +1,17 @@
-"""Bring legacy nets to the current format, the way Caffe's own upgrader does.
+"""Bring legacy nets to the current format, step for step as Caffe's own upgrader.
 
-Handled (in Caffe's order): V1 data-layer transform fields, V1 ``layers`` with
-enum types, the net-level input header; then DeepLab v1's ``hole`` (its name
-for dilation). Every step is reported as a note so the user sees what changed.
-V0 nets are refused with a pointer to Caffe's tool: their upgrade merges
-padding layers and is not worth carrying for files nobody publishes any more.
+`upgrade_net` runs the steps of Caffe's UpgradeNetAsNeeded, in its order, each only when
+the net needs it: V0 -> V1 (padding layers merged; see upgrade_v0.py), the V1 data-layer
+transform fields, V1 `layers` -> `layer` with string types and `param` specs, the
+net-level input header -> an Input layer, and the BatchNorm `param` specs. Then one step
+Caffe does not have: DeepLab v1's `hole` (its name for dilation). Every step that changes
+something adds a note, so the user sees what changed.
 """
 
 from .. import caffe_pb2
 from ..errors import SurgeryError
+from ..layers import rule_for
+from .upgrade_v0 import is_v0, upgrade_v0_net
 
 # V1 enum name -> modern type string. BVLC's table plus the DeepLab v1 and SegNet fork values.
 V1_TYPE_NAMES = {
@@ -61,8 +64,10 @@ V1_TYPE_NAMES = {
     "BN": "BN",
 }
 
-# Old data-layer fields Caffe moves into transform_param (V1 files only).
-_DATA_PARAMS = ("data_param", "image_data_param", "window_data_param")
+# Old data-layer fields Caffe moves into transform_param: V1 layers of these types only,
+# from their own parameter block.
+_DATA_PARAMS = {"DATA": "data_param", "IMAGE_DATA": "image_data_param",
+                "WINDOW_DATA": "window_data_param"}
 _TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 
 # V1 fields that do not copy across by name.
@@ -79,7 +84,16 @@ class MixedLayerFormats(SurgeryError):
 
 
 def upgrade_net(net):
-    """Return ``(upgraded copy, notes)``; the input message is never changed."""
+    """Return ``(upgraded copy, notes)``: Caffe's steps, then DeepLab's `hole`. The input
+    message is never changed."""
+    new, notes = upgrade_as_caffe(net)
+    _upgrade_hole(new, notes)
+    return new, notes
+
+
+def upgrade_as_caffe(net):
+    """``(upgraded copy, notes)`` from Caffe's UpgradeNetAsNeeded steps alone, without the
+    `hole` step Caffe does not have: what Caffe's own upgrader gives."""
     new = type(net)()
     new.CopyFrom(net)
     notes = []
@@ -89,17 +103,14 @@ def upgrade_net(net):
             f"({_count(len(new.layers), 'entry')}); Caffe would silently drop one set. "
             "Write every layer in one form (`layer {` with string types is current)"
         )
-    for index, old in enumerate(new.layers):
-        if old.HasField("layer"):
-            raise SurgeryError(
-                "is a V0 net (`layers { layer { ... } }`, Caffe's oldest format), which is "
-                "not supported; convert it with Caffe's upgrade_net_proto_text first",
-                layer=old.layer.name or old.name or f"#{index}",
-            )
+    if is_v0(new):
+        new, v0_notes = upgrade_v0_net(new)
+        notes.extend(v0_notes)
+    _upgrade_data_transform(new, notes)
     if len(new.layers):
         _upgrade_v1(new, notes)
     _upgrade_input(new, notes)
-    _upgrade_hole(new, notes)
+    _upgrade_batch_norm(new, notes)
     return new, notes
 
 
@@ -112,13 +123,31 @@ def _count(number, noun):
 # V1 layers
 
 
-def _upgrade_v1(net, notes):
+def _upgrade_data_transform(net, notes):
+    """Caffe's UpgradeNetDataTransformation: scale/mean_file/crop_size/mirror of a V1
+    Data, ImageData or WindowData layer move from its own block into transform_param.
+
+    As in Caffe, once any layer needs it, every layer of those types gets both blocks
+    (empty ones included), so the result equals Caffe's message for message."""
+    found = [(old, getattr(old, _DATA_PARAMS[name]))
+             for old in net.layers
+             if (name := caffe_pb2.V1LayerParameter.LayerType.Name(old.type)) in _DATA_PARAMS]
+    if not any(block.HasField(f) for _, block in found for f in _TRANSFORM_FIELDS):
+        return
     moved = 0
-    for old in net.layers:
-        moved += _move_transform_fields(old)
-    if moved:
-        notes.append(f"moved {moved} legacy data-layer field(s) (scale/mean_file/crop_size/mirror) "
-                     "into transform_param")
+    for old, block in found:
+        block.SetInParent()
+        old.transform_param.SetInParent()
+        for name in _TRANSFORM_FIELDS:
+            if block.HasField(name):
+                setattr(old.transform_param, name, getattr(block, name))
+                block.ClearField(name)
+                moved += 1
+    notes.append(f"moved {moved} legacy data-layer field(s) (scale/mean_file/crop_size/mirror) "
+                 "into transform_param")
+
+
+def _upgrade_v1(net, notes):
     converted = [_convert_v1_layer(old) for old in net.layers]
     net.ClearField("layers")
     net.layer.extend(converted)
@@ -127,20 +156,6 @@ def _upgrade_v1(net, notes):
     if lr:
         note += f" ({lr} with blobs_lr/weight_decay/param names turned into `param {{ }}` specs)"
     notes.append(note)
-
-
-def _move_transform_fields(old):
-    count = 0
-    for param_name in _DATA_PARAMS:
-        if param_name not in old.DESCRIPTOR.fields_by_name or not old.HasField(param_name):
-            continue
-        block = getattr(old, param_name)
-        for name in _TRANSFORM_FIELDS:
-            if name in block.DESCRIPTOR.fields_by_name and block.HasField(name):
-                setattr(old.transform_param, name, getattr(block, name))
-                block.ClearField(name)
-                count += 1
-    return count
 
 
 def _convert_v1_layer(old):
@@ -246,6 +261,33 @@ def _upgrade_input(net, notes):
     net.layer.extend(rest)
     described = ", ".join(f"{n} {'x'.join(str(d) for d in s.dim)}" for n, s in zip(names, shapes))
     notes.append(f"net header input ({described}) became an Input layer named 'input'")
+
+
+# --------------------------------------------------------------------------
+# BatchNorm param specs
+
+
+def _upgrade_batch_norm(net, notes):
+    """Caffe's UpgradeNetBatchNorm: a layer that declares exactly as many `param` specs as
+    its registry rule freezes (BatchNorm: 3) gets lr_mult 0 and decay_mult 0 in each; the
+    specs' other fields stay."""
+    frozen = []
+    for layer in net.layer:
+        count = rule_for(layer.type).frozen_param_specs
+        if count is None or len(layer.param) != count:
+            continue
+        if any(spec.lr_mult != 0 or spec.decay_mult != 0 or not spec.HasField("lr_mult")
+               or not spec.HasField("decay_mult") for spec in layer.param):
+            frozen.append(layer.name)
+        for spec in layer.param:
+            spec.lr_mult = 0
+            spec.decay_mult = 0
+    if frozen:
+        shown = ", ".join(f"'{name}'" for name in frozen[:3])
+        more = f" and {len(frozen) - 3} more" if len(frozen) > 3 else ""
+        notes.append(f"set lr_mult: 0 and decay_mult: 0 in the `param` specs of "
+                     f"{_count(len(frozen), 'BatchNorm layer')} ({shown}{more}), as Caffe does: "
+                     "their statistics are never learned")
 
 
 # --------------------------------------------------------------------------
