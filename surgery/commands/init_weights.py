@@ -8,6 +8,7 @@ the same numbers.
 """
 
 import json
+import math
 
 from ..analysis import parse_input_shapes
 from ..errors import SurgeryError
@@ -42,9 +43,9 @@ def run(args):
                           inputs=(args.net,))
     if args.json:
         print(json.dumps({"output": args.output, "seed": args.seed, "layers": [
-            {"name": l["name"], "type": l["type"], "shapes": [list(b.shape) for b in l["blobs"]]}
+            {"name": l["name"], "type": l["type"], "shapes": [list(s) for s in l["shapes"]]}
             for l in layers]}, indent=2))
     else:
-        count = sum(b.size for l in layers for b in l["blobs"])
+        count = sum(math.prod(s) for l in layers for s in l["shapes"])
         print(f"wrote {args.output}: {len(layers)} layers, {count} parameters (seed {args.seed})")
     return 0

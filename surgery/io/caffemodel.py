@@ -530,7 +530,30 @@ class BlobSpec:
     legacy: bool = False
 
 
+@dataclass(frozen=True)
+class StreamBlob:
+    """A blob whose values are produced while it is written, so it is never whole in memory.
+
+    `shape` fixes the field lengths up front (a packed field's length follows from it);
+    `pieces` is an iterable of arrays (or bytes) that, in C order, give exactly the blob's
+    values as little-endian float32 (float64 with `double=True`). It is consumed once.
+    """
+
+    shape: tuple
+    pieces: object
+    double: bool = False
+    legacy: bool = False
+
+    @property
+    def nbytes(self):
+        return int(np.prod(self.shape, dtype=np.int64)) * (8 if self.double else 4)
+
+
 def _as_spec(blob):
+    if isinstance(blob, StreamBlob):
+        if blob.legacy and len(blob.shape) > 4:
+            raise SurgeryError(f"a legacy 4-D blob cannot hold shape {list(blob.shape)}")
+        return blob
     spec = blob if isinstance(blob, BlobSpec) else BlobSpec(np.asarray(blob))
     arr = np.asarray(spec.array)
     dtype = "<f8" if arr.dtype == np.float64 else "<f4"
@@ -548,35 +571,60 @@ class _EncodedBlob:
     """
 
     def __init__(self, spec, field_number):
-        arr = spec.array
+        if isinstance(spec, StreamBlob):
+            dims, nbytes, double = tuple(spec.shape), spec.nbytes, spec.double
+        else:
+            arr = spec.array
+            dims, nbytes, double = tuple(arr.shape), arr.nbytes, arr.dtype.itemsize == 8
         before, after = bytearray(), b""
         if spec.legacy:
-            dims = (1,) * (4 - arr.ndim) + tuple(arr.shape)
+            dims = (1,) * (4 - len(dims)) + dims
             for number, dim in zip((B_NUM, B_CHANNELS, B_HEIGHT, B_WIDTH), dims):
                 before += _key(number, VARINT) + _varint(dim)
             shape = b""
         else:
-            packed = b"".join(_varint(d) for d in arr.shape)
+            packed = b"".join(_varint(d) for d in dims)
             inner = (_len_header(S_DIM, len(packed)) + packed) if packed else b""
             shape = _len_header(B_SHAPE, len(inner)) + inner
-        if arr.dtype.itemsize == 4:
-            if arr.nbytes:
-                before += _len_header(B_DATA, arr.nbytes)
+        if not double:
+            if nbytes:
+                before += _len_header(B_DATA, nbytes)
             after = shape
         else:
             before += shape
-            if arr.nbytes:
-                before += _len_header(B_DOUBLE_DATA, arr.nbytes)
-        self.array, self.before, self.after = arr, bytes(before), after
-        body = len(self.before) + arr.nbytes + len(self.after)
+            if nbytes:
+                before += _len_header(B_DOUBLE_DATA, nbytes)
+        self.spec, self.nbytes, self.double = spec, nbytes, double
+        self.before, self.after = bytes(before), after
+        body = len(self.before) + nbytes + len(self.after)
         self.header = _len_header(field_number, body)
         self.total = len(self.header) + body
 
     def write(self, out):
         out.write(self.header)
         out.write(self.before)
-        _write_array(out, self.array)
+        if isinstance(self.spec, StreamBlob):
+            _write_pieces(out, self.spec.pieces, self.nbytes, "<f8" if self.double else "<f4")
+        else:
+            _write_array(out, self.spec.array)
         out.write(self.after)
+
+
+def _write_pieces(out, pieces, nbytes, dtype):
+    """Write a streamed blob's pieces; they must add up to exactly `nbytes`, or the
+    length already written in the header would be a lie."""
+    done = 0
+    for piece in pieces:
+        if not isinstance(piece, (bytes, bytearray, memoryview)):
+            piece = np.ascontiguousarray(piece, dtype=dtype)
+            piece = memoryview(piece.reshape(-1)).cast("B")
+        done += len(piece)
+        if done > nbytes:
+            break
+        out.write(piece)
+    if done != nbytes:
+        raise SurgeryError(f"internal error: a streamed blob gave {done} bytes, its header "
+                           f"promised {nbytes}")
 
 
 def _write_array(out, arr):
@@ -774,23 +822,23 @@ def transform(src, dst, *, rename=None, replace=None, drop=(), add=(), in_place=
 
 
 def write_caffemodel(path, layers, *, name=None, legacy=False):
-    """Write a small caffemodel from layer dicts {name, type, blobs[, bottom, top]} or NewLayers."""
-    entries = []
-    for spec in layers:
+    """Write a caffemodel from layer dicts {name, type, blobs[, bottom, top]} or NewLayers.
+
+    `layers` may be a generator and blobs may be StreamBlobs; the file is then streamed."""
+    def entry(spec):
         if isinstance(spec, NewLayer):
-            entries.append(spec if not legacy else NewLayer(spec.name, spec.type, spec.blobs,
-                                                             spec.bottoms, spec.tops, True))
-            continue
-        entries.append(NewLayer(name=spec["name"], type=spec.get("type", ""),
-                                blobs=tuple(spec.get("blobs", ())),
-                                bottoms=tuple(spec.get("bottom", spec.get("bottoms", ()))),
-                                tops=tuple(spec.get("top", spec.get("tops", ()))),
-                                legacy=legacy))
+            return spec if not legacy else NewLayer(spec.name, spec.type, spec.blobs,
+                                                     spec.bottoms, spec.tops, True)
+        return NewLayer(name=spec["name"], type=spec.get("type", ""),
+                        blobs=tuple(spec.get("blobs", ())),
+                        bottoms=tuple(spec.get("bottom", spec.get("bottoms", ()))),
+                        tops=tuple(spec.get("top", spec.get("tops", ()))), legacy=legacy)
+
     header = _string_field(NET_NAME, name) if name is not None else b""
 
     def produce(out):
         out.write(header)
-        for entry in entries:
-            _write_new_layer(out, entry)
+        for spec in layers:   # may be a generator: each layer is made as it is written
+            _write_new_layer(out, entry(spec))
 
     write_atomic(path, produce)
