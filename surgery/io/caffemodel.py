@@ -489,6 +489,92 @@ def read_blob(source, layer, index=0) -> np.ndarray:
     return values.astype(native, copy=False).reshape(blob.shape)
 
 
+class BlobReader:
+    """Ranges of one blob's values, read on demand from an open file; nothing else is read.
+
+    `with BlobReader(summary, layer, index) as r: r.read(start, count)` gives values
+    start..start+count-1 of the flat blob as float32 (float64 for double data).
+    `raw_pieces()` yields the data bytes themselves when they are one packed run each,
+    for copying a blob whose values do not change (a reshape changes only the shape).
+    """
+
+    def __init__(self, summary, layer, index=0):
+        info = layer if isinstance(layer, LayerInfo) else summary.layer(layer)
+        if not 0 <= index < len(info.blobs):
+            raise SurgeryError(f"has {len(info.blobs)} blobs, no blob {index}", layer=info.name)
+        blob = info.blobs[index]
+        if blob.count != blob.size:
+            raise SurgeryError(f"blob {index} holds {blob.count} values but its shape "
+                               f"{list(blob.shape)} needs {blob.size}", file=summary.path,
+                               layer=info.name)
+        self.path, self.layer, self.index, self.blob = summary.path, info.name, index, blob
+        self.double = blob.dtype == "double"
+        self.dtype = np.dtype("<f8" if self.double else "<f4")
+        self.native = np.float64 if self.double else np.float32
+        self.packed = all(run.stride == run.itemsize for run in blob.runs)
+        self._starts = np.cumsum([0] + [run.count for run in blob.runs])
+        self._file = None
+
+    def __enter__(self):
+        try:
+            self._file = open(self.path, "rb")
+        except OSError as exc:
+            raise SurgeryError(f"cannot read blob {self.index}: {exc.strerror}", file=self.path,
+                               layer=self.layer) from None
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+        self._file = None
+
+    def _fail(self):
+        raise SurgeryError(f"blob {self.index} data ends early (file changed or truncated)",
+                           file=self.path, layer=self.layer)
+
+    def read(self, start, count):
+        out = np.empty(count, self.native)
+        done = 0
+        run_index = int(np.searchsorted(self._starts, start, side="right")) - 1
+        f = self._file
+        while done < count:
+            run = self.blob.runs[run_index]
+            first = start + done - int(self._starts[run_index])
+            n = min(count - done, run.count - first)
+            f.seek(run.offset + first * run.stride)
+            if run.stride == run.itemsize:   # straight into place, no second copy
+                target = out[done:done + n]
+                if self.dtype != target.dtype:   # big-endian host
+                    target = np.empty(n, self.dtype)
+                if f.readinto(memoryview(target).cast("B")) != n * run.itemsize:
+                    self._fail()
+                part = target
+            else:
+                nbytes = n * run.stride - (run.stride - run.itemsize)
+                raw = np.frombuffer(f.read(nbytes) + bytes(run.stride - run.itemsize), np.uint8)
+                if raw.size != n * run.stride:
+                    self._fail()
+                part = raw.reshape(n, run.stride)[:, :run.itemsize].copy().view(self.dtype)
+            if part.size != n:
+                self._fail()
+            if part is not out[done:done + n] and not np.shares_memory(part, out):
+                out[done:done + n] = part.reshape(-1)
+            done += n
+            run_index += 1
+        return out
+
+    def raw_pieces(self):
+        """The packed data bytes, COPY_CHUNK at a time (only when `packed`)."""
+        for run in self.blob.runs:
+            self._file.seek(run.offset)
+            left = run.count * run.itemsize
+            while left > 0:
+                piece = self._file.read(min(left, COPY_CHUNK))
+                if not piece:
+                    self._fail()
+                left -= len(piece)
+                yield piece
+
+
 # --------------------------------------------------------------------------- writer
 
 
