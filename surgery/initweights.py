@@ -418,7 +418,15 @@ def _m_concat(ins, blobs, ctx, channels):
 
 class _Linear(_Rule):
     """Per output channel: mean = sum(w * mean_in) + bias, var = sum(w^2 * var_in), summed
-    over the weight as it is drawn, piece by piece (a piece may cut a row anywhere)."""
+    over the weight as it is drawn.
+
+    The pieces the weight arrives in may cut rows anywhere, and float sums depend on their
+    order, so the values are regrouped into fixed units first: UNIT values of whole rows,
+    or UNIT-value segments of a longer row. Each unit is reduced by the same call on the
+    same buffer, so the moments, and every weight drawn from them later, are the same
+    bytes whatever the piece size."""
+
+    UNIT = 1 << 18
 
     def __init__(self, fn, node, ins, ctx, channels, shapes):
         super().__init__(fn, node, ins, ctx, channels, shapes)
@@ -428,11 +436,8 @@ class _Linear(_Rule):
             return
         shape = shapes[0]
         mean, var = ins[0].mean.astype(np.float32), ins[0].var.astype(np.float32)
-        if self.transposed:   # (K, N): row k is input position k
-            self.rows, self.width, outputs, fan_in = shape[0], _count(shape[1:]), shape[1], shape[0]
-        else:                 # (N, fan_in per group)
-            self.rows, self.width, outputs, fan_in = shape[0], _count(shape[1:]), shape[0], \
-                _count(shape[1:])
+        self.width = _count(shape[1:])   # a row: one output (one input position if transposed)
+        outputs, fan_in = (shape[1], shape[0]) if self.transposed else (shape[0], self.width)
         taps = _count(shape[2:]) if len(shape) == 4 else 1
         per_group = shape[1] if len(shape) == 4 else mean.size   # input channels per group
         if len(shape) == 2 and mean.size and fan_in % mean.size == 0:
@@ -449,6 +454,17 @@ class _Linear(_Rule):
         self.vcol = np.repeat(var.reshape(groups, per_group), taps, axis=1)
         self.per_group_out = outputs // groups
         self.out_m, self.out_v = np.zeros(outputs), np.zeros(outputs)
+        self.total = _count(shape)
+        self.unit = (self.UNIT // self.width) * self.width if self.width <= self.UNIT else 0
+        self.buffer = np.empty(min(self.unit or self.UNIT, self.total), np.float32)
+        self.square = np.empty_like(self.buffer)
+        self.pos = self.filled = 0   # flat index of buffer[0]; values in the buffer
+
+    def _unit_end(self):
+        if self.unit:
+            return min(self.pos + self.unit, self.total)
+        row, col = divmod(self.pos, self.width)
+        return min(row * self.width + (col // self.UNIT + 1) * self.UNIT, (row + 1) * self.width)
 
     def observe(self, index, start, values):
         if not self.ok:
@@ -458,25 +474,28 @@ class _Linear(_Rule):
             return
         if index != 0:
             return
-        width, pos = self.width, 0
-        while pos < values.size:
-            row, col = divmod(start + pos, width)
-            if col == 0 and values.size - pos >= width:
-                count = (values.size - pos) // width
-                self._rows(row, values[pos:pos + count * width].reshape(count, width))
-                pos += count * width
-            else:
-                n = min(width - col, values.size - pos)
-                self._rows(row, values[pos:pos + n].reshape(1, n), col)
-                pos += n
+        done = 0
+        while done < values.size:
+            end = self._unit_end()
+            take = min(end - self.pos - self.filled, values.size - done)
+            self.buffer[self.filled:self.filled + take] = values[done:done + take]
+            self.filled += take
+            done += take
+            if self.pos + self.filled == end:
+                self._reduce()
+                self.pos, self.filled = end, 0
 
-    def _rows(self, row, block, col=0):
-        """Add rows row.. of the weight, columns col.. (a partial row when col > 0).
+    def _reduce(self):
+        """Add the buffered unit: whole rows, or one segment of a row.
 
-        einsum, not BLAS: one pass in one thread is as fast as the draw can feed it,
-        where a threaded gemv on a busy machine costs more than drawing the numbers."""
-        cols = slice(col, col + block.shape[1])
-        square = np.multiply(block, block, out=self._scratch(block))
+        einsum, not BLAS: one pass in one thread keeps up with the draw, where a threaded
+        gemv on a busy machine costs more than drawing the numbers."""
+        n = self.filled
+        row, col = divmod(self.pos, self.width)
+        width = self.width if self.unit else n
+        block = self.buffer[:n].reshape(n // width, width)
+        square = np.multiply(block, block, out=self.square[:n].reshape(block.shape))
+        cols = slice(col, col + width)
         if self.transposed:   # rows are input positions, columns outputs
             m = self.mcol[0, row:row + block.shape[0]]
             v = self.vcol[0, row:row + block.shape[0]]
@@ -492,14 +511,11 @@ class _Linear(_Rule):
         self.out_m[rows] += np.einsum("rk,rk->r", block, self.mcol[group, cols])
         self.out_v[rows] += np.einsum("rk,rk->r", square, self.vcol[group, cols])
 
-    def _scratch(self, block):
-        if getattr(self, "_buffer", None) is None or self._buffer.size < block.size:
-            self._buffer = np.empty(block.size, np.float32)
-        return self._buffer[:block.size].reshape(block.shape)
-
     def result(self):
         if not self.ok:
             return _m_default(self.ins, [], self.ctx, self.channels)
+        if self.pos != self.total:
+            raise RuntimeError(f"layer '{self.node.name}': the weight was not drawn to the end")
         return Moments(self.out_m, self.out_v)
 
 
