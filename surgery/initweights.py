@@ -46,7 +46,7 @@ class Moments(NamedTuple):
     var, mean2, var2) when it is the ReLU of N(mean, var) plus an independent
     N(mean2, var2), which is what a residual sum is. Max pooling and the ReLU after a
     residual sum need the shape: with two moments alone a ResNet-152's prediction drifts
-    by a few per cent per block, and the drift compounds."""
+    with every block, the drift compounds, and its last blocks reached a std of 154."""
 
     mean: np.ndarray
     var: np.ndarray

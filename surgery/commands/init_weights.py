@@ -1,10 +1,13 @@
 """Write random weights for a net, with exactly the shapes Caffe expects.
 
-The weights are variance-preserving (He-style convolutions, BatchNorm
-variance in 0.5..1.5, Scale near 1), so activations stay O(1) through deep
-nets and `verify` can compare a converted net with its original without
-downloading pretrained weights. The same --seed and layer name always give
-the same numbers.
+Activations stay O(1) through deep nets, so `verify` can compare a converted net
+with its original without downloading pretrained weights: the per-channel mean and
+variance of every blob are predicted from a standard-normal input as the weights are
+drawn, convolutions are scaled to the input they will see, and BatchNorm statistics are
+set near what their input is predicted to have. Measured in OpenCV DNN, every blob of
+ResNet-152, VGG-16 and MobileNet keeps a standard deviation between 0.1 and 10
+(softmax probabilities aside). The same --seed and layer name always give the same
+numbers. The file is written as it is drawn, so memory stays flat at any model size.
 """
 
 import json
@@ -16,7 +19,7 @@ from ..initweights import init_weights
 from .output import add_strict_argument, load
 
 NAME = "init-weights"
-HELP = "write random (variance-preserving) weights for a net"
+HELP = "write random weights that keep activations O(1), streaming"
 
 
 def add_arguments(parser):
