@@ -178,7 +178,7 @@ INITIALISERS = {
 # ---------------------------------------------------------------------------
 
 class _Rule:
-    """A rule that needs no param values: `result(ins, blobs)` with blobs empty."""
+    """A rule that needs no param values: its function gets an empty blob list."""
 
     needs_blobs = False
 
@@ -192,8 +192,10 @@ class _Rule:
             self.blobs[index].append(values)
 
     def result(self):
-        blobs = [np.concatenate(parts).astype(np.float64).reshape(shape) if parts
-                 else np.zeros(shape) for parts, shape in zip(self.blobs, self.shapes)]
+        blobs = []
+        if self.needs_blobs:
+            blobs = [np.concatenate(parts).astype(np.float64).reshape(shape) if parts
+                     else np.zeros(shape) for parts, shape in zip(self.blobs, self.shapes)]
         return self.fn(self.ins, blobs, self.ctx, self.channels)
 
 
@@ -210,10 +212,6 @@ def _m_default(ins, blobs, ctx, channels):
     mean = float(np.mean([m.mean.mean() for m in ins])) if ins else 0.0
     var = float(np.mean([m.var.mean() for m in ins])) if ins else 1.0
     return Moments(np.full(channels, mean), np.full(channels, var))
-
-
-def _m_keep(ins, blobs, ctx, channels):
-    return _m_default(ins, blobs, ctx, channels)
 
 
 def _m_batchnorm(ins, blobs, ctx, channels):
@@ -520,7 +518,7 @@ class _Linear(_Rule):
 
 
 MOMENTS = {
-    "default": (_Rule, _m_default), "keep": (_Rule, _m_keep), "relu": (_Rule, _m_relu),
+    "default": (_Rule, _m_default), "keep": (_Rule, _m_default), "relu": (_Rule, _m_relu),
     "max_pool": (_Rule, _m_max_pool), "eltwise": (_Rule, _m_eltwise),
     "concat": (_Rule, _m_concat), "linear": (_Linear, None),
     "batchnorm": (_WholeBlobs, _m_batchnorm), "affine": (_WholeBlobs, _m_affine),
