@@ -62,5 +62,29 @@ def write_vgg_like(path, target_bytes):
     return len(entries)
 
 
+# A net made only of big fully connected layers, for init-weights and fcn at any size:
+# a 512x7x7 map (VGG-16's pool5) then InnerProducts alternating 25088 -> 4096 -> 25088,
+# each weight 4096 x 25088 float32 = 411 MB.
+FC_BYTES = 4096 * 25088 * 4
+
+
+def fc_chain_prototxt(path, target_bytes):
+    """Write the prototxt of the fc chain with round(target / 411 MB) layers (at least 1);
+    returns the bytes its weights take (biases included)."""
+    count = max(1, round(target_bytes / FC_BYTES))
+    lines = ['name: "fc_chain"',
+             'layer { name: "data" type: "Input" top: "data" '
+             'input_param { shape { dim: 1 dim: 512 dim: 7 dim: 7 } } }']
+    bottom, total = "data", 0
+    for i in range(count):
+        outputs = 4096 if i % 2 == 0 else 25088
+        lines.append(f'layer {{ name: "fc{i}" type: "InnerProduct" bottom: "{bottom}" '
+                     f'top: "fc{i}" inner_product_param {{ num_output: {outputs} }} }}')
+        bottom = f"fc{i}"
+        total += FC_BYTES + 4 * outputs
+    Path(path).write_text("\n".join(lines) + "\n")
+    return total
+
+
 if __name__ == "__main__":
     write_vgg_like(sys.argv[1], int(sys.argv[2]))

@@ -1,8 +1,10 @@
 """Benchmarks for caffe-surgery, each a ratio against a baseline measured in the same run.
 
     python benchmarks/run.py                  # 0.5 GB and 2.5 GB models, ResNet-152, ResNet-50,
+                                              # init-weights and fcn on VGG-16 and a 2.5 GB net,
                                               # ResNet-152's report page
     python benchmarks/run.py --sizes 0.5,1    # other model sizes (GB, 10^9 bytes)
+    python benchmarks/run.py --big 4          # init-weights/fcn on a 4 GB net (0: skip it)
     python benchmarks/run.py --quick          # 50 MB model; a smoke test of the script
     python benchmarks/run.py --json out.json  # also write the rows as JSON
 
@@ -16,6 +18,7 @@ targets are printed beside the results.
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import shutil
@@ -31,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from measure import cli_argv, measure  # noqa: E402
 
 PY = sys.executable
+GROUPS = ("weights", "dilate", "verify", "init-fcn", "report")
 # Child scripts that also time the read itself, without interpreter start-up and imports.
 DECODE = """
 import json, sys, time
@@ -46,6 +50,27 @@ except DecodeError as exc:
     print(json.dumps({"seconds": time.perf_counter() - start}))
     sys.exit(f"DecodeError: {exc}")
 print(json.dumps({"seconds": time.perf_counter() - start, "layers": len(net.layer) + len(net.layers)}))
+"""
+# Floors for init-weights and fcn: the least a process must do to produce the same bytes.
+# Both fsync, as our atomic writer does before it renames the file into place.
+DRAW = """
+import os, sys
+import numpy as np
+path, count = sys.argv[1], int(sys.argv[2])
+chunk = 4 << 20   # 16 MB of float32
+rng = np.random.default_rng(0)
+with open(path, "wb") as f:
+    for start in range(0, count, chunk):
+        f.write(rng.standard_normal(min(chunk, count - start), dtype=np.float32))
+    f.flush()
+    os.fsync(f.fileno())
+"""
+COPY = """
+import os, shutil, sys
+with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst, 16 << 20)
+    dst.flush()
+    os.fsync(dst.fileno())
 """
 SUMMARY = """
 import json, sys, time
@@ -200,6 +225,89 @@ def bench_dilate(table, workdir, repeat):
               + ("" if run.returncode == 0 else f"; FAILED: {run.stderr.strip()[:100]}"))
 
 
+def _param_count(prototxt):
+    from surgery.analysis import analyse
+    from surgery.io.netfile import load_net
+
+    shapes = analyse(load_net(str(prototxt)).net).param_shapes
+    return sum(math.prod(s) for blobs in shapes.values() for s in blobs or ())
+
+
+def _largest_blob_mb(caffemodel):
+    from surgery.io.caffemodel import read_caffemodel
+
+    summary = read_caffemodel(str(caffemodel))
+    return max(b.count * (8 if b.dtype == "double" else 4)
+               for layer in summary.layers for b in layer.blobs) / 2**20
+
+
+def _failed(sample):
+    return "" if sample.returncode == 0 else f"FAILED: {sample.stderr.strip()[-100:]}"
+
+
+def bench_init_fcn(table, workdir, repeat, big_gb):
+    """init-weights and fcn against their floors: drawing the same count of float32
+    normals in 16 MB chunks and writing them; copying the weights file."""
+    cli = cli_argv()
+    nets = []
+    vgg = ROOT / "models" / "vgg16" / "deploy.prototxt"
+    if vgg.exists():
+        nets.append(("VGG-16", vgg, repeat, [("fc6=3x3:1024", "fc7=:1024")]))
+    else:
+        table.add("init-weights VGG-16", "skipped: models/vgg16/deploy.prototxt not found")
+    if big_gb > 0:
+        from models import fc_chain_prototxt
+
+        chain = Path(workdir) / "fc_chain.prototxt"
+        fc_chain_prototxt(chain, big_gb * 1e9)
+        nets.append(("fc chain", chain, 1, []))
+    for label, net, runs, decimations in nets:
+        weights = Path(workdir) / "init.caffemodel"
+        floor_out = Path(workdir) / "floor.bin"
+        try:
+            count = _param_count(net)
+            group = f"init-weights {label} ({count * 4 / 1e9:.2f} GB)"
+            floor = measure([PY, "-c", DRAW, str(floor_out), str(count)], repeat=runs)
+            floor_out.unlink(missing_ok=True)
+            table.add(group, "floor: numpy draws and writes the normals", floor,
+                      note=_failed(floor))
+            ours = measure(cli + ["init-weights", str(net), "-o", str(weights)], repeat=runs)
+            ratio = ours.seconds / floor.seconds
+            table.add(group, "caffe-surgery init-weights", ours, ratio=f"{ratio:.2f}x floor",
+                      target="< 100 MB, <= 1.5x floor",
+                      ok=ours.returncode == 0 and ours.rss_mb < 100 and ratio <= 1.5,
+                      note=_failed(ours))
+            if ours.returncode:
+                continue
+            group = f"fcn {label}"
+            floor = measure([PY, "-c", COPY, str(weights), str(floor_out)], repeat=runs)
+            floor_out.unlink(missing_ok=True)
+            table.add(group, "floor: copy the weights file", floor, note=_failed(floor))
+            out = Path(workdir) / "fcn.caffemodel"
+            run = measure(cli + ["fcn", str(net), "--weights", str(weights), "-o",
+                                 str(Path(workdir) / "fcn.prototxt"), "--weights-out", str(out)],
+                          repeat=runs)
+            table.add(group, "caffe-surgery fcn --weights", run,
+                      ratio=f"{run.seconds / floor.seconds:.2f}x floor", target="< 100 MB",
+                      ok=run.returncode == 0 and run.rss_mb < 100, note=_failed(run))
+            out.unlink(missing_ok=True)
+            for spec in decimations:
+                flags = [a for d in spec for a in ("--decimate", d)]
+                run = measure(cli + ["fcn", str(net), "--weights", str(weights), "-o",
+                                     str(Path(workdir) / "fcn.prototxt"), "--weights-out",
+                                     str(out), *flags], repeat=runs)
+                largest = _largest_blob_mb(out) if run.returncode == 0 else 0
+                table.add(group, "fcn --weights --decimate " + ",".join(spec), run,
+                          ratio=f"{run.seconds / floor.seconds:.2f}x floor",
+                          target=f"< 100 MB + largest output blob ({largest:.0f} MB)",
+                          ok=run.returncode == 0 and run.rss_mb < 100 + largest,
+                          note=_failed(run))
+                out.unlink(missing_ok=True)
+        finally:
+            for path in (weights, floor_out):
+                path.unlink(missing_ok=True)
+
+
 def _has_command(name):
     probe = measure(cli_argv() + [name, "--help"])
     return probe.returncode == 0
@@ -318,7 +426,9 @@ def parse_args(argv=None):
                         help="one 50 MB model and single runs: checks the script works")
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing (the fastest counts)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--only", choices=("weights", "dilate", "verify", "report"), action="append",
+    parser.add_argument("--big", type=float, default=2.5, metavar="GB",
+                        help="size of the fc-chain net for init-weights and fcn (0: skip)")
+    parser.add_argument("--only", choices=GROUPS, action="append",
                         help="run only these groups (repeatable)")
     parser.add_argument("--workdir", help="where generated files go (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -327,18 +437,21 @@ def parse_args(argv=None):
     except ValueError:
         parser.error(f"--sizes {args.sizes!r}: expected numbers like 0.5,2.5")
     if args.quick:
-        args.sizes, args.repeat = [0.05], 1
+        args.sizes, args.repeat, args.big = [0.05], 1, 0
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    # Children import the checkout this script is in, whatever is installed in the venv.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     info = machine()
     print(f"caffe-surgery benchmarks, {info['date']}: {info['cpu']}, {info['ram_gib']} GiB RAM, "
           f"Python {info['python']}, protobuf {info['protobuf']}")
     print(HEADER)
     table = Table()
-    groups = args.only or ["weights", "dilate", "verify", "report"]
+    groups = args.only or list(GROUPS)
     workdir = tempfile.mkdtemp(prefix="surgery-bench-", dir=args.workdir)
     try:
         if "weights" in groups:
@@ -349,6 +462,8 @@ def main(argv=None):
             bench_verify(table, workdir, args.repeat)
         if "report" in groups:
             bench_report(table, workdir, args.repeat)
+        if "init-fcn" in groups:
+            bench_init_fcn(table, workdir, args.repeat, args.big)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:

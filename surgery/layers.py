@@ -131,6 +131,10 @@ class LayerRule:
     # Caffe's upgrader sets lr_mult and decay_mult to 0 in the `param` specs of a layer
     # that declares exactly this many (its blobs must never be learned).
     frozen_param_specs = None
+    # Random weights (surgery.initweights): initialiser names per param blob, in Caffe's blob
+    # order (blobs past the end get "small"), and the rule carrying per-channel moments.
+    init = ()
+    moment = "default"
 
     def role_of(self, layer):
         return self.role
@@ -232,6 +236,15 @@ class LayerRule:
             return False
         return all(len(s) == 4 and tuple(s[2:]) == (1, 1) for run in runs for s in run)
 
+    def init_of(self, layer):
+        """Initialiser names (keys of surgery.initweights.INITIALISERS), one per param blob."""
+        return self.init
+
+    def moment_of(self, layer):
+        """(name, options): the rule in surgery.initweights.MOMENTS that carries per-channel
+        mean and variance through this layer, with the settings of the layer it needs."""
+        return self.moment, {}
+
 
 class UnknownRule(LayerRule):
     """Any type the registry does not know (and Python layers): inference stops here."""
@@ -257,6 +270,12 @@ class Pointwise(LayerRule):
              "Swish", "Threshold", "Exp", "Log", "LRN", "MVN", "Softmax", "ReLU6", "Mish",
              "HardSigmoid", "Sign")
     role = "pointwise"
+    moment = "keep"
+
+    def moment_of(self, layer):
+        if layer.type == "ReLU":
+            return "relu", {"slope": layer.relu_param.negative_slope}
+        return self.moment, {}
 
     def out_shapes(self, layer, in_shapes):
         return [tuple(in_shapes[0]) for _ in layer.top]
@@ -279,6 +298,7 @@ class PReLU(Affine):
     """Slopes (C) or (1) when channel_shared."""
 
     types = ("PReLU",)
+    init = ("slope",)
 
     def param_shapes(self, layer, in_shapes):
         if layer.prelu_param.channel_shared:
@@ -292,6 +312,10 @@ class BatchNorm(Affine):
 
     types = ("BatchNorm",)
     frozen_param_specs = 3   # mean, variance, moving-average factor: never learned
+    init = ("bn_mean", "bn_var", "ones")   # the scale factor 1 leaves the stats unscaled
+
+    def moment_of(self, layer):
+        return "batchnorm", {"eps": layer.batch_norm_param.eps}
 
     def param_shapes(self, layer, in_shapes):
         shape = in_shapes[0]
@@ -307,6 +331,10 @@ class BN(Affine):
 
     types = ("BN",)
     SEGNET_FIELDS = ("scale_filler", "shift_filler", "bn_mode")
+    init = ("gamma", "small", "bn_mean", "bn_var")   # PSPNet's order; SegNet's two match too
+
+    def moment_of(self, layer):
+        return "bn_fork", {"eps": field(sub(layer, "bn_param"), "eps", 1e-5)}
 
     def param_shapes(self, layer, in_shapes):
         c = in_shapes[0][1]
@@ -331,6 +359,14 @@ class Scale(Affine):
     shaped like bottom 1 (Caffe builds it with num_axes = bottom 1's axis count)."""
 
     types = ("Scale",)
+    init = ("gamma", "small")
+    moment = "affine"
+
+    def init_of(self, layer):
+        return ("small",) if len(layer.bottom) > 1 else self.init   # only the bias is a param
+
+    def moment_of(self, layer):
+        return ("keep" if len(layer.bottom) > 1 else self.moment), {}
 
     def out_shapes(self, layer, in_shapes):
         if len(in_shapes) > 1:
@@ -356,6 +392,7 @@ class Bias(Affine):
     """One bottom: bias in[axis:axis+num_axes]; two bottoms: none."""
 
     types = ("Bias",)
+    init = ("small",)
 
     def out_shapes(self, layer, in_shapes):
         if len(in_shapes) > 1:
@@ -373,6 +410,10 @@ class Normalize(Affine):
     """SSD Normalize: one scale blob, a scalar () when channel_shared, else (C)."""
 
     types = ("Normalize",)
+    init = ("norm_scale",)
+
+    def moment_of(self, layer):
+        return "l2norm", {"across_spatial": field(sub(layer, "norm_param"), "across_spatial", True)}
 
     def param_shapes(self, layer, in_shapes):
         shared = field(sub(layer, "norm_param"), "channel_shared", True)
@@ -445,6 +486,8 @@ class Convolution(LayerRule):
     types = ("Convolution",)
     role = "window"
     dilatable = True
+    init = ("he", "small")
+    moment = "linear"
 
     def pad_is_neutral(self, layer):
         return True
@@ -560,6 +603,8 @@ class Deconvolution(Convolution):
 
     types = ("Deconvolution",)
     role = "resample"
+    init = ("deconv", "small")
+    moment = "default"
 
     def grid_window(self, layer):
         return None
@@ -590,6 +635,12 @@ class Pooling(LayerRule):
 
     def role_of(self, layer):
         return "collapse" if layer.pooling_param.global_pooling else "window"
+
+    def moment_of(self, layer):
+        if layer.pooling_param.pool != layer.pooling_param.MAX:
+            return "keep", {}   # AVE keeps the mean; its variance is left as is
+        win = self.window(layer)
+        return "max_pool", {"kernel": None if win is None else win.kernel}
 
     def pad_is_neutral(self, layer):
         return layer.pooling_param.pool == 0   # MAX ignores padding; AVE counts it
@@ -695,6 +746,11 @@ class Eltwise(LayerRule):
     types = ("Eltwise",)
     role = "join"
 
+    def moment_of(self, layer):
+        p = layer.eltwise_param
+        op = {p.PROD: "prod", p.MAX: "max"}.get(p.operation, "sum")
+        return "eltwise", {"op": op, "coeff": list(p.coeff)}
+
     def out_shapes(self, layer, in_shapes):
         first = tuple(in_shapes[0])
         for name, shape in zip(layer.bottom[1:], in_shapes[1:]):
@@ -747,6 +803,9 @@ class Concat(LayerRule):
         cp = layer.concat_param
         axis = cp.concat_dim if has_field(cp, "concat_dim") else cp.axis
         return "join" if axis == 1 else "resample"
+
+    def moment_of(self, layer):
+        return ("concat" if self.role_of(layer) == "join" else "default"), {}
 
     def out_shapes(self, layer, in_shapes):
         first = tuple(in_shapes[0])
@@ -974,6 +1033,12 @@ class InnerProduct(LayerRule):
     role = "collapse"
     fully_connected = True
 
+    def init_of(self, layer):
+        return ("he_transposed" if layer.inner_product_param.transpose else "he"), "small"
+
+    def moment_of(self, layer):
+        return "linear", {"transposed": bool(layer.inner_product_param.transpose)}
+
     def _split(self, layer, shape):
         axis = canonical_axis(layer, layer.inner_product_param.axis, len(shape))
         return shape[:axis], math.prod(shape[axis:])
@@ -1018,6 +1083,7 @@ class InnerProduct(LayerRule):
 class Embed(LayerRule):
     types = ("Embed",)
     role = "collapse"
+    init = ("small", "small")
 
     def out_shapes(self, layer, in_shapes):
         return [tuple(in_shapes[0]) + (layer.embed_param.num_output,)]

@@ -77,7 +77,7 @@ def _declared_shapes(graph):
     """Input blob -> the shape the net itself declares (header or source layer), if any."""
     declared = {k: v for k, v in header_shapes(graph.net).items() if v is not None}
     for node in graph.nodes:
-        if node.bottoms:
+        if node.bottoms or node.rule.role_of(node.layer) != "source":
             continue
         try:
             outs = node.rule.out_shapes(node.layer, [])
@@ -226,6 +226,9 @@ def infer_shapes(graph, *, input_shapes=None, open_fields=None, opaque=None):
             outs = [None] * len(node.tops)
             stopped[node.name] = opaque[node.name]
         elif not node.bottoms:
+            if rule.role_of(layer) not in ("source", "unknown"):
+                raise SurgeryError(f"type '{node.type}' needs a bottom; this layer has none",
+                                   layer=node.name)
             outs = _source_outputs(node, rule, overrides, stopped, paths)
             layer_params = []
         elif any(s is None for s in ins):

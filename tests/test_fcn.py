@@ -402,3 +402,44 @@ def test_corpus_vgg16_fc6_is_a_7x7_conv():
     new, plan = convolutionalize(load_prototxt(path), pad="valid")
     assert plan.layers[0].weight_shape == (4096, 512, 7, 7)
     assert analyse(new).shapes["fc8"] == (1, 1000, 1, 1)
+
+
+# ---------------------------------------------------------------- streamed transplant
+
+def _source(tmp_path, shape, dtype):
+    path = tmp_path / f"src{np.dtype(dtype).itemsize}.caffemodel"
+    values = np.random.default_rng(7).standard_normal(shape).astype(dtype)
+    write_caffemodel(str(path), [{"name": "fc", "type": "InnerProduct", "blobs": [values]}])
+    return read_caffemodel(str(path))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("options", [
+    {},                                                        # reshape: bytes copied
+    {"out_step": 3},
+    {"in_step": 2},
+    {"out_step": 2, "in_step": 4, "tap_step": Pair(2, 3), "kernel_out": Pair(3, 2)},
+    {"tap_start": Pair(2, 1), "tap_step": Pair(1, 1), "kernel_out": Pair(1, 1)},
+    {"transpose": True},
+    {"transpose": True, "out_step": 2, "in_step": 2, "tap_step": Pair(2, 3),
+     "kernel_out": Pair(3, 2)},
+])
+@pytest.mark.parametrize("budget", [1, 700, 1 << 30])
+def test_streamed_weight_is_the_whole_array_rule(tmp_path, dtype, options, budget):
+    """The pieces, read in bands of any size, are the converted weight that LayerPlan.weight
+    (the rule on the whole array) gives."""
+    from surgery.io.caffemodel import BlobReader
+    from surgery.passes.fcn import LayerPlan
+
+    n, c, kernel = 12, 8, Pair(5, 4)
+    plan = LayerPlan(source="fc", target="fc-conv", num_output=n, channels=c, kernel=kernel,
+                     transpose=False, bias=False)._replace(**options)
+    shape = (c * 20, n) if plan.transpose else (n, c * 20)
+    summary = _source(tmp_path, shape, dtype)
+    whole = plan.weight(read_blob(summary, "fc", 0))
+    with BlobReader(summary, "fc", 0) as reader:
+        pieces = list(plan.weight_pieces(reader, budget=budget))
+    raw = b"".join(p if isinstance(p, bytes) else np.ascontiguousarray(p, whole.dtype).tobytes()
+                   for p in pieces)
+    assert raw == np.ascontiguousarray(whole).tobytes()
+    assert all(isinstance(p, bytes) for p in pieces) == (not options)

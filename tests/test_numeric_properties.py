@@ -26,6 +26,7 @@ from surgery.analysis import analyse
 from surgery.builder import NetBuilder
 from surgery.errors import SurgeryError
 from surgery.initweights import init_weights
+from surgery.io.caffemodel import read_blob
 from surgery.io.prototxt import save_prototxt
 from surgery.layers import rule_for
 from surgery.passes.dilate import dilate
@@ -370,10 +371,11 @@ def test_opencv_depthwise_3x3_gap(tmp_path, group, pad, dilation):
     # The predicate names this layer exactly in the gap cases.
     assert bool(opencv_gaps(analyse(b.net))) == (group == 2 and pad[1] == 1)
     save_prototxt(b.net, tmp_path / "n.prototxt")
-    (layer,) = init_weights(b.net, tmp_path / "w.caffemodel")
+    init_weights(b.net, tmp_path / "w.caffemodel")
+    blobs = [read_blob(str(tmp_path / "w.caffemodel"), "conv", i) for i in range(2)]
     x = np.random.default_rng(1).standard_normal((1, 2, 13, 14)).astype(np.float32)
     got = get_engine("opencv").run(tmp_path / "n.prototxt", tmp_path / "w.caffemodel",
                                    {"data": x}, ["conv"])["conv"]
-    want = _conv_reference(x, *layer["blobs"], pad=pad, dilation=dilation, group=group)
+    want = _conv_reference(x, *blobs, pad=pad, dilation=dilation, group=group)
     assert got.shape == want.shape
     assert np.max(np.abs(got - want)) <= TOL * np.max(np.abs(want))

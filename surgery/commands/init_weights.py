@@ -1,27 +1,29 @@
 """Write random weights for a net, with exactly the shapes Caffe expects.
 
-The weights are variance-preserving (He-style convolutions, BatchNorm
-variance in 0.5..1.5, Scale near 1), so activations stay O(1) through deep
-nets and `verify` can compare a converted net with its original without
-downloading pretrained weights. The same --seed and layer name always give
-the same numbers.
+Activations stay O(1) through deep nets, so `verify` can compare a converted net
+with its original without downloading pretrained weights: the per-channel mean and
+variance of every blob are predicted from a standard-normal input as the weights are
+drawn, convolutions are scaled to the input they will see, and BatchNorm statistics are
+set near what their input is predicted to have. Measured in OpenCV DNN, every blob of
+ResNet-152, VGG-16 and MobileNet keeps a standard deviation between 0.1 and 10
+(softmax probabilities aside). The same --seed and layer name always give the same
+numbers. The file is written as it is drawn, so memory stays flat at any model size.
 
 Without --phase the weights cover the phase in which the net is complete, and both
 when both are (a train_val file: its TRAIN-only layers get weights too).
 """
 
 import json
+import math
 
 from ..analysis import parse_input_shapes
 from ..errors import SurgeryError
-from ..initweights import random_weights
-from ..io.atomic import guard_output
-from ..io.caffemodel import write_caffemodel
+from ..initweights import init_weights
 from . import options
 from .output import add_phase_argument, add_strict_argument, choose_phases, load
 
 NAME = "init-weights"
-HELP = "write random (variance-preserving) weights for a net"
+HELP = "write random weights that keep activations O(1), streaming"
 
 
 def add_arguments(parser):
@@ -47,21 +49,13 @@ def run(args):
                            file=loaded.path, line=line, col=col)
     net = loaded.net
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
-    guard_output(args.output, [args.net])
-    by_name = {}
-    for phase in choose_phases(args, net):
-        for layer in random_weights(net, seed=args.seed, input_shapes=shapes, phase=phase):
-            first = by_name.setdefault(layer["name"], layer)
-            if [b.shape for b in first["blobs"]] != [b.shape for b in layer["blobs"]]:
-                raise SurgeryError("its weight shapes differ between the TEST and TRAIN "
-                                   "phases; choose one with --phase", layer=layer["name"])
-    layers = list(by_name.values())
-    write_caffemodel(args.output, layers, name=net.name or None)
+    layers = init_weights(net, args.output, seed=args.seed, input_shapes=shapes,
+                          inputs=(args.net,), phases=choose_phases(args, net))
     if args.json:
         print(json.dumps({"output": args.output, "seed": args.seed, "layers": [
-            {"name": l["name"], "type": l["type"], "shapes": [list(b.shape) for b in l["blobs"]]}
+            {"name": l["name"], "type": l["type"], "shapes": [list(s) for s in l["shapes"]]}
             for l in layers]}, indent=2))
     else:
-        count = sum(b.size for l in layers for b in l["blobs"])
+        count = sum(math.prod(s) for l in layers for s in l["shapes"])
         print(f"wrote {args.output}: {len(layers)} layers, {count} parameters (seed {args.seed})")
     return 0

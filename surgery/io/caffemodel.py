@@ -492,6 +492,92 @@ def read_blob(source, layer, index=0) -> np.ndarray:
     return values.astype(native, copy=False).reshape(blob.shape)
 
 
+class BlobReader:
+    """Ranges of one blob's values, read on demand from an open file; nothing else is read.
+
+    `with BlobReader(summary, layer, index) as r: r.read(start, count)` gives values
+    start..start+count-1 of the flat blob as float32 (float64 for double data).
+    `raw_pieces()` yields the data bytes themselves when they are one packed run each,
+    for copying a blob whose values do not change (a reshape changes only the shape).
+    """
+
+    def __init__(self, summary, layer, index=0):
+        info = layer if isinstance(layer, LayerInfo) else summary.layer(layer)
+        if not 0 <= index < len(info.blobs):
+            raise SurgeryError(f"has {len(info.blobs)} blobs, no blob {index}", layer=info.name)
+        blob = info.blobs[index]
+        if blob.count != blob.size:
+            raise SurgeryError(f"blob {index} holds {blob.count} values but its shape "
+                               f"{list(blob.shape)} needs {blob.size}", file=summary.path,
+                               layer=info.name)
+        self.path, self.layer, self.index, self.blob = summary.path, info.name, index, blob
+        self.double = blob.dtype == "double"
+        self.dtype = np.dtype("<f8" if self.double else "<f4")
+        self.native = np.float64 if self.double else np.float32
+        self.packed = all(run.stride == run.itemsize for run in blob.runs)
+        self._starts = np.cumsum([0] + [run.count for run in blob.runs])
+        self._file = None
+
+    def __enter__(self):
+        try:
+            self._file = open(self.path, "rb")
+        except OSError as exc:
+            raise SurgeryError(f"cannot read blob {self.index}: {exc.strerror}", file=self.path,
+                               layer=self.layer) from None
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+        self._file = None
+
+    def _fail(self):
+        raise SurgeryError(f"blob {self.index} data ends early (file changed or truncated)",
+                           file=self.path, layer=self.layer)
+
+    def read(self, start, count):
+        out = np.empty(count, self.native)
+        done = 0
+        run_index = int(np.searchsorted(self._starts, start, side="right")) - 1
+        f = self._file
+        while done < count:
+            run = self.blob.runs[run_index]
+            first = start + done - int(self._starts[run_index])
+            n = min(count - done, run.count - first)
+            f.seek(run.offset + first * run.stride)
+            if run.stride == run.itemsize:   # straight into place, no second copy
+                target = out[done:done + n]
+                if self.dtype != target.dtype:   # big-endian host
+                    target = np.empty(n, self.dtype)
+                if f.readinto(memoryview(target).cast("B")) != n * run.itemsize:
+                    self._fail()
+                part = target
+            else:
+                nbytes = n * run.stride - (run.stride - run.itemsize)
+                raw = np.frombuffer(f.read(nbytes) + bytes(run.stride - run.itemsize), np.uint8)
+                if raw.size != n * run.stride:
+                    self._fail()
+                part = raw.reshape(n, run.stride)[:, :run.itemsize].copy().view(self.dtype)
+            if part.size != n:
+                self._fail()
+            if part is not out[done:done + n] and not np.shares_memory(part, out):
+                out[done:done + n] = part.reshape(-1)
+            done += n
+            run_index += 1
+        return out
+
+    def raw_pieces(self):
+        """The packed data bytes, COPY_CHUNK at a time (only when `packed`)."""
+        for run in self.blob.runs:
+            self._file.seek(run.offset)
+            left = run.count * run.itemsize
+            while left > 0:
+                piece = self._file.read(min(left, COPY_CHUNK))
+                if not piece:
+                    self._fail()
+                left -= len(piece)
+                yield piece
+
+
 # --------------------------------------------------------------------------- writer
 
 
@@ -533,7 +619,30 @@ class BlobSpec:
     legacy: bool = False
 
 
+@dataclass(frozen=True)
+class StreamBlob:
+    """A blob whose values are produced while it is written, so it is never whole in memory.
+
+    `shape` fixes the field lengths up front (a packed field's length follows from it);
+    `pieces` is an iterable of arrays (or bytes) that, in C order, give exactly the blob's
+    values as little-endian float32 (float64 with `double=True`). It is consumed once.
+    """
+
+    shape: tuple
+    pieces: object
+    double: bool = False
+    legacy: bool = False
+
+    @property
+    def nbytes(self):
+        return int(np.prod(self.shape, dtype=np.int64)) * (8 if self.double else 4)
+
+
 def _as_spec(blob):
+    if isinstance(blob, StreamBlob):
+        if blob.legacy and len(blob.shape) > 4:
+            raise SurgeryError(f"a legacy 4-D blob cannot hold shape {list(blob.shape)}")
+        return blob
     spec = blob if isinstance(blob, BlobSpec) else BlobSpec(np.asarray(blob))
     arr = np.asarray(spec.array)
     dtype = "<f8" if arr.dtype == np.float64 else "<f4"
@@ -551,35 +660,60 @@ class _EncodedBlob:
     """
 
     def __init__(self, spec, field_number):
-        arr = spec.array
+        if isinstance(spec, StreamBlob):
+            dims, nbytes, double = tuple(spec.shape), spec.nbytes, spec.double
+        else:
+            arr = spec.array
+            dims, nbytes, double = tuple(arr.shape), arr.nbytes, arr.dtype.itemsize == 8
         before, after = bytearray(), b""
         if spec.legacy:
-            dims = (1,) * (4 - arr.ndim) + tuple(arr.shape)
+            dims = (1,) * (4 - len(dims)) + dims
             for number, dim in zip((B_NUM, B_CHANNELS, B_HEIGHT, B_WIDTH), dims):
                 before += _key(number, VARINT) + _varint(dim)
             shape = b""
         else:
-            packed = b"".join(_varint(d) for d in arr.shape)
+            packed = b"".join(_varint(d) for d in dims)
             inner = (_len_header(S_DIM, len(packed)) + packed) if packed else b""
             shape = _len_header(B_SHAPE, len(inner)) + inner
-        if arr.dtype.itemsize == 4:
-            if arr.nbytes:
-                before += _len_header(B_DATA, arr.nbytes)
+        if not double:
+            if nbytes:
+                before += _len_header(B_DATA, nbytes)
             after = shape
         else:
             before += shape
-            if arr.nbytes:
-                before += _len_header(B_DOUBLE_DATA, arr.nbytes)
-        self.array, self.before, self.after = arr, bytes(before), after
-        body = len(self.before) + arr.nbytes + len(self.after)
+            if nbytes:
+                before += _len_header(B_DOUBLE_DATA, nbytes)
+        self.spec, self.nbytes, self.double = spec, nbytes, double
+        self.before, self.after = bytes(before), after
+        body = len(self.before) + nbytes + len(self.after)
         self.header = _len_header(field_number, body)
         self.total = len(self.header) + body
 
     def write(self, out):
         out.write(self.header)
         out.write(self.before)
-        _write_array(out, self.array)
+        if isinstance(self.spec, StreamBlob):
+            _write_pieces(out, self.spec.pieces, self.nbytes, "<f8" if self.double else "<f4")
+        else:
+            _write_array(out, self.spec.array)
         out.write(self.after)
+
+
+def _write_pieces(out, pieces, nbytes, dtype):
+    """Write a streamed blob's pieces; they must add up to exactly `nbytes`, or the
+    length already written in the header would be a lie."""
+    done = 0
+    for piece in pieces:
+        if not isinstance(piece, (bytes, bytearray, memoryview)):
+            piece = np.ascontiguousarray(piece, dtype=dtype)
+            piece = memoryview(piece.reshape(-1)).cast("B")
+        done += len(piece)
+        if done > nbytes:
+            break
+        out.write(piece)
+    if done != nbytes:
+        raise SurgeryError(f"internal error: a streamed blob gave {done} bytes, its header "
+                           f"promised {nbytes}")
 
 
 def _write_array(out, arr):
@@ -777,23 +911,23 @@ def transform(src, dst, *, rename=None, replace=None, drop=(), add=(), in_place=
 
 
 def write_caffemodel(path, layers, *, name=None, legacy=False):
-    """Write a small caffemodel from layer dicts {name, type, blobs[, bottom, top]} or NewLayers."""
-    entries = []
-    for spec in layers:
+    """Write a caffemodel from layer dicts {name, type, blobs[, bottom, top]} or NewLayers.
+
+    `layers` may be a generator and blobs may be StreamBlobs; the file is then streamed."""
+    def entry(spec):
         if isinstance(spec, NewLayer):
-            entries.append(spec if not legacy else NewLayer(spec.name, spec.type, spec.blobs,
-                                                             spec.bottoms, spec.tops, True))
-            continue
-        entries.append(NewLayer(name=spec["name"], type=spec.get("type", ""),
-                                blobs=tuple(spec.get("blobs", ())),
-                                bottoms=tuple(spec.get("bottom", spec.get("bottoms", ()))),
-                                tops=tuple(spec.get("top", spec.get("tops", ()))),
-                                legacy=legacy))
+            return spec if not legacy else NewLayer(spec.name, spec.type, spec.blobs,
+                                                     spec.bottoms, spec.tops, True)
+        return NewLayer(name=spec["name"], type=spec.get("type", ""),
+                        blobs=tuple(spec.get("blobs", ())),
+                        bottoms=tuple(spec.get("bottom", spec.get("bottoms", ()))),
+                        tops=tuple(spec.get("top", spec.get("tops", ()))), legacy=legacy)
+
     header = _string_field(NET_NAME, name) if name is not None else b""
 
     def produce(out):
         out.write(header)
-        for entry in entries:
-            _write_new_layer(out, entry)
+        for spec in layers:   # may be a generator: each layer is made as it is written
+            _write_new_layer(out, entry(spec))
 
     write_atomic(path, produce)

@@ -42,6 +42,7 @@ from ..regrid import APPROXIMATE, EXACT, Regrid
 from .walk import Change, convert, walk
 
 PAD_CHOICES = ("same", "valid")
+BAND_BYTES = 8 << 20   # source bytes read at a time when a weight is cut, not just reshaped
 CONV_TYPE = registry.Convolution.types[0]
 
 
@@ -97,6 +98,62 @@ class LayerPlan(NamedTuple):
         cols = slice(self.tap_start.w, self.tap_start.w + self.tap_step.w * (k.w - 1) + 1,
                      self.tap_step.w)
         return np.ascontiguousarray(kernel[::self.out_step, ::self.in_step, rows, cols])
+
+    @property
+    def reshape_only(self):
+        """The weight keeps every value in the same order: only its shape changes."""
+        return (not self.transpose and self.out_step == 1 and self.in_step == 1
+                and self.out_kernel == self.kernel)
+
+    def weight_pieces(self, reader, budget=BAND_BYTES):
+        """The converted weight in C order, in pieces, read from an open BlobReader of the
+        source weight: a reshape copies the bytes; otherwise bands of kept rows are read
+        (about `budget` bytes of source at a time), so memory stays bounded whatever the
+        size of the layer."""
+        n, c, (h, w) = self.num_output, self.channels, self.kernel
+        if reader.blob.count != n * c * h * w:
+            raise SurgeryError(f"weight blob has {reader.blob.count} values, the net needs "
+                               f"{n}x{c * h * w} = {n * c * h * w}; the weights do not belong "
+                               "to this prototxt", layer=self.source)
+        if self.reshape_only:
+            if reader.packed:
+                yield from reader.raw_pieces()
+                return
+            step = max(1, budget // reader.dtype.itemsize)
+            for start in range(0, reader.blob.count, step):
+                yield reader.read(start, min(step, reader.blob.count - start))
+            return
+        k = c * h * w
+        kept = range(0, n, self.out_step)
+        per_band = max(1, budget // (k * reader.dtype.itemsize))
+        for first in range(0, len(kept), per_band):
+            rows = kept[first:first + per_band]
+            if self.transpose:
+                band = self._columns(reader, rows, k, n)
+            elif self.out_step == 1:
+                band = reader.read(rows[0] * k, len(rows) * k).reshape(len(rows), k)
+            else:
+                band = np.empty((len(rows), k), reader.native)
+                for i, r in enumerate(rows):
+                    band[i] = reader.read(r * k, k)
+            yield self._select(band.reshape(len(rows), c, h, w))
+
+    def _columns(self, reader, rows, k, n):
+        """Source columns `rows` of a transposed (K, N) weight, as (len(rows), K) rows."""
+        lo, hi = rows[0], rows[-1] + 1
+        block = np.empty((k, hi - lo), reader.native)
+        for i in range(k):
+            block[i] = reader.read(i * n + lo, hi - lo)
+        return block[:, ::self.out_step].T
+
+    def _select(self, kernel):
+        """Kept input channels and taps of rows already cut to the kept outputs."""
+        k = self.out_kernel
+        rows = slice(self.tap_start.h, self.tap_start.h + self.tap_step.h * (k.h - 1) + 1,
+                     self.tap_step.h)
+        cols = slice(self.tap_start.w, self.tap_start.w + self.tap_step.w * (k.w - 1) + 1,
+                     self.tap_step.w)
+        return np.ascontiguousarray(kernel[:, ::self.in_step, rows, cols])
 
     def bias_blob(self, array):
         flat = np.asarray(array).reshape(-1)
@@ -468,11 +525,12 @@ def weight_entries(plan, summary):
     """Caffemodel entries (Copy / NewLayer, see io.caffemodel.write_entries) applying `plan`.
 
     Converted layers become new Convolution layers at the same place in the file; every
-    other byte range is copied verbatim. Their blobs are lazy: a blob is read from the
-    source and reshaped only when the writer encodes it, so one blob at a time is in memory.
-    Every source layer is checked first, so a mismatch is found before anything is written.
+    other byte range is copied verbatim. Their blobs stream: the writer pulls the weight
+    in pieces from the source as it encodes it (a plain reshape copies the bytes), so
+    memory stays bounded whatever the size of a layer. Every source layer is checked
+    first, so a mismatch is found before anything is written.
     """
-    from ..io.caffemodel import BlobSpec, Copy, NewLayer
+    from ..io.caffemodel import Copy, NewLayer, StreamBlob
 
     by_name = {}
     for layer in summary.layers:
@@ -511,26 +569,36 @@ def weight_entries(plan, summary):
                 entries.append(Copy(start, end))
             continue
         done.add(layer.name)
-        blobs = [BlobSpec(_LazyBlob(p.weight, summary, layer, 0), legacy=layer.blobs[0].legacy)]
+        blobs = [StreamBlob(p.weight_shape, _Pieces(summary, layer, 0, p.weight_pieces),
+                            double=layer.blobs[0].dtype == "double",
+                            legacy=layer.blobs[0].legacy)]
         if p.bias:
-            blobs.append(BlobSpec(_LazyBlob(p.bias_blob, summary, layer, 1),
-                                  legacy=layer.blobs[1].legacy))
+            blobs.append(StreamBlob((p.num_output // p.out_step,),
+                                    _Pieces(summary, layer, 1, _bias_pieces(p)),
+                                    double=layer.blobs[1].dtype == "double",
+                                    legacy=layer.blobs[1].legacy))
         entries.append(NewLayer(p.target, CONV_TYPE, tuple(blobs), p.bottoms, p.tops,
                                 legacy=summary.legacy))
     return entries
 
 
-class _LazyBlob:
-    """An array-like that reads and converts one source blob each time numpy asks for it."""
+def _bias_pieces(plan):
+    def pieces(reader):
+        yield plan.bias_blob(reader.read(0, reader.blob.count))
+    return pieces
 
-    def __init__(self, convert, summary, layer, index):
-        self.convert, self.summary, self.layer, self.index = convert, summary, layer, index
 
-    def __array__(self, dtype=None, copy=None):
-        from ..io.caffemodel import read_blob
+class _Pieces:
+    """An iterable that opens the source blob only when the writer gets to it."""
 
-        array = self.convert(read_blob(self.summary, self.layer, self.index))
-        return array if dtype is None else array.astype(dtype)
+    def __init__(self, summary, layer, index, pieces):
+        self.summary, self.layer, self.index, self.pieces = summary, layer, index, pieces
+
+    def __iter__(self):
+        from ..io.caffemodel import BlobReader
+
+        with BlobReader(self.summary, self.layer, self.index) as reader:
+            yield from self.pieces(reader)
 
 
 def transplant(plan, weights_in, weights_out, *, in_place=False):
