@@ -43,6 +43,8 @@ class Analysis(NamedTuple):
     stopped: dict        # layer -> why shape inference stopped there
     in_shapes: dict      # layer -> bottom shapes as that layer saw them
     out_shapes: dict     # layer -> top shapes it produced
+    unknown: dict        # layer -> why values are unknown from there on (`stopped`, and
+                         # layers where a placeholder leaves a size open)
 
     @property
     def totals(self):
@@ -59,6 +61,27 @@ class Analysis(NamedTuple):
                         and top not in side:
                     return top
         return None
+
+    def unknown_origins(self):
+        """({blob: layers}, {layer: layers}): for each blob whose shape, and each layer whose
+        param shapes or costs, are not fully known, the layers of `unknown` the gap comes
+        from, in file order."""
+        position = {node.name: i for i, node in enumerate(self.graph.nodes)}
+        blobs, layers = {}, {}
+        for node, stats in zip(self.graph.nodes, self.layer_stats):
+            origins = {name for b in node.bottoms for name in blobs.get(b, ())}
+            if node.name in self.unknown:
+                origins.add(node.name)
+            ordered = sorted(origins, key=position.get)
+            if None in (stats.params, stats.flops, stats.activations) or \
+                    not all(_whole(p) for p in self.param_shapes.get(node.name) or ()):
+                layers[node.name] = ordered
+            for top, shape in zip(node.tops, self.out_shapes[node.name]):
+                if _whole(shape):
+                    blobs.pop(top, None)
+                else:
+                    blobs[top] = ordered
+        return blobs, layers
 
     def resampled_branches(self):
         """Blobs on side branches that rejoin the net only through a resampling layer, such
@@ -97,6 +120,10 @@ def _leads_to_resampling(node, side):
     return role in ("window", "pointwise") and all(t in side for t in node.tops)
 
 
+def _whole(shape):
+    return shape is not None and None not in shape
+
+
 def _is_spatial(shape):
     if shape is None:
         return True
@@ -115,9 +142,32 @@ def analyse(net, *, input_shapes=None, phase="TEST", unknowns=None):
     geometry, warnings = infer_geometry(graph)
     for name, reason in result.stopped.items():
         warnings.append(f"layer '{name}': shape inference stopped: {reason}")
+    unknown = dict(result.stopped)
+    for name, reason in _left_open(graph, result, unknowns).items():
+        unknown[name] = reason
+        warnings.append(f"layer '{name}': {reason}")
     stats = layer_stats(graph, _fully_known(result))
     return Analysis(graph, result.shapes, result.param_shapes, geometry, stats, warnings,
-                    result.stopped, result.in_shapes, result.out_shapes)
+                    result.stopped, result.in_shapes, result.out_shapes, unknown)
+
+
+def _left_open(graph, result, unknowns):
+    """Layers whose inputs are known but whose outputs or param shapes are not, because a
+    placeholder leaves one of their fields open: layer -> why."""
+    open_here = {}
+    for node in graph.nodes:
+        paths = unknowns.values.get(node.name)
+        if not paths or node.name in result.stopped or \
+                not all(_whole(s) for s in result.in_shapes[node.name]):
+            continue
+        made = list(result.out_shapes[node.name]) + list(result.param_shapes[node.name] or ())
+        if not all(_whole(s) for s in made):
+            open_here[node.name] = f"a placeholder in {_shown(paths)} leaves a size open"
+    return open_here
+
+
+def _shown(paths):
+    return ", ".join(".".join(str(c) for c in p) for p in sorted(paths, key=str))
 
 
 def _opaque_layers(graph, unknowns):
@@ -140,8 +190,7 @@ def _opaque_layers(graph, unknowns):
             except (SurgeryError, Unknown):
                 seen.add(None)
         if len(seen) > 1 or None in seen:
-            shown = ", ".join(".".join(str(c) for c in p) for p in sorted(paths, key=str))
-            opaque[node.name] = f"a placeholder in {shown} decides its window"
+            opaque[node.name] = f"a placeholder in {_shown(paths)} decides its window"
     return opaque
 
 
