@@ -83,6 +83,12 @@ class Analysis(NamedTuple):
                     blobs[top] = ordered
         return blobs, layers
 
+    def unknown_reasons(self):
+        """{layer: why its param shapes or costs are not fully known}, one line each."""
+        _, layers = self.unknown_origins()
+        return {name: "; ".join(f"layer '{o}': {self.unknown[o]}" for o in origins)
+                for name, origins in layers.items() if origins}
+
     def resampled_branches(self):
         """Blobs on side branches that rejoin the net only through a resampling layer, such
         as PSPNet's pyramid pooling (pool -> conv -> Interp back to the trunk's size). Their

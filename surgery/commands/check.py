@@ -51,22 +51,22 @@ def parse_input_shapes(specs):
 
 
 def expected_param_shapes(net_path, *, input_shapes=None, phase="TEST", args=None):
-    """{layer: [shape, ...]} for the phase-filtered net, from the analysis module.
-    A dim a template placeholder leaves open is None."""
+    """({layer: [shape, ...]}, {layer: why its shapes are unknown}) for the phase-filtered
+    net, from the analysis module. A shape a template placeholder leaves open is None."""
     from ..analysis import analyse  # imported late: only this command needs the analysis stack
 
     loaded = load(args, net_path)   # args None: not strict
     analysis = analyse(loaded.net, input_shapes=input_shapes or None, phase=phase,
                        unknowns=loaded.unknowns)
-    return whole_shapes(analysis.param_shapes)
+    return whole_shapes(analysis.param_shapes), analysis.unknown_reasons()
 
 
 def run(args):
     input_shapes = parse_input_shapes(args.input_shape)
     summary = read_caffemodel(args.model)
-    expected = expected_param_shapes(args.net, input_shapes=input_shapes, phase=args.phase,
-                                     args=args)
-    report = compare(expected, summary)
+    expected, why = expected_param_shapes(args.net, input_shapes=input_shapes, phase=args.phase,
+                                          args=args)
+    report = compare(expected, summary, why)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
