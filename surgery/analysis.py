@@ -24,18 +24,6 @@ from .shapes import infer_shapes, with_standins
 from .unknowns import NO_UNKNOWNS
 
 
-class Cause(NamedTuple):
-    """Why a layer's shapes are unknown: `reason`, found at layer `source`."""
-    source: str
-    reason: str
-    layer: str
-
-    def __str__(self):
-        if self.source == self.layer:
-            return self.reason
-        return f"shape inference stopped at layer '{self.source}': {self.reason}"
-
-
 class Analysis(NamedTuple):
     graph: object
     shapes: dict         # blob -> tuple or None
@@ -46,6 +34,8 @@ class Analysis(NamedTuple):
     stopped: dict        # layer -> why shape inference stopped there
     in_shapes: dict      # layer -> bottom shapes as that layer saw them
     out_shapes: dict     # layer -> top shapes it produced
+    unknown: dict        # layer -> why values are unknown from there on (`stopped`, and
+                         # layers where a placeholder leaves a size open)
 
     @property
     def totals(self):
@@ -63,29 +53,32 @@ class Analysis(NamedTuple):
                     return top
         return None
 
-    def unknown_causes(self):
-        """{layer: Cause} for every layer with an unknown dim in its outputs or params: the reason where shape inference stopped (an unknown type, an
-        input size the data decides), named at the layer where it stopped, never guessed
-        downstream of it."""
-        origin, causes = {}, {}
-        for node in self.graph.nodes:
-            if node.name in self.stopped:
-                source = node.name
-            else:
-                source = next((origin[b] for b in node.bottoms if b in origin), None)
-            if source is None:
-                shapes = list(self.out_shapes.get(node.name) or ()) + \
-                    list(self.param_shapes.get(node.name) or ())
-                if any(s is None or None in s for s in shapes):
-                    causes[node.name] = Cause(node.name, "a template placeholder leaves part "
-                                                         "of its shape open", node.name)
-                continue
-            causes[node.name] = Cause(source, self.stopped[source], node.name)
-            for top in node.tops:
-                shape = self.shapes.get(top)
-                if shape is None or None in shape:
-                    origin[top] = source
-        return causes
+    def unknown_origins(self):
+        """({blob: layers}, {layer: layers}): for each blob whose shape, and each layer whose
+        param shapes or costs, are not fully known, the layers of `unknown` the gap comes
+        from, in file order."""
+        position = {node.name: i for i, node in enumerate(self.graph.nodes)}
+        blobs, layers = {}, {}
+        for node, stats in zip(self.graph.nodes, self.layer_stats):
+            origins = {name for b in node.bottoms for name in blobs.get(b, ())}
+            if node.name in self.unknown:
+                origins.add(node.name)
+            ordered = sorted(origins, key=position.get)
+            if None in (stats.params, stats.flops, stats.activations) or \
+                    not all(_whole(p) for p in self.param_shapes.get(node.name) or ()):
+                layers[node.name] = ordered
+            for top, shape in zip(node.tops, self.out_shapes[node.name]):
+                if _whole(shape):
+                    blobs.pop(top, None)
+                else:
+                    blobs[top] = ordered
+        return blobs, layers
+
+    def unknown_reasons(self):
+        """{layer: why its param shapes or costs are not fully known}, one line each."""
+        _, layers = self.unknown_origins()
+        return {name: "; ".join(f"layer '{o}': {self.unknown[o]}" for o in origins)
+                for name, origins in layers.items() if origins}
 
     def resampled_branches(self):
         """Blobs on side branches that rejoin the net only through a resampling layer, such
@@ -124,6 +117,10 @@ def _leads_to_resampling(node, side):
     return role in ("window", "pointwise") and all(t in side for t in node.tops)
 
 
+def _whole(shape):
+    return shape is not None and None not in shape
+
+
 def _is_spatial(shape):
     if shape is None:
         return True
@@ -142,9 +139,32 @@ def analyse(net, *, input_shapes=None, phase="TEST", unknowns=None):
     geometry, warnings = infer_geometry(graph)
     for name, reason in result.stopped.items():
         warnings.append(f"layer '{name}': shape inference stopped: {reason}")
+    unknown = dict(result.stopped)
+    for name, reason in _left_open(graph, result, unknowns).items():
+        unknown[name] = reason
+        warnings.append(f"layer '{name}': {reason}")
     stats = layer_stats(graph, _fully_known(result))
     return Analysis(graph, result.shapes, result.param_shapes, geometry, stats, warnings,
-                    result.stopped, result.in_shapes, result.out_shapes)
+                    result.stopped, result.in_shapes, result.out_shapes, unknown)
+
+
+def _left_open(graph, result, unknowns):
+    """Layers whose inputs are known but whose outputs or param shapes are not, because a
+    placeholder leaves one of their fields open: layer -> why."""
+    open_here = {}
+    for node in graph.nodes:
+        paths = unknowns.values.get(node.name)
+        if not paths or node.name in result.stopped or \
+                not all(_whole(s) for s in result.in_shapes[node.name]):
+            continue
+        made = list(result.out_shapes[node.name]) + list(result.param_shapes[node.name] or ())
+        if not all(_whole(s) for s in made):
+            open_here[node.name] = f"a placeholder in {_shown(paths)} leaves a size open"
+    return open_here
+
+
+def _shown(paths):
+    return ", ".join(".".join(str(c) for c in p) for p in sorted(paths, key=str))
 
 
 def _opaque_layers(graph, unknowns):
@@ -167,8 +187,7 @@ def _opaque_layers(graph, unknowns):
             except (SurgeryError, Unknown):
                 seen.add(None)
         if len(seen) > 1 or None in seen:
-            shown = ", ".join(".".join(str(c) for c in p) for p in sorted(paths, key=str))
-            opaque[node.name] = f"a placeholder in {shown} decides its window"
+            opaque[node.name] = f"a placeholder in {_shown(paths)} decides its window"
     return opaque
 
 

@@ -104,10 +104,14 @@ def _shape_equals(blob, expected):
     return tuple(blob.shape_dims or ()) == tuple(expected)
 
 
-def _check_blob(blob, expected):
+def _because(why):
+    return f" ({why})" if why else ""
+
+
+def _check_blob(blob, expected, why=""):
     found = tuple(blob.shape)
     if expected is None:
-        return BlobCheck(blob.index, found, None, None, "expected shape unknown")
+        return BlobCheck(blob.index, found, None, None, "expected shape unknown" + _because(why))
     expected = tuple(int(d) for d in expected)
     if not _shape_equals(blob, expected):
         what = "legacy dims" if blob.legacy else "shape"
@@ -120,12 +124,14 @@ def _check_blob(blob, expected):
     return BlobCheck(blob.index, found, expected, True)
 
 
-def _check_layer(layer, expected, cause):
+def _check_layer(layer, expected, why=""):
     row = LayerCheck(layer.name, OK, layer.type)
     if expected is None:
         row.status = UNKNOWN
-        row.blobs = [BlobCheck(b.index, tuple(b.shape), None, None) for b in layer.blobs]
-        row.message = f"the net's param shapes for this layer are unknown: {cause}"
+        row.blobs = [BlobCheck(b.index, tuple(b.shape), None, None, "expected shape unknown"
+                               + _because(why)) for b in layer.blobs]
+        row.message = "the net's param shapes for this layer are unknown" + \
+            _because(why or "input shape missing?")
         return row
     if len(expected) != len(layer.blobs):
         row.status = MISMATCH
@@ -138,13 +144,13 @@ def _check_layer(layer, expected, cause):
             row.blobs.append(BlobCheck(i, found, None if want is None else tuple(want), False,
                                        "blob count differs"))
         return row
-    row.blobs = [_check_blob(b, e) for b, e in zip(layer.blobs, expected)]
+    row.blobs = [_check_blob(b, e, why) for b, e in zip(layer.blobs, expected)]
     if any(b.ok is False for b in row.blobs):
         row.status = MISMATCH
         row.message = "; ".join(f"blob {b.index}: {b.reason}" for b in row.blobs if b.ok is False)
     elif any(b.ok is None for b in row.blobs):
         row.status = UNKNOWN
-        row.message = f"some expected param shapes are unknown: {cause}"
+        row.message = "some expected param shapes are unknown" + _because(why)
     return row
 
 
@@ -163,16 +169,16 @@ def first_problem(report):
     return None
 
 
-def compare(expected: dict, summary, causes=None) -> CheckReport:
+def compare(expected: dict, summary, why=None) -> CheckReport:
     """Check a caffemodel summary against the net's param shapes {layer: [shape, ...]}.
 
     `expected` holds every layer of the phase-filtered net ([] for layers without
-    params, None when the shapes are unknown); `causes` says why, per layer
-    (Analysis.unknown_causes). Rows come in file order, then the net's layers that
-    the file lacks; layers with no blobs on either side get none.
+    params, None when the shapes are unknown). Rows come in file order, then the
+    net's layers that the file lacks; layers with no blobs on either side get none.
+    `why`: {layer: why its shapes are unknown} (Analysis.unknown_reasons), quoted in
+    the rows that cannot be decided.
     """
-    causes = causes or {}
-    cause = lambda name: str(causes.get(name, "the analysis could not tell"))
+    why = why or {}
     rows = []
     seen = set()
     for layer in summary.layers:
@@ -187,14 +193,14 @@ def compare(expected: dict, summary, causes=None) -> CheckReport:
                                    "no layer of this name in the net; Caffe ignores it"))
             continue
         seen.add(layer.name)
-        rows.append(_check_layer(layer, expected[layer.name], cause(layer.name)))
+        rows.append(_check_layer(layer, expected[layer.name], why.get(layer.name, "")))
     for name, shapes in expected.items():
         if name in seen:
             continue
         if shapes is None:
             rows.append(LayerCheck(name, UNKNOWN, None, [],
-                                   f"not in the weights, and its param count is unknown: "
-                                   f"{cause(name)}"))
+                                   "not in the weights, and its param count is unknown"
+                                   + _because(why.get(name))))
         elif shapes:
             wanted = ", ".join("?" if s is None else fmt_shape(s) for s in shapes)
             rows.append(LayerCheck(name, NOT_INITIALISED, None,

@@ -550,13 +550,13 @@ def _analyses(net, input_shapes, phases):
         for node in analysis.graph.nodes:
             shapes = analysis.param_shapes.get(node.name) or []
             if any(shape is None for shape in shapes):
-                cause = analysis.unknown_causes().get(node.name)
-                if cause is None or cause.source == node.name:
+                origins = analysis.unknown_origins()[1].get(node.name) or [node.name]
+                if origins[0] == node.name or origins[0] not in analysis.unknown:
                     raise SurgeryError("cannot tell this layer's weight shapes (its input size "
                                        "is unknown); give the input size with --input-shape",
                                        layer=node.name)
-                raise SurgeryError(f"{cause.reason}; the weight shapes after it are unknown",
-                                   layer=cause.source)
+                raise SurgeryError(f"{analysis.unknown[origins[0]]}; the weight shapes after "
+                                   "it are unknown", layer=origins[0])
             if seen.setdefault(node.name, shapes) != shapes:
                 raise SurgeryError("its weight shapes differ between the TEST and TRAIN phases; "
                                    "choose one with --phase", layer=node.name)

@@ -108,12 +108,18 @@ def _list(shape):
 
 
 def to_json(analysis):
-    """A JSON-ready dict: blobs (shape, stride, rf, offset), layers, totals, warnings."""
+    """A JSON-ready dict: blobs (shape, stride, rf, offset), layers, totals, warnings.
+
+    A value that is not known is null where it stands (a whole shape, or one dim of it),
+    and the entry's `unknown_from` names the layers the gap comes from; `unknown` gives
+    each such layer's reason (inference stopped there, or a placeholder leaves a size open)."""
+    blob_origins, layer_origins = analysis.unknown_origins()
     blobs = {}
     for blob in analysis.graph.blobs:
         geom = analysis.geometry.get(blob)
         entry = {"shape": _list(analysis.shapes.get(blob))}
         entry.update(geom.to_json() if geom else {"stride": None, "rf": None, "offset": None})
+        entry["unknown_from"] = list(blob_origins.get(blob, ()))
         blobs[blob] = entry
     stats = {s.name: s for s in analysis.layer_stats}
     layers = []
@@ -130,8 +136,9 @@ def to_json(analysis):
             "opaque": node.rule is UNKNOWN and rule_for(node.type) is not UNKNOWN,
             "bottom": list(node.bottoms), "top": list(node.tops),
             "window": None if win is None else {k: list(v) for k, v in win._asdict().items()},
-            "param_shapes": None if pshapes is None else [list(p) for p in pshapes],
+            "param_shapes": None if pshapes is None else [_list(p) for p in pshapes],
             "params": s.params, "flops": s.flops, "activations": s.activations,
+            "unknown_from": list(layer_origins.get(node.name, ())),
         })
     t = analysis.totals
     deepest = analysis.deepest_blob()
@@ -143,6 +150,7 @@ def to_json(analysis):
                    "activation_bytes": t.activations * 4, "complete": t.complete,
                    "output_blob": deepest},
         "stopped": dict(analysis.stopped),
+        "unknown": dict(analysis.unknown),
         "warnings": list(analysis.warnings),
     }
 

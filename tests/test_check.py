@@ -352,3 +352,19 @@ def test_dilate_weights_check_does_not_pass_unknowns(capsys, tmp_path):
     code = main(["dilate", str(net), "-s", "1", "-o", str(out), "--weights", str(model),
                  "--input-shape", "data=1,3,8,8"])
     assert code == 0 and out.exists()
+
+
+def test_unknown_rows_say_why(tmp_path, capsys):
+    """A layer whose shapes the net leaves unknown says where that comes from (issue 18)."""
+    net = tmp_path / "train_val.prototxt"
+    net.write_text('name: "tv"\n'
+                   'layer { name: "data" type: "Data" top: "data" data_param { source: "db" } }\n'
+                   'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"\n'
+                   '        convolution_param { num_output: 4 kernel_size: 3 } }\n')
+    model = tmp_path / "w.caffemodel"
+    cm.write_caffemodel(str(model), [dict(name="conv1", type="Convolution",
+                                          blobs=[f32(4, 3, 3, 3), f32(4)])])
+    assert main(["check", str(net), str(model), "--json"]) == 1      # unknown is not success (issue 11)
+    row = json.loads(capsys.readouterr().out)["layers"][0]
+    assert row["status"] == "unknown" and "layer 'data'" in row["message"]
+    assert all(b["expected"] is None and "--input-shape" in b["reason"] for b in row["blobs"])

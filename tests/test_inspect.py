@@ -56,7 +56,8 @@ def test_table(tiny, capsys):
 def test_json(tiny, capsys):
     assert main(["inspect", str(tiny), "--json", "--input-shape", "data=2,3,32,32"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["blobs"]["conv1"] == {"shape": [2, 8, 16, 16], "stride": [2, 2], "rf": [3, 3], "offset": [0, 0]}
+    assert doc["blobs"]["conv1"] == {"shape": [2, 8, 16, 16], "stride": [2, 2], "rf": [3, 3],
+                                     "offset": [0, 0], "unknown_from": []}
     assert doc["blobs"]["fc"]["shape"] == [2, 5] and doc["blobs"]["fc"]["rf"] is None
     layers = {layer["name"]: layer for layer in doc["layers"]}
     assert layers["conv1"]["param_shapes"] == [[8, 3, 3, 3], [8]]
@@ -90,6 +91,54 @@ def test_unknown_layer_is_a_warning_not_an_error(tiny, tmp_path, capsys):
     assert doc["stopped"] == {"fc": doc["stopped"]["fc"]} and "MyLayer" in doc["stopped"]["fc"]
     assert any("fc" in w for w in doc["warnings"])
     assert doc["totals"]["complete"] is False
+
+
+TRAIN_VAL = """name: "tv"
+layer { name: "data" type: "Data" top: "data" top: "label"
+        data_param { source: "db" batch_size: 4 } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 8 kernel_size: 3 } }
+layer { name: "fc" type: "InnerProduct" bottom: "conv1" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }
+"""
+
+
+def test_json_unknown_input_size_is_null_with_its_reason(tmp_path, capsys):
+    """A Data layer's size is unknown: every size after it is null, not a crash, and each
+    entry names the layer the gap comes from, whose reason the JSON gives (issue 18)."""
+    net = tmp_path / "train_val.prototxt"
+    net.write_text(TRAIN_VAL)
+    for phase in ("TEST", "TRAIN"):
+        assert main(["inspect", str(net), "--json", "--phase", phase]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        layers = {layer["name"]: layer for layer in doc["layers"]}
+        assert layers["conv1"]["param_shapes"] == [None, None]   # 2 blobs, sizes unknown
+        assert layers["fc"]["param_shapes"] == [None, None] and layers["fc"]["params"] is None
+        assert layers["conv1"]["unknown_from"] == ["data"] and layers["fc"]["unknown_from"] == ["data"]
+        assert doc["blobs"]["fc"]["shape"] is None and doc["blobs"]["fc"]["unknown_from"] == ["data"]
+        assert "--input-shape" in doc["unknown"]["data"] and doc["unknown"] == doc["stopped"]
+        assert doc["totals"]["complete"] is False
+    # Given the size, nothing is unknown and nothing names a cause.
+    assert main(["inspect", str(net), "--json", "--input-shape", "data=4,3,8,8"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["unknown"] == {} and doc["totals"]["complete"] is True
+    assert all(layer["unknown_from"] == [] for layer in doc["layers"])
+    assert all(blob["unknown_from"] == [] for blob in doc["blobs"].values())
+
+
+def test_placeholder_size_is_null_per_dim_and_explained(tmp_path, capsys):
+    net = tmp_path / "template.prototxt"
+    net.write_text(NET.replace("num_output: 5", "num_output: ${NUM_LABELS}"))
+    assert main(["inspect", str(net), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    fc = next(layer for layer in doc["layers"] if layer["name"] == "fc")
+    assert fc["param_shapes"] == [[None, 4 * 4 * 4], [None]] and fc["unknown_from"] == ["fc"]
+    assert doc["blobs"]["fc"]["shape"] == [1, None] and doc["blobs"]["fc"]["unknown_from"] == ["fc"]
+    assert doc["blobs"]["conv2"]["unknown_from"] == []
+    assert "placeholder" in doc["unknown"]["fc"] and "num_output" in doc["unknown"]["fc"]
+    assert doc["stopped"] == {}
+    assert main(["inspect", str(net)]) == 0     # the text mode says the same
+    assert f"warning: layer 'fc': {doc['unknown']['fc']}" in capsys.readouterr().err   # warnings go to stderr
 
 
 def test_corpus_resnet101_summary(capsys):

@@ -50,7 +50,7 @@ def run(args):
         analysis = analyse(loaded.net, input_shapes=input_shapes or None, phase=phase,
                            unknowns=loaded.unknowns)
         reports.append(compare(whole_shapes(analysis.param_shapes), summary,
-                               analysis.unknown_causes()))
+                               analysis.unknown_reasons()))
     report = merge(reports)
     if args.json:
         print(json.dumps(report.to_dict()))

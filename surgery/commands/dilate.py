@@ -73,7 +73,7 @@ def run(args):
 
         after = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns)
         check = compare(whole_shapes(after.param_shapes), read_caffemodel(args.weights),
-                        after.unknown_causes())
+                        after.unknown_reasons())
     ok = check is None or check.ok
     diff = write_net(args, loaded, new, write=not args.dry_run) \
         if ok and (not args.dry_run or args.diff) else None
