@@ -17,7 +17,7 @@ import re
 from typing import NamedTuple
 
 from .errors import SurgeryError
-from .geometry import infer_geometry, layer_stats, totals
+from .geometry import infer_geometry, join_inputs, layer_stats, misaligned, totals
 from .graph import Graph, build_graph
 from .layers import UNKNOWN, Unknown
 from .shapes import infer_shapes, with_standins
@@ -40,6 +40,11 @@ class Analysis(NamedTuple):
     @property
     def totals(self):
         return totals(self.layer_stats)
+
+    def misaligned_joins(self):
+        """Names of the layers whose inputs sit on different grids."""
+        return {node.name for node in self.graph.nodes if len(node.bottoms) > 1
+                and (geoms := join_inputs(node, self.geometry)) is not None and misaligned(geoms)}
 
     def deepest_blob(self):
         """The last blob (in file order) still on the image grid with more than one pixel

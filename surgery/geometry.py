@@ -47,6 +47,20 @@ def apply_window(geom, window):
                     Pair(axes[0][2], axes[1][2]))
 
 
+def join_inputs(node, geometry):
+    """[(blob, Geometry)] of the inputs whose grids a layer brings together (a join's
+    inputs); None when any is unknown."""
+    picks = [i for i in node.rule.grid_bottoms(node.layer) if i < len(node.bottoms)]
+    geoms = [(node.bottoms[i], geometry.get(node.bottoms[i])) for i in picks]
+    return geoms if geoms and all(g is not None for _, g in geoms) else None
+
+
+def misaligned(geoms):
+    """Whether inputs of one layer sit on different grids (stride or centre)."""
+    first = geoms[0][1]
+    return any(g.stride != first.stride or g.offset != first.offset for _, g in geoms[1:])
+
+
 def _join(node, geoms, warnings):
     first_blob, first = geoms[0]
     for blob, g in geoms[1:]:
@@ -71,9 +85,8 @@ def infer_geometry(graph):
             out = ORIGIN if rule.role_of(layer) in ("source", "unknown") else None
         else:
             window = rule.grid_window(layer)
-            picks = [i for i in rule.grid_bottoms(layer) if i < len(node.bottoms)]
-            geoms = [(node.bottoms[i], geometry.get(node.bottoms[i])) for i in picks]
-            if window is not None and geoms and all(g is not None for _, g in geoms):
+            geoms = join_inputs(node, geometry)
+            if window is not None and geoms is not None:
                 base = _join(node, geoms, warnings) if len(geoms) > 1 else geoms[0][1]
                 out = apply_window(base, window)
         for top in node.tops:

@@ -147,6 +147,10 @@ class LayerRule:
     def with_global(self, layer):
         raise _err(layer, f"type '{layer.type}' cannot become global pooling")
 
+    def is_global(self, layer):
+        """Whether the layer pools over the whole map whatever its size."""
+        return False
+
     def out_shapes(self, layer, in_shapes):
         raise Unknown(f"no shape rule for type '{layer.type}'")
 
@@ -644,6 +648,9 @@ class Pooling(LayerRule):
 
     def pad_is_neutral(self, layer):
         return layer.pooling_param.pool == 0   # MAX ignores padding; AVE counts it
+
+    def is_global(self, layer):
+        return bool(layer.pooling_param.global_pooling)
 
     def with_global(self, layer):
         """A copy pooling over the whole map (Caffe refuses kernel/stride/pad with it)."""

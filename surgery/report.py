@@ -172,7 +172,8 @@ def format_changes(report):
         lines.append(f"result: EXACT ({report.exact_sizes})")
     else:
         deepest_exact = [b for b in report.grids if b in report.exact_blobs]
-        upto = f"; exact up to '{deepest_exact[-1]}'" if deepest_exact else ""
+        upto = (f"; exact up to '{deepest_exact[-1]}', {report.exact_sizes}"
+                if deepest_exact else "")
         lines.append(f"result: APPROXIMATE (see the layers marked APPROXIMATE){upto}")
     if report.changes:
         width = max(len(c.layer) for c in report.changes)

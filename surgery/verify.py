@@ -28,8 +28,10 @@ from .analysis import analyse
 from .check import MISMATCH, compare, first_problem, whole_shapes
 from .engine import get_engine
 from .errors import SurgeryError
+from .grid import Grid
 from .io.caffemodel import read_caffemodel
 from .io.prototxt import load_prototxt, save_prototxt
+from .regrid import extra_window
 
 OK, FAIL, APPROXIMATE, NO_GRID = "ok", "FAIL", "approximate", "no-grid"
 
@@ -63,6 +65,7 @@ class VerifyReport:
     strict: bool = False  # approximate blobs must be within tolerance too
     caveats: list = field(default_factory=list)  # where the engine is not Caffe
     size_bound_heads: dict = field(default_factory=dict)  # "original"/"converted" -> layers left out
+    size_hints: list = field(default_factory=list)  # conversions made for another input size
 
     def ok(self, result):
         """Does this blob pass? Approximate ones do unless strict, then they need the tolerance."""
@@ -80,7 +83,7 @@ class VerifyReport:
                 "inputs": {k: list(v) for k, v in self.inputs.items()},
                 "approximate_layers": list(self.approximate_layers), "caveats": list(self.caveats),
                 "size_bound_heads": {k: list(v) for k, v in self.size_bound_heads.items()},
-                "blobs": [r.to_dict() for r in self.blobs]}
+                "size_hints": list(self.size_hints), "blobs": [r.to_dict() for r in self.blobs]}
 
     def format_text(self):
         shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in self.inputs.items())
@@ -107,6 +110,8 @@ class VerifyReport:
             tail += f" (strict: {sum(self.ok(r) for r in approx)} within tolerance)"
         lines.append(f"{verdict}: {sum(r.status == OK for r in exact)}/{len(exact)} exact blobs "
                      f"within {self.tolerance:g}; {tail}")
+        if not self.passed:
+            lines.extend(f"hint: {h}" for h in self.size_hints)
         return "\n".join(lines)
 
 
@@ -168,10 +173,45 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
                           caveats=runner.caveats(orig_net, conv_net),
                           size_bound_heads={w: h for w, h in (("original", orig_head),
                                                               ("converted", conv_head)) if h})
+    report.size_hints = size_hints(orig, conv, {k: v.shape for k, v in inputs.items()})
     for blob in chosen:
         report.blobs.append(_compare(blob, orig, conv, orig_out[blob], conv_out[blob],
                                      approximate=blob in tainted, tol=tol))
     return report
+
+
+def size_hints(orig, conv, inputs):
+    """Why a conversion may not be exact at this input size: a pooling that lost its stride
+    keeps Caffe's last, partial CEIL window with one more pad exactly when the size it was
+    converted at had one. Where this size decides otherwise, say so and how to convert."""
+    hints = []
+    for node in conv.graph.nodes:
+        if node.name not in orig.graph or node.rule.dilatable or \
+                node.rule.role_of(node.layer) != "window":
+            continue
+        old_node = orig.graph.node(node.name)
+        g_old, g_new = orig.geometry.get(node.bottoms[0]), conv.geometry.get(node.bottoms[0])
+        ins, outs = orig.in_shapes.get(node.name) or [None], orig.out_shapes.get(node.name) or [None]
+        if g_old is None or g_new is None or ins[0] is None or outs[0] is None \
+                or len(ins[0]) != 4 or None in ins[0] + outs[0]:
+            continue
+        old, new = old_node.rule.window(old_node.layer), node.rule.window(node.layer)
+        factor = Grid.between(g_old, g_new).factor
+        has = extra_window(ins[0][2:], outs[0][2:], old)
+        for axis in range(2):
+            if new.stride[axis] != 1 or old.stride[axis] == 1:
+                continue
+            kept = new.pad[axis] - old.pad[axis] * factor[axis] >= old.stride[axis] - 1 > 0
+            if kept != has[axis]:
+                shape = ",".join(map(str, next(iter(inputs.values()))))
+                name = next(iter(inputs))
+                hints.append(
+                    f"layer '{node.name}' {'keeps' if kept else 'drops'} a partial CEIL window "
+                    f"that this input size {'does not have' if kept else 'has'} on axis "
+                    f"{'HW'[axis]}: the conversion was made for another input size; convert at "
+                    f"this one with `dilate ... --input-shape {name}={shape}`")
+                break
+    return hints
 
 
 def _fit_weights(net, path, summary, weights_path, input_shapes):

@@ -425,3 +425,101 @@ def test_package_level_api(tmp_path):
     assert report.exact and surgery.analyse(new).geometry["c7"].stride == (8, 8)
     surgery.save(new, tmp_path / "out.prototxt")
     assert surgery.load(tmp_path / "out.prototxt") == new
+
+
+def eltwise(name, a, b):
+    return f'layer {{ name: "{name}" type: "Eltwise" bottom: "{a}" bottom: "{b}" top: "{name}" }}\n'
+
+
+# A join misaligned in the original: a 2x2 stride-2 conv (centre +0.5) beside a strided 1x1.
+MISALIGNED = [conv("c1", "data", 3, 2), conv("ap", "c1", 2, 2, 0), conv("ab", "c1", 1, 2, 0),
+              eltwise("aj", "ap", "ab"), conv("c2", "aj", 3, 2), conv("c3", "c2", 3, 1)]
+
+
+def test_a_join_misaligned_in_the_original_does_not_stop_a_rewrite_after_it(tmp_path):
+    """The rewrite removes c2's stride, after the join: the join keeps its relation, so the
+    conversion goes on, and is exact (checked in OpenCV: the join and c3 on their grids)."""
+    pytest.importorskip("cv2")
+    from surgery.initweights import init_weights
+    from surgery.io.prototxt import save_prototxt
+    from surgery.verify import verify
+
+    net = net_of(*MISALIGNED, size=32)
+    assert analyse(net).misaligned_joins() == {"aj"}
+    new, report = dilate(net, output_stride=4)
+    assert report.exact and window(new, "c3").dilation == (2, 2)
+    save_prototxt(net, tmp_path / "a.prototxt")
+    save_prototxt(new, tmp_path / "b.prototxt")
+    init_weights(net, tmp_path / "w.caffemodel")
+    result = verify(tmp_path / "a.prototxt", tmp_path / "b.prototxt", tmp_path / "w.caffemodel",
+                    blobs=["aj", "c3"])
+    assert result.passed and {r.blob for r in result.blobs} >= {"aj", "c3"}
+
+
+def test_a_join_the_rewrite_would_reshape_is_refused_naming_it():
+    """Removing the join's own strides changes its branches' sizes differently (no
+    symmetric pad restores them): a one-line refusal naming the join, not a crash."""
+    net = net_of(*MISALIGNED, size=32)
+    with pytest.raises(SurgeryError) as err:
+        dilate(net, output_stride=1)
+    assert err.value.layer == "aj" and "would not build" in str(err.value)
+
+
+# --------------------------------------------------------------- conditions and heads
+
+POOLED = [conv("c1", "data", 3, 1), pool("p1", "c1", 2, 2), conv("c2", "p1", 3, 1),
+          pool("p2", "c2", 2, 2), conv("c3", "p2", 3, 1), pool("p3", "c3", 2, 2),
+          conv("c4", "p3", 3, 1)]
+
+
+def test_an_approximate_summary_states_the_size_condition_of_its_exact_part():
+    """p2 loses its stride exactly (its CEIL window depends on the size); p3 then sees a
+    removed stride and is widened: the exact prefix still says for which sizes it holds."""
+    new, report = dilate(net_of(*POOLED, size=32), output_stride=2, pooling="cover")
+    assert not report.exact
+    # p1's output is odd (p2 then has a partial window) for sizes 1 and 2 mod 4
+    assert report.exact_sizes.startswith("exact for input sizes with H mod 4 in {0, 3} ")
+    from surgery.report import format_changes
+
+    text = format_changes(report)
+    assert "exact up to 'c3', exact for input sizes with H mod 4" in text
+
+
+def test_verify_says_when_the_conversion_was_made_for_another_input_size(tmp_path):
+    pytest.importorskip("cv2")
+    from surgery.initweights import init_weights
+    from surgery.io.prototxt import save_prototxt
+    from surgery.verify import verify
+
+    net = net_of(*POOLED[:5], size=32)          # p2's window: whole at 32, partial at 34
+    save_prototxt(net, tmp_path / "a.prototxt")
+    init_weights(net, tmp_path / "w.caffemodel")
+    for size, name in ((32, "at32.prototxt"), (34, "at34.prototxt")):
+        new, _ = dilate(net, output_stride=2, input_shapes={"data": (1, 3, size, size)})
+        save_prototxt(new, tmp_path / name)
+    wrong = verify(tmp_path / "a.prototxt", tmp_path / "at32.prototxt", tmp_path / "w.caffemodel",
+                   input_shapes={"data": (1, 3, 34, 34)}, blobs=["c3"])
+    assert not wrong.passed
+    assert any("'p2'" in h and "--input-shape data=1,3,34,34" in h for h in wrong.size_hints)
+    assert "hint: layer 'p2'" in wrong.format_text()
+    right = verify(tmp_path / "a.prototxt", tmp_path / "at34.prototxt", tmp_path / "w.caffemodel",
+                   input_shapes={"data": (1, 3, 34, 34)}, blobs=["c3"])
+    assert right.passed and not right.size_hints
+
+
+HEADED = CHAIN + [pool("pool5", "c7", 2, 1, kind="AVE"),
+                  'layer { name: "fc" type: "InnerProduct" bottom: "pool5" top: "fc" '
+                  'inner_product_param { num_output: 10 } }\n']
+
+
+@pytest.mark.parametrize("target", [32, 64])
+def test_an_explicit_head_cut_applies_to_a_net_already_at_the_target(target):
+    new, report = dilate(net_of(*HEADED), output_stride=target, head="cut")
+    assert [l.name for l in new.layer][-1] == "c7"
+    assert {c.layer for c in report.changes if c.action == "remove"} == {"pool5", "fc"}
+
+
+def test_the_default_head_choice_leaves_a_net_at_the_target_alone():
+    net = net_of(*HEADED)
+    new, report = dilate(net, output_stride=32)
+    assert new == net and not report.changes

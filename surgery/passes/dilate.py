@@ -22,7 +22,7 @@ from ..errors import SurgeryError
 from ..grid import SAME, Grid, num
 from ..layers import type_hint
 from ..pair import Pair
-from ..regrid import APPROXIMATE, Regrid, Unreachable
+from ..regrid import APPROXIMATE, EXACT, Regrid, Unreachable
 from . import head as heads
 from .walk import Change, convert, walk
 
@@ -79,6 +79,9 @@ class DilatePolicy:
 
     def visit(self, node, rule, step):
         if node.name in self.globalised:
+            if step.grid_in.identity:    # the pool already covered the whole map
+                return Regrid(rule.with_global(node.layer), SAME, EXACT,
+                              "global pooling (the window already covered the map)")
             return Regrid(rule.with_global(node.layer), SAME, APPROXIMATE,
                           "global pooling over the denser map (approximate)")
         return None
@@ -170,11 +173,11 @@ def _exact_sizes(net, planned, unknowns):
     the period of their output stride, so checking one period per axis is enough."""
     result, policy = planned.walk, planned.policy
     analysis = result.analysis
+    # The exact part of an approximate conversion has a condition too: only the exact
+    # stride-losing pools decide it.
     rewrites = [(node, change) for node, layer, change in result.changes if change.action == "rewrite"]
-    if not all(change.exact for _, change in rewrites):
-        return "approximate (see the changes marked approximate)"
     watched = [node for node, change in rewrites if change.before.stride != change.after.stride
-               and not node.rule.dilatable]
+               and not node.rule.dilatable and change.exact]
     if not watched:
         return "exact for every input size"
     inputs = {b: s for b, s in analysis.shapes.items()
@@ -241,7 +244,8 @@ def _plan_phase(net, phase, policy, *, head, cut_after, input_shapes, unknowns):
                 f"the stride after this layer is unknown ({why}), so the output stride cannot "
                 f"be checked against {policy.target}; nothing can be rewritten through it "
                 "(--cut-after a blob before it)", layer=blind.name)
-        return None
+        if head == "error" or not heads.classifier_layers(analysis):
+            return None     # an explicit --head still applies to a net already at the target
     try:
         result = walk(analysis, policy, phase=phase, removed=removed)
     except Unreachable as exc:
@@ -253,6 +257,8 @@ def _plan_phase(net, phase, policy, *, head, cut_after, input_shapes, unknowns):
     if head == "cut":     # a classifier behind global pooling loads, but the user wants it gone
         pools = [node for node, layer, change in result.changes if change.action == "keep"]
         seeds += [n for n in heads.classifiers_after(analysis, pools) if n not in seeds]
+    if head != "error" and not seeds:   # nothing moved, but the user asked for the head
+        seeds = heads.classifier_layers(analysis)
     head_nodes = heads.find_head(analysis, seeds, removed)
     if head_nodes:
         names = ", ".join(n.name for n in head_nodes)
@@ -264,8 +270,9 @@ def _plan_phase(net, phase, policy, *, head, cut_after, input_shapes, unknowns):
         if head == "cut":
             removed = removed | {n.name for n in head_nodes}
         else:
+            pool = heads.global_pool_for(analysis, seeds)
             policy = _retarget(policy, policy.target,
-                               globalised={heads.global_pool_for(analysis, result.heads).name})
+                               globalised={pool.name} if pool is not None else set())
         result = walk(analysis, policy, phase=phase, removed=removed)
     found = result.first_issue()
     if found is not None:
@@ -299,7 +306,7 @@ def dilate(net, *, output_stride, head="error", pooling="strict", convention="ex
 
     new, changes, _ = convert(net, plan_phase)
     return new, _report(net, new, changes, notes, plans[0] if plans else None, input_shapes,
-                        bool(multi_grid), unknowns)
+                        unknowns)
 
 
 def _multi_grid(result, grid):
@@ -330,15 +337,22 @@ def _multi_grid(result, grid):
     return result._replace(changes=changes)
 
 
-def _report(net, new, changes, notes, first, input_shapes, multi_grid, unknowns):
+def _report(net, new, changes, notes, first, input_shapes, unknowns):
     if first is None:
         return DilateReport(changes, {}, set(), None, None, None, None, None, "unchanged", notes)
     result = first.walk
     analysis = result.analysis
-    after = analyse(new, input_shapes=input_shapes, phase=result.phase, unknowns=unknowns)
-    aligned_before = set(analysis.warnings)
+    try:
+        after = analyse(new, input_shapes=input_shapes, phase=result.phase, unknowns=unknowns)
+    except SurgeryError as exc:
+        raise SurgeryError(f"the rewritten net would not build in Caffe ({exc}); no exact "
+                           "rewrite keeps this layer's inputs compatible at this output stride",
+                           layer=exc.layer) from None
+    # A join the original already had misaligned keeps its relation (the walk checked
+    # that its inputs moved to one grid); only a join the rewrite misaligns is an error.
+    broken = after.misaligned_joins() - analysis.misaligned_joins()
     for warning in after.warnings:
-        if "misaligned" in warning and warning not in aligned_before:
+        if any(f"layer '{name}' " in warning for name in broken):
             raise SurgeryError(f"the rewritten net does not line up: {warning}")
     deepest = after.deepest_blob()
     g_before = analysis.geometry.get(deepest) if deepest else None
@@ -350,7 +364,7 @@ def _report(net, new, changes, notes, first, input_shapes, multi_grid, unknowns)
     exact_blobs = {b for b, ok in result.exact.items() if ok and b in after.shapes}
     if approximate:
         exact_blobs -= after.graph.downstream_blobs(approximate)
-    sizes = "approximate (multi-grid)" if multi_grid else _exact_sizes(net, first, unknowns)
+    sizes = _exact_sizes(net, first, unknowns)
     order = [t for node in after.graph.nodes for t in node.tops]
     grids = result.grids
     shown = deepest if deepest in exact_blobs else next(

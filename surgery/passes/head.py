@@ -81,6 +81,21 @@ def classifiers_after(analysis, pools):
     return found
 
 
+def classifier_layers(analysis):
+    """The classifier of a net whatever its output stride: fully connected layers on a
+    spatial map (weights sized for it), and those behind a pooling that collapses the
+    map to one point (global pooling, ResNet's 7x7 pool5)."""
+    graph = analysis.graph
+    on_map = [n for n in graph.nodes if n.rule.fully_connected and n.bottoms
+              and analysis.geometry.get(n.bottoms[0]) is not None
+              and n.rule.size_bound(n.layer, analysis.in_shapes.get(n.name) or [])]
+    pools = [n for n in graph.nodes if n.bottoms and analysis.geometry.get(n.bottoms[0]) is not None
+             and n.rule.role_of(n.layer) in ("window", "collapse")
+             and n.rule.collapses_to_point(n.layer, analysis.out_shapes.get(n.name) or [],
+                                           len(n.bottoms))]
+    return on_map + [n for n in classifiers_after(analysis, pools) if n not in on_map]
+
+
 def _entries(graph, members):
     """Blobs a set of layers reads but does not write itself."""
     names = {n.name for n in members}
@@ -143,11 +158,14 @@ def find_head(analysis, broken, removed=frozenset()):
 
 
 def global_pool_for(analysis, broken):
-    """The pooling to turn global for `--head global`; it must already cover the whole map."""
+    """The pooling to turn global for `--head global` (it must already cover the whole
+    map), or None when it is global already."""
     names = {n.name for n in broken}
     for node in broken:
         for feeder in _feeders(analysis, node, names):
             rule = feeder.rule
+            if rule.is_global(feeder.layer):
+                return None
             if rule.role_of(feeder.layer) != "window":
                 continue
             shape = analysis.shapes.get(feeder.tops[0])
