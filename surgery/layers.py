@@ -218,6 +218,29 @@ class LayerRule:
         return Regrid(grid=SAME, issue=(f"{layer.type} after a removed stride has no exact "
                                         f"rewrite ({why}); stop before it with --cut-after BLOB"))
 
+    def coarsen_limit(self, layer, limit_out, *, narrow=False):
+        """Per axis, how much coarser this layer's spatial input may be made (an integer
+        every coarsening factor must divide; 0: no limit), given `limit_out`, the limit of
+        its outputs (surgery.nominal). A window's taps and pad must shrink to whole
+        numbers: a kernel > 1 allows what divides its dilation and pad, and the stride it
+        keeps passes on its output's limit. A pooling has no dilation, so it allows
+        nothing, unless `narrow` (--pooling cover) lets its window narrow (approximate).
+        Pointwise layers and joins pass their output's limit, a global pooling has none
+        (it averages whatever map it gets, approximately); any other layer allows none."""
+        role = self.role_of(layer)
+        if role in ("pointwise", "join"):
+            return limit_out
+        if self.is_global(layer):
+            return Pair(0, 0)
+        if role != "window":
+            return Pair(1, 1)
+        win = self.window(layer)
+        out = []
+        for k, s, p, d, lim in zip(win.kernel, win.stride, win.pad, win.dilation, limit_out):
+            taps = (d if self.dilatable else (k - 1 if narrow else 1)) if k > 1 else 0
+            out.append(math.gcd(taps, p, s * lim))
+        return Pair(*out)
+
     def size_bound(self, layer, in_shapes):
         """Whether the weight shapes depend on the input's spatial size (InnerProduct on a
         map): param_shapes asked with the real input and with one a pixel larger."""
