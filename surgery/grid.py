@@ -29,6 +29,11 @@ def num(x):
     return int(x) if x.denominator == 1 else float(x)
 
 
+def show(values):
+    """'(2, 2)' or '(1/4, 1/2)': whole numbers as ints, others as fractions."""
+    return "(" + ", ".join(str(Fraction(v)) for v in values) + ")"
+
+
 class Grid(NamedTuple):
     factor: Pair     # Fractions, per axis
     offset: Pair     # Fractions, per axis
@@ -95,9 +100,8 @@ class Grid(NamedTuple):
         return {"factor": [num(f) for f in self.factor], "offset": [num(o) for o in self.offset]}
 
     def text(self):
-        """'factor (2, 2) offset (0, 0)' with whole numbers shown as ints."""
-        return (f"factor {tuple(num(f) for f in self.factor)} "
-                f"offset {tuple(num(o) for o in self.offset)}")
+        """'factor (2, 2) offset (0, 0)', or 'factor (1/4, 1/4) ...' for a coarser grid."""
+        return f"factor {show(self.factor)} offset {show(self.offset)}"
 
 
 SAME = Grid.of(1, 0)

@@ -76,6 +76,25 @@ def _whole(value, layer):
     return int(value)
 
 
+def _meets(factor, offset):
+    """Whether offset + factor*x is a whole number for some whole x."""
+    return any((offset + factor * x).denominator == 1 for x in range(factor.denominator))
+
+
+def _extra_coarse_window(rule, new, step, f_out, offset):
+    """Whether a pooling made coarser (on an unchanged input) gains a last, partial CEIL
+    window past the end of the denser net's output: a sample with no twin there, which
+    layers reading the border would see where the denser net saw padding."""
+    if step.grid_in.factor != (1, 1) or all(f >= 1 for f in f_out):
+        return False
+    in_shape = step.in_shapes[0] if step.in_shapes else None
+    out_shape = step.out_shapes[0] if step.out_shapes else None
+    if in_shape is None or out_shape is None or len(in_shape) != 4 or None in in_shape + out_shape:
+        return False
+    coarse = rule.out_shapes(new, [in_shape])[0]
+    return any((coarse[2 + a] - 1 - offset[a]) / f_out[a] > out_shape[2 + a] - 1 for a in range(2))
+
+
 def window_regrid(rule, layer, step):
     """The exact rule for a sliding-window layer (see the module docstring)."""
     node, policy = step.node, step.policy
@@ -88,7 +107,7 @@ def window_regrid(rule, layer, step):
     f_in, o_in = step.grid_in
     stride = policy.stride(step, win)
     f_out = Pair(*(f * s / n for f, s, n in zip(f_in, win.stride, stride)))
-    loses = f_out != f_in
+    loses = any(fo > fi for fo, fi in zip(f_out, f_in))     # a stride goes (densifying)
     status, notes, issue, flags = 0, [], None, None
     scale, why = policy.dilation_scale(step, rule, win, f_in, f_out)
     if why:
@@ -101,6 +120,15 @@ def window_regrid(rule, layer, step):
     pad = Pair(*(_whole(p * s, node.name) for p, s in zip(win.pad, scale)))
     if rule.dilatable:
         dilation = Pair(*(_whole(d * s, node.name) for d, s in zip(win.dilation, spread)))
+    elif any(k > 1 and f < 1 for k, f in zip(kernel, f_in)):
+        # On a coarser grid the window narrows to the same extent (approximate: the
+        # denser net's window saw the samples in between).
+        if policy.pooling == "strict":
+            raise Unreachable(node.name)
+        kernel = Pair(*(_whole((k - 1) * f + 1, node.name) if k > 1 else k
+                        for k, f in zip(win.kernel, f_in)))
+        status = max(status, 1)
+        notes.append(f"window narrowed to {kernel.h}x{kernel.w} (approximate)")
     elif any(k > 1 and f > 1 for k, f in zip(kernel, f_in)):
         # No dilation field (pooling): widening the window is the closest grid-aligned choice.
         kernel = Pair(*(_whole((k - 1) * f + 1, node.name) for k, f in zip(win.kernel, f_in)))
@@ -134,11 +162,19 @@ def window_regrid(rule, layer, step):
     for axis in range(2):
         after = Window(kernel, stride, pad, dilation)
         shift = o_in[axis] + f_in[axis] * _centre(win, axis) - _centre(after, axis)
-        if shift.denominator == 1 and shift % stride[axis] and rule.pad_is_neutral(layer):
+        dense = f_out[axis] >= 1 and f_out[axis].denominator == 1
+        if dense and shift.denominator == 1 and shift % stride[axis] and rule.pad_is_neutral(layer):
             need = stride[axis] - int(shift) % stride[axis]   # a little more zero pad aligns it
             pad = Pair(*(p + need if a == axis else p for a, p in enumerate(pad)))
             shift += need
         value = shift / stride[axis]
+        if not dense:
+            # Coarser than the original: samples coincide wherever offset + f*x is whole.
+            if not _meets(f_out[axis], value):
+                status = max(status, 1)
+                notes.append("output shares no sample with the original grid")
+            offset.append(value)
+            continue
         if value.denominator != 1 or value < 0:
             status = max(status, 1)
             notes.append("output is off the original grid")
@@ -153,6 +189,10 @@ def window_regrid(rule, layer, step):
             raise SurgeryError(f"the rewritten window {tuple(map(tuple, after))} is not one "
                                f"Caffe accepts ({exc.message}); choose another input size",
                                layer=node.name) from None
+    if new is not None and not rule.dilatable and _extra_coarse_window(rule, new, step, f_out, offset):
+        status = max(status, 1)
+        notes.append("a last, partial (CEIL) window the denser net does not have changes what "
+                     "reads the border (approximate)")
     note = "; ".join(dict.fromkeys(notes))
     return Regrid(new, Grid(f_out, Pair(*offset)), (EXACT, APPROXIMATE)[status], note, issue,
                   size_flags=flags)

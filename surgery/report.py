@@ -4,16 +4,25 @@ Kept apart from the analysis so that numbers are computed once and every
 command (inspect, the passes' summaries) prints them the same way.
 """
 
+from fractions import Fraction
+
 from .errors import SurgeryError
 from .layers import UNKNOWN, rule_for
+from .nominal import nominal_strides
+from .pair import Pair
 
 
 def _axes(pair):
     """'3' when both axes agree, '3x5' (h x w) when they differ."""
     if pair is None:
         return "-"
-    h, w = pair
-    return f"{h:g}" if h == w else f"{h:g}x{w:g}"
+    h, w = (_number(v) for v in pair)
+    return h if h == w else f"{h}x{w}"
+
+
+def _number(value):
+    """An int or float as '%g'; a Fraction as '4' or '1/4'."""
+    return str(value) if isinstance(value, Fraction) else f"{value:g}"
 
 
 def _window(layer):
@@ -98,9 +107,23 @@ def format_totals(analysis):
     deepest = analysis.deepest_blob()
     if deepest is not None:
         geom = analysis.geometry[deepest]
-        lines.append(f"output stride {_axes(geom.stride)}, receptive field {_axes(geom.rf)} "
-                     f"at blob '{deepest}' ({_shape(analysis.shapes.get(deepest))})")
+        nominal = nominal_output_stride(analysis)
+        dilated = f" (dilated from {_axes(nominal)})" if nominal not in (None, geom.stride) else ""
+        lines.append(f"output stride {_axes(geom.stride)}{dilated}, receptive field "
+                     f"{_axes(geom.rf)} at blob '{deepest}' "
+                     f"({_shape(analysis.shapes.get(deepest))})")
     return lines
+
+
+def nominal_output_stride(analysis):
+    """The output stride the net's kernels were trained at (surgery.nominal): the largest
+    nominal stride on the trunk, per axis; None when no blob has one."""
+    side = analysis.resampled_branches()
+    values = [v for b, v in nominal_strides(analysis).items() if b not in side]
+    axes = [[p[a] for p in values if p[a] is not None] for a in range(2)]
+    if not all(axes):
+        return None
+    return Pair(max(axes[0]), max(axes[1]))
 
 
 def _list(shape):
@@ -148,7 +171,9 @@ def to_json(analysis):
         "layers": layers,
         "totals": {"params": t.params, "flops": t.flops, "activations": t.activations,
                    "activation_bytes": t.activations * 4, "complete": t.complete,
-                   "output_blob": deepest},
+                   "output_blob": deepest,
+                   "output_stride": None if deepest is None else list(analysis.geometry[deepest].stride),
+                   "nominal_output_stride": _list(nominal_output_stride(analysis))},
         "stopped": dict(analysis.stopped),
         "unknown": dict(analysis.unknown),
         "warnings": list(analysis.warnings),

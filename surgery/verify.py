@@ -19,7 +19,6 @@ compared, and the report says so. Weights that do not fit anywhere else are refu
 import os
 import tempfile
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Optional
 
 import numpy as np
@@ -28,7 +27,7 @@ from .analysis import analyse
 from .check import MISMATCH, compare, first_problem, whole_shapes
 from .engine import get_engine
 from .errors import SurgeryError
-from .grid import Grid
+from .grid import SAME, Grid, num
 from .io.caffemodel import read_caffemodel
 from .io.prototxt import load_prototxt, save_prototxt
 from .regrid import extra_window
@@ -50,7 +49,11 @@ class BlobResult:
     note: str = ""
 
     def to_dict(self):
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        for key in ("factor", "offset"):
+            if out[key] is not None:
+                out[key] = [num(v) for v in out[key]]
+        return out
 
 
 @dataclass
@@ -119,7 +122,7 @@ def _pair(value):
     if value is None:
         return "-"
     if len(value) == 2 and value[0] == value[1]:
-        return str(value[0])
+        return str(value[0])     # a Fraction prints as 4 or 1/4
     return "x".join(str(v) for v in value)
 
 
@@ -274,8 +277,8 @@ def _deepest_exact(orig, conv, tainted, inputs):
 
 
 def _grid(blob, orig, conv):
-    """(factor, offset) per axis for a 4-D blob, ((1, 1), (0, 0)) for equal non-spatial
-    blobs, or (None, why)."""
+    """The Grid relating the converted blob's samples to the original's (either may be
+    the denser), SAME for equal non-spatial blobs, or (None, why)."""
     a, b = orig.shapes.get(blob), conv.shapes.get(blob)
     if a is None or b is None:
         return None, "shape unknown"
@@ -284,34 +287,31 @@ def _grid(blob, orig, conv):
     if len(a) != 4:
         if tuple(a) != tuple(b):
             return None, f"shapes {tuple(a)} and {tuple(b)} differ"
-        return ((1, 1), (0, 0)), ""
+        return SAME, ""
     ga, gb = orig.geometry.get(blob), conv.geometry.get(blob)
     if ga is None or gb is None:
         return None, "no geometry (collapsed or misaligned)"
-    factor, offset = [], []
-    for s_o, s_c, c_o, c_c in zip(ga.stride, gb.stride, ga.offset, gb.offset):
-        f = Fraction(s_o) / Fraction(s_c)
-        o = (Fraction(c_o) - Fraction(c_c)) / Fraction(s_c)
-        if f.denominator != 1 or f < 1 or o.denominator != 1 or o < 0:
-            return None, f"stride {s_o}->{s_c}, centre {c_o}->{c_c}: not a common grid"
-        factor.append(int(f))
-        offset.append(int(o))
-    return (tuple(factor), tuple(offset)), ""
+    grid = Grid.between(ga, gb)
+    if None in grid.common(a[2:], b[2:]):
+        return None, (f"stride {tuple(ga.stride)}->{tuple(gb.stride)}, centre "
+                      f"{tuple(ga.offset)}->{tuple(gb.offset)}: no common grid")
+    return grid, ""
 
 
 def _compare(blob, orig, conv, a, b, *, approximate, tol):
     grid, why = _grid(blob, orig, conv)
     if grid is None:
         return BlobResult(blob, NO_GRID, approximate, note=why)
-    (factor, offset) = grid
+    factor, offset = tuple(grid.factor), tuple(grid.offset)
     if a.ndim == 4:
-        counts = [max(0, min(a.shape[2 + k], (b.shape[2 + k] - offset[k] + factor[k] - 1)
-                                 // factor[k])) for k in range(2)]
+        axes = grid.common(a.shape[2:], b.shape[2:])
+        counts = tuple(count for *_, count in axes)
         if 0 in counts:
             return BlobResult(blob, NO_GRID, approximate, factor, offset, note="no common position")
-        a = a[:, :, :counts[0], :counts[1]]
-        b = b[:, :, offset[0]::factor[0], offset[1]::factor[1]][:, :, :counts[0], :counts[1]]
-        compared = tuple(counts)
+        (ah, bh, sah, sbh, nh), (aw, bw, saw, sbw, nw) = axes
+        a = a[:, :, ah::sah, aw::saw][:, :, :nh, :nw]
+        b = b[:, :, bh::sbh, bw::sbw][:, :, :nh, :nw]
+        compared = counts
     else:
         compared = tuple(a.shape)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)

@@ -512,7 +512,14 @@ HEADED = CHAIN + [pool("pool5", "c7", 2, 1, kind="AVE"),
                   'inner_product_param { num_output: 10 } }\n']
 
 
-@pytest.mark.parametrize("target", [32, 64])
+def test_a_stride_coarser_than_the_net_can_reach_is_refused_listing_the_reachable_ones():
+    with pytest.raises(SurgeryError) as err:
+        dilate(net_of(*HEADED), output_stride=64, head="cut")
+    assert "output stride 64 is not reachable" in str(err.value)
+    assert str(err.value).endswith("reachable output strides: 1, 2, 4, 8, 16, 32")
+
+
+@pytest.mark.parametrize("target", [32])
 def test_an_explicit_head_cut_applies_to_a_net_already_at_the_target(target):
     new, report = dilate(net_of(*HEADED), output_stride=target, head="cut")
     assert [l.name for l in new.layer][-1] == "c7"

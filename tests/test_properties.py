@@ -124,6 +124,25 @@ def _one_line(exc):
     return text
 
 
+def _coarser_than_the_net(net, a, target):
+    """A target above the net's strides is a coarsening: refused as not reachable, or done
+    with that output stride, the same param shapes and, for every blob it calls exact, the
+    receptive field it had."""
+    try:
+        new, report = dilate(net, output_stride=target, head="cut", pooling="cover")
+    except SurgeryError as exc:
+        assert "not reachable" in _one_line(exc) or "would not build" in str(exc), str(exc)
+        event("coarser: refused")
+        return
+    event("coarser: converted")
+    after = analyse(new)
+    assert max(after.geometry[after.deepest_blob()].stride) == target
+    for layer in new.layer:
+        assert after.param_shapes[layer.name] == a.param_shapes[layer.name], layer.name
+    for blob in report.exact_blobs:
+        assert after.geometry[blob].rf == a.geometry[blob].rf, blob
+
+
 @SETTINGS
 @given(nets(), st.data())
 def test_dilate_properties(net, data):
@@ -133,7 +152,12 @@ def test_dilate_properties(net, data):
     strides = sorted({v for g in a.geometry.values() if g is not None for v in g.stride})
     biggest = strides[-1]
     extra = data.draw(st.lists(st.integers(1, max(biggest, 2)), max_size=2), label="extra targets")
+    side = a.resampled_branches()   # a pyramid's pooled branches are not the output stride
+    trunk = max(max(g.stride) for b, g in a.geometry.items() if g is not None and b not in side)
     for target in sorted(set(strides) | set(extra)):
+        if target > trunk:
+            _coarser_than_the_net(net, a, target)
+            continue
         ok = reachable(a, target)
         try:
             new, report = dilate(net, output_stride=target, head="cut", pooling="cover")

@@ -127,7 +127,7 @@ def test_forgetting_the_dilation_fails(tmp_path, capsys):
     assert line.endswith("FAIL") and out.splitlines()[-1].startswith("FAIL")
 
 
-def test_shifted_grid_is_reported_not_compared(tmp_path, capsys):
+def test_a_shifted_grid_is_compared_where_the_samples_meet_and_fails(tmp_path, capsys):
     net = _trunk("asymmetric", width=0.25, input_size=64)
     orig = _write(tmp_path, "orig", net)
     for layer in net.layer:
@@ -137,7 +137,8 @@ def test_shifted_grid_is_reported_not_compared(tmp_path, capsys):
     model = tmp_path / "w.caffemodel"
     init_weights(load_prototxt(orig), model)
     assert main(["verify", str(orig), str(conv), "--weights", str(model), "--blob", "conv2"]) == 1
-    assert "no-grid" in capsys.readouterr().out
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("conv2"))
+    assert "0x-1" in line and line.endswith("FAIL")    # offset -1 on W: measured, not excused
 
 
 def test_verify_user_errors(tmp_path):

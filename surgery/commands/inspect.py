@@ -16,6 +16,8 @@ import json
 import sys
 
 from ..analysis import analyse, parse_input_shapes
+from ..errors import SurgeryError
+from ..passes.dilate import reachable_strides
 from ..report import format_table, to_json
 from . import options
 from .output import add_phase_argument, add_strict_argument, choose_phases, load
@@ -44,15 +46,29 @@ def run(args):
         where = f" (phase {phase})" if len(analyses) > 1 else ""
         for warning in analysis.warnings:
             print(f"caffe-surgery: warning: {warning}{where}", file=sys.stderr)
+    reachable = _reachable(analyses[0][1])
     if args.json:
         (phase, first), others = analyses[0], analyses[1:]
-        data = {"phase": phase, **to_json(first)}
+        data = {"phase": phase, **to_json(first), "reachable_output_strides": reachable}
         if others:
             data["other_phases"] = {p: {"phase": p, **to_json(a)} for p, a in others}
         json.dump(data, sys.stdout, indent=1)
         sys.stdout.write("\n")
-    elif len(analyses) == 1:
-        sys.stdout.write(format_table(analyses[0][1]))
     else:
-        sys.stdout.write("\n".join(f"phase {p}\n{format_table(a)}" for p, a in analyses))
+        if len(analyses) == 1:
+            sys.stdout.write(format_table(analyses[0][1]))
+        else:
+            sys.stdout.write("\n".join(f"phase {p}\n{format_table(a)}" for p, a in analyses))
+        if reachable:
+            print(f"reachable output strides (exact, with dilate): {', '.join(map(str, reachable))}")
     return 0
+
+
+def _reachable(analysis):
+    """What `dilate -s N` can reach exactly; [] when the net has no known stride."""
+    if analysis.deepest_blob() is None:
+        return []
+    try:
+        return reachable_strides(analysis)
+    except SurgeryError:
+        return []

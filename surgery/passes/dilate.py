@@ -19,8 +19,9 @@ from typing import NamedTuple
 
 from ..analysis import analyse
 from ..errors import SurgeryError
-from ..grid import SAME, Grid, num
+from ..grid import SAME, Grid, num, show
 from ..layers import type_hint
+from ..nominal import nominal_strides
 from ..pair import Pair
 from ..regrid import APPROXIMATE, EXACT, Regrid, Unreachable
 from . import head as heads
@@ -71,11 +72,18 @@ class DilatePolicy:
     """Strides are capped at the target: a blob whose original stride is S ends at
     min(S, target), which removes strides from the end of the net backwards. A layer
     that loses its stride keeps dilation*f_in, or (pspnet convention) is dilated by its
-    output factor too. `globalised` names the poolings --head global turns global."""
+    output factor too. `globalised` names the poolings --head global turns global.
 
-    def __init__(self, target, *, pooling="strict", convention="exact", globalised=frozenset()):
+    Coarsening (`nominal` given: blob -> nominal strides, surgery.nominal) is the same
+    rule read the other way: a blob ends at min(nominal, max(target, its input's new
+    stride)), so strides come back, as early as the kernels after them allow, where
+    the net was dilated."""
+
+    def __init__(self, target, *, pooling="strict", convention="exact", globalised=frozenset(),
+                 nominal=None):
         self.target, self.pooling, self.convention = target, pooling, convention
         self.globalised = globalised
+        self.nominal = nominal
 
     def visit(self, node, rule, step):
         if node.name in self.globalised:
@@ -87,16 +95,35 @@ class DilatePolicy:
         return None
 
     def stride(self, step, window):
-        """The stride a layer keeps so that its output stride is min(original, target).
-        A side branch resampled back to the trunk keeps its strides while its input does."""
+        """The stride a layer keeps so that its output stride is min(original, target)
+        (coarsening: min(nominal, target)). A side branch resampled back to the trunk
+        keeps its strides while its input does."""
         if step.side and step.grid_in.identity:
             return window.stride
+        if self.nominal is not None:
+            return self._coarse_stride(step, window)
         new = []
         for S, f, s in zip(step.geometry_in.stride, step.grid_in.factor, window.stride):
-            s_prev = Fraction(S) / f                # the input's stride after conversion
+            s_prev = Fraction(S) / f                # the input's new stride
             s_out = min(S * s, max(self.target, s_prev))
             kept = s_out / s_prev
             if kept.denominator != 1 or s % kept.numerator:
+                raise Unreachable(step.node.name)
+            new.append(int(kept))
+        return Pair(*new)
+
+    def _coarse_stride(self, step, window):
+        nominal = self.nominal.get(step.node.tops[0]) or Pair(None, None)
+        new = []
+        for S, f, s, nom in zip(step.geometry_in.stride, step.grid_in.factor, window.stride,
+                                nominal):
+            s_prev = Fraction(S) / f
+            # Nothing reads a blob whose nominal stride is unknown (a net's last layer, or
+            # what only a global pooling reads): whether it was ever strided is not written
+            # anywhere, so it keeps its stride (Dilation's context module stays at 8).
+            s_out = s_prev * s if nom is None else max(s_prev * s, min(nom, self.target))
+            kept = s_out / s_prev
+            if kept.denominator != 1:
                 raise Unreachable(step.node.name)
             new.append(int(kept))
         return Pair(*new)
@@ -141,13 +168,39 @@ def _geometry_stops(analysis):
     return None
 
 
+def _directed(analysis, policy, removed):
+    """`policy` for this net: coarsening (with the nominal strides) when the target is
+    above the net's output stride."""
+    before = _output_stride(analysis)
+    if before is not None and policy.target > max(before):
+        return _retarget(policy, policy.target, nominal=nominal_strides(
+            analysis, removed=removed, narrow=policy.pooling == "cover"))
+    return _retarget(policy, policy.target, nominal=None)
+
+
+def _walk_to(analysis, policy, phase, removed):
+    """Walk under `policy`; Unreachable unless the output stride ends at the target."""
+    result = walk(analysis, policy, phase=phase, removed=removed)
+    side = analysis.resampled_branches()
+    reached = [Fraction(s) / f for b, grid in result.grids.items() if b not in side
+               and analysis.geometry.get(b) is not None
+               for s, f in zip(analysis.geometry[b].stride, grid.factor)]
+    if reached and max(reached) != policy.target:
+        raise Unreachable(None)
+    return result
+
+
 def _reachable(analysis, policy, removed):
-    """Every blob stride that can be the target without splitting a layer's stride."""
-    values = sorted({v for g in analysis.geometry.values() if g is not None for v in g.stride})
+    """Every output stride, finer or coarser, the net can be converted to exactly:
+    tried over the strides and nominal strides its blobs have."""
+    values = {v for g in analysis.geometry.values() if g is not None for v in g.stride}
+    values |= {v for pair in nominal_strides(analysis, removed=removed, narrow=True).values()
+               for v in pair if v is not None}
     ok = []
-    for value in values:
+    for value in sorted(values):
         try:
-            walk(analysis, _retarget(policy, value), removed=removed)
+            _walk_to(analysis, _directed(analysis, _retarget(policy, value), removed),
+                     "TEST", removed)
         except Unreachable:
             continue
         except SurgeryError:
@@ -156,9 +209,29 @@ def _reachable(analysis, policy, removed):
     return ok
 
 
+def reachable_strides(analysis, *, pooling="strict"):
+    """The output strides, finer or coarser, `dilate` can convert this net to."""
+    return _reachable(analysis, DilatePolicy(1, pooling=pooling), frozenset())
+
+
+def _unreachable(analysis, policy, removed, exc):
+    layer = exc.args[0] if exc.args else None
+    if layer is None:
+        why = "no layer can change its stride that far"
+    elif policy.nominal is not None:
+        why = (f"layer '{layer}' cannot be made coarser exactly (its dilation or pad does not "
+               "divide by the coarsening, or it is a pooling window)")
+    else:
+        why = f"layer '{layer}' would have to keep part of its stride"
+    ok = _reachable(analysis, policy, removed)
+    return SurgeryError(f"output stride {policy.target} is not reachable: {why}; reachable "
+                        f"output strides: {', '.join(map(str, ok)) or 'none'}")
+
+
 def _retarget(policy, target, **changes):
     return DilatePolicy(target, pooling=policy.pooling, convention=policy.convention,
-                        globalised=changes.get("globalised", policy.globalised))
+                        globalised=changes.get("globalised", policy.globalised),
+                        nominal=changes.get("nominal", policy.nominal))
 
 
 def _size_flags(result):
@@ -235,7 +308,8 @@ def _plan_phase(net, phase, policy, *, head, cut_after, input_shapes, unknowns):
     before = _output_stride(analysis)
     if before is None:
         raise SurgeryError("no blob of the net has a known stride; nothing to dilate")
-    if max(before) <= policy.target and not removed:
+    policy = _directed(analysis, policy, removed)
+    if max(before) == policy.target and not removed:
         blind = _geometry_stops(analysis)
         if blind:
             why = (analysis.stopped.get(blind.name) or f"type '{blind.type}' is not in the "
@@ -247,12 +321,9 @@ def _plan_phase(net, phase, policy, *, head, cut_after, input_shapes, unknowns):
         if head == "error" or not heads.classifier_layers(analysis):
             return None     # an explicit --head still applies to a net already at the target
     try:
-        result = walk(analysis, policy, phase=phase, removed=removed)
+        result = _walk_to(analysis, policy, phase, removed)
     except Unreachable as exc:
-        ok = _reachable(analysis, policy, removed)
-        raise SurgeryError(
-            f"output stride {policy.target} is not reachable: layer '{exc.args[0]}' would have to "
-            f"keep part of its stride; reachable output strides: {', '.join(map(str, ok))}") from None
+        raise _unreachable(analysis, policy, removed, exc) from None
     seeds = list(result.heads)
     if head == "cut":     # a classifier behind global pooling loads, but the user wants it gone
         pools = [node for node, layer, change in result.changes if change.action == "keep"]
@@ -296,7 +367,7 @@ def dilate(net, *, output_stride, head="error", pooling="strict", convention="ex
         planned = _plan_phase(net, phase, policy, head=head, cut_after=cut_after,
                               input_shapes=input_shapes, unknowns=unknowns)
         if planned is None:
-            notes.append(f"{phase}: the output stride is already at or below {output_stride}; "
+            notes.append(f"{phase}: the output stride is already {output_stride}; "
                          "nothing changed")
             return None
         if multi_grid:
@@ -373,8 +444,7 @@ def _report(net, new, changes, notes, first, input_shapes, unknowns):
     if shown is not None and grids.get(shown) is not None:
         grid = grids[shown]
         notes.append(f"converted '{shown}' at offset + factor*i equals the original at i, with "
-                     f"factor {tuple(num(f) for f in grid.factor)} and offset "
-                     f"{tuple(num(o) for o in grid.offset)}"
+                     f"factor {show(grid.factor)} and offset {show(grid.offset)}"
                      + ("" if shown == deepest else f" (the deepest blob kept exact; "
                                                     f"'{deepest}' is approximate)"))
     return DilateReport(changes, {b: g for b, g in grids.items() if b in after.shapes},

@@ -144,6 +144,8 @@ def find_head(analysis, broken, removed=frozenset()):
         part += [f for f in _feeders(analysis, node, names) if f.name not in names]
         claimed |= {n.name for n in part}
         components.append(part)
+    if not components:      # every broken layer is already removed (--cut-after)
+        return []
     head = [n for part in components for n in part]
     head_names = {n.name for n in head}
 

@@ -1,0 +1,152 @@
+"""Coarsening: `dilate -s N` above a net's output stride gives strides back.
+
+The dense net is the reference here: its coarse conversion, with the same weights, must
+equal it on the subsampled grid (verify runs both in OpenCV and compares the blobs at
+the positions the two nets' geometry says coincide). Round trips (dilate to 8, then back)
+must restore every layer's window, and the refusals list the strides that can be reached.
+"""
+
+import json
+
+import pytest
+
+from surgery.analysis import analyse
+from surgery.cli import main
+from surgery.errors import SurgeryError
+from surgery.initweights import init_weights
+from surgery.io.prototxt import load_prototxt, save_prototxt
+from surgery.passes.dilate import dilate
+
+from _corpus import CORPUS
+
+MODELS = __import__("pathlib").Path(__file__).resolve().parents[1] / "models"
+
+
+def windows(net):
+    a = analyse(net)
+    return {n.name: n.rule.window(n.layer) for n in a.graph.nodes
+            if n.rule.role_of(n.layer) == "window"}
+
+
+def output_stride(net):
+    a = analyse(net)
+    return max(a.geometry[a.deepest_blob()].stride)
+
+
+# ---------------------------------------------------------------------------
+# Numbers: the coarse net equals the dense one on the subsampled grid (OpenCV)
+# ---------------------------------------------------------------------------
+
+NUMERIC = [("resnet50", "exact", 16), ("resnet50", "exact", 32),
+           ("mobilenet-mini", "exact", 16), ("mobilenet-mini", "exact", 32),
+           # dilated the PSPNet way: the formerly strided 3x3 is dilated too
+           ("resnet50-s3x3", "pspnet", 16), ("resnet50-s3x3", "pspnet", 32)]
+
+
+@pytest.mark.parametrize("model, convention, target", NUMERIC,
+                         ids=[f"{m}-{c}-os{t}" for m, c, t in NUMERIC])
+def test_an_os8_net_coarsened_equals_the_dense_net_on_the_subsampled_grid(
+        tmp_path, model, convention, target):
+    pytest.importorskip("cv2")
+    from surgery.verify import verify
+
+    dense, _ = dilate(load_prototxt(MODELS / model / "deploy.prototxt"), output_stride=8,
+                      head="cut", convention=convention)
+    coarse, report = dilate(dense, output_stride=target)
+    assert report.deepest in report.exact_blobs and max(report.stride_after) == target
+    save_prototxt(dense, tmp_path / "dense.prototxt")
+    save_prototxt(coarse, tmp_path / "coarse.prototxt")
+    init_weights(dense, tmp_path / "w.caffemodel", input_shapes={"data": (1, 3, 97, 97)})
+    deepest = report.deepest
+    for a, b in (("dense", "coarse"), ("coarse", "dense")):     # either net may come first
+        result = verify(tmp_path / f"{a}.prototxt", tmp_path / f"{b}.prototxt",
+                        tmp_path / "w.caffemodel", input_shapes={"data": (1, 3, 97, 97)},
+                        blobs=[deepest])
+        row = next(r for r in result.blobs if r.blob == deepest)
+        want = 8 / target if a == "dense" else target / 8
+        assert row.factor == (want, want) and row.status == "ok", (a, b, row)
+        assert result.passed and row.compared[0] > 1
+
+
+# ---------------------------------------------------------------------------
+# Geometry: round trips and refusals
+# ---------------------------------------------------------------------------
+
+ROUND_TRIPS = ["resnet50", "resnet101", "resnet50-s3x3", "mobilenet-mini"]
+
+
+@pytest.mark.parametrize("model", ROUND_TRIPS)
+@pytest.mark.parametrize("dense", [8, 16])
+def test_dilating_then_coarsening_back_restores_every_window(model, dense):
+    original = load_prototxt(MODELS / model / "deploy.prototxt")
+    backbone, _ = dilate(original, output_stride=32, head="cut")   # the head alone cut
+    there, _ = dilate(original, output_stride=dense, head="cut")
+    back, report = dilate(there, output_stride=32)
+    assert report.deepest in report.exact_blobs
+    assert windows(back) == windows(backbone)
+
+
+# Public backbones whose dense conversion is exact; each must come back exactly.
+CORPUS_ROUND_TRIPS = ["resnet_kaiming/ResNet-50-deploy.prototxt",
+                      "resnet_kaiming/ResNet-101-deploy.prototxt",
+                      "mobilenet/mobilenet_deploy.prototxt",
+                      "soeaver_cls/deploy_resnext50-32x4d.prototxt",
+                      "soeaver_cls/deploy_resnet101-v2.prototxt"]
+
+
+@pytest.mark.parametrize("path", CORPUS_ROUND_TRIPS)
+def test_public_backbones_come_back_to_their_own_geometry(path):
+    if not (CORPUS / path).exists():
+        pytest.skip(f"corpus file {path} not available")
+    original = load_prototxt(CORPUS / path)
+    backbone, _ = dilate(original, output_stride=32, head="cut")
+    stride = output_stride(backbone)
+    for dense in (8, 16):
+        there, _ = dilate(original, output_stride=dense, head="cut")
+        back, _ = dilate(there, output_stride=stride)
+        assert windows(back) == windows(backbone), dense
+        assert analyse(back).geometry == analyse(backbone).geometry
+
+
+def test_a_dilation_that_does_not_divide_is_refused_listing_both_directions():
+    # A 3x3 with dilation 1 after the removed stride (a context module written at stride 8)
+    # has nothing to give back: the output stride cannot grow past it.
+    net = load_prototxt(MODELS / "resnet50" / "deploy.prototxt")
+    dense, _ = dilate(net, output_stride=8, head="cut")
+    extra = type(dense.layer[0])()
+    extra.CopyFrom(next(l for l in dense.layer if l.name == "res5c_branch2b"))
+    extra.name, extra.bottom[:], extra.top[:] = "context", ["res5c"], ["context"]
+    del extra.convolution_param.dilation[:]
+    del extra.convolution_param.pad[:]
+    extra.convolution_param.pad.append(1)
+    dense.layer.append(extra)
+    with pytest.raises(SurgeryError) as err:
+        dilate(dense, output_stride=16)
+    text = str(err.value)
+    assert "output stride 16 is not reachable" in text and "\n" not in text
+    assert text.endswith("reachable output strides: 1, 2, 4, 8")
+
+
+def test_the_cli_coarsens_and_inspect_reports_nominal_and_reachable_strides(tmp_path, capsys):
+    os8 = tmp_path / "os8.prototxt"
+    assert main(["dilate", str(MODELS / "resnet50" / "deploy.prototxt"), "-s", "8",
+                 "--head", "cut", "-o", str(os8)]) == 0
+    assert main(["inspect", str(os8)]) == 0
+    out = capsys.readouterr().out
+    assert "output stride 8 (dilated from 32)" in out
+    assert "reachable output strides (exact, with dilate): 1, 2, 4, 8, 16, 32" in out
+    os16 = tmp_path / "os16.prototxt"
+    assert main(["dilate", str(os8), "-s", "16", "-o", str(os16), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["output_stride"] == {"before": [8, 8], "after": [16, 16]}
+    assert report["grid"]["res5c"]["factor"] == [0.5, 0.5] and report["exact"]
+    assert main(["inspect", str(os16), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["totals"]["output_stride"] == [16, 16]
+    assert data["totals"]["nominal_output_stride"] == [32, 32]
+    assert data["reachable_output_strides"] == [1, 2, 4, 8, 16, 32]
+    before = os8.read_bytes()
+    assert main(["dilate", str(os8), "-s", "64", "-o", str(tmp_path / "x.prototxt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "reachable output strides: 1, 2, 4, 8, 16, 32" in err
+    assert not (tmp_path / "x.prototxt").exists() and os8.read_bytes() == before
