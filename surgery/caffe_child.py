@@ -41,8 +41,9 @@ def readable(caffe, prototxt):
         text = handle.read()
     try:
         text_format.Merge(text, net)
-    except text_format.ParseError as exc:
-        return f"{prototxt}:{' '.join(str(exc).split())}"
+    except text_format.ParseError as exc:      # str(exc): '62:5 : Message type ... .'
+        where, _, what = " ".join(str(exc).split()).partition(" : ")
+        return f"{prototxt}:{where}: {what.rstrip('.')}" if what else f"{prototxt}: {where}"
     known = set(caffe.layer_type_list())
     missing = {}
     for layer in net.layer:
@@ -60,7 +61,9 @@ def run_job(caffe, job, folder, tag):
     {"unreadable": why}."""
     import numpy as np
 
-    why = readable(caffe, job["prototxt"])
+    # "source": the user's file when "prototxt" is a copy of it with other input sizes
+    # (so that a refusal names the user's file and line)
+    why = readable(caffe, job.get("source") or job["prototxt"])
     if why is not None:
         return {"unreadable": why}
     if job.get("weights"):
@@ -72,7 +75,8 @@ def run_job(caffe, job, folder, tag):
         net.blobs[name].reshape(*array.shape)
     if inputs:
         net.reshape()
-    answer = {"shapes": {name: list(blob.data.shape) for name, blob in net.blobs.items()},
+    # blob.shape, not blob.data.shape: reading .data would allocate every blob
+    answer = {"shapes": {name: list(blob.shape) for name, blob in net.blobs.items()},
               "blobs": {}}
     if job.get("blobs"):
         for name, array in inputs.items():

@@ -18,7 +18,7 @@ from . import layers
 from .errors import SurgeryError
 from .graph import build_graph
 from .layers import rule_for
-from .io.prototxt import load_prototxt
+from .io.prototxt import load_prototxt, save_prototxt
 
 INSTALL_HINT = "pip install 'caffe-surgery[verify]'"
 
@@ -191,21 +191,32 @@ class CaffeEngine(Engine):
         return "in-process" if self.python is None else f"{self.python}, child process"
 
     def _forward_many(self, plans):
-        jobs = [{"prototxt": os.path.abspath(proto), "weights": os.path.abspath(model),
-                 "inputs": inputs, "blobs": [blob for blob, _ in wanted]}
-                for proto, model, inputs, wanted in plans]
-        return [{blob: answer["blobs"][blob] for blob, _ in plan[3]}
-                for plan, answer in zip(plans, self._jobs(jobs))]
+        with tempfile.TemporaryDirectory(prefix="caffe-surgery-nets-") as folder:
+            jobs = [{"prototxt": _declaring(proto, inputs, os.path.join(folder, f"{i}.prototxt")),
+                     "source": os.path.abspath(proto),
+                     "weights": os.path.abspath(model), "inputs": inputs,
+                     "blobs": [blob for blob, _ in wanted]}
+                    for i, (proto, model, inputs, wanted) in enumerate(plans)]
+            return [{blob: answer["blobs"][blob] for blob, _ in plan[3]}
+                    for plan, answer in zip(plans, self._jobs(jobs))]
 
     def blob_shapes(self, prototxt_path, caffemodel_path=None):
         """{blob: shape} of every blob of the net as Caffe builds it (with the weights
         loaded when given, so a refusal shows as Caffe's SurgeryError)."""
-        job = {"prototxt": os.path.abspath(prototxt_path), "inputs": {}, "blobs": [],
-               "weights": os.path.abspath(caffemodel_path) if caffemodel_path else None}
-        return {blob: tuple(dims) for blob, dims in self._jobs([job])[0]["shapes"].items()}
+        return self.blob_shapes_many([(prototxt_path, caffemodel_path)], unreadable="raise")[0]
 
-    def _jobs(self, jobs):
-        """Run jobs (inputs as arrays) in pycaffe; answers with arrays loaded."""
+    def blob_shapes_many(self, nets, *, unreadable="return"):
+        """blob_shapes for each (prototxt, caffemodel or None) in one go; a net Caffe
+        cannot build gives its CaffeUnreadable (unless unreadable="raise")."""
+        jobs = [{"prototxt": os.path.abspath(proto), "inputs": {}, "blobs": [],
+                 "weights": os.path.abspath(model) if model else None} for proto, model in nets]
+        return [answer if isinstance(answer, CaffeUnreadable)
+                else {blob: tuple(dims) for blob, dims in answer["shapes"].items()}
+                for answer in self._jobs(jobs, unreadable=unreadable)]
+
+    def _jobs(self, jobs, *, unreadable="raise"):
+        """Run jobs (inputs as arrays) in pycaffe; answers with arrays loaded. A net Caffe
+        cannot build raises CaffeUnreadable, or with unreadable="return" is answered by it."""
         with tempfile.TemporaryDirectory(prefix="caffe-surgery-caffe-") as folder:
             for i, job in enumerate(jobs):
                 files = {}
@@ -217,10 +228,13 @@ class CaffeEngine(Engine):
                 answers = self._child.run_jobs(self.caffe, jobs, folder)
             else:
                 answers = self._run_child(jobs, folder)
-            for job, answer in zip(jobs, answers):
+            for i, answer in enumerate(answers):
                 if "unreadable" in answer:
-                    raise CaffeUnreadable(f"BVLC Caffe cannot read {answer['unreadable']}")
-                answer["blobs"] = {b: np.load(p) for b, p in answer["blobs"].items()}
+                    answers[i] = CaffeUnreadable(f"Caffe cannot read {answer['unreadable']}")
+                    if unreadable == "raise":
+                        raise answers[i]
+                else:
+                    answer["blobs"] = {b: np.load(p) for b, p in answer["blobs"].items()}
             return answers
 
     def _run_child(self, jobs, folder):
@@ -246,6 +260,41 @@ class CaffeEngine(Engine):
         if "error" in answer:
             raise SurgeryError(f"the caffe engine cannot start: {answer['error']}")
         return answer["results"]
+
+
+def _declaring(prototxt_path, inputs, copy_path):
+    """A prototxt that declares the shapes of `inputs`: the file itself when it does, else
+    a copy at `copy_path` with its declarations changed. Caffe builds the net, and loads
+    its weights, at the declared sizes before any input is fed; a size-bound layer
+    (InnerProduct on a map) would be refused at another size than the weights were made for."""
+    net = load_prototxt(prototxt_path)
+    changed = False
+    for layer in net.layer:
+        if layer.type == "Input":
+            for i, top in enumerate(layer.top):
+                shapes = layer.input_param.shape
+                if top in inputs and (i >= len(shapes) or
+                                      tuple(shapes[i].dim) != inputs[top].shape):
+                    while len(shapes) <= i:
+                        shapes.add()
+                    del shapes[i].dim[:]
+                    shapes[i].dim.extend(inputs[top].shape)
+                    changed = True
+    if list(net.input) and any(name in inputs for name in net.input):
+        old = [tuple(s.dim) for s in net.input_shape] if len(net.input_shape) else \
+            [tuple(net.input_dim[4 * i:4 * i + 4]) for i in range(len(net.input))]
+        new = [inputs[name].shape if name in inputs else old[i] if i < len(old) else ()
+               for i, name in enumerate(net.input)]
+        if new != old:
+            del net.input_dim[:]
+            del net.input_shape[:]
+            for shape in new:
+                net.input_shape.add().dim.extend(shape)
+            changed = True
+    if not changed:
+        return os.path.abspath(prototxt_path)
+    save_prototxt(net, copy_path)
+    return copy_path
 
 
 def _import_caffe():
