@@ -304,11 +304,12 @@ def test_the_floor_net_differs_from_its_ceil_original():
 
 
 def _corpus_deploy_nets():
+    """{path in the corpus: Caffe dialect (MANIFEST.tsv)} of every deploy net."""
     manifest = CORPUS / "MANIFEST.tsv"
     if not manifest.is_file():
-        return []
+        return {}
     rows = [line.split("\t") for line in manifest.read_text().splitlines()[1:] if line]
-    return [row[0] for row in rows if len(row) > 6 and row[6] == "deploy"]
+    return {row[0]: row[5] for row in rows if len(row) > 6 and row[6] == "deploy"}
 
 
 SPLIT = re.compile(r"_\d+_split_\d+$")   # Caffe's own Split tops: BLOB_LAYER_i_split_j
@@ -336,7 +337,9 @@ def test_inspect_shapes_are_caffes_for_every_corpus_deploy_net(caffe):
         ours = analyse(load_prototxt(CORPUS / rel)).shapes
         wrong = _blob_shapes_agree(ours, theirs)
         assert not wrong, f"{rel}: (ours, Caffe's) {wrong}"
-    assert len(built) >= 15 and "mobilenet/mobilenet_deploy.prototxt" in built, built
+    # Caffe builds exactly the nets in BVLC's own dialect (V1 files included), no fork's.
+    plain = [rel for rel, dialect in rels.items() if dialect in ("bvlc", "v1-legacy-layers")]
+    assert sorted(built) == sorted(plain) and len(built) >= 17, built
 
 
 def test_inspect_shapes_are_caffes_for_the_shipped_models_and_floor_pooling(caffe, tmp_path,
