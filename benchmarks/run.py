@@ -5,7 +5,7 @@
                                               # ResNet-152's report page
     python benchmarks/run.py --sizes 0.5,1    # other model sizes (GB, 10^9 bytes)
     python benchmarks/run.py --big 4          # init-weights/fcn on a 4 GB net (0: skip it)
-    python benchmarks/run.py --quick          # 50 MB model; a smoke test of the script
+    python benchmarks/run.py --quick          # 50 MB model, verify at 224 only; a smoke test
     python benchmarks/run.py --json out.json  # also write the rows as JSON
 
 Every measurement is a fresh process (cold interpreter, warm page cache), timed
@@ -330,13 +330,13 @@ def caffe_build():
 VERIFY_SIZES = (224, 513)
 
 
-def bench_verify(table, workdir, repeat):
+def bench_verify(table, workdir, repeat, sizes=VERIFY_SIZES):
     """verify of ResNet-50 against its OS-8 conversion on each engine at 224 and 513 (513:
     the weights made at 224, so verify leaves the size-bound fc1000 out). Each engine's
     baseline is its interpreter importing it; the caffe rows also give the ratio to the
     opencv row of the same size. Peak RSS includes the pycaffe child process."""
     net = ROOT / "models" / "resnet50" / "deploy.prototxt"
-    groups = [f"verify ResNet-50 @{size}" for size in VERIFY_SIZES]
+    groups = [f"verify ResNet-50 @{size}" for size in sizes]
     if not net.exists():
         table.add(groups[0], "skipped: models/resnet50/deploy.prototxt not found")
         return
@@ -368,7 +368,7 @@ def bench_verify(table, workdir, repeat):
     if init.returncode or dil.returncode:
         table.add(group, "verify skipped: a preparation step failed")
         return
-    for size, group in zip(VERIFY_SIZES, groups):
+    for size, group in zip(sizes, groups):
         argv = cli + ["verify", str(net), str(converted), "--weights", str(weights), "--json"]
         if size != 224:
             argv += ["--input-shape", f"data=1,3,{size},{size}"]
@@ -470,7 +470,7 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", default="0.5,2.5",
                         help="caffemodel sizes in GB (10^9 bytes), comma-separated")
     parser.add_argument("--quick", action="store_true",
-                        help="one 50 MB model and single runs: checks the script works")
+                        help="one 50 MB model, verify at 224 only, single runs: checks the script works")
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing (the fastest counts)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--big", type=float, default=2.5, metavar="GB",
@@ -506,7 +506,7 @@ def main(argv=None):
         if "dilate" in groups:
             bench_dilate(table, workdir, args.repeat)
         if "verify" in groups:
-            bench_verify(table, workdir, args.repeat)
+            bench_verify(table, workdir, args.repeat, (224,) if args.quick else VERIFY_SIZES)
         if "report" in groups:
             bench_report(table, workdir, args.repeat)
         if "init-fcn" in groups:
