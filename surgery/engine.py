@@ -299,6 +299,7 @@ def _declaring(prototxt_path, inputs, copy_path):
 
 def _import_caffe():
     """The caffe module when pycaffe imports in this interpreter, else None."""
+    os.environ.setdefault("GLOG_minloglevel", "2")   # Caffe's INFO/WARNING logs, as in the child
     try:
         import caffe
     except Exception:    # ImportError, or a protobuf clash inside pycaffe's caffe_pb2
