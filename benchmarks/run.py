@@ -5,7 +5,7 @@
                                               # ResNet-152's report page
     python benchmarks/run.py --sizes 0.5,1    # other model sizes (GB, 10^9 bytes)
     python benchmarks/run.py --big 4          # init-weights/fcn on a 4 GB net (0: skip it)
-    python benchmarks/run.py --quick          # 50 MB model; a smoke test of the script
+    python benchmarks/run.py --quick          # 50 MB model, verify at 224 only; a smoke test
     python benchmarks/run.py --json out.json  # also write the rows as JSON
 
 Every measurement is a fresh process (cold interpreter, warm page cache), timed
@@ -313,19 +313,51 @@ def _has_command(name):
     return probe.returncode == 0
 
 
-def bench_verify(table, workdir, repeat):
-    group = "verify ResNet-50 @224"
+def caffe_build():
+    """(python, pythonpath) of real Caffe: $CAFFE_PYTHON (and $CAFFE_PYTHONPATH), else the
+    build tools/build_caffe.sh made; None when there is none."""
+    if os.environ.get("CAFFE_PYTHON"):
+        return os.environ["CAFFE_PYTHON"], os.environ.get("CAFFE_PYTHONPATH", "")
+    cache = Path(os.environ.get("CAFFE_SURGERY_CACHE") or Path.home() / ".cache" / "caffe-surgery")
+    env_file = cache / "caffe-99bd997" / "env"
+    if not env_file.is_file():
+        return None
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    return (values["CAFFE_PYTHON"], values.get("CAFFE_PYTHONPATH", "")) \
+        if "CAFFE_PYTHON" in values else None
+
+
+VERIFY_SIZES = (224, 513)
+
+
+def bench_verify(table, workdir, repeat, sizes=VERIFY_SIZES):
+    """verify of ResNet-50 against its OS-8 conversion on each engine at 224 and 513 (513:
+    the weights made at 224, so verify leaves the size-bound fc1000 out). Each engine's
+    baseline is its interpreter importing it; the caffe rows also give the ratio to the
+    opencv row of the same size. Peak RSS includes the pycaffe child process."""
     net = ROOT / "models" / "resnet50" / "deploy.prototxt"
+    groups = [f"verify ResNet-50 @{size}" for size in sizes]
     if not net.exists():
-        table.add(group, "skipped: models/resnet50/deploy.prototxt not found")
+        table.add(groups[0], "skipped: models/resnet50/deploy.prototxt not found")
         return
     missing = [c for c in ("init-weights", "verify") if not _has_command(c)]
     if missing:
-        table.add(group, f"skipped: command(s) {', '.join(missing)} not available yet")
+        table.add(groups[0], f"skipped: command(s) {', '.join(missing)} not available yet")
         return
     cli = cli_argv()
+    group = groups[0]
     floor = measure([PY, "-c", "import cv2, google.protobuf"], repeat=max(repeat, 3))
     table.add(group, "floor: import cv2, google.protobuf", floor)
+    caffe = caffe_build()
+    caffe_floor = None
+    if caffe is not None:
+        python, pythonpath = caffe
+        os.environ["CAFFE_PYTHONPATH"] = pythonpath    # read by verify's pycaffe child
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        caffe_floor = measure(["env", f"PYTHONPATH={pythonpath}", python, "-c", "import caffe"],
+                              repeat=max(repeat, 3))
+        table.add(group, f"floor: {python} -c 'import caffe'", caffe_floor,
+                  note=_failed(caffe_floor))
     weights, converted = Path(workdir) / "r50.caffemodel", Path(workdir) / "r50_os8.prototxt"
     init = measure(cli + ["init-weights", str(net), "-o", str(weights)])
     table.add(group, "init-weights", init,
@@ -336,13 +368,28 @@ def bench_verify(table, workdir, repeat):
     if init.returncode or dil.returncode:
         table.add(group, "verify skipped: a preparation step failed")
         return
-    ver = measure(cli + ["verify", str(net), str(converted), "--weights", str(weights), "--json"],
-                  repeat=repeat)
-    verdict = {0: "PASS", 1: "FAIL (outputs differ)"}.get(ver.returncode,
-                                                           f"error: {ver.stderr.strip()[:100]}")
-    table.add(group, "verify (opencv, both nets)", ver,
-              ratio=f"{ver.seconds / floor.seconds:.1f}x floor", target="verdict PASS",
-              ok=ver.returncode == 0, note=f"verdict: {verdict}")
+    for size, group in zip(sizes, groups):
+        argv = cli + ["verify", str(net), str(converted), "--weights", str(weights), "--json"]
+        if size != 224:
+            argv += ["--input-shape", f"data=1,3,{size},{size}"]
+        ver = measure(argv + ["--engine", "opencv"], repeat=repeat)
+        table.add(group, "verify (opencv, both nets)", ver,
+                  ratio=f"{ver.seconds / floor.seconds:.1f}x floor", target="verdict PASS",
+                  ok=ver.returncode == 0, note=f"verdict: {_verdict(ver)}")
+        if caffe is None:
+            table.add(group, "verify (caffe) skipped: no Caffe build (tools/build_caffe.sh)")
+            continue
+        run = measure(argv + ["--engine", "caffe", "--caffe-python", caffe[0]], repeat=repeat)
+        table.add(group, "verify (caffe, both nets, one pycaffe child)", run,
+                  ratio=f"{run.seconds / caffe_floor.seconds:.1f}x floor, "
+                        f"{run.seconds / ver.seconds:.2f}x opencv",
+                  target="verdict PASS", ok=run.returncode == 0,
+                  note=f"verdict: {_verdict(run)}")
+
+
+def _verdict(sample):
+    return {0: "PASS", 1: "FAIL (outputs differ)"}.get(
+        sample.returncode, f"error: {sample.stderr.strip()[:100]}")
 
 
 def bench_report(table, workdir, repeat):
@@ -423,7 +470,7 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", default="0.5,2.5",
                         help="caffemodel sizes in GB (10^9 bytes), comma-separated")
     parser.add_argument("--quick", action="store_true",
-                        help="one 50 MB model and single runs: checks the script works")
+                        help="one 50 MB model, verify at 224 only, single runs: checks the script works")
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing (the fastest counts)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--big", type=float, default=2.5, metavar="GB",
@@ -459,7 +506,7 @@ def main(argv=None):
         if "dilate" in groups:
             bench_dilate(table, workdir, args.repeat)
         if "verify" in groups:
-            bench_verify(table, workdir, args.repeat)
+            bench_verify(table, workdir, args.repeat, (224,) if args.quick else VERIFY_SIZES)
         if "report" in groups:
             bench_report(table, workdir, args.repeat)
         if "init-fcn" in groups:

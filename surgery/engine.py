@@ -6,8 +6,11 @@ every in-place layer (BatchNorm, Scale, ReLU) has rewritten it. OpenCV's
 forward() takes layer names, so blobs are mapped to their last writer.
 """
 
+import json
 import os
 import re
+import subprocess
+import tempfile
 
 import numpy as np
 
@@ -15,7 +18,7 @@ from . import layers
 from .errors import SurgeryError
 from .graph import build_graph
 from .layers import rule_for
-from .io.prototxt import load_prototxt
+from .io.prototxt import load_prototxt, save_prototxt
 
 INSTALL_HINT = "pip install 'caffe-surgery[verify]'"
 
@@ -48,6 +51,23 @@ class Engine:
 
     def run(self, prototxt_path, caffemodel_path, inputs, blobs):
         """{blob: ndarray} for each of `blobs`, after feeding `inputs` ({name: ndarray})."""
+        return self.run_many([(prototxt_path, caffemodel_path, inputs, blobs)])[0]
+
+    def run_many(self, runs):
+        """`run` for each (prototxt, caffemodel, inputs, blobs) in `runs`, in one go where
+        the engine gains from it (the caffe engine starts one child process for all)."""
+        plans, asked = [], []
+        for prototxt_path, caffemodel_path, inputs, blobs in runs:
+            plans.append(self._plan(prototxt_path, caffemodel_path, inputs, blobs))
+            asked.append(list(blobs))
+        outputs = []
+        for (_, _, inputs, _), blobs, results in zip(plans, asked, self._forward_many(plans)):
+            results.update({b: inputs[b].copy() for b in blobs if b in inputs})
+            outputs.append({b: results[b] for b in blobs})
+        return outputs
+
+    def _plan(self, prototxt_path, caffemodel_path, inputs, blobs):
+        """(prototxt, caffemodel, inputs as float32, [(blob, last writer)]), checked."""
         prototxt_path, caffemodel_path = os.fspath(prototxt_path), os.fspath(caffemodel_path)
         for path in (prototxt_path, caffemodel_path):
             if not os.path.isfile(path):
@@ -66,9 +86,10 @@ class Engine:
             if writer is None:
                 raise SurgeryError("no layer writes this blob", file=prototxt_path, blob=blob)
             wanted.append((blob, writer))
-        results = self._forward(prototxt_path, caffemodel_path, inputs, wanted)
-        results.update({b: inputs[b].copy() for b in blobs if b in inputs})
-        return {b: results[b] for b in blobs}
+        return prototxt_path, caffemodel_path, inputs, wanted
+
+    def _forward_many(self, plans):
+        return [self._forward(*plan) for plan in plans]
 
     def _forward(self, prototxt_path, caffemodel_path, inputs, wanted):
         raise NotImplementedError
@@ -127,43 +148,247 @@ class OpenCVEngine(Engine):
         return {blob: np.array(out, dtype=np.float32) for (blob, _), out in zip(wanted, outputs)}
 
 
+class CaffeUnreadable(SurgeryError):
+    """Caffe cannot build the net at all (a layer type or a field it lacks), as opposed to
+    a net it builds but refuses or computes otherwise; `--engine auto` falls back on it."""
+
+    def __init__(self, reason):
+        super().__init__(f"{reason}; use --engine opencv")
+        self.reason = reason
+
+
 class CaffeEngine(Engine):
-    """pycaffe (BVLC or a fork) in CPU mode."""
+    """pycaffe (BVLC or a fork) in CPU mode: in this process when `import caffe` works,
+    otherwise in a child process under the interpreter pycaffe was built for
+    (`python=`, else $CAFFE_PYTHON; $CAFFE_PYTHONPATH is added to its PYTHONPATH).
+    Arrays go to the child and back as .npy files in a temporary folder."""
 
     name = "caffe"
 
-    def __init__(self):
-        try:
-            import caffe
-        except ImportError:
-            raise SurgeryError("the caffe engine needs pycaffe importable as 'caffe' (build Caffe "
-                               f"with its Python bindings), or use --engine opencv: {INSTALL_HINT}"
-                               ) from None
-        self.caffe = caffe
-        caffe.set_mode_cpu()
+    def __init__(self, *, python=None):
+        self.caffe = None
+        self.python = None
+        if python is None:
+            self.caffe = _import_caffe()
+            if self.caffe is None:
+                python = os.environ.get("CAFFE_PYTHON") or None
+                if python is None:
+                    raise SurgeryError(
+                        "the caffe engine needs pycaffe: 'import caffe' fails here and neither "
+                        "--caffe-python nor $CAFFE_PYTHON names the interpreter it was built "
+                        "for (tools/build_caffe.sh builds BVLC Caffe); or use --engine opencv")
+                self.python = _interpreter(python, "$CAFFE_PYTHON")
+        else:
+            self.python = _interpreter(python, "--caffe-python")
+        if self.caffe is not None:
+            from . import caffe_child
 
-    def _forward(self, prototxt_path, caffemodel_path, inputs, wanted):
-        caffe = self.caffe
-        net = caffe.Net(prototxt_path, caffe.TEST, weights=caffemodel_path)
-        for name, array in inputs.items():
-            net.blobs[name].reshape(*array.shape)
-        net.reshape()
-        for name, array in inputs.items():
-            net.blobs[name].data[...] = array
-        net.forward()
-        return {blob: np.array(net.blobs[blob].data, dtype=np.float32) for blob, _ in wanted}
+            self.caffe.set_mode_cpu()
+            self._child = caffe_child
+
+    @property
+    def where(self):
+        return "in-process" if self.python is None else f"{self.python}, child process"
+
+    def _forward_many(self, plans):
+        with tempfile.TemporaryDirectory(prefix="caffe-surgery-nets-") as folder:
+            jobs = [{"prototxt": _declaring(proto, inputs, os.path.join(folder, f"{i}.prototxt")),
+                     "source": os.path.abspath(proto),
+                     "weights": os.path.abspath(model), "inputs": inputs,
+                     "blobs": [blob for blob, _ in wanted]}
+                    for i, (proto, model, inputs, wanted) in enumerate(plans)]
+            return [{blob: answer["blobs"][blob] for blob, _ in plan[3]}
+                    for plan, answer in zip(plans, self._jobs(jobs))]
+
+    def blob_shapes(self, prototxt_path, caffemodel_path=None):
+        """{blob: shape} of every blob of the net as Caffe builds it (with the weights
+        loaded when given, so a refusal shows as Caffe's SurgeryError)."""
+        return self.blob_shapes_many([(prototxt_path, caffemodel_path)], unreadable="raise")[0]
+
+    def blob_shapes_many(self, nets, *, unreadable="return"):
+        """blob_shapes for each (prototxt, caffemodel or None) in one go; a net Caffe
+        cannot build gives its CaffeUnreadable (unless unreadable="raise")."""
+        jobs = [{"prototxt": os.path.abspath(proto), "inputs": {}, "blobs": [],
+                 "weights": os.path.abspath(model) if model else None} for proto, model in nets]
+        return [answer if isinstance(answer, CaffeUnreadable)
+                else {blob: tuple(dims) for blob, dims in answer["shapes"].items()}
+                for answer in self._jobs(jobs, unreadable=unreadable)]
+
+    def _jobs(self, jobs, *, unreadable="raise"):
+        """Run jobs (inputs as arrays) in pycaffe; answers with arrays loaded. A net Caffe
+        cannot build raises CaffeUnreadable, or with unreadable="return" is answered by it."""
+        with tempfile.TemporaryDirectory(prefix="caffe-surgery-caffe-") as folder:
+            for i, job in enumerate(jobs):
+                files = {}
+                for k, (name, array) in enumerate(job["inputs"].items()):
+                    files[name] = os.path.join(folder, f"in-{i}-{k}.npy")
+                    np.save(files[name], np.ascontiguousarray(array, dtype=np.float32))
+                job["inputs"] = files
+            if self.python is None:
+                answers = self._child.run_jobs(self.caffe, jobs, folder)
+            else:
+                answers = self._run_child(jobs, folder)
+            for i, answer in enumerate(answers):
+                if "unreadable" in answer:
+                    answers[i] = CaffeUnreadable(f"Caffe cannot read {answer['unreadable']}")
+                    if unreadable == "raise":
+                        raise answers[i]
+                else:
+                    answer["blobs"] = {b: np.load(p) for b, p in answer["blobs"].items()}
+            return answers
+
+    def _run_child(self, jobs, folder):
+        with open(os.path.join(folder, "request.json"), "w", encoding="utf-8") as handle:
+            json.dump({"jobs": jobs}, handle)
+        env = dict(os.environ)
+        env.setdefault("GLOG_minloglevel", "2")
+        extra = os.environ.get("CAFFE_PYTHONPATH")
+        if extra:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH")) if p)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "caffe_child.py")
+        try:
+            proc = subprocess.run([self.python, script, folder], cwd=folder, env=env,
+                                  capture_output=True, text=True, errors="replace")
+        except OSError as exc:
+            raise SurgeryError(f"cannot run the Caffe interpreter {self.python}: "
+                               f"{exc.strerror or exc}") from None
+        result = os.path.join(folder, "result.json")
+        if proc.returncode != 0 or not os.path.isfile(result):
+            raise SurgeryError(f"Caffe failed: {_caffe_message(proc.stderr, proc.returncode)}")
+        with open(result, encoding="utf-8") as handle:
+            answer = json.load(handle)
+        if "error" in answer:
+            raise SurgeryError(f"the caffe engine cannot start: {answer['error']}")
+        return answer["results"]
+
+
+def _declaring(prototxt_path, inputs, copy_path):
+    """A prototxt that declares the shapes of `inputs`: the file itself when it does, else
+    a copy at `copy_path` with its declarations changed. Caffe builds the net, and loads
+    its weights, at the declared sizes before any input is fed; a size-bound layer
+    (InnerProduct on a map) would be refused at another size than the weights were made for."""
+    net = load_prototxt(prototxt_path)
+    changed = False
+    for layer in net.layer:
+        if layer.type == "Input":
+            for i, top in enumerate(layer.top):
+                shapes = layer.input_param.shape
+                if top in inputs and (i >= len(shapes) or
+                                      tuple(shapes[i].dim) != inputs[top].shape):
+                    while len(shapes) <= i:
+                        shapes.add()
+                    del shapes[i].dim[:]
+                    shapes[i].dim.extend(inputs[top].shape)
+                    changed = True
+    if list(net.input) and any(name in inputs for name in net.input):
+        old = [tuple(s.dim) for s in net.input_shape] if len(net.input_shape) else \
+            [tuple(net.input_dim[4 * i:4 * i + 4]) for i in range(len(net.input))]
+        new = [inputs[name].shape if name in inputs else old[i] if i < len(old) else ()
+               for i, name in enumerate(net.input)]
+        if new != old:
+            del net.input_dim[:]
+            del net.input_shape[:]
+            for shape in new:
+                net.input_shape.add().dim.extend(shape)
+            changed = True
+    if not changed:
+        return os.path.abspath(prototxt_path)
+    save_prototxt(net, copy_path)
+    return copy_path
+
+
+def _import_caffe():
+    """The caffe module when pycaffe imports in this interpreter, else None."""
+    os.environ.setdefault("GLOG_minloglevel", "2")   # Caffe's INFO/WARNING logs, as in the child
+    try:
+        import caffe
+    except Exception:    # ImportError, or a protobuf clash inside pycaffe's caffe_pb2
+        return None
+    return caffe
+
+
+def _interpreter(path, where):
+    """The path of an executable file, or a SurgeryError naming where it came from."""
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise SurgeryError(f"{where} {path} is not an executable file (the Python that "
+                           "pycaffe was built for, e.g. /usr/bin/python3)")
+    return path
+
+
+# glog: "F20261203 06:30:00.123456 12345 net.cpp:752] Check failed: ..." (older glogs: F1203)
+_GLOG = re.compile(r"^([EF])\d{4,8} [\d:.]+\s+\d+ [^\]]+\] (.*)$")
+_PROTOBUF = re.compile(r"^\[libprotobuf (?:ERROR|FATAL) [^\]]*\] (.*)$")
+
+
+def _caffe_message(stderr, status):
+    """Caffe's reason for failing, on one line: a protobuf parse error first (Caffe then
+    only adds 'Failed to parse'), else glog's fatal line, else its last error line, else
+    the last line of a Python traceback."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    found = {"proto": None, "F": None, "E": None}
+    for line in lines:
+        match = _PROTOBUF.match(line)
+        if match and found["proto"] is None:
+            found["proto"] = match.group(1)
+        match = _GLOG.match(line)
+        if match:
+            found[match.group(1)] = match.group(2)
+    why = found["proto"] or found["F"] or found["E"]
+    if why is None:
+        tail = [line for line in lines if not line.startswith(("@", "***"))]
+        why = tail[-1] if tail else None
+    if why is None:
+        why = f"exit status {status}" if status >= 0 else f"killed by signal {-status}"
+    return " ".join(why.split())
 
 
 ENGINES = {"opencv": OpenCVEngine, "caffe": CaffeEngine}
+CHOICES = ("auto", *ENGINES)
 
 
-def get_engine(name="opencv"):
-    """An Engine by name; SurgeryError saying what to install when it is missing."""
+def get_engine(name="opencv", *, caffe_python=None):
+    """An Engine by name; SurgeryError saying what to install when it is missing.
+    `caffe_python`: the interpreter pycaffe runs under (caffe engine only)."""
     try:
         factory = ENGINES[name]
     except KeyError:
         raise SurgeryError(f"unknown engine '{name}'; choose one of {', '.join(ENGINES)}") from None
-    return factory()
+    return factory(python=caffe_python) if factory is CaffeEngine else factory()
+
+
+def caffe_available(caffe_python=None):
+    """Whether the caffe engine can be made: an interpreter is named, or $CAFFE_PYTHON is
+    set (then it is used, and checked, even by auto), or pycaffe imports here."""
+    return bool(caffe_python or os.environ.get("CAFFE_PYTHON")) or _import_caffe() is not None
+
+
+def bvlc_gaps(*nets):
+    """The layer types in `nets` that BVLC Caffe has no layer for (the registry's
+    `fork_types`), each with its first layer, as text ("Interp (layer 'interp5'), BN (layer 'bn1')"); '' when there are none."""
+    found = {}
+    for net in nets:
+        for layer in net.layer:
+            if layer.type in rule_for(layer.type).fork_types:
+                found.setdefault(layer.type, layer.name)
+    return ", ".join(f"{t} (layer '{n}')" for t, n in found.items())
+
+
+def choose_engine(name, nets, *, caffe_python=None):
+    """(engine, note) for `verify --engine NAME` on `nets`. caffe refuses nets with layer
+    types BVLC Caffe lacks, naming them; auto takes Caffe when it is available and can
+    run the nets, else OpenCV, and the note says why when it had to fall back."""
+    if name not in CHOICES:
+        raise SurgeryError(f"unknown engine '{name}'; choose one of {', '.join(CHOICES)}")
+    gaps = bvlc_gaps(*nets) if name != "opencv" else ""
+    if name == "caffe" and gaps:
+        raise SurgeryError(f"BVLC Caffe has no layer type {gaps}; use --engine opencv")
+    if name != "auto":
+        return get_engine(name, caffe_python=caffe_python), ""
+    if caffe_available(caffe_python):
+        if not gaps:
+            return get_engine("caffe", caffe_python=caffe_python), ""
+        return get_engine("opencv"), f"auto: BVLC Caffe has no layer type {gaps}"
+    return get_engine("opencv"), ""
 
 
 def _opencv_layer(known, blob, writer):

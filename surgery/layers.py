@@ -128,6 +128,10 @@ class LayerRule:
     dilatable = False        # can absorb an input factor exactly through its dilation field
     fully_connected = False  # weights see the whole input at once (InnerProduct)
     view = False             # only regroups its input's axes, values and order unchanged
+    # The types of this rule that BVLC Caffe has no layer for (a fork's layers): `verify
+    # --engine caffe` refuses a net with one, auto falls back to OpenCV. A class whose
+    # types are all a fork's sets `fork_types = types`.
+    fork_types = ()
     # Caffe's upgrader sets lr_mult and decay_mult to 0 in the `param` specs of a layer
     # that declares exactly this many (its blobs must never be learned).
     frozen_param_specs = None
@@ -296,6 +300,7 @@ class Pointwise(LayerRule):
     types = ("ReLU", "ELU", "Sigmoid", "TanH", "Power", "AbsVal", "BNLL", "Dropout", "Clip",
              "Swish", "Threshold", "Exp", "Log", "LRN", "MVN", "Softmax", "ReLU6", "Mish",
              "HardSigmoid", "Sign")
+    fork_types = ("ReLU6", "Mish", "HardSigmoid", "Sign")
     role = "pointwise"
     moment = "keep"
 
@@ -357,6 +362,7 @@ class BN(Affine):
     The dialect is read from which bn_param fields the layer sets; with none set, PSPNet."""
 
     types = ("BN",)
+    fork_types = types
     SEGNET_FIELDS = ("scale_filler", "shift_filler", "bn_mode")
     init = ("gamma", "small", "bn_mean", "bn_var")   # PSPNet's order; SegNet's two match too
 
@@ -437,6 +443,7 @@ class Normalize(Affine):
     """SSD Normalize: one scale blob, a scalar () when channel_shared, else (C)."""
 
     types = ("Normalize",)
+    fork_types = types
     init = ("norm_scale",)
 
     def moment_of(self, layer):
@@ -449,6 +456,7 @@ class Normalize(Affine):
 
 class ShuffleChannel(Pointwise):
     types = ("ShuffleChannel",)
+    fork_types = types
 
     def out_shapes(self, layer, in_shapes):
         group = field(sub(layer, "shuffle_channel_param"), "group", 1) or 1
@@ -606,6 +614,7 @@ class ConvolutionDepthwise(Convolution):
     weight (C, 1, kh, kw), bias (C). It reads _h/_w only when both are given."""
 
     types = ("ConvolutionDepthwise", "DepthwiseConvolution")
+    fork_types = types
 
     def _channels_out(self, layer, c_in):
         return c_in
@@ -800,6 +809,7 @@ class Axpy(LayerRule):
     """SENet fork: top = a * x + y with a (N, C[,1,1]) channel weights; x and y must align."""
 
     types = ("Axpy",)
+    fork_types = types
     role = "join"
 
     def grid_bottoms(self, layer):
@@ -939,6 +949,7 @@ class Permute(LayerRule):
     """SSD Permute: the given order, then the unnamed axes in their order."""
 
     types = ("Permute",)
+    fork_types = types
     role = "collapse"
 
     def out_shapes(self, layer, in_shapes):
@@ -998,6 +1009,7 @@ class Interp(LayerRule):
     height+width; shrink then zoom."""
 
     types = ("Interp",)
+    fork_types = types
     role = "resample"
 
     def out_shapes(self, layer, in_shapes):
@@ -1037,6 +1049,7 @@ class Upsample(LayerRule):
     are set, else in*scale - pad_out (scale default 2, or scale_h/scale_w)."""
 
     types = ("Upsample",)
+    fork_types = types
     role = "resample"
 
     def out_shapes(self, layer, in_shapes):
@@ -1162,6 +1175,7 @@ class PriorBox(LayerRule):
     ratios = {1} plus each new aspect_ratio (and 1/ratio when flip)."""
 
     types = ("PriorBox",)
+    fork_types = types
     role = "collapse"
 
     def out_shapes(self, layer, in_shapes):
@@ -1182,6 +1196,7 @@ class PriorBox(LayerRule):
 
 class ROIPooling(LayerRule):
     types = ("ROIPooling",)
+    fork_types = types
     role = "collapse"
 
     def out_shapes(self, layer, in_shapes):
@@ -1286,6 +1301,7 @@ class SegData(Source):
     DeepLab's optional third top data_dim (N,1,1,2)."""
 
     types = ("ImageSegData", "DenseImageData")
+    fork_types = types
 
     def out_shapes(self, layer, in_shapes):
         name = "image_data_param" if layer.type == "ImageSegData" else "dense_image_data_param"
@@ -1305,6 +1321,7 @@ class DataLayer(ImageReader):
     The label top (N,) is known from batch_size."""
 
     types = ("Data", "HDF5Data", "AnnotatedData")
+    fork_types = ("AnnotatedData",)
 
     def out_shapes(self, layer, in_shapes):
         raise Unknown(f"a '{layer.type}' layer reads its sizes from the data; give --input-shape")
@@ -1316,6 +1333,7 @@ class Loss(LayerRule):
     types = ("SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss",
              "InfogainLoss", "MultinomialLogisticLoss", "ContrastiveLoss", "SmoothL1Loss",
              "MultiBoxLoss")
+    fork_types = ("SmoothL1Loss", "MultiBoxLoss")
     role = "sink"
 
     def out_shapes(self, layer, in_shapes):
@@ -1340,6 +1358,7 @@ class SegAccuracy(LayerRule):
     pixel accuracy, mean recall and mean IoU."""
 
     types = ("SegAccuracy",)
+    fork_types = types
     role = "sink"
 
     def out_shapes(self, layer, in_shapes):
@@ -1352,6 +1371,7 @@ class SegAccuracy(LayerRule):
 
 class Silence(LayerRule):
     types = ("Silence", "MatWrite", "HDF5Output")
+    fork_types = ("MatWrite",)
     role = "sink"
 
     def out_shapes(self, layer, in_shapes):
@@ -1362,6 +1382,7 @@ class RuntimeSink(LayerRule):
     """Outputs whose size is decided at run time (detections, proposals)."""
 
     types = ("DetectionOutput", "DetectionEvaluate")
+    fork_types = types
     role = "sink"
 
     def out_shapes(self, layer, in_shapes):

@@ -25,7 +25,7 @@ import numpy as np
 
 from .analysis import analyse
 from .check import MISMATCH, compare, first_problem, whole_shapes
-from .engine import get_engine
+from .engine import CaffeUnreadable, choose_engine, get_engine
 from .errors import SurgeryError
 from .grid import SAME, Grid, num
 from .io.caffemodel import read_caffemodel
@@ -69,6 +69,7 @@ class VerifyReport:
     caveats: list = field(default_factory=list)  # where the engine is not Caffe
     size_bound_heads: dict = field(default_factory=dict)  # "original"/"converted" -> layers left out
     size_hints: list = field(default_factory=list)  # conversions made for another input size
+    engine_note: str = ""  # why auto did not take Caffe, when it could not
 
     def ok(self, result):
         """Does this blob pass? Approximate ones do unless strict, then they need the tolerance."""
@@ -82,7 +83,8 @@ class VerifyReport:
 
     def to_dict(self):
         return {"original": self.original, "converted": self.converted, "engine": self.engine,
-                "tolerance": self.tolerance, "strict": self.strict, "passed": self.passed,
+                "engine_note": self.engine_note, "tolerance": self.tolerance,
+                "strict": self.strict, "passed": self.passed,
                 "inputs": {k: list(v) for k, v in self.inputs.items()},
                 "approximate_layers": list(self.approximate_layers), "caveats": list(self.caveats),
                 "size_bound_heads": {k: list(v) for k, v in self.size_bound_heads.items()},
@@ -90,8 +92,9 @@ class VerifyReport:
 
     def format_text(self):
         shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in self.inputs.items())
+        note = f" ({self.engine_note})" if self.engine_note else ""
         lines = [f"verify {self.original} -> {self.converted}",
-                 f"engine {self.engine}, input {shapes}, tolerance {self.tolerance:g} (relative)"]
+                 f"engine {self.engine}{note}, input {shapes}, tolerance {self.tolerance:g} (relative)"]
         if self.approximate_layers:
             lines.append("not exact by construction: " + ", ".join(self.approximate_layers))
         lines.extend(f"caveat: {c}" for c in self.caveats)
@@ -131,8 +134,12 @@ def _num(value):
 
 
 def verify(original_path, converted_path, weights_path, *, input_shapes=None, blobs=(),
-           engine="opencv", tol=1e-4, seed=0, strict=False):
+           engine="opencv", tol=1e-4, seed=0, strict=False, caffe_python=None):
     """Run both nets and compare blobs on their common grid; returns a VerifyReport.
+
+    engine: "opencv", "caffe" (pycaffe; in a child under `caffe_python` or $CAFFE_PYTHON
+    when it does not import here) or "auto" (Caffe when available and the nets are BVLC
+    Caffe's, else OpenCV; the report's engine_note says why it fell back).
 
     strict=True holds blobs downstream of a known approximation to the tolerance too
     (for checking that a conversion is exact everywhere, e.g. a pspnet-convention one)."""
@@ -160,7 +167,7 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
     if default is not None and default not in chosen:
         chosen.insert(0, default)
 
-    runner = get_engine(engine)
+    runner, note = choose_engine(engine, (orig_net, conv_net), caffe_python=caffe_python)
     with tempfile.TemporaryDirectory(prefix="caffe-surgery-verify-") as folder:
         runs = []
         for which, path, net, head in (("original", original_path, orig_net, orig_head),
@@ -168,10 +175,17 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
             if head:    # run the net without its size-bound head
                 path = os.path.join(folder, f"{which}.prototxt")
                 save_prototxt(net, path)
-            runs.append(runner.run(path, weights_path, inputs, chosen))
-    orig_out, conv_out = runs
+            runs.append((path, weights_path, inputs, chosen))
+        try:
+            orig_out, conv_out = runner.run_many(runs)
+        except CaffeUnreadable as exc:
+            if engine != "auto":
+                raise
+            # e.g. a fork field Caffe's parser lacks; OpenCV's importer skips those
+            runner, note = get_engine("opencv"), f"auto: {exc.reason}"
+            orig_out, conv_out = runner.run_many(runs)
     report = VerifyReport(original_path, converted_path, runner.name, tol,
-                          {k: v.shape for k, v in inputs.items()},
+                          {k: v.shape for k, v in inputs.items()}, engine_note=note,
                           approximate_layers=sorted(approx_layers), strict=strict,
                           caveats=runner.caveats(orig_net, conv_net),
                           size_bound_heads={w: h for w, h in (("original", orig_head),

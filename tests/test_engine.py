@@ -107,6 +107,7 @@ def test_missing_opencv_says_what_to_install(monkeypatch):
 
 def test_missing_pycaffe_says_what_to_do(monkeypatch):
     monkeypatch.setitem(sys.modules, "caffe", None)
+    monkeypatch.delenv("CAFFE_PYTHON", raising=False)
     with pytest.raises(SurgeryError, match="pycaffe"):
         get_engine("caffe")
 

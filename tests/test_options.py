@@ -88,6 +88,7 @@ BAD = {
     ("verify", "input_shape"): SHAPES,
     ("verify", "blob"): [["--blob", v] for v in ("", "nosuch")],
     ("verify", "engine"): [["--engine", "torch"]],
+    ("verify", "caffe_python"): [["--caffe-python", v] for v in ("", "X", "D", "T")],
     ("verify", "tol"): [["--tol", v] for v in ("a", "-1", "nan", "inf", "")],
     ("verify", "seed"): SEEDS, ("verify", "strict"): FLAG, ("verify", "json"): FLAG,
 

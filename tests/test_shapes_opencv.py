@@ -340,14 +340,12 @@ def _ceil_unclipped(n, k, s, p):
     pytest.param(5, 7, 2, 2, 1, "", _ceil_unclipped, id="ceil-pad-clip"),
     # The fork field ceil_mode: false floors (OpenCV's schema has it too).
     pytest.param(6, 9, 3, 2, 0, "ceil_mode: false", _ceil_unclipped, id="ceil_mode-false"),
-    # BVLC's round_mode: FLOOR. OpenCV's Caffe schema has no round_mode (it took the fork's
-    # ceil_mode instead): any unknown field inside pooling_param, even 'round_mode: CEIL',
-    # makes OpenCV lose the whole pooling_param, and the layer fails with
-    # "kernel[i] > 0 in function 'getKernelSize'". OpenCV's gap, not ours.
-    pytest.param(6, 9, 3, 2, 0, "round_mode: FLOOR", _ceil_unclipped, id="round_mode-floor",
-                 marks=pytest.mark.xfail(strict=True, raises=cv2.error, reason=(
-                     "OpenCV's Caffe importer has no pooling_param.round_mode (BVLC field 13) "
-                     "and drops a pooling_param holding it: 'kernel[i] > 0' assertion"))),
+    # BVLC's round_mode: FLOOR is not here. OpenCV's Caffe schema has no round_mode (it
+    # took the fork's ceil_mode instead): any unknown field inside pooling_param, even
+    # 'round_mode: CEIL', makes OpenCV lose the whole pooling_param, and the layer fails
+    # with "kernel[i] > 0 in function 'getKernelSize'" (OpenCV's gap, not ours; it was a
+    # strict xfail here). Real Caffe checks these sizes, FLOOR included:
+    # tests/test_caffe_engine.py::test_inspect_shapes_are_caffes_for_the_shipped_models_and_floor_pooling.
 ])
 def test_rounding_sizes_are_discriminating(tmp_path, h, w, k, s, p, extra, wrong):
     net = parse_prototxt(TINY.format(h=h, w=w, k=k, s=s, p=p, extra=extra))

@@ -96,6 +96,18 @@ def rename_pattern(text):
     return text
 
 
+def executable_file(text):
+    """A program to run: a file that exists and may be executed."""
+    if not text.strip():
+        raise _refuse("an empty file name")
+    if not os.path.isfile(text):
+        raise _refuse(f"{text}: no such file" if not os.path.isdir(text)
+                      else f"{text} is a directory; give the interpreter's path")
+    if not os.access(text, os.X_OK):
+        raise _refuse(f"{text} is not executable")
+    return text
+
+
 def output_file(text):
     """A file to write: not empty, not a directory, in a directory that exists."""
     if not text.strip():

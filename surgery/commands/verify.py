@@ -7,6 +7,10 @@ nets) and compared. Default blob: the deepest one the conversion kept exact;
 add others with --blob. Blobs downstream of a layer that cannot be rewritten
 exactly are reported as approximate, never as failures.
 
+Engines: opencv (OpenCV DNN), caffe (pycaffe: in this process when `import caffe` works,
+else in a child process under --caffe-python or $CAFFE_PYTHON), auto (the default: Caffe
+when it is available and has every layer type of both nets, else OpenCV).
+
 Exit status: 0 all exact blobs within --tol (relative to the largest value of
 the original blob; with --strict the approximate ones too), 1 otherwise, 2 bad
 input or a missing engine.
@@ -15,6 +19,7 @@ input or a missing engine.
 import json
 
 from ..analysis import parse_input_shapes
+from ..engine import CHOICES
 from ..verify import verify
 from . import options
 
@@ -33,8 +38,13 @@ def add_arguments(parser):
                         help="input size, when not declared or to test another size (repeatable)")
     parser.add_argument("--blob", action="append", default=[], metavar="NAME", type=options.name,
                         help="also compare this blob (repeatable)")
-    parser.add_argument("--engine", choices=("opencv", "caffe"), default="opencv",
-                        help="forward engine (default opencv)")
+    parser.add_argument("--engine", choices=CHOICES, default="auto",
+                        help="forward engine: auto (default) takes real Caffe when it is "
+                             "available and knows every layer type, else opencv")
+    parser.add_argument("--caffe-python", metavar="PATH", type=options.executable_file,
+                        help="the Python that pycaffe was built for, run as a child process "
+                             "when 'import caffe' fails here (default $CAFFE_PYTHON; "
+                             "$CAFFE_PYTHONPATH is added to its PYTHONPATH)")
     parser.add_argument("--tol", type=options.tolerance, default=1e-4,
                         help="relative tolerance: max|err| / max|original| (default 1e-4)")
     parser.add_argument("--seed", type=options.seed, default=0, help="seed of the random input")
@@ -47,6 +57,6 @@ def run(args):
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
     report = verify(args.original, args.converted, args.weights, input_shapes=shapes,
                     blobs=args.blob, engine=args.engine, tol=args.tol, seed=args.seed,
-                    strict=args.strict)
+                    strict=args.strict, caffe_python=args.caffe_python)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
     return 0 if report.passed else 1
