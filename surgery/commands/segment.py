@@ -151,7 +151,7 @@ def format_summary(result, args, written):
              f"{len(rewritten)} layers ({'exact' if d.exact else 'approximate'})"
              + (f"; cut {', '.join(r.cut)}" if r.cut else "")]
     if r.fcn is not None:
-        lines.append(f"  fcn: " + ", ".join(f"{p.source} -> {p.target}" for p in r.fcn.layers)
+        lines.append("  fcn: " + ", ".join(f"{p.source} -> {p.target}" for p in r.fcn.layers)
                      + " (fc6 decimated)")
     lines.append(f"head: {r.settings}; score {'x'.join(map(str, r.score_shape))}")
     lines.append("  receptive field of each branch, in image pixels:")

@@ -161,16 +161,15 @@ def _psp(ctx):
 
 def _largefov_prepare(net, unknowns):
     """fc6/fc7 become convolutions through `fcn`, fc6 decimated to 3x3 (taps 0, 3, 6, so
-    dilation 3, which the dilation to stride 8 multiplies to 12) and 1024 channels; the
-    classifier (the last fully connected layer) is cut."""
+    dilation 3, which the dilation to stride 8 multiplies to 12) and both to 1024 channels
+    (every 4th of 4096, fcn's rule); the classifier (the last fully connected layer) is cut."""
     analysis = analyse(net, unknowns=unknowns)
     fcs = [n for n in analysis.graph.nodes if n.rule.fully_connected]
     if len(fcs) < 2:
         raise SurgeryError("--head largefov needs a VGG-style backbone with fully connected "
                            f"layers fc6, fc7 and a classifier; this net has {len(fcs)}")
-    first = fcs[0].name
-    new, plan = fcn_pass.convolutionalize(net, decimate={first: (Pair(3, 3), 1024)},
-                                          unknowns=unknowns)
+    decimate = {fcs[0].name: (Pair(3, 3), 1024), fcs[1].name: (None, 1024)}
+    new, plan = fcn_pass.convolutionalize(net, decimate=decimate, unknowns=unknowns)
     keep = [p for p in plan.layers if p.source != fcs[-1].name]
     return new, plan, keep[-1].tops[0]
 
@@ -440,11 +439,13 @@ class _Tail:
 
     # -- the score on the image grid ----------------------------------------------
     def _offset(self):
-        off = self.geometry.offset
-        if any(Fraction(o).denominator != 1 or o < 0 for o in off):
-            raise SurgeryError(f"the score pixels are centred at {tuple(off)} + {self.stride}*i "
-                               "in the image, not on image pixels; the label cannot be put on "
-                               "their grid")
+        """Where label sample 0 goes: the first score pixel's centre, or the pixel before
+        it when the centre falls between pixels (VGG's 2x2 pools)."""
+        off = [Fraction(o) for o in self.geometry.offset]
+        if min(off) < 0:
+            raise SurgeryError(f"the first score pixel is centred at {tuple(map(float, off))}, "
+                               "outside the image; the label cannot be put on its grid")
+        self.label_shift = tuple(float(o - int(o)) for o in off)
         return Pair(int(off[0]), int(off[1]))
 
     def _deconv(self, b):
@@ -521,7 +522,9 @@ class _Tail:
                                + (f", pad_beg {ip.pad_beg} pad_end {ip.pad_end}"
                                   if ip.pad_beg or ip.pad_end else "")
                                + f": label sample j is image pixel {off.h} + {self.stride}*j, "
-                               "the centre of score pixel j")
+                               + ("the centre of score pixel j" if not any(self.label_shift)
+                                  else f"{max(self.label_shift):g} pixel before the centre "
+                                       "of score pixel j"))
         else:
             self.label_note = (f"label: full size; scores upsampled by a bilinear Deconvolution "
                                f"(kernel {2 * self.stride - self.stride % 2}, stride "
