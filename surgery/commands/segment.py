@@ -170,8 +170,15 @@ def format_summary(result, args, written):
     if written is not None:
         lines.append(f"weights {args.weights_out}: the backbone's layers copied from "
                      f"{args.weights}; {len(written)} new layers:")
+        sources = {p.target: p for p in (result.fcn.layers if result.fcn is not None else [])}
         for name in written:
             layer = layers[name]
+            if name in sources:
+                p = sources[name]
+                lines.append(f"  {name} ({layer.type}): {'x'.join(map(str, p.weight_shape))}"
+                             f"{', ' + str(p.num_output // p.out_step) if p.bias else ''} "
+                             f"rebuilt from {p.source} by fcn")
+                continue
             shapes = r.new_params[name]
             fills = rule_for(layer.type).fillers(layer)
             parts = [f"{'x'.join(map(str, s))} {_filler(f)}" for s, f in zip(shapes, fills)]

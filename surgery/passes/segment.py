@@ -364,6 +364,8 @@ def segment(net, *, head, classes, output_stride=8, crop=None, rates=None, bins=
                            tuple(score_shape), out.settings, report, plan, cut, added(train),
                            added(deploy), branches, tail.label_note, tail.output_note(deploy_a),
                            new_params, notes)
+    if plan is not None:    # weights only for the converted layers the nets keep
+        plan = plan._replace(layers=[p for p in plan.layers if p.target in body_names])
     return Segmented(train, deploy, result, plan)
 
 
@@ -555,7 +557,7 @@ def _signed(x):
 # ---------------------------------------------------------------------------
 
 def head_weights(segmented, *, seed=0):
-    """NewLayer entries for every new layer with params, valued from its fillers."""
+    """NewLayer entries for every new head layer with params, valued from its fillers."""
     from ..io.caffemodel import NewLayer
     from ..layers import rule_for
 
@@ -593,4 +595,5 @@ def write_weights(segmented, weights_in, weights_out, *, seed=0):
     else:
         entries = plan(summary, add=new)
     write_entries(weights_out, entries, source=weights_in)
-    return [e.name for e in new]
+    converted = [p.target for p in segmented.fcn.layers] if segmented.fcn is not None else []
+    return converted + [e.name for e in new]
