@@ -12,7 +12,8 @@ this module holds the numbers. Caffe's formulas (filler.hpp):
   which upsamples by f when used in a Deconvolution with kernel 2f - f % 2 and stride f.
 
 Random fillers draw from a generator seeded by (seed, layer name, blob index), so one
-layer's values never depend on the others.
+layer's values never depend on the others; values are made in pieces (`pieces`), so a
+large blob streams into a caffemodel without ever being whole in memory.
 """
 
 import math
@@ -52,24 +53,43 @@ def bilinear(shape):
     return np.broadcast_to(kernel, tuple(shape)).copy()
 
 
+CHUNK = 1 << 20   # values made at a time, so a large blob is never whole in memory
+
+
+def pieces(filler, shape, *, seed=0, layer="", index=0, chunk=CHUNK):
+    """The values of `fill`, as float32 pieces in C order of at most `chunk` values."""
+    shape = tuple(int(d) for d in shape)
+    kind = filler.type or "constant"
+    if kind == "bilinear":
+        yield bilinear(shape).reshape(-1)
+        return
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    rng = np.random.default_rng([seed, zlib.crc32(layer.encode("utf-8")), index])
+    if kind == "constant":
+        draw = lambda n: np.full(n, filler.value, np.float32)
+    elif kind == "gaussian":
+        draw = lambda n: rng.standard_normal(n, dtype=np.float32) * np.float32(filler.std) \
+            + np.float32(filler.mean)
+    elif kind == "uniform":
+        low, high = filler.min, filler.max
+        draw = lambda n: (rng.random(n, dtype=np.float32) * np.float32(high - low)
+                          + np.float32(low))
+    elif kind == "xavier":
+        scale = math.sqrt(3.0 / max(_norm(filler, shape), 1))
+        draw = lambda n: (rng.random(n, dtype=np.float32) * np.float32(2 * scale)
+                          - np.float32(scale))
+    elif kind == "msra":
+        std = np.float32(math.sqrt(2.0 / max(_norm(filler, shape), 1)))
+        draw = lambda n: rng.standard_normal(n, dtype=np.float32) * std
+    else:
+        raise SurgeryError(f"filler type '{kind}' is not supported (constant, gaussian, "
+                           "uniform, xavier, msra, bilinear)", layer=layer or None)
+    for start in range(0, count, chunk):
+        yield draw(min(chunk, count - start))
+
+
 def fill(filler, shape, *, seed=0, layer="", index=0):
     """A float32 array of `shape` filled as Caffe's filler `filler` would fill it."""
     shape = tuple(int(d) for d in shape)
-    kind = filler.type or "constant"
-    rng = np.random.default_rng([seed, zlib.crc32(layer.encode("utf-8")), index])
-    if kind == "constant":
-        return np.full(shape, filler.value, np.float32)
-    if kind == "gaussian":
-        return (filler.mean + filler.std * rng.standard_normal(shape)).astype(np.float32)
-    if kind == "uniform":
-        return rng.uniform(filler.min, filler.max, shape).astype(np.float32)
-    if kind == "xavier":
-        scale = math.sqrt(3.0 / max(_norm(filler, shape), 1))
-        return rng.uniform(-scale, scale, shape).astype(np.float32)
-    if kind == "msra":
-        std = math.sqrt(2.0 / max(_norm(filler, shape), 1))
-        return (std * rng.standard_normal(shape)).astype(np.float32)
-    if kind == "bilinear":
-        return bilinear(shape)
-    raise SurgeryError(f"filler type '{kind}' is not supported (constant, gaussian, uniform, "
-                       "xavier, msra, bilinear)", layer=layer or None)
+    parts = list(pieces(filler, shape, seed=seed, layer=layer, index=index))
+    return np.concatenate(parts).reshape(shape) if parts else np.zeros(shape, np.float32)

@@ -331,7 +331,10 @@ import sys, numpy as np, caffe
 caffe.set_mode_cpu()
 proto, model, phase, inputs, output, backward = sys.argv[1:7]
 blobs = sys.argv[7:]
-net = caffe.Net(proto, getattr(caffe, phase), weights=model)
+if model == "-":
+    net = caffe.Net(proto, getattr(caffe, phase))
+else:
+    net = caffe.Net(proto, getattr(caffe, phase), weights=model)
 feed = dict(np.load(inputs))
 for name, array in feed.items():
     net.blobs[name].reshape(*array.shape)
@@ -339,7 +342,8 @@ net.reshape()
 for name, array in feed.items():
     net.blobs[name].data[...] = array
 net.forward()
-out = {b: np.array(net.blobs[b].data) for b in blobs}
+out = {b: np.array(net.params[b.split(":")[1]][int(b.split(":")[2])].data)
+       if b.startswith("param:") else np.array(net.blobs[b].data) for b in blobs}
 if backward == "1":
     net.backward()
     grads = [np.abs(p.diff).sum() for layer in net.params.values() for p in layer]
@@ -398,6 +402,24 @@ def test_train_net_forward_backward_in_caffe_gives_finite_loss(small, tmp_path):
                  ["loss", "accuracy"], backward=True)
     assert np.isfinite(out["loss"]).all() and float(out["loss"]) > 0
     assert np.isfinite(out["_grad_sum"]) and float(out["_grad_sum"]) > 0
+
+
+@pytest.mark.caffe
+def test_fillers_are_caffes(small, tmp_path):
+    """The bilinear Deconvolution weights written are what Caffe's own filler makes for
+    the same layer (the train net loaded without weights). BVLC Caffe cannot parse PSP's
+    Interp, so the ASPP net is used."""
+    from surgery.io.caffemodel import read_blob
+    folder, paths = small
+    proto, model = paths["resnet"]
+    train, _, weights = _run_segment(folder, proto, model, "fillers-caffe",
+                                     *CASES["aspp-deconv"][1])
+    image = np.zeros((1, 3, 97, 97), np.float32)
+    label = np.zeros((1, 1, 97, 97), np.float32)
+    out = _caffe(tmp_path, train, "-", "TRAIN", {"data": image, "label": label},
+                 ["param:upscore:0"])
+    ours = read_blob(str(weights), "upscore", 0)
+    assert np.array_equal(out["param:upscore:0"].reshape(ours.shape), ours)
 
 
 def test_train_scores_forward_in_opencv_give_finite_loss(small):

@@ -39,7 +39,7 @@ from .. import caffe_pb2
 from ..analysis import analyse
 from ..builder import NetBuilder, fill
 from ..errors import SurgeryError
-from ..fillers import fill as fill_values
+from ..fillers import pieces as filler_pieces
 from ..pair import Pair
 from . import fcn as fcn_pass
 from .dilate import dilate
@@ -558,7 +558,7 @@ def _signed(x):
 
 def head_weights(segmented, *, seed=0):
     """NewLayer entries for every new head layer with params, valued from its fillers."""
-    from ..io.caffemodel import NewLayer
+    from ..io.caffemodel import NewLayer, StreamBlob
     from ..layers import rule_for
 
     layers = {layer.name: layer for n in (segmented.train, segmented.deploy) for layer in n.layer}
@@ -568,10 +568,37 @@ def head_weights(segmented, *, seed=0):
         fillers = rule_for(layer.type).fillers(layer)
         if fillers is None or len(fillers) != len(shapes):
             raise SurgeryError("no filler tells how to initialise this new layer", layer=name)
-        blobs = tuple(fill_values(f, s, seed=seed, layer=name, index=i)
+        blobs = tuple(StreamBlob(tuple(s), _Pieces(f, s, seed, name, i))
                       for i, (f, s) in enumerate(zip(fillers, shapes)))
         entries.append(NewLayer(name, layer.type, blobs, tuple(layer.bottom), tuple(layer.top)))
     return entries
+
+
+class _Pieces:
+    """A filler's values, made when the writer gets to the blob (and again if asked)."""
+
+    def __init__(self, filler, shape, seed, layer, index):
+        self.args = filler, shape, dict(seed=seed, layer=layer, index=index)
+
+    def __iter__(self):
+        filler, shape, kw = self.args
+        return filler_pieces(filler, shape, **kw)
+
+
+def _check_backbone(segmented, summary):
+    """The backbone's weights must load into the backbone part of the train net (what
+    Caffe's CopyTrainedLayersFrom checks), before anything is written."""
+    from ..check import OK, compare, whole_shapes
+
+    converted = {p.target for p in segmented.fcn.layers} if segmented.fcn is not None else set()
+    skip = set(segmented.report.new_params) | converted
+    shapes = whole_shapes(analyse(segmented.train).param_shapes)
+    expected = {name: value for name, value in shapes.items() if name not in skip}
+    for row in compare(expected, summary).layers:
+        if row.name in expected and expected[row.name] and row.status != OK:
+            raise SurgeryError(f"the weights ({summary.path}) do not fit the backbone here "
+                               f"({row.status.replace('_', ' ')}: {row.message or 'see check'})",
+                               layer=row.name)
 
 
 def write_weights(segmented, weights_in, weights_out, *, seed=0):
@@ -580,6 +607,7 @@ def write_weights(segmented, weights_in, weights_out, *, seed=0):
     from ..io.caffemodel import NewLayer, plan, read_caffemodel, write_entries
 
     summary = read_caffemodel(weights_in)
+    _check_backbone(segmented, summary)
     new = head_weights(segmented, seed=seed)
     names = {layer.name for layer in summary.layers}
     if segmented.fcn is not None:
