@@ -68,6 +68,7 @@ class HeadOut(NamedTuple):
     score: str              # the blob of class scores
     branches: list          # [(label, blob)] whose receptive field the summary gives
     settings: str           # one line: the rates, the bins...
+    expect: tuple = ()      # (blob, (h, w)) the head means to make; checked by the registry
 
 
 class BinsDoNotFit(SurgeryError):
@@ -156,7 +157,9 @@ def _psp(ctx):
     b.dropout("psp_dropout", x, ratio=0.1)
     _classifier(b, "score", x, ctx)
     return HeadOut("score", [("trunk", ctx.trunk)] + branches,
-                   f"bins {','.join(map(str, bins))} on the {height}x{width} map")
+                   f"bins {','.join(map(str, bins))} on the {height}x{width} map",
+                   tuple((f"psp_pool{n}", (n, n)) for n in bins)
+                   + tuple((blob, (height, width)) for blob in pooled))
 
 
 def _largefov_prepare(net, unknowns):
@@ -345,11 +348,11 @@ def segment(net, *, head, classes, output_stride=8, crop=None, rates=None, bins=
     deploy_a = analyse(deploy, unknowns=unknowns)
     score_shape = deploy_a.shapes[out.score]
     train_a = tail.check(train, train_a, unknowns)
-    for n in (bins or (PSP_BINS if "bins" in kind.takes else ())):
-        got = deploy_a.shapes.get(f"psp_pool{n}")
-        if got is not None and tuple(got[2:]) != (n, n):
-            raise SurgeryError(f"the pyramid pool gives {got[2]}x{got[3]} bins, not {n}x{n}",
-                               layer=f"psp_pool{n}")
+    for blob, size in out.expect:      # what the head meant to build, per the registry
+        got = deploy_a.shapes.get(blob)
+        if got is None or tuple(got[2:]) != tuple(size):
+            raise SurgeryError(f"the registry gives {got} here, the head meant "
+                               f"{'x'.join(map(str, size))}", blob=blob)
     branches = [(label, blob, deploy_a.geometry[blob].rf) for label, blob in out.branches
                 if deploy_a.geometry.get(blob) is not None]
     body_names = {layer.name for layer in body}
@@ -360,12 +363,12 @@ def segment(net, *, head, classes, output_stride=8, crop=None, rates=None, bins=
             shapes_ = analysis.param_shapes.get(layer.name)
             if layer.name not in body_names and shapes_:
                 new_params.setdefault(layer.name, [tuple(s) for s in shapes_])
+    if plan is not None:    # weights only for the converted layers the nets keep
+        plan = plan._replace(layers=[p for p in plan.layers if p.target in body_names])
     result = SegmentReport(head, classes, output_stride, crop, trunk, tuple(trunk_shape),
                            tuple(score_shape), out.settings, report, plan, cut, added(train),
                            added(deploy), branches, tail.label_note, tail.output_note(deploy_a),
                            new_params, notes)
-    if plan is not None:    # weights only for the converted layers the nets keep
-        plan = plan._replace(layers=[p for p in plan.layers if p.target in body_names])
     return Segmented(train, deploy, result, plan)
 
 
