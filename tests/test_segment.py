@@ -114,6 +114,30 @@ def test_aspp_matches_published_deeplab_v2_resnet101(rel):
     assert _windows(mine) == _windows(pub)
 
 
+def test_train_tail_is_deeplab_v2s():
+    """Data layer, label shrink and loss as DeepLab v2's published train net has them
+    (its VGG-16 ASPP net in the corpus: ImageSegData with crop 321, mirror and DeepLab's
+    mean values, label_type PIXEL, shrink_factor 8, SoftmaxWithLoss ignoring 255)."""
+    path = CORPUS / "deeplab_v2" / "vgg16_train.prototxt"
+    if not path.exists():
+        pytest.skip("corpus DeepLab v2 train net not available")
+    from surgery.io.netfile import load_net
+    published = load_net(path).net
+    ours = _seg(head="aspp", classes=21, output_stride=8).train
+    for name in ("data", "label_shrink", "loss"):
+        theirs, mine = _layer(published, name), _layer(ours, name)
+        assert mine.type == theirs.type, name
+    t, m = _layer(published, "data"), _layer(ours, "data")
+    assert len(m.top) == len(t.top)           # data, label, data_dim
+    assert m.transform_param == t.transform_param
+    for field in ("batch_size", "shuffle", "label_type"):
+        assert getattr(m.image_data_param, field) == getattr(t.image_data_param, field)
+    assert _layer(ours, "label_shrink").interp_param.shrink_factor == \
+        _layer(published, "label_shrink").interp_param.shrink_factor
+    assert _layer(ours, "loss").loss_param.ignore_label == \
+        _layer(published, "loss").loss_param.ignore_label
+
+
 def test_aspp_os16_rates_and_label_shrink():
     result = _seg(head="aspp", classes=21, output_stride=16)
     rates = [tuple(l.convolution_param.dilation)[0] for l in result.deploy.layer
