@@ -18,6 +18,7 @@ COMMANDS = [
     "verify",
     "fcn",
     "report",
+    "segment",
 ]
 
 

@@ -143,6 +143,12 @@ class LayerRule:
     def role_of(self, layer):
         return self.role
 
+    def fillers(self, layer):
+        """The FillerParameter Caffe uses for each param blob when no weights are loaded,
+        in blob order (`surgery.fillers` turns them into values); None when the type has
+        no filler fields (its blobs cannot be initialised from the prototxt)."""
+        return None
+
     def pad_is_neutral(self, layer):
         """Whether extra padding leaves every interior output unchanged (zeros for a
         convolution, ignored for MAX pooling); the dilate pass may then add pad to align grids."""
@@ -354,6 +360,11 @@ class BatchNorm(Affine):
         c = shape[1] if len(shape) > 1 else 1
         return [(c,), (c,), (1,)]
 
+    def fillers(self, layer):
+        """Caffe zero-fills the three blobs; identity statistics (mean 0, variance 1,
+        factor 1) make an untrained BatchNorm pass its input through."""
+        return [_constant(0.0), _constant(1.0), _constant(1.0)]
+
 
 class BN(Affine):
     """Fork 'BN'. Two dialects share the type name:
@@ -376,6 +387,11 @@ class BN(Affine):
         if bn is not None and any(has_field(bn, f) for f in self.SEGNET_FIELDS):
             return [blob, blob]
         return [blob, blob, blob, blob]
+
+
+def _constant(value):
+    from .caffe_pb2 import FillerParameter
+    return FillerParameter(type="constant", value=value)
 
 
 def _broadcast_shape(layer, shape, axis, num_axes):
@@ -419,6 +435,15 @@ class Scale(Affine):
             return [tuple(in_shapes[1])] if p.bias_term else []
         shape = _broadcast_shape(layer, in_shapes[0], p.axis, p.num_axes)
         return [shape, shape] if p.bias_term else [shape]
+
+    def fillers(self, layer):
+        """Caffe's defaults: scale 1 when scale_param has no filler, bias 0."""
+        p = layer.scale_param
+        scale = p.filler if p.HasField("filler") else _constant(1.0)
+        bias = p.bias_filler if p.HasField("bias_filler") else _constant(0.0)
+        if len(layer.bottom) > 1:
+            return [bias] if p.bias_term else []
+        return [scale, bias] if p.bias_term else [scale]
 
 
 class Bias(Affine):
@@ -607,6 +632,10 @@ class Convolution(LayerRule):
         k = self.window(layer).kernel
         per_out = in_shapes[0][1] // layer.convolution_param.group * k.h * k.w
         return sum(count(s) for s in out_shapes) * per_out
+
+    def fillers(self, layer):
+        cp = layer.convolution_param
+        return [cp.weight_filler] + ([cp.bias_filler] if cp.bias_term else [])
 
 
 class ConvolutionDepthwise(Convolution):

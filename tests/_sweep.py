@@ -233,6 +233,9 @@ RECIPES = {
     "verify": _verify,
     "fcn": lambda c: [[c.path, "--dry-run"]],
     "report": _report,
+    "segment": lambda c: [[c.path, "--head", head, "--classes", "3", "-o", c.out("seg.prototxt"),
+                           "--deploy", c.out("seg-deploy.prototxt")]
+                          for head in ("aspp", "largefov")],
 }
 
 # What the tool writes, to be read again: output name -> (command, options); the source

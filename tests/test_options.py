@@ -37,6 +37,9 @@ BASE = {
     "verify": [("original", ["N"]), ("converted", ["N"]), ("weights", ["--weights", "M"])],
     "fcn": [("net", ["N"]), ("output", ["-o", "O"])],
     "report": [("net", ["N"]), ("output", ["-o", "O"])],
+    "segment": [("net", ["N"]), ("head", ["--head", "aspp"]), ("classes", ["--classes", "3"]),
+                ("output_stride", ["-s", "2"]), ("crop", ["--crop", "12"]),
+                ("output", ["-o", "O"])],
 }
 
 FLAG = [["=yes"]]          # a value given to an option that takes none
@@ -110,6 +113,24 @@ BAD = {
     ("report", "input_shape"): SHAPES, ("report", "phase"): PHASE,
     ("report", "verify"): [["N", "--verify", v] for v in ("X", "D", "E", "N")],
     ("report", "strict"): FLAG,
+
+    ("segment", "net"): NET_FILES, ("segment", "head"): [["--head", "unet"], ["--head", ""]],
+    ("segment", "classes"): [["--classes", v] for v in ("0", "-1", "a", "1.5", "")],
+    ("segment", "output_stride"): [["-s", v] for v in ("a", "0", "-2", "1.5", "", "3")],
+    ("segment", "crop"): [["--crop", v] for v in ("0", "-1", "a", "3,4,5", "12,", "", ",")],
+    ("segment", "rates"): [["--rates", v] for v in ("a", "1,,2", "", "0,1", "1.5")],
+    ("segment", "bins"): [["--bins", v] for v in ("a", "1,,2", "", "1,2")],
+    ("segment", "data"): [["--data", "lmdb"]],
+    ("segment", "upsample"): [["--upsample", "bicubic"], ["--upsample", "deconv"]],
+    ("segment", "ignore_label"): [["--ignore-label", v] for v in ("a", "1.5", "")],
+    ("segment", "cut_after"): [["--cut-after", v] for v in ("", "nosuch")],
+    ("segment", "weights"): [["--weights", v, "--weights-out", "W"] for v in ("X", "D", "T")]
+    + [["--weights", "M"]],
+    ("segment", "weights_out"): [["--weights", "M", "--weights-out", v]
+                                 for v in ("", "D", "nodir/w", "M", "O")],
+    ("segment", "seed"): SEEDS, ("segment", "output"): OUTPUTS,
+    ("segment", "deploy"): [["--deploy", v] for v in ("", "D", "nodir/out", "N", "O")],
+    ("segment", "json"): FLAG, ("segment", "strict"): FLAG,
 }
 
 

@@ -130,3 +130,21 @@ def name(text):
     if not text.strip():
         raise _refuse("an empty name")
     return text
+
+
+def integer(text):
+    """Any integer (e.g. a label value)."""
+    return _integer(text)
+
+
+def crop(text):
+    """'321' or '321,481' (H,W) -> (h, w), both positive."""
+    parts = text.split(",")
+    if len(parts) not in (1, 2) or any(not p.strip() for p in parts):
+        raise _refuse(f"'{text}': expected a crop size H or H,W, like 321 or 321,481")
+    try:
+        values = [positive_int(p) for p in parts]
+    except argparse.ArgumentTypeError:
+        raise _refuse(f"'{text}': a crop size is one or two positive integers, "
+                      "like 321 or 321,481") from None
+    return (values[0], values[-1])

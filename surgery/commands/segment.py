@@ -1,0 +1,188 @@
+"""Turn a classification backbone into a trainable segmentation net (DeepLab v2, PSPNet).
+
+The backbone is rewritten to --output-stride with `dilate`'s exact rule and its classifier
+is cut (as `dilate --head cut`; --cut-after BLOB picks the trunk instead). A head is put on
+its last blob:
+  aspp      DeepLab v2 ASPP: 3x3 convolutions to the classes at rates 6,12,18,24 at stride
+            8 (scaled by 8/stride: 3,6,9,12 at 16; --rates overrides), summed;
+  psp       PSPNet pyramid pooling: AVE pools to --bins (1,2,3,6) bins of the map at
+            --crop, each 1x1 conv 512 + BatchNorm/Scale/ReLU + Interp back; Concat with the
+            trunk; 3x3 conv 512 + BatchNorm/Scale/ReLU/Dropout; 1x1 classifier;
+  largefov  DeepLab-LargeFOV on a VGG-style net: fc6/fc7 through `fcn`, fc6 decimated to
+            3x3x1024 (dilation 12 at stride 8), a 1x1 classifier.
+
+The train net (-o) reads images and labels with DeepLab's ImageSegData (--data imagesegdata;
+its list and folder are ${TRAIN_LIST} and ${DATA_ROOT} placeholders to substitute) or with
+Input layers (--data input), brings label and score to one grid and adds SoftmaxWithLoss
+(--ignore-label) and an Accuracy. --upsample interp samples the label at the score pixels'
+centres with DeepLab's Interp; --upsample deconv keeps to BVLC layers: the scores are
+upsampled by a fixed bilinear Deconvolution and cropped to the full-size label. The deploy
+net (--deploy) has an Input at the crop size and the same upsampling.
+
+--weights BACKBONE.caffemodel --weights-out INIT.caffemodel copies the backbone's layers
+byte for byte (fcn-converted layers rebuilt) and appends every new layer, initialised from
+its fillers: Gaussian std 0.01 and bias 0 for classifiers, MSRA for PSP convs, BatchNorm
+mean 0 / variance 1 / factor 1, Scale 1 / 0, bilinear upsampling weights.
+
+The summary lists what was added and the receptive field of each head branch in image
+pixels. Exit status: 0 written; 2 bad input or an impossible request (nothing is written).
+"""
+
+import json
+import os
+import sys
+
+from ..analysis import analyse
+from ..check import compare, merge, whole_shapes
+from ..errors import SurgeryError
+from ..io.atomic import guard_output, write_atomic
+from ..io.caffemodel import read_caffemodel
+from ..io.prototxt import format_prototxt
+from ..layers import rule_for
+from ..passes.segment import DATA_CHOICES, HEADS, UPSAMPLE_CHOICES, segment, write_weights
+from . import options
+from .output import add_strict_argument, load
+
+NAME = "segment"
+HELP = "add a DeepLab/PSPNet segmentation head, label branch and loss to a backbone"
+
+
+def add_arguments(parser):
+    parser.add_argument("net", metavar="BACKBONE.prototxt", help="classification backbone")
+    parser.add_argument("--head", required=True, choices=list(HEADS), help="head kind")
+    parser.add_argument("--classes", required=True, type=options.positive_int, metavar="N",
+                        help="number of classes (21 for PASCAL VOC)")
+    parser.add_argument("--output-stride", "-s", type=options.positive_int, default=8,
+                        metavar="N", help="output stride of the trunk (default 8)")
+    parser.add_argument("--crop", type=options.crop, metavar="H[,W]",
+                        help="training crop (default 321 for aspp/largefov, 473 for psp)")
+    parser.add_argument("--rates", type=options.positive_ints, metavar="A,B,...",
+                        help="ASPP dilations at the chosen stride (default 6,12,18,24 x 8/stride)")
+    parser.add_argument("--bins", type=options.positive_ints, metavar="A,B,...",
+                        help="PSP pyramid bin counts (default 1,2,3,6)")
+    parser.add_argument("--data", choices=DATA_CHOICES, default="imagesegdata",
+                        help="train data layer: DeepLab's ImageSegData (default) or Input")
+    parser.add_argument("--upsample", choices=UPSAMPLE_CHOICES, default="interp",
+                        help="interp (DeepLab's Interp, default) or deconv (BVLC layers only)")
+    parser.add_argument("--ignore-label", type=options.integer, default=255, metavar="L",
+                        help="label value the loss ignores (default 255)")
+    parser.add_argument("--cut-after", metavar="BLOB", type=options.name,
+                        help="put the head on BLOB, dropping what follows it")
+    parser.add_argument("--weights", metavar="BACKBONE.caffemodel",
+                        help="the backbone's weights (with --weights-out)")
+    parser.add_argument("--weights-out", metavar="INIT.caffemodel", type=options.output_file,
+                        help="backbone weights plus initialised head layers")
+    parser.add_argument("--seed", type=options.seed, default=0,
+                        help="seed of the random head fillers (default 0)")
+    parser.add_argument("-o", "--output", required=True, metavar="TRAIN.prototxt",
+                        type=options.output_file, help="where to write the train net")
+    parser.add_argument("--deploy", metavar="DEPLOY.prototxt", type=options.output_file,
+                        help="where to write the deploy net")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_strict_argument(parser)
+
+
+def _guard(args):
+    inputs = [args.net] + ([args.weights] if args.weights else [])
+    if bool(args.weights) != bool(args.weights_out):
+        raise SurgeryError("--weights and --weights-out go together")
+    outputs = [p for p in (args.output, args.deploy, args.weights_out) if p]
+    for path in outputs:
+        guard_output(path, inputs)
+    if len({os.path.abspath(p) for p in outputs}) != len(outputs):
+        raise SurgeryError("-o, --deploy and --weights-out must name different files")
+
+
+def run(args):
+    _guard(args)
+    loaded = load(args)
+    numeric = loaded.numeric_placeholders
+    if numeric:
+        line, col = loaded.position(numeric[0])
+        raise SurgeryError(f"template placeholder {numeric[0].text} leaves a size open; "
+                           "substitute the placeholders first", file=loaded.path, line=line,
+                           col=col)
+    result = segment(loaded.net, head=args.head, classes=args.classes,
+                     output_stride=args.output_stride, crop=args.crop, rates=args.rates,
+                     bins=args.bins, data=args.data, upsample=args.upsample,
+                     ignore_label=args.ignore_label, cut_after=args.cut_after,
+                     unknowns=loaded.unknowns)
+    written = None
+    if args.weights:
+        written = write_weights(result, args.weights, args.weights_out, seed=args.seed)
+        summary = read_caffemodel(args.weights_out)
+        report = merge([compare(whole_shapes(analyse(n).param_shapes), summary)
+                        for n in (result.train, result.deploy)])
+        if not report.ok:
+            os.unlink(args.weights_out)
+            raise SurgeryError("internal error: the written weights do not load into the "
+                               "nets (nothing written)")
+    write_atomic(args.output, format_prototxt(result.train).encode("utf-8"), inputs=[args.net])
+    if args.deploy:
+        write_atomic(args.deploy, format_prototxt(result.deploy).encode("utf-8"),
+                     inputs=[args.net])
+    if args.json:
+        data = result.report.to_json()
+        data["files"] = {"train": args.output, "deploy": args.deploy,
+                         "weights": args.weights_out}
+        data["weights_added"] = written
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+    else:
+        sys.stdout.write(format_summary(result, args, written))
+    return 0
+
+
+def _filler(f):
+    kind = f.type or "constant"
+    if kind == "constant":
+        return f"{f.value:g}"
+    if kind == "gaussian":
+        return f"gaussian std {f.std:g}"
+    return kind
+
+
+def format_summary(result, args, written):
+    r = result.report
+    d = r.dilate
+    rewritten = [c for c in d.changes if c.action == "rewrite"]
+    lines = [f"segment: {r.head} head, {r.classes} classes, output stride {r.output_stride}, "
+             f"crop {r.crop.h}x{r.crop.w}",
+             f"backbone: trunk '{r.trunk}' {'x'.join(map(str, r.trunk_shape))}; dilate rewrote "
+             f"{len(rewritten)} layers ({'exact' if d.exact else 'approximate'})"
+             + (f"; cut {', '.join(r.cut)}" if r.cut else "")]
+    if r.fcn is not None:
+        lines.append("  fcn: " + ", ".join(f"{p.source} -> {p.target}" for p in r.fcn.layers)
+                     + " (fc6 decimated)")
+    lines.append(f"head: {r.settings}; score {'x'.join(map(str, r.score_shape))}")
+    lines.append("  receptive field of each branch, in image pixels:")
+    width = max(len(label) for label, _, _ in r.branches) if r.branches else 4
+    for label, blob, rf in r.branches:
+        size = f"{rf.h}" if rf.h == rf.w else f"{rf.h}x{rf.w}"
+        lines.append(f"    {label:<{width}}  {blob:<24} {size}")
+    layers = {layer.name: layer for n in (result.train, result.deploy) for layer in n.layer}
+    for what, path, added, note in (("train", args.output, r.added_train, r.label),
+                                    ("deploy", args.deploy, r.added_deploy, r.output)):
+        if what == "deploy" and not path:
+            continue
+        lines.append(f"{what} net {path}: {len(added)} layers added")
+        lines.append("  " + ", ".join(f"{n} ({t})" for n, t in added))
+        lines.append(f"  {note}")
+    if written is not None:
+        lines.append(f"weights {args.weights_out}: the backbone's layers copied from "
+                     f"{args.weights}; {len(written)} new layers:")
+        sources = {p.target: p for p in (result.fcn.layers if result.fcn is not None else [])}
+        for name in written:
+            layer = layers[name]
+            if name in sources:
+                p = sources[name]
+                lines.append(f"  {name} ({layer.type}): {'x'.join(map(str, p.weight_shape))}"
+                             f"{', ' + str(p.num_output // p.out_step) if p.bias else ''} "
+                             f"rebuilt from {p.source} by fcn")
+                continue
+            shapes = r.new_params[name]
+            fills = rule_for(layer.type).fillers(layer)
+            parts = [f"{'x'.join(map(str, s))} {_filler(f)}" for s, f in zip(shapes, fills)]
+            lines.append(f"  {name} ({layer.type}): {'; '.join(parts)}")
+        lines.append("  check: loads into the train and deploy nets")
+    lines.extend(f"note: {n}" for n in r.notes)
+    return "\n".join(lines) + "\n"
