@@ -11,11 +11,12 @@ Roles (DESIGN.md): source, pointwise, window, join, collapse, resample, sink, un
 """
 
 import math
+from fractions import Fraction
 
 from .errors import SurgeryError
 from .grid import SAME
 from .pair import Pair, Window
-from .regrid import APPROXIMATE, Regrid, window_regrid
+from .regrid import ADAPTED, APPROXIMATE, Regrid, window_regrid
 
 
 class Unknown(Exception):
@@ -127,6 +128,7 @@ class LayerRule:
     role = "unknown"
     dilatable = False        # can absorb an input factor exactly through its dilation field
     fully_connected = False  # weights see the whole input at once (InnerProduct)
+    fits_joins = False       # a resampler whose output grid is set by the blob it meets
     view = False             # only regroups its input's axes, values and order unchanged
     # The types of this rule that BVLC Caffe has no layer for (a fork's layers): `verify
     # --engine caffe` refuses a net with one, auto falls back to OpenCV. A class whose
@@ -1040,6 +1042,7 @@ class Interp(LayerRule):
     types = ("Interp",)
     fork_types = types
     role = "resample"
+    fits_joins = True
 
     def out_shapes(self, layer, in_shapes):
         n, c, h, w = _spatial4(layer, in_shapes[0])
@@ -1071,6 +1074,61 @@ class Interp(LayerRule):
 
     def grid_bottoms(self, layer):
         return (0,)
+
+    def coarsen_limit(self, layer, limit_out, *, narrow=False):
+        return Pair(0, 0)       # it follows any grid (regrid below), adapted
+
+    def regrid(self, layer, step):
+        """Interp puts a blob on the grid of the image, the label or another branch; after a
+        conversion it must land there again (ADAPTED: resampling is not exact). Its wanted
+        output grid is the original's (a final zoom back to image size) unless the pass
+        names another (a label shrink that must follow the scores), or a size."""
+        grid, size = step.wanted
+        if step.grid_in.identity and grid is None and size is None:
+            return Regrid(grid=step.grid_in)
+        grid = grid or SAME
+        if len(layer.bottom) > 1:
+            return Regrid(grid=grid, status=ADAPTED,
+                          note="resizes to its second bottom on the new grid (adapted)")
+        ip = sub(layer, "interp_param")
+        new = type(layer)()
+        new.CopyFrom(layer)
+        nip = new.interp_param
+        if has_field(ip, "height") and has_field(ip, "width") and not (
+                has_field(ip, "zoom_factor") or has_field(ip, "shrink_factor")):
+            if size is None:
+                return Regrid(grid=grid, status=ADAPTED, note=(
+                    f"keeps its fixed size {ip.height}x{ip.width} over a map on another grid"))
+            nip.height, nip.width = size
+            return Regrid(new, grid, ADAPTED, f"size {ip.height}x{ip.width} -> {size[0]}x{size[1]}, "
+                                               "the size of the blob it meets (adapted)")
+        ratios = {Fraction(field(ip, "zoom_factor", 1), field(ip, "shrink_factor", 1)) * g / f
+                  for g, f in zip(grid.factor, step.grid_in.factor)}
+        if len(ratios) != 1:
+            return Regrid(grid=grid, issue="Interp has one factor for both axes, but the grids "
+                                           "it joins differ per axis")
+        ratio, = ratios
+        if ratio.numerator != 1 and ratio.denominator != 1:
+            return Regrid(grid=grid, issue=(f"no whole zoom_factor or shrink_factor scales by "
+                                            f"{ratio} (the grid it must reach)"))
+        nip.ClearField("zoom_factor")
+        nip.ClearField("shrink_factor")
+        if ratio.denominator != 1:
+            nip.shrink_factor = ratio.denominator
+        elif ratio != 1 or has_field(ip, "zoom_factor"):
+            nip.zoom_factor = ratio.numerator
+        before = _interp_factors(ip)
+        after = _interp_factors(nip)
+        if before == after:
+            return Regrid(grid=grid)
+        where = "back on the grid it had" if grid.identity else "on the grid of the blob it meets"
+        return Regrid(new, grid, ADAPTED, f"{before} -> {after}: lands {where} (adapted)")
+
+
+def _interp_factors(ip):
+    parts = [f"{name} {field(ip, name)}" for name in ("shrink_factor", "zoom_factor")
+             if has_field(ip, name)]
+    return ", ".join(parts) or "no factor"
 
 
 class Upsample(LayerRule):

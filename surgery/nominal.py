@@ -30,7 +30,9 @@ def coarsen_limits(analysis, *, removed=frozenset(), narrow=False):
     """{blob: Pair of ints} for every blob with a known stride; 0 means no limit.
     Layers in `removed` (a cut head) read nothing; `narrow` lets pooling windows narrow."""
     graph = analysis.graph
-    nodes = [n for n in graph.nodes if n.name not in removed]
+    side = analysis.resampled_branches()    # a pyramid's pools adapt to any map
+    nodes = [n for n in graph.nodes if n.name not in removed
+             and not (n.tops and all(t in side for t in n.tops))]
     limits = {b: UNLIMITED for b, g in analysis.geometry.items() if g is not None}
     for blob in graph.inputs:       # the net's input comes as it comes
         if blob in limits:

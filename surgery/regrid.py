@@ -28,6 +28,7 @@ from .grid import Grid
 from .pair import Pair, Window
 
 EXACT, APPROXIMATE, ADAPTED = "EXACT", "APPROXIMATE", "ADAPTED"
+SAME_GRID = Grid.of(1, 0)
 STATUSES = (EXACT, APPROXIMATE, ADAPTED)
 
 
@@ -57,6 +58,7 @@ class Step(NamedTuple):
     out_shapes: list      # original top shapes
     policy: object        # the pass's policy (stride choice, conventions, options)
     side: bool = False    # on a side branch resampled back to the trunk (PSPNet pyramid)
+    wanted: tuple = (None, None)   # (Grid, (h, w)) the pass wants this layer's output on
 
 
 def _centre(window, axis):
@@ -95,10 +97,29 @@ def _extra_coarse_window(rule, new, step, f_out, offset):
     return any((coarse[2 + a] - 1 - offset[a]) / f_out[a] > out_shape[2 + a] - 1 for a in range(2))
 
 
+def pyramid_regrid(rule, layer, step):
+    """A pooling on a side branch that is resampled back to the trunk (PSPNet's pyramid,
+    kernel and stride in map pixels) keeps its bin count on the new map: kernel, stride and
+    pad scale with the map (ADAPTED), rounded where a bin is no longer whole."""
+    win = rule.window(layer)
+    f = step.grid_in.factor
+    scaled = [Pair(*(v * g for v, g in zip(part, f))) for part in (win.kernel, win.stride, win.pad)]
+    kernel, stride, pad = (Pair(*(max(1 if i < 2 else 0, round(v)) for v in part))
+                           for i, part in enumerate(scaled))
+    notes = [f"pyramid bin kept: window {win.kernel.h}x{win.kernel.w} -> {kernel.h}x{kernel.w}"]
+    if any(v.denominator != 1 for part in scaled for v in part):
+        notes.append("the bins are no longer whole on the new map (rounded)")
+    after = Window(kernel, stride, pad, win.dilation)
+    return Regrid(rule.with_window(layer, after), SAME_GRID, ADAPTED, "; ".join(notes) +
+                  " (adapted)")
+
+
 def window_regrid(rule, layer, step):
     """The exact rule for a sliding-window layer (see the module docstring)."""
     node, policy = step.node, step.policy
     win = rule.window(layer)
+    if step.side and not rule.dilatable and not step.grid_in.identity:
+        return pyramid_regrid(rule, layer, step)
     if step.geometry_in is None:
         if step.grid_in.identity:
             return Regrid(grid=step.grid_in)

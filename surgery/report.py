@@ -193,13 +193,16 @@ def format_changes(report):
         lines.append(f"output stride {_axes(report.stride_before)} -> {_axes(report.stride_after)}; "
                      f"receptive field at '{report.deepest}' {_axes(report.rf_before)} -> "
                      f"{_axes(report.rf_after)}")
+    statuses = {c.status for c in report.changes}
     if report.exact:
         lines.append(f"result: EXACT ({report.exact_sizes})")
     else:
         deepest_exact = [b for b in report.grids if b in report.exact_blobs]
         upto = (f"; exact up to '{deepest_exact[-1]}', {report.exact_sizes}"
                 if deepest_exact else "")
-        lines.append(f"result: APPROXIMATE (see the layers marked APPROXIMATE){upto}")
+        marked = " and ".join(s for s in ("APPROXIMATE", "ADAPTED") if s in statuses)
+        result = "APPROXIMATE" if "APPROXIMATE" in statuses else "ADAPTED"
+        lines.append(f"result: {result} (see the layers marked {marked}){upto}")
     if report.changes:
         width = max(len(c.layer) for c in report.changes)
         kinds = max(len(c.type) for c in report.changes)
@@ -214,7 +217,7 @@ def format_changes(report):
             else:
                 lines.append(f"  {c.layer:<{width}}  {c.type:<{kinds}}  removed")
                 continue
-            status = "exact" if c.exact else "APPROXIMATE"
+            status = "exact" if c.exact else c.status
             note = f"  ({c.note})" if c.note and c.action != "remove" else ""
             lines.append(f"  {c.layer:<{width}}  {c.type:<{kinds}}  {status:<11}  {what}{note}")
     for note in report.notes:

@@ -150,3 +150,65 @@ def test_the_cli_coarsens_and_inspect_reports_nominal_and_reachable_strides(tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "reachable output strides: 1, 2, 4, 8, 16, 32" in err
     assert not (tmp_path / "x.prototxt").exists() and os8.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------
+# Heads that resample: ADAPTED, and every join sees one grid again
+# ---------------------------------------------------------------------------
+
+TRAIN_HEAD = """name: "seg"
+layer { name: "data" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 1 dim: 3 dim: 65 dim: 65 } shape { dim: 1 dim: 1 dim: 65 dim: 65 } } }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1"
+  convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "c2" type: "Convolution" bottom: "c1" top: "c2"
+  convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "c3" type: "Convolution" bottom: "c2" top: "c3"
+  convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "score" type: "Convolution" bottom: "c3" top: "score"
+  convolution_param { num_output: 3 kernel_size: 3 pad: 1 } }
+layer { name: "shrink" type: "Interp" bottom: "label" top: "label_small" interp_param { shrink_factor: 8 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label_small" top: "loss" }
+layer { name: "zoom" type: "Interp" bottom: "score" top: "full" interp_param { zoom_factor: 8 } }
+"""
+
+
+@pytest.mark.parametrize("target, shrink, zoom", [(4, 4, 4), (2, 2, 2)])
+def test_the_label_shrink_follows_the_scores_and_the_zoom_goes_back_to_image_size(
+        target, shrink, zoom):
+    from surgery.io.prototxt import parse_prototxt
+
+    net = parse_prototxt(TRAIN_HEAD)
+    before = analyse(net)
+    new, report = dilate(net, output_stride=target)
+    status = {c.layer: c.status for c in report.changes}
+    assert status["shrink"] == status["zoom"] == "ADAPTED"
+    layers = {layer.name: layer for layer in new.layer}
+    assert layers["shrink"].interp_param.shrink_factor == shrink
+    assert layers["zoom"].interp_param.zoom_factor == zoom
+    after = analyse(new)
+    assert after.shapes["label_small"] == after.shapes["score"][:1] + (1,) + after.shapes["score"][2:]
+    assert after.shapes["full"] == before.shapes["full"]      # back to image size
+    assert not after.warnings
+
+
+DEEPLAB = [("deeplab_v2/vgg16_train.prototxt", 4, "TRAIN"),
+           ("deeplab_v1/DeepLab-LargeFOV_test.prototxt", 4, "TEST"),
+           ("pspnet/pspnet101_VOC2012_473.prototxt", 4, "TEST")]
+
+
+@pytest.mark.parametrize("path, target, phase", DEEPLAB)
+def test_public_segmentation_nets_change_stride_with_their_heads(tmp_path, capsys, path, target,
+                                                                 phase):
+    if not (CORPUS / path).exists():
+        pytest.skip(f"corpus file {path} not available")
+    out = tmp_path / "out.prototxt"
+    assert main(["dilate", str(CORPUS / path), "-s", str(target), "--pooling", "cover",
+                 "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["output_stride"]["after"] == [target, target]
+    assert any(c["status"] == "ADAPTED" for c in report["changes"])
+    assert main(["inspect", str(out), "--phase", phase]) == 0
+    err = capsys.readouterr().err
+    # A DeepLab template leaves its ${...} placeholders open; nothing else may warn.
+    assert all("placeholder" in line for line in err.splitlines()), err

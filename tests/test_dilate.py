@@ -380,9 +380,22 @@ def test_a_pyramid_branch_resampled_back_to_the_trunk_is_not_the_output_stride()
     assert analysis.deepest_blob() == "c4"
     new, report = dilate(net, output_stride=16)
     assert new == net and not report.changes
-    with pytest.raises(SurgeryError) as err:       # at 8 the pyramid pooling sees the factor
-        dilate(net, output_stride=8)
-    assert err.value.layer == "pp"
+
+
+@pytest.mark.parametrize("target, kernel", [(8, 8), (4, 16)])
+def test_a_pyramid_keeps_its_bins_and_its_upsample_follows_the_trunk(target, kernel):
+    # At 8 the trunk map doubles (4x4 -> 8x8): the pyramid pool keeps one bin per 4x4 of
+    # the old map (kernel 8), the Interp back to the trunk takes the trunk's new size, and
+    # the Concat lines up; both are ADAPTED, not exact.
+    net = net_of(*PYRAMID)
+    new, report = dilate(net, output_stride=target)
+    status = {c.layer: c.status for c in report.changes}
+    assert status["pp"] == status["pi"] == "ADAPTED"
+    assert window(new, "pp").kernel == (kernel, kernel)
+    after = analyse(new)
+    assert after.shapes["pi"][2:] == after.shapes["c4"][2:] and not after.warnings
+    assert max(after.geometry["c4"].stride) == target
+    assert not report.exact and "c4" in report.exact_blobs
 
 
 def test_diff_file_with_json_and_dry_run(tmp_path, capsys):

@@ -13,12 +13,12 @@ from typing import NamedTuple
 from ..analysis import analyse
 from ..errors import SurgeryError
 from ..layers import Unknown
-from ..passes.dilate import approximate_layers
+from ..passes.dilate import adapted_layers, approximate_layers
 from ..verify import _deepest_exact, _grid
 
 # Layer statuses in a conversion (None: the conversion left the layer alone).
-EXACT, APPROXIMATE, REMOVED, ADDED = "EXACT", "APPROXIMATE", "REMOVED", "NEW"
-STATUSES = (EXACT, APPROXIMATE, REMOVED, ADDED)
+EXACT, APPROXIMATE, ADAPTED, REMOVED, ADDED = "EXACT", "APPROXIMATE", "ADAPTED", "REMOVED", "NEW"
+STATUSES = (EXACT, APPROXIMATE, ADAPTED, REMOVED, ADDED)
 
 
 class Side(NamedTuple):
@@ -47,7 +47,7 @@ def view(analysis, node):
                      analysis.param_shapes.get(node.name))
 
 
-def layer_status(before, after, approximate):
+def layer_status(before, after, approximate, adapted=frozenset()):
     """The status of one layer of a conversion, from its two versions alone.
 
     `before`/`after` are LayerViews, None where that net lacks the layer; `approximate`
@@ -62,6 +62,8 @@ def layer_status(before, after, approximate):
         return REMOVED
     if before is None:
         return ADDED
+    if after.name in adapted:
+        return ADAPTED
     if after.name in approximate:
         return APPROXIMATE
     if before[1:] != after[1:]:
@@ -99,9 +101,11 @@ def compare(before, after, *, input_shapes=None, phase="TEST"):
     a, b = before.analysis, after.analysis
     approximate = approximate_layers(before.loaded.net, after.loaded.net,
                                      input_shapes=input_shapes, phase=phase)
+    adapted = adapted_layers(before.loaded.net, after.loaded.net,
+                             input_shapes=input_shapes, phase=phase)
     old = {n.name: view(a, n) for n in a.graph.nodes}
     new = {n.name: view(b, n) for n in b.graph.nodes}
-    status = {name: layer_status(old.get(name), new.get(name), approximate)
+    status = {name: layer_status(old.get(name), new.get(name), approximate, adapted)
               for name in list(new) + [n for n in old if n not in new]}
     tainted = b.graph.downstream_blobs(approximate)
     blob = _deepest_exact(a, b, tainted, set(b.graph.inputs))

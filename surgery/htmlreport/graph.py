@@ -14,7 +14,7 @@ from html import escape
 
 from ..errors import SurgeryError
 from ..report import _shape, _window
-from .compare import ADDED, APPROXIMATE, EXACT, REMOVED
+from .compare import ADAPTED, ADDED, APPROXIMATE, EXACT, REMOVED
 
 # The font dot measures text with and the browser draws it in: a list, so that both pick
 # the same face where they can (a narrower face in the browser only leaves more room).
@@ -25,6 +25,7 @@ STYLES = {
     None: ("#ffffff", "#90a4ae", "rounded,filled", "unchanged"),
     EXACT: ("#c8e6c9", "#2e7d32", "rounded,filled,bold", "changed, exact"),
     APPROXIMATE: ("#ffcc80", "#e65100", "rounded,filled,bold", "cannot be exact"),
+    ADAPTED: ("#e1bee7", "#6a1b9a", "rounded,filled,bold", "adapted to the new stride"),
     REMOVED: ("#eeeeee", "#9e9e9e", "rounded,filled,dashed", "removed"),
     ADDED: ("#bbdefb", "#1565c0", "rounded,filled,bold", "new"),
 }

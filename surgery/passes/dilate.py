@@ -25,7 +25,7 @@ from ..nominal import nominal_strides
 from ..pair import Pair
 from ..regrid import APPROXIMATE, EXACT, Regrid, Unreachable
 from . import head as heads
-from .walk import Change, convert, walk
+from .walk import Change, Edit, apply_edits, convert, walk
 
 
 class DilateReport(NamedTuple):
@@ -80,10 +80,15 @@ class DilatePolicy:
     the net was dilated."""
 
     def __init__(self, target, *, pooling="strict", convention="exact", globalised=frozenset(),
-                 nominal=None):
+                 nominal=None, resample=None, sizes=None):
         self.target, self.pooling, self.convention = target, pooling, convention
         self.globalised = globalised
         self.nominal = nominal
+        self.resample = resample or {}   # layer -> Grid its output must land on (a join's)
+        self.sizes = sizes or {}         # layer -> (h, w) its output must have
+
+    def wanted(self, node):
+        return self.resample.get(node.name), self.sizes.get(node.name)
 
     def visit(self, node, rule, step):
         if node.name in self.globalised:
@@ -231,7 +236,77 @@ def _unreachable(analysis, policy, removed, exc):
 def _retarget(policy, target, **changes):
     return DilatePolicy(target, pooling=policy.pooling, convention=policy.convention,
                         globalised=changes.get("globalised", policy.globalised),
-                        nominal=changes.get("nominal", policy.nominal))
+                        nominal=changes.get("nominal", policy.nominal),
+                        resample=changes.get("resample", policy.resample),
+                        sizes=changes.get("sizes", policy.sizes))
+
+
+# ---------------------------------------------------------------------------
+# Resampling layers follow the grid of what they meet
+# ---------------------------------------------------------------------------
+
+def _meets(analysis, result, removed):
+    """[(join node, {bottom: Grid})] for each kept layer reading two or more spatial blobs
+    whose new grids differ (a loss reading scores and a shrunk label; a Concat of the trunk
+    and a pyramid's upsampled bins)."""
+    out = []
+    for node in analysis.graph.nodes:
+        if node.name in removed or len(set(node.bottoms)) < 2:
+            continue
+        grids = {b: result.grids.get(b) for b in node.bottoms
+                 if (analysis.shapes.get(b) or ()) and len(analysis.shapes[b]) == 4}
+        if len({g for g in grids.values() if g is not None}) > 1:
+            out.append((node, grids))
+    return out
+
+
+def _adapt_resamplers(net, analysis, policy, result, phase, removed, unknowns):
+    """Walk again until every resampling layer (rule.fits_joins) that feeds a join lands on
+    the grid, and has the size, of the moved blob it meets: DeepLab's label shrink follows
+    the scores, PSPNet's upsampled bins follow the trunk."""
+    graph = analysis.graph
+    for _ in range(3):
+        wishes, sizes, cut = {}, {}, None
+        for node, grids in _meets(analysis, result, removed):
+            moved = {g for g in grids.values() if g is not None and not g.identity}
+            if len(moved) != 1:
+                continue
+            grid, = moved
+            trunk = next(b for b, g in grids.items() if g == grid)
+            for blob, g in grids.items():
+                maker = graph.producer(blob)
+                if g != grid and maker is not None and maker.rule.fits_joins:
+                    wishes[maker.name] = grid
+                    sizes[maker.name] = trunk
+                    cut = node if cut is None or node.index < cut.index else cut
+        wishes = {k: v for k, v in wishes.items() if policy.resample.get(k) != v}
+        if not wishes:
+            return policy, result
+        found = _sizes_before(net, result, removed, cut, phase, {sizes[k] for k in wishes}, unknowns)
+        policy = _retarget(policy, policy.target, resample={**policy.resample, **wishes},
+                           sizes={**policy.sizes, **{k: found[sizes[k]] for k in wishes
+                                                     if sizes[k] in found}})
+        result = walk(analysis, policy, phase=phase, removed=removed)
+    return policy, result
+
+
+def _sizes_before(net, result, removed, join, phase, blobs, unknowns):
+    """{blob: (h, w)} of `blobs` in the converted net, analysed up to (not including) `join`."""
+    edits = [Edit(n.name, phase, layer) for n, layer, _ in result.changes if layer is not None]
+    edits += [Edit(name, phase, None) for name in removed]
+    candidate = apply_edits(net, edits)
+    kept = [layer for layer in candidate.layer if layer.name != join.name]
+    stop = next((i for i, layer in enumerate(candidate.layer) if layer.name == join.name), None)
+    if stop is not None:
+        kept = list(candidate.layer)[:stop]
+    del candidate.layer[:]
+    candidate.layer.extend(kept)
+    try:
+        after = analyse(candidate, phase=phase, unknowns=unknowns)
+    except SurgeryError:
+        return {}
+    return {b: tuple(after.shapes[b][2:]) for b in blobs
+            if after.shapes.get(b) is not None and None not in after.shapes[b]}
 
 
 def _size_flags(result):
@@ -249,7 +324,8 @@ def _exact_sizes(net, planned, unknowns):
     # The exact part of an approximate conversion has a condition too: only the exact
     # stride-losing pools decide it.
     rewrites = [(node, change) for node, layer, change in result.changes if change.action == "rewrite"]
-    watched = [node for node, change in rewrites if change.before.stride != change.after.stride
+    watched = [node for node, change in rewrites if change.before is not None
+               and change.after is not None and change.before.stride != change.after.stride
                and not node.rule.dilatable and change.exact]
     if not watched:
         return "exact for every input size"
@@ -345,6 +421,7 @@ def _plan_phase(net, phase, policy, *, head, cut_after, input_shapes, unknowns):
             policy = _retarget(policy, policy.target,
                                globalised={pool.name} if pool is not None else set())
         result = walk(analysis, policy, phase=phase, removed=removed)
+    policy, result = _adapt_resamplers(net, analysis, policy, result, phase, removed, unknowns)
     found = result.first_issue()
     if found is not None:
         raise SurgeryError(found[1], layer=found[0].name)
@@ -488,3 +565,23 @@ def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):
             if sees_gap or pad_grew or new.kernel != old.kernel:
                 result.add(node.name)
     return result
+
+
+def adapted_layers(original, converted, *, input_shapes=None, phase="TEST"):
+    """Layers of `converted` changed on purpose to keep the net's meaning at the new stride:
+    a resampling layer whose settings differ (Interp's factors or size), and a pooling on a
+    side branch resampled back to the trunk whose window differs (a pyramid bin)."""
+    a = analyse(original, input_shapes=input_shapes, phase=phase)
+    b = analyse(converted, input_shapes=input_shapes, phase=phase)
+    side = a.resampled_branches()
+    found = set()
+    for node in b.graph.nodes:
+        if node.name not in a.graph:
+            continue
+        old = a.graph.node(node.name)
+        if old.layer == node.layer:
+            continue
+        if node.rule.role_of(node.layer) == "resample" or \
+                (node.tops and all(t in side for t in old.tops)):
+            found.add(node.name)
+    return found

@@ -296,6 +296,10 @@ class FcnPolicy:
 
     pooling = "strict"
 
+    def wanted(self, node):
+        """No layer is asked onto another grid: fcn keeps every grid."""
+        return (None, None)
+
     def __init__(self, analysis, *, pad, rename, decimate):
         self.analysis, self.pad, self.rename, self.decimate = analysis, pad, rename, decimate
         self.four_d, self.channel_step, self.shapes = set(), {}, {}
