@@ -399,7 +399,8 @@ def test_deconv_deploy_runs_in_caffe_and_keeps_the_backbone(small, tmp_path):
     mine = _caffe(tmp_path, deploy, weights, "TEST", {"data": image}, ["res5c", "upscore_crop"])
     theirs = _caffe(tmp_path, proto, model, "TEST", {"data": image}, ["res5c"])
     from surgery.verify import _grid
-    (factor, offset), _ = _grid("res5c", analyse(load_prototxt(proto)), analyse(load_prototxt(deploy)))
+    grid, _ = _grid("res5c", analyse(load_prototxt(proto)), analyse(load_prototxt(deploy)))
+    factor, offset = (tuple(int(v) for v in part) for part in grid)
     sampled = mine["res5c"][:, :, offset[0]::factor[0], offset[1]::factor[1]]
     sampled = sampled[:, :, :theirs["res5c"].shape[2], :theirs["res5c"].shape[3]]
     scale = np.abs(theirs["res5c"]).max()

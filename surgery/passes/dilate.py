@@ -153,7 +153,9 @@ class DilatePolicy:
 # Reachability and exact input sizes
 # ---------------------------------------------------------------------------
 
-def _output_stride(analysis):
+def output_stride(analysis):
+    """The net's output stride: the largest stride on its trunk (a pyramid's pooled branches
+    aside), per axis; None when no blob has a known stride."""
     side = analysis.resampled_branches()
     strides = [g.stride for b, g in analysis.geometry.items() if g is not None and b not in side]
     if not strides:
@@ -176,7 +178,7 @@ def _geometry_stops(analysis):
 def _directed(analysis, policy, removed):
     """`policy` for this net: coarsening (with the nominal strides) when the target is
     above the net's output stride."""
-    before = _output_stride(analysis)
+    before = output_stride(analysis)
     if before is not None and policy.target > max(before):
         return _retarget(policy, policy.target, nominal=nominal_strides(
             analysis, removed=removed, narrow=policy.pooling == "cover"))
@@ -381,7 +383,7 @@ def _plan_phase(net, phase, policy, *, head, cut_after, input_shapes, unknowns):
     """Plan one phase, resolving the classifier head; None when nothing needs changing."""
     analysis = analyse(net, input_shapes=input_shapes, phase=phase, unknowns=unknowns)
     removed = heads.cut_after(analysis.graph, cut_after) if cut_after else set()
-    before = _output_stride(analysis)
+    before = output_stride(analysis)
     if before is None:
         raise SurgeryError("no blob of the net has a known stride; nothing to dilate")
     policy = _directed(analysis, policy, removed)
