@@ -1117,6 +1117,13 @@ class Interp(LayerRule):
             nip.shrink_factor = ratio.denominator
         elif ratio != 1 or has_field(ip, "zoom_factor"):
             nip.zoom_factor = ratio.numerator
+        if size is not None and step.in_shapes and step.in_shapes[0] is not None \
+                and has_field(nip, "shrink_factor") and not has_field(nip, "zoom_factor"):
+            # The label it shrinks must come out with the scores' size: crop its far end.
+            end = {(want - 1) * nip.shrink_factor + 1 - have - field(ip, "pad_beg", 0)
+                   for want, have in zip(size, step.in_shapes[0][2:])}
+            if len(end) == 1 and next(iter(end)) <= 0 and next(iter(end)) != field(ip, "pad_end", 0):
+                nip.pad_end = end.pop()
         before = _interp_factors(ip)
         after = _interp_factors(nip)
         if before == after:
@@ -1126,7 +1133,7 @@ class Interp(LayerRule):
 
 
 def _interp_factors(ip):
-    parts = [f"{name} {field(ip, name)}" for name in ("shrink_factor", "zoom_factor")
+    parts = [f"{name} {field(ip, name)}" for name in ("shrink_factor", "zoom_factor", "pad_end")
              if has_field(ip, name)]
     return ", ".join(parts) or "no factor"
 
@@ -1417,7 +1424,7 @@ class DataLayer(ImageReader):
 class Loss(LayerRule):
     """Losses: top 0 is a scalar (); SoftmaxWithLoss may add the probabilities as top 1."""
 
-    types = ("SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss",
+    types = ("EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss",
              "InfogainLoss", "MultinomialLogisticLoss", "ContrastiveLoss", "SmoothL1Loss",
              "MultiBoxLoss")
     fork_types = ("SmoothL1Loss", "MultiBoxLoss")
@@ -1428,6 +1435,31 @@ class Loss(LayerRule):
         return ([()] + [tuple(in_shapes[0])] * (len(layer.top) - 1))[:len(layer.top)]
 
 
+def _check_labels(layer, in_shapes, axis):
+    """Caffe's rule for a class-score layer with a label bottom: one label per prediction,
+    i.e. the label's count is the scores' count without the class axis (a segmentation
+    label must have the scores' size)."""
+    if len(in_shapes) < 2 or any(s is None or None in s for s in in_shapes[:2]):
+        return
+    scores, label = tuple(in_shapes[0]), tuple(in_shapes[1])
+    axis = canonical_axis(layer, axis, len(scores))
+    predictions = count(scores) // scores[axis] if scores[axis] else 0
+    if predictions != count(label):
+        raise _err(layer, f"the label {label} does not give one label per prediction of the "
+                          f"scores {scores} (Caffe refuses it)")
+
+
+class SoftmaxLoss(Loss):
+    """SoftmaxWithLoss: like any loss, and its label must match the scores."""
+
+    types = ("SoftmaxWithLoss",)
+    fork_types = ()
+
+    def out_shapes(self, layer, in_shapes):
+        _check_labels(layer, in_shapes, layer.softmax_param.axis if layer.HasField("softmax_param") else 1)
+        return super().out_shapes(layer, in_shapes)
+
+
 class Accuracy(LayerRule):
     """Accuracy: (), plus per-class accuracies (num_classes) as an optional second top."""
 
@@ -1436,6 +1468,7 @@ class Accuracy(LayerRule):
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
+        _check_labels(layer, in_shapes, layer.accuracy_param.axis)
         classes = shape[canonical_axis(layer, layer.accuracy_param.axis, len(shape))]
         return [(), (classes,)][:len(layer.top)]
 
@@ -1495,7 +1528,7 @@ for _cls in (Pointwise, Split, PReLU, BatchNorm, BN, Scale, Bias, Normalize, Shu
              Convolution, ConvolutionDepthwise, Deconvolution, Pooling, Eltwise, Axpy, Concat,
              Slice, Flatten, Reshape, Permute, Crop, Interp, Upsample, InnerProduct, Embed, Tile,
              Reduction, ArgMax, PriorBox, ROIPooling, Input, DummyData, MemoryData, ImageData,
-             SegData, DataLayer, Loss, Accuracy, SegAccuracy, Silence, RuntimeSink):
+             SegData, DataLayer, Loss, SoftmaxLoss, Accuracy, SegAccuracy, Silence, RuntimeSink):
     register(_cls())
 
 

@@ -212,3 +212,32 @@ def test_public_segmentation_nets_change_stride_with_their_heads(tmp_path, capsy
     err = capsys.readouterr().err
     # A DeepLab template leaves its ${...} placeholders open; nothing else may warn.
     assert all("placeholder" in line for line in err.splitlines()), err
+
+
+def _anonymous(net):
+    """Every layer without its names: type and parameters, in order."""
+    rows = []
+    for layer in net.layer:
+        copy = type(layer)()
+        copy.CopyFrom(layer)
+        copy.ClearField("name")
+        del copy.bottom[:]
+        del copy.top[:]
+        rows.append(copy)
+    return rows
+
+
+@pytest.mark.parametrize("data", ["input", "imagesegdata"])
+def test_train_at_16_then_dilate_to_8_is_the_net_segment_builds_at_8(data):
+    """DeepLab v3's recipe: the OS-16 train net, converted to 8, has the OS-8 net's every
+    layer (ASPP rates 3,6,9,12 -> 6,12,18,24, label shrink 16 -> 8 with its crop refitted,
+    the final zoom 16 -> 8), names aside."""
+    from surgery.passes.segment import segment
+
+    backbone = load_prototxt(MODELS / "resnet101" / "deploy.prototxt")
+    at16 = segment(backbone, head="aspp", classes=21, output_stride=16, data=data)
+    at8 = segment(backbone, head="aspp", classes=21, output_stride=8, data=data)
+    for which in ("train", "deploy"):
+        converted, report = dilate(getattr(at16, which), output_stride=8)
+        assert _anonymous(converted) == _anonymous(getattr(at8, which)), which
+        assert "ADAPTED" in {c.status for c in report.changes}

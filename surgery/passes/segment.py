@@ -344,10 +344,9 @@ def segment(net, *, head, classes, output_stride=8, crop=None, rates=None, bins=
                  geometry, data, upsample)
     train = _assemble(backbone.name, tail.train_inputs(), body, head_layers, tail.train_end)
     deploy = _assemble(backbone.name, tail.deploy_inputs(), body, head_layers, tail.deploy_end)
-    train_a = analyse(train, unknowns=unknowns)
     deploy_a = analyse(deploy, unknowns=unknowns)
     score_shape = deploy_a.shapes[out.score]
-    train_a = tail.check(train, train_a, unknowns)
+    train_a = tail.check(train, deploy_a, unknowns)
     for blob, size in out.expect:      # what the head meant to build, per the registry
         got = deploy_a.shapes.get(blob)
         if got is None or tuple(got[2:]) != tuple(size):
@@ -501,10 +500,12 @@ class _Tail:
             self.output = self._deconv(b)
 
     # -- sizes, from the registry ------------------------------------------------
-    def check(self, train, train_a, unknowns):
-        """Fit the label shrink's crops to the analysed score size, then check that label
-        and score agree (and raise if the registry says otherwise)."""
-        score = train_a.shapes[self.score]
+    def check(self, train, deploy_a, unknowns):
+        """Fit the label shrink's crops to the score size (the deploy net's: the train net
+        does not build until they agree), then check that label and score agree in the
+        analysed train net (and raise if the registry says otherwise)."""
+        score = deploy_a.shapes[self.score]
+        train_a = None
         if self.upsample == "interp":
             n = Pair(score[2], score[3])
             off = self.label_pads
@@ -531,6 +532,7 @@ class _Tail:
                                   else f"{max(self.label_shift):g} pixel before the centre "
                                        "of score pixel j"))
         else:
+            train_a = analyse(train, unknowns=unknowns)
             self.label_note = (f"label: full size; scores upsampled by a bilinear Deconvolution "
                                f"(kernel {2 * self.stride - self.stride % 2}, stride "
                                f"{self.stride}) and cropped to the image: upsampled pixel k is "
