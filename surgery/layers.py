@@ -217,12 +217,16 @@ class LayerRule:
         if self.size_bound(layer, step.in_shapes):
             return Regrid(grid=SAME, head=True)
         if self.collapses_to_point(layer, step.out_shapes, len(step.in_shapes)):
+            denser = all(f >= 1 for f in step.grid_in.factor)
             return Regrid(grid=SAME, status=APPROXIMATE, note=(
                 "pools over the denser map, so it also sees positions the original never "
-                "computed (approximate)"))
+                "computed (approximate)" if denser else
+                "pools over the coarser map, so it misses positions the original saw "
+                "(approximate)"))
         if role == "sink":
+            where = "denser" if all(f >= 1 for f in step.grid_in.factor) else "coarser"
             return Regrid(grid=SAME, status=APPROXIMATE,
-                          note="computed over the denser map (approximate)")
+                          note=f"computed over the {where} map (approximate)")
         why = {"unknown": "its type is not in the registry, so what it does on a denser map "
                           "is unknown",
                "collapse": "it reshapes or collapses the map, so its output depends on the "
@@ -236,7 +240,7 @@ class LayerRule:
         its outputs (surgery.nominal). A window's taps and pad must shrink to whole
         numbers: a kernel > 1 allows what divides its dilation and pad, and the stride it
         keeps passes on its output's limit. A pooling has no dilation, so it allows
-        nothing, unless `narrow` (--pooling cover) lets its window narrow (approximate).
+        nothing, unless `narrow` (--pooling cover) lets its window follow (approximate).
         Pointwise layers and joins pass their output's limit, a global pooling has none
         (it averages whatever map it gets, approximately); any other layer allows none."""
         role = self.role_of(layer)
@@ -249,7 +253,10 @@ class LayerRule:
         win = self.window(layer)
         out = []
         for k, s, p, d, lim in zip(win.kernel, win.stride, win.pad, win.dilation, limit_out):
-            taps = (d if self.dilatable else (k - 1 if narrow else 1)) if k > 1 else 0
+            if narrow and not self.dilatable:     # a pooling window follows, approximately,
+                out.append(0)                     # but never asks for a coarser input
+                continue
+            taps = (d if self.dilatable else 1) if k > 1 else 0
             out.append(math.gcd(taps, p, s * lim))
         return Pair(*out)
 
@@ -1134,7 +1141,7 @@ class Interp(LayerRule):
 
 def _interp_factors(ip):
     parts = [f"{name} {field(ip, name)}" for name in ("shrink_factor", "zoom_factor", "pad_end")
-             if has_field(ip, name)]
+             if has_field(ip, name) and field(ip, name)]
     return ", ".join(parts) or "no factor"
 
 

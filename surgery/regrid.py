@@ -84,17 +84,19 @@ def _meets(factor, offset):
 
 
 def _extra_coarse_window(rule, new, step, f_out, offset):
-    """Whether a pooling made coarser (on an unchanged input) gains a last, partial CEIL
-    window past the end of the denser net's output: a sample with no twin there, which
-    layers reading the border would see where the denser net saw padding."""
+    """Per axis, whether a pooling made coarser (on an unchanged input) gains a last, partial
+    CEIL window past the end of the denser net's output: a sample with no twin there, which
+    layers reading the border would see where the denser net saw padding. None when that
+    is not the case to judge (or the sizes are unknown)."""
     if step.grid_in.factor != (1, 1) or all(f >= 1 for f in f_out):
-        return False
+        return None
     in_shape = step.in_shapes[0] if step.in_shapes else None
     out_shape = step.out_shapes[0] if step.out_shapes else None
     if in_shape is None or out_shape is None or len(in_shape) != 4 or None in in_shape + out_shape:
-        return False
+        return None
     coarse = rule.out_shapes(new, [in_shape])[0]
-    return any((coarse[2 + a] - 1 - offset[a]) / f_out[a] > out_shape[2 + a] - 1 for a in range(2))
+    return Pair(*((coarse[2 + a] - 1 - offset[a]) / f_out[a] > out_shape[2 + a] - 1
+                  for a in range(2)))
 
 
 def pyramid_regrid(rule, layer, step):
@@ -138,18 +140,27 @@ def window_regrid(rule, layer, step):
     # shift of the grid and scales like any other.
     spread = Pair(*(f if k > 1 else 1 for f, k in zip(scale, win.kernel)))
     kernel, dilation = win.kernel, win.dilation
-    pad = Pair(*(_whole(p * s, node.name) for p, s in zip(win.pad, scale)))
-    if rule.dilatable:
-        dilation = Pair(*(_whole(d * s, node.name) for d, s in zip(win.dilation, spread)))
-    elif any(k > 1 and f < 1 for k, f in zip(kernel, f_in)):
-        # On a coarser grid the window narrows to the same extent (approximate: the
-        # denser net's window saw the samples in between).
+    narrowing = not rule.dilatable and any(k > 1 and f < 1 for k, f in zip(kernel, f_in))
+    if narrowing:
+        # On a coarser grid a pooling window narrows to the same extent where that is a
+        # whole window, and stays as it is otherwise (approximate either way: the denser
+        # net's window saw the samples in between).
         if policy.pooling == "strict":
             raise Unreachable(node.name)
-        kernel = Pair(*(_whole((k - 1) * f + 1, node.name) if k > 1 else k
-                        for k, f in zip(win.kernel, f_in)))
+        whole = all(((k - 1) * f).denominator == 1 and (p * f).denominator == 1
+                    for k, p, f in zip(win.kernel, win.pad, f_in))
+        if whole:
+            kernel = Pair(*(int((k - 1) * f + 1) for k, f in zip(win.kernel, f_in)))
+        pad = Pair(*(int(p * f) for p, f in zip(win.pad, f_in))) if whole else win.pad
         status = max(status, 1)
-        notes.append(f"window narrowed to {kernel.h}x{kernel.w} (approximate)")
+        notes.append(f"window {'narrowed to' if whole else 'kept at'} {kernel.h}x{kernel.w} on "
+                     "the coarser map (approximate)")
+    else:
+        pad = Pair(*(_whole(p * s, node.name) for p, s in zip(win.pad, scale)))
+    if rule.dilatable:
+        dilation = Pair(*(_whole(d * s, node.name) for d, s in zip(win.dilation, spread)))
+    elif narrowing:
+        pass
     elif any(k > 1 and f > 1 for k, f in zip(kernel, f_in)):
         # No dilation field (pooling): widening the window is the closest grid-aligned choice.
         kernel = Pair(*(_whole((k - 1) * f + 1, node.name) for k, f in zip(win.kernel, f_in)))
@@ -210,10 +221,14 @@ def window_regrid(rule, layer, step):
             raise SurgeryError(f"the rewritten window {tuple(map(tuple, after))} is not one "
                                f"Caffe accepts ({exc.message}); choose another input size",
                                layer=node.name) from None
-    if new is not None and not rule.dilatable and _extra_coarse_window(rule, new, step, f_out, offset):
-        status = max(status, 1)
-        notes.append("a last, partial (CEIL) window the denser net does not have changes what "
-                     "reads the border (approximate)")
+    if new is not None and not rule.dilatable:
+        extra = _extra_coarse_window(rule, new, step, f_out, offset)
+        if extra is not None:
+            flags = extra       # size-dependent: verify and --input-shape see it
+            if any(extra):
+                status = max(status, 1)
+                notes.append("a last, partial (CEIL) window the denser net does not have "
+                             "changes what reads the border (approximate)")
     note = "; ".join(dict.fromkeys(notes))
     return Regrid(new, Grid(f_out, Pair(*offset)), (EXACT, APPROXIMATE)[status], note, issue,
                   size_flags=flags)
