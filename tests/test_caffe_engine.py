@@ -10,6 +10,9 @@ build (tools/build_caffe.sh). Here it proves, in the engine the users run:
 - the corpus numeric proof of tests/test_corpus_numeric.py at output stride 16 and 8,
   for every corpus net there that Caffe can build (MobileNet among them), plus a
   generated `round_mode: FLOOR` net OpenCV cannot read;
+- coarsening: the OS-8 conversions of the MSRA ResNets, ResNet-v2 and MobileNet, and of a
+  net dilated the PSPNet way, taken back to 16 and 32, equal the dense net on the
+  subsampled grid (verify with either net first);
 - `inspect`'s shapes against Caffe's net.blobs for every corpus deploy net it builds;
 - `check`'s verdict against Caffe's CopyTrainedLayersFrom on mutated weights;
 - `init-weights` output loads in Caffe; `fcn` output computes what the InnerProduct did;
@@ -286,6 +289,58 @@ def test_corpus_conversion_matches_the_original_in_caffe(build, tmp_path, key):
                 and deepest.rel_error is not None:
             assert deepest.rel_error > TOL, result.format_text()
     assert checked
+
+
+# Coarsening in Caffe: a dense (OS 8) net is the reference, its coarse conversions (16, 32)
+# with the same weights must equal it on the subsampled grid, whichever net comes first.
+# Sources: the corpus nets whose dilation to 8 is exact up to their deepest exact blob,
+# and a generated net dilated the PSPNet way (its strided 3x3 dilated too).
+COARSEN = {
+    "resnet50": (CORPUS / CAFFE_CASES["resnet50"][0], "exact", (16, 32)),
+    "resnet101": (CORPUS / CAFFE_CASES["resnet101"][0], "exact", (16, 32)),
+    "resnet101-v2": (CORPUS / CAFFE_CASES["resnet101-v2"][0], "exact", (16, 32)),
+    "mobilenet": (CORPUS / CAFFE_CASES["mobilenet"][0], "exact", (16, 32)),
+    "models/resnet50-s3x3-pspnet": (os.path.join(MODELS, "resnet50-s3x3", "deploy.prototxt"),
+                                    "pspnet", (16,)),
+}
+COARSEN_INPUT = "data=1,3,97,97"          # odd, and small: res5c is 13x13 at 8, 4x4 at 32
+
+
+def _cli_json(capsys, args, status=0):
+    capsys.readouterr()
+    assert main(args + ["--json"]) == status, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", sorted(COARSEN))
+def test_a_dense_net_coarsened_matches_it_in_caffe(build, tmp_path, capsys, key):
+    source, convention, targets = COARSEN[key]
+    if not os.path.exists(source):
+        pytest.skip(f"corpus file {source} absent")
+    dense, weights = tmp_path / "os8.prototxt", tmp_path / "w.caffemodel"
+    made = _cli_json(capsys, ["dilate", str(source), "-s", "8", "--head", "cut",
+                              "--convention", convention, "-o", str(dense)])
+    assert made["output_stride"]["after"] == [8, 8]
+    assert main(["init-weights", str(dense), "-o", str(weights),
+                 "--input-shape", COARSEN_INPUT]) == 0
+    for target in targets:
+        coarse = tmp_path / f"os{target}.prototxt"
+        report = _cli_json(capsys, ["dilate", str(dense), "-s", str(target), "-o", str(coarse)])
+        deepest = report["deepest_blob"]
+        assert report["output_stride"] == {"before": [8, 8], "after": [target, target]}
+        assert deepest in report["exact_blobs"] and any(
+            c["action"] == "rewrite" for c in report["changes"])
+        for first, second, factor in ((dense, coarse, 8 / target), (coarse, dense, target / 8)):
+            result = _cli_json(capsys, ["verify", str(first), str(second), "--weights",
+                                        str(weights), "--engine", "caffe", "--blob", deepest,
+                                        "--input-shape", COARSEN_INPUT])
+            assert result["engine"] == "caffe" and result["passed"] and not result["caveats"]
+            row = next(r for r in result["blobs"] if r["blob"] == deepest)
+            where = (key, target, first.name)
+            assert row["status"] == "ok" and row["factor"] == [factor, factor], (where, row)
+            assert row["rel_error"] is not None and row["rel_error"] <= TOL, (where, row)
+            assert min(row["compared"]) > 1, (where, row)
 
 
 def test_the_floor_net_differs_from_its_ceil_original():
