@@ -12,57 +12,7 @@ from .. import caffe_pb2
 from ..errors import SurgeryError
 from ..layers import rule_for
 from .upgrade_v0 import is_v0, upgrade_v0_net
-
-# V1 enum name -> modern type string. BVLC's table plus the DeepLab v1 and SegNet fork values.
-V1_TYPE_NAMES = {
-    "NONE": "",
-    "ABSVAL": "AbsVal",
-    "ACCURACY": "Accuracy",
-    "ARGMAX": "ArgMax",
-    "BNLL": "BNLL",
-    "CONCAT": "Concat",
-    "CONTRASTIVE_LOSS": "ContrastiveLoss",
-    "CONVOLUTION": "Convolution",
-    "DATA": "Data",
-    "DECONVOLUTION": "Deconvolution",
-    "DROPOUT": "Dropout",
-    "DUMMY_DATA": "DummyData",
-    "ELTWISE": "Eltwise",
-    "EUCLIDEAN_LOSS": "EuclideanLoss",
-    "EXP": "Exp",
-    "FLATTEN": "Flatten",
-    "HDF5_DATA": "HDF5Data",
-    "HDF5_OUTPUT": "HDF5Output",
-    "HINGE_LOSS": "HingeLoss",
-    "IM2COL": "Im2col",
-    "IMAGE_DATA": "ImageData",
-    "INFOGAIN_LOSS": "InfogainLoss",
-    "INNER_PRODUCT": "InnerProduct",
-    "LRN": "LRN",
-    "MEMORY_DATA": "MemoryData",
-    "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
-    "MVN": "MVN",
-    "POOLING": "Pooling",
-    "POWER": "Power",
-    "RELU": "ReLU",
-    "SIGMOID": "Sigmoid",
-    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
-    "SILENCE": "Silence",
-    "SLICE": "Slice",
-    "SOFTMAX": "Softmax",
-    "SOFTMAX_LOSS": "SoftmaxWithLoss",
-    "SPLIT": "Split",
-    "TANH": "TanH",
-    "THRESHOLD": "Threshold",
-    "WINDOW_DATA": "WindowData",
-    # DeepLab v1 fork
-    "IMAGE_SEG_DATA": "ImageSegData",
-    "INTERP": "Interp",
-    "MAT_WRITE": "MatWrite",
-    "SEG_ACCURACY": "SegAccuracy",
-    # SegNet fork
-    "BN": "BN",
-}
+from .v1types import V1_TYPE_BY_NAME
 
 # Old data-layer fields Caffe moves into transform_param: V1 layers of these types only,
 # from their own parameter block.
@@ -182,7 +132,7 @@ def _convert_v1_layer(old):
 def _type_name(field, value, layer_name):
     enum_name = field.enum_type.values_by_number[value].name
     try:
-        return V1_TYPE_NAMES[enum_name]
+        return V1_TYPE_BY_NAME[enum_name]
     except KeyError:
         raise SurgeryError(f"V1 layer type {enum_name} has no known current type name",
                            layer=layer_name) from None
