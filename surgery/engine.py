@@ -270,7 +270,7 @@ def _declaring(prototxt_path, inputs, copy_path):
     net = load_prototxt(prototxt_path)
     changed = False
     for layer in net.layer:
-        if layer.type == "Input":
+        if isinstance(rule_for(layer.type), layers.Input):
             for i, top in enumerate(layer.top):
                 shapes = layer.input_param.shape
                 if top in inputs and (i >= len(shapes) or

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from surgery.errors import SurgeryError
 from surgery.io import caffemodel as cm
+from surgery.io.v1types import SCHEMA_ONLY, V1_LAYER_TYPES, V1_TYPE_BY_NAME
 
 caffe_pb2 = pytest.importorskip("surgery.caffe_pb2")
 
@@ -130,15 +131,22 @@ def test_reader_agrees_with_protobuf_on_v1_model(tmp_path):
 
 
 def test_v1_type_table_agrees_with_schema_enum():
+    """surgery/io/v1types.py, the one V1 type table: every enum value of the schema, with
+    its number; the binary reader knows every value below the schema-only range."""
     enum = caffe_pb2.V1LayerParameter.LayerType
+    assert [(number, name) for number, name, _ in V1_LAYER_TYPES] == \
+        [(v.number, v.name) for v in enum.DESCRIPTOR.values]
     for number in enum.values():
-        if number >= 1000:  # schema-only values for text forks; never in binary files
+        if number >= SCHEMA_ONLY:  # schema-only values for text forks; never in binary files
+            assert number not in cm.V1_TYPE_BY_NUMBER
             continue
-        assert number in cm.V1_TYPE_NAMES, enum.Name(number)
+        assert number in cm.V1_TYPE_BY_NUMBER, enum.Name(number)
         if number not in (0, 21):  # SOFTMAX_LOSS became SoftmaxWithLoss
-            assert cm.V1_TYPE_NAMES[number].lower() == enum.Name(number).replace("_", "").lower()
+            assert cm.V1_TYPE_BY_NUMBER[number].lower() == \
+                enum.Name(number).replace("_", "").lower()
     assert cm.v1_type_name(4) == "Convolution" and cm.v1_type_name(21) == "SoftmaxWithLoss"
-    assert cm.v1_type_name(139) == "V1:139"
+    assert cm.v1_type_name(139) == "V1:139" and cm.v1_type_name(1002) == "V1:1002"
+    assert V1_TYPE_BY_NAME["SOFTMAX_LOSS"] == "SoftmaxWithLoss" and V1_TYPE_BY_NAME["INTERP"] == "Interp"
 
 
 def test_reader_skips_unknown_fields_and_layer_parameters(tmp_path):

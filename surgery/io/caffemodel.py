@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import SurgeryError
 from .atomic import write_atomic
+from .v1types import V1_TYPE_BY_NUMBER
 
 # Largest single read() the reader issues; float data is skipped, never read.
 MAX_READ = 1 << 20
@@ -46,25 +47,13 @@ B_DATA, B_DIFF, B_SHAPE, B_DOUBLE_DATA, B_DOUBLE_DIFF = 5, 6, 7, 8, 9
 # BlobShape fields.
 S_DIM = 1
 
-# V1LayerParameter.LayerType enum value -> the type string Caffe's upgrader gives it.
-V1_TYPE_NAMES = {
-    0: "", 1: "Accuracy", 2: "BNLL", 3: "Concat", 4: "Convolution", 5: "Data",
-    6: "Dropout", 7: "EuclideanLoss", 8: "Flatten", 9: "HDF5Data", 10: "HDF5Output",
-    11: "Im2col", 12: "ImageData", 13: "InfogainLoss", 14: "InnerProduct", 15: "LRN",
-    16: "MultinomialLogisticLoss", 17: "Pooling", 18: "ReLU", 19: "Sigmoid",
-    20: "Softmax", 21: "SoftmaxWithLoss", 22: "Split", 23: "TanH", 24: "WindowData",
-    25: "Eltwise", 26: "Power", 27: "SigmoidCrossEntropyLoss", 28: "HingeLoss",
-    29: "MemoryData", 30: "ArgMax", 31: "Threshold", 32: "DummyData", 33: "Slice",
-    34: "MVN", 35: "AbsVal", 36: "Silence", 37: "ContrastiveLoss", 38: "Exp",
-    39: "Deconvolution",
-    43: "BN",  # SegNet's fork value
-}
-V1_TYPE_ENUMS = {name: num for num, name in V1_TYPE_NAMES.items() if name}
+# Type string -> V1LayerParameter.LayerType value, for the writer (table: io/v1types.py).
+V1_TYPE_ENUMS = {name: num for num, name in V1_TYPE_BY_NUMBER.items() if name}
 
 
 def v1_type_name(value):
     """V2 type string for a V1 enum value; unknown (fork) values stay visible as V1:<n>."""
-    return V1_TYPE_NAMES.get(value, f"V1:{value}")
+    return V1_TYPE_BY_NUMBER.get(value, f"V1:{value}")
 
 
 # --------------------------------------------------------------------------- summary

@@ -28,6 +28,7 @@ from ..layers import SHAPE_PARAMS
 from ..unknowns import Unknowns
 from .binding import in_shape_params
 from .document import Document
+from .hole import upgraded_path
 from .prototxt import (_first_keyword, _has_content, _unknown_enum, _unknown_field,
                        enum_near_misses, parse_prototxt, read_text)
 from .upgrade_v0 import is_v0
@@ -246,19 +247,12 @@ def _unknowns(binding, original, net):
         name = binding.layer_name(ph.path)
         if name is None or _is_string(original, ph.path):
             continue
-        values.setdefault(name, set()).add(_upgraded_path(ph.path[2:]))
+        values.setdefault(name, set()).add(upgraded_path(ph.path[2:]))
     for uf in binding.unknown_fields:
         if uf.layer is not None and in_shape_params(uf.path):
             opaque.setdefault(uf.layer, f"unknown {uf.what} ({uf.file}:{uf.line}:{uf.col}) "
                                         "may change its geometry or weight shapes")
     return Unknowns({k: frozenset(v) for k, v in values.items()}, opaque)
-
-
-def _upgraded_path(path):
-    """A path inside a layer, as the upgraded layer spells it (DeepLab `hole` is `dilation`)."""
-    if path[:1] == ("convolution_param",) and len(path) > 1 and str(path[1]).startswith("hole"):
-        return ("convolution_param", "dilation")
-    return tuple(path)
 
 
 def _message_descriptor(desc, path):

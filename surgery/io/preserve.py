@@ -20,13 +20,13 @@ from google.protobuf.descriptor import FieldDescriptor
 from ..errors import SurgeryError
 from .. import caffe_pb2
 from .document import Document
+from .hole import as_hole, has_hole
 from .netfile import rebind
 from .prototxt import format_prototxt
 from .upgrade_v0 import is_v0
 
 MESSAGE = FieldDescriptor.TYPE_MESSAGE
 _HEADER_FIELDS = ("layer", "layers", "input", "input_dim", "input_shape")
-_HOLE_FIELDS = ("hole", "hole_h", "hole_w")
 _CURRENT = caffe_pb2.LayerParameter.DESCRIPTOR
 
 
@@ -97,7 +97,7 @@ def minimal_edit(loaded, new):
     if added and (not len(new.layer) or new.layer[0] != loaded.net.layer[0]):
         raise _Fallback("the input header's layer changed")
     _edit_net_fields(doc, loaded.net, new)
-    uses_hole = any(_has_hole(layer) for layer in written)
+    uses_hole = any(has_hole(layer) for layer in written)
     removed = _edit_layers(doc, nodes, written, list(loaded.net.layer[added:]),
                            list(new.layer[added:]), uses_hole)
     _check_reload(loaded, doc, new, removed)
@@ -179,8 +179,8 @@ def _reindent(line, unit):
 
 def _in_dialect(as_written, path, value, uses_hole):
     """[(path, value)] spelling an edit of the upgraded layer in the file's own form."""
-    if path == "convolution_param.dilation" and (uses_hole or _has_hole(as_written)):
-        return _as_hole(as_written, value)
+    if path == "convolution_param.dilation" and (uses_hole or has_hole(as_written)):
+        return as_hole(as_written, value)
     if as_written.DESCRIPTOR.name != _CURRENT.name:           # a V1 `layers` entry
         head = path.split(".", 1)[0].split("[", 1)[0]
         ours, theirs = _CURRENT.fields_by_name[head], as_written.DESCRIPTOR.fields_by_name.get(head)
@@ -189,28 +189,6 @@ def _in_dialect(as_written, path, value, uses_hole):
                  theirs.message_type.full_name != ours.message_type.full_name):
             raise _Fallback(f"'{path}' is written differently in a V1 layer")
     return [(path, value)]
-
-
-def _as_hole(as_written, value):
-    """A dilation written as DeepLab v1's `hole` (or hole_h/hole_w), clearing the old form."""
-    conv = as_written.convolution_param
-    fields = conv.DESCRIPTOR.fields_by_name
-    old = [f"convolution_param.{f}" for f in _HOLE_FIELDS if f in fields and conv.HasField(f)]
-    if value is None:
-        return [(p, None) for p in old]
-    h, w = (value[0], value[0]) if len(value) == 1 else value[:2]
-    want = ([("convolution_param.hole", h)] if h == w else
-            [("convolution_param.hole_h", h), ("convolution_param.hole_w", w)])
-    kept = {p for p, _ in want}
-    return [(p, None) for p in old if p not in kept] + want
-
-
-def _has_hole(layer):
-    """Whether a layer as written spells its dilation as DeepLab v1's `hole`."""
-    if not layer.HasField("convolution_param"):
-        return False
-    conv = layer.convolution_param
-    return any(f in conv.DESCRIPTOR.fields_by_name and conv.HasField(f) for f in _HOLE_FIELDS)
 
 
 def _field_edits(old, new, prefix=""):

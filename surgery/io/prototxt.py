@@ -298,6 +298,6 @@ def enum_near_misses(enum, value, n=2):
 
 
 def _v1_type_names():
-    from .upgrade import V1_TYPE_NAMES
+    from .v1types import V1_TYPE_BY_NAME
 
-    return V1_TYPE_NAMES
+    return V1_TYPE_BY_NAME

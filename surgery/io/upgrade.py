@@ -4,7 +4,7 @@
 the net needs it: V0 -> V1 (padding layers merged; see upgrade_v0.py), the V1 data-layer
 transform fields, V1 `layers` -> `layer` with string types and `param` specs, the
 net-level input header -> an Input layer, and the BatchNorm `param` specs. Then one step
-Caffe does not have: DeepLab v1's `hole` (its name for dilation). Every step that changes
+Caffe does not have: DeepLab v1's `hole` (its name for dilation; surgery.io.hole). Every step that changes
 something adds a note, so the user sees what changed.
 """
 
@@ -12,57 +12,8 @@ from .. import caffe_pb2
 from ..errors import SurgeryError
 from ..layers import rule_for
 from .upgrade_v0 import is_v0, upgrade_v0_net
-
-# V1 enum name -> modern type string. BVLC's table plus the DeepLab v1 and SegNet fork values.
-V1_TYPE_NAMES = {
-    "NONE": "",
-    "ABSVAL": "AbsVal",
-    "ACCURACY": "Accuracy",
-    "ARGMAX": "ArgMax",
-    "BNLL": "BNLL",
-    "CONCAT": "Concat",
-    "CONTRASTIVE_LOSS": "ContrastiveLoss",
-    "CONVOLUTION": "Convolution",
-    "DATA": "Data",
-    "DECONVOLUTION": "Deconvolution",
-    "DROPOUT": "Dropout",
-    "DUMMY_DATA": "DummyData",
-    "ELTWISE": "Eltwise",
-    "EUCLIDEAN_LOSS": "EuclideanLoss",
-    "EXP": "Exp",
-    "FLATTEN": "Flatten",
-    "HDF5_DATA": "HDF5Data",
-    "HDF5_OUTPUT": "HDF5Output",
-    "HINGE_LOSS": "HingeLoss",
-    "IM2COL": "Im2col",
-    "IMAGE_DATA": "ImageData",
-    "INFOGAIN_LOSS": "InfogainLoss",
-    "INNER_PRODUCT": "InnerProduct",
-    "LRN": "LRN",
-    "MEMORY_DATA": "MemoryData",
-    "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
-    "MVN": "MVN",
-    "POOLING": "Pooling",
-    "POWER": "Power",
-    "RELU": "ReLU",
-    "SIGMOID": "Sigmoid",
-    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
-    "SILENCE": "Silence",
-    "SLICE": "Slice",
-    "SOFTMAX": "Softmax",
-    "SOFTMAX_LOSS": "SoftmaxWithLoss",
-    "SPLIT": "Split",
-    "TANH": "TanH",
-    "THRESHOLD": "Threshold",
-    "WINDOW_DATA": "WindowData",
-    # DeepLab v1 fork
-    "IMAGE_SEG_DATA": "ImageSegData",
-    "INTERP": "Interp",
-    "MAT_WRITE": "MatWrite",
-    "SEG_ACCURACY": "SegAccuracy",
-    # SegNet fork
-    "BN": "BN",
-}
+from .hole import hole_to_dilation
+from .v1types import V1_TYPE_BY_NAME
 
 # Old data-layer fields Caffe moves into transform_param: V1 layers of these types only,
 # from their own parameter block.
@@ -87,7 +38,7 @@ def upgrade_net(net):
     """Return ``(upgraded copy, notes)``: Caffe's steps, then DeepLab's `hole`. The input
     message is never changed."""
     new, notes = upgrade_as_caffe(net)
-    _upgrade_hole(new, notes)
+    hole_to_dilation(new, notes)
     return new, notes
 
 
@@ -182,7 +133,7 @@ def _convert_v1_layer(old):
 def _type_name(field, value, layer_name):
     enum_name = field.enum_type.values_by_number[value].name
     try:
-        return V1_TYPE_NAMES[enum_name]
+        return V1_TYPE_BY_NAME[enum_name]
     except KeyError:
         raise SurgeryError(f"V1 layer type {enum_name} has no known current type name",
                            layer=layer_name) from None
@@ -288,41 +239,3 @@ def _upgrade_batch_norm(net, notes):
         notes.append(f"set lr_mult: 0 and decay_mult: 0 in the `param` specs of "
                      f"{_count(len(frozen), 'BatchNorm layer')} ({shown}{more}), as Caffe does: "
                      "their statistics are never learned")
-
-
-# --------------------------------------------------------------------------
-# DeepLab v1 hole
-
-
-def _upgrade_hole(net, notes):
-    fields = caffe_pb2.ConvolutionParameter.DESCRIPTOR.fields_by_name
-    hole_fields = [name for name in ("hole", "hole_h", "hole_w") if name in fields]
-    if not hole_fields:
-        return
-    for layer in net.layer:
-        if not layer.HasField("convolution_param"):
-            continue
-        conv = layer.convolution_param
-        if not any(conv.HasField(name) for name in hole_fields):
-            continue
-        both = conv.hole if conv.HasField("hole") else 1
-        h = conv.hole_h if "hole_h" in hole_fields and conv.HasField("hole_h") else both
-        w = conv.hole_w if "hole_w" in hole_fields and conv.HasField("hole_w") else both
-        if h < 1 or w < 1:
-            raise SurgeryError(f"hole must be at least 1, got {h}x{w}", layer=layer.name)
-        wanted = [h] if h == w else [h, w]
-        existing = list(conv.dilation)
-        for name in hole_fields:
-            conv.ClearField(name)
-        if existing:
-            as_pair = (existing[0], existing[0]) if len(existing) == 1 else tuple(existing[:2])
-            if as_pair != (h, w):
-                raise SurgeryError(
-                    f"has hole {h}x{w} and dilation {existing} that disagree; keep one of them",
-                    layer=layer.name,
-                )
-            notes.append(f"layer '{layer.name}': dropped hole, which repeats its dilation")
-            continue
-        conv.dilation.extend(wanted)
-        shown = " ".join(str(v) for v in wanted)
-        notes.append(f"layer '{layer.name}': DeepLab hole became dilation {shown}")
