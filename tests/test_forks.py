@@ -44,9 +44,16 @@ layer {
   convolution_param { num_output: 8 kernel_size: 3 pad: 1 }
 }
 layer {
+  name: "gp"
+  type: "Pooling"
+  bottom: "conv2"
+  top: "gp"
+  pooling_param { pool: AVE global_pooling: true }
+}
+layer {
   name: "loss"
   type: "SoftmaxWithLoss"
-  bottom: "conv2"
+  bottom: "gp"
   bottom: "label"
   top: "loss"
   loss_param { ignore_label: 255 normalization: VALID }
@@ -214,7 +221,7 @@ def test_every_parameter_block_the_registry_reads_is_classified():
     from surgery import layers
 
     read = set(re.findall(r"\b([a-z_]+_param)\b", inspect.getsource(layers)))
-    leaves_shapes_alone = {"accuracy_param", "eltwise_param", "loss_param", "dropout_param",
+    leaves_shapes_alone = {"accuracy_param", "softmax_param", "eltwise_param", "loss_param", "dropout_param",
                            "relu_param", "batch_norm_param"}   # values, not shapes
     data_sources = {"data_param", "image_data_param", "dense_image_data_param",
                     "memory_data_param", "window_data_param", "transform_param"}
