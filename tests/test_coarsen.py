@@ -241,3 +241,18 @@ def test_train_at_16_then_dilate_to_8_is_the_net_segment_builds_at_8(data):
         converted, report = dilate(getattr(at16, which), output_stride=8)
         assert _anonymous(converted) == _anonymous(getattr(at8, which)), which
         assert "ADAPTED" in {c.status for c in report.changes}
+
+
+def test_a_deeplab_v2_layout_at_32_has_msra_resnet101s_windows():
+    """DeepLab v2's ResNet-101 (here as `segment` builds it at output stride 8: res4
+    dilation 2, res5 dilation 4, ASPP on res5c) taken back to 32 up to res5c has MSRA
+    ResNet-101's stride, pad and dilation on every res* layer."""
+    from surgery.passes.segment import segment
+
+    msra = load_prototxt(MODELS / "resnet101" / "deploy.prototxt")
+    deeplab = segment(msra, head="aspp", classes=21, output_stride=8).deploy
+    back, report = dilate(deeplab, output_stride=32, cut_after="res5c")
+    assert report.exact
+    want = {k: v for k, v in windows(msra).items() if k.startswith("res")}
+    got = {k: v for k, v in windows(back).items() if k.startswith("res")}
+    assert got == want and len(got) > 100
