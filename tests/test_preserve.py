@@ -260,3 +260,98 @@ def test_a_layer_rewritten_under_a_new_name_is_edited_in_place(tmp_path, capsys)
     text = out.read_text()
     assert text.startswith("# VGG, commented\n")
     assert 'name: "fc6-conv"' in text and "inner_product_param" not in text
+
+
+# A template with a `${NUM}` in a number field and a field the schema lacks, in the layer
+# the rewrite edits (conv2 gets pad 2 and dilation 2 at output stride 1), and a classifier
+# the rewrite leaves alone.
+TEMPLATE_NET = """\
+name: "toy"
+input: "data"
+input_dim: 1
+input_dim: 3
+input_dim: 32
+input_dim: 32
+layer {
+  name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 stride: 2 }
+}
+layer {
+  name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+  fork_option: 3
+  convolution_param { num_output: ${NUM} kernel_size: 3 pad: 1 }
+}
+layer {
+  name: "conv3" type: "Convolution" bottom: "conv2" top: "conv3"
+  convolution_param { num_output: ${NUM} kernel_size: 1 }
+}
+"""
+
+
+def _dilated(tmp_path):
+    from surgery.passes.dilate import dilate
+
+    loaded = load_net(write(tmp_path, "tpl.prototxt", TEMPLATE_NET))
+    new, _ = dilate(loaded.net, output_stride=1, unknowns=loaded.unknowns)
+    return loaded, new
+
+
+def _faulty_set_field(monkeypatch, fault):
+    """Make the document's editor also do `fault(doc, layer)` after setting conv2's pad:
+    the reload check must notice what the edit broke."""
+    from surgery.io.document import Document
+
+    real = Document.set_field
+
+    def set_field(doc, layer, path, value):
+        real(doc, layer, path, value)
+        if path == "convolution_param.pad" and doc.find_layer(layer) is doc.find_layer("conv2"):
+            fault(doc, layer)
+
+    monkeypatch.setattr(Document, "set_field", set_field)
+
+
+def test_template_edit_keeps_placeholders_and_unknown_fields(tmp_path):
+    loaded, new = _dilated(tmp_path)
+    text, note = render(loaded, new)
+    assert note is None
+    removed, added = changed(TEMPLATE_NET, text)
+    assert removed == ["  convolution_param { num_output: 8 kernel_size: 3 pad: 1 stride: 2 }",
+                       "  convolution_param { num_output: ${NUM} kernel_size: 3 pad: 1 }"]
+    assert added == ["  convolution_param { num_output: 8 kernel_size: 3 pad: 1 stride: 1 }",
+                     "  convolution_param { num_output: ${NUM} kernel_size: 3 pad: 2 "
+                     "dilation: 2 }"]
+
+
+@pytest.mark.parametrize("fault, why", [
+    (lambda doc, layer: doc.set_field(layer, "convolution_param.kernel_size", 5),
+     "did not load back"),
+    (lambda doc, layer: doc.remove_field(layer, "convolution_param.num_output"),
+     "an edit touched a placeholder"),
+    (lambda doc, layer: doc.remove_field(layer, "fork_option"),
+     "an edit touched an unknown field"),
+], ids=["wrong value", "lost placeholder", "lost unknown field"])
+def test_reload_check_catches_a_broken_edit(tmp_path, monkeypatch, fault, why):
+    """A wrong value, a lost placeholder (a number placeholder is unset in the net, so
+    only the check sees it) and a lost unknown field are all caught; canonical text would
+    lose the placeholders, so the edit is refused."""
+    from surgery.errors import SurgeryError
+
+    loaded, new = _dilated(tmp_path)
+    _faulty_set_field(monkeypatch, fault)
+    with pytest.raises(SurgeryError, match=why):
+        render(loaded, new)
+
+
+def test_reload_check_catches_a_broken_edit_without_template(tmp_path, monkeypatch):
+    """Without placeholders the broken edit falls back to canonical text, with a note."""
+    src = write(tmp_path, "net.prototxt", HEADER_NET)
+    loaded = load_net(src)
+    from surgery.passes.dilate import dilate
+
+    new, _ = dilate(loaded.net, output_stride=1)
+    _faulty_set_field(monkeypatch, lambda doc, layer: doc.remove_field(
+        layer, "convolution_param.num_output"))
+    text, note = render(loaded, new)
+    assert note and "did not load back" in note and "canonical" in note
+    assert parse_prototxt(text) == new
