@@ -9,7 +9,8 @@ stays V1, an `input:` header stays a header, and a file that spells dilation as
 DeepLab v1's `hole` gets `hole`. The edited text is then loaded again exactly as the
 input was; it must give the new net, the same placeholders and the same unknown
 fields, or the canonical protobuf text is written instead (with a note), unless that
-would lose a placeholder or an unknown field, which is refused. A V0 net, whose layers
+would lose a placeholder or an unknown field, which is refused. (A layer block no edit
+touched holds the tokens it was loaded from, so only the edited blocks are bound again.) A V0 net, whose layers
 Caffe's upgrade merges and rebuilds, always gets the canonical text, with a note.
 """
 
@@ -19,10 +20,13 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from ..errors import SurgeryError
 from .. import caffe_pb2
+from .binding import bind
 from .document import Document
 from .hole import as_hole, has_hole
 from .netfile import rebind
 from .prototxt import format_prototxt
+from .tokens import Message
+from .upgrade import upgrade_net
 from .upgrade_v0 import is_v0
 
 MESSAGE = FieldDescriptor.TYPE_MESSAGE
@@ -96,11 +100,14 @@ def minimal_edit(loaded, new):
         raise _Fallback("the upgrade changed the number of layers")
     if added and (not len(new.layer) or new.layer[0] != loaded.net.layer[0]):
         raise _Fallback("the input header's layer changed")
-    _edit_net_fields(doc, loaded.net, new)
+    header_edited = _edit_net_fields(doc, loaded.net, new)
     uses_hole = any(has_hole(layer) for layer in written)
-    removed = _edit_layers(doc, nodes, written, list(loaded.net.layer[added:]),
-                           list(new.layer[added:]), uses_hole)
-    _check_reload(loaded, doc, new, removed)
+    removed, edited = _edit_layers(doc, nodes, written, list(loaded.net.layer[added:]),
+                                   list(new.layer[added:]), uses_hole)
+    if header_edited:
+        _check_reload(loaded, doc, new, removed)
+    else:
+        _check_reload_layers(loaded, doc, new, nodes, edited)
     return doc.to_text()
 
 
@@ -111,17 +118,20 @@ def _edit_net_fields(doc, old, new):
     for msg in (a, b):
         for name in _HEADER_FIELDS:
             msg.ClearField(name)
-    for path, value in _field_edits(a, b):
+    edits = _field_edits(a, b)
+    for path, value in edits:
         if value is None:
             raise _Fallback(f"net-level field '{path}' was removed")
         doc.set_top_field(path, value)
+    return bool(edits)
 
 
 def _edit_layers(doc, nodes, written, old_layers, new_layers, uses_hole):
-    """Apply layer removals, insertions and field edits; returns the indices of removed
-    layers. A new layer whose name the file does not have, met where the file's next
-    layer is still to come, is inserted after the previous one."""
-    j, removed = 0, set()
+    """Apply layer removals, insertions and field edits; returns the indices of the
+    removed layers and of the layers whose fields were edited. A new layer whose name the
+    file does not have, met where the file's next layer is still to come, is inserted
+    after the previous one."""
+    j, removed, edited = 0, set(), set()
     old_names = {layer.name for layer in old_layers}
     new_names = {layer.name for layer in new_layers}
     v1 = bool(written) and written[0].DESCRIPTOR.name != _CURRENT.name
@@ -142,6 +152,7 @@ def _edit_layers(doc, nodes, written, old_layers, new_layers, uses_hole):
         anchor = node
         if new == old:
             continue
+        edited.add(i)
         for path, value in _field_edits(old, new):
             for wpath, wvalue in _in_dialect(as_written, path, value, uses_hole):
                 if wvalue is None:
@@ -153,7 +164,7 @@ def _edit_layers(doc, nodes, written, old_layers, new_layers, uses_hole):
         j += 1
     if j != len(new_layers):
         raise _Fallback("layers were reordered")
-    return removed
+    return removed, edited
 
 
 def _insert(doc, anchor, layer, v1):
@@ -236,6 +247,40 @@ def _check_reload(loaded, doc, new, removed):
     if [(u.name, u.value) for u in again.binding.unknown_fields] != \
             [(u.name, u.value) for u in loaded.binding.unknown_fields if kept(u.path)]:
         raise _Fallback("an edit touched an unknown field")
+
+
+def _check_reload_layers(loaded, doc, new, nodes, edited):
+    """What `_check_reload` proves, when no net-level field changed, binding only the
+    layer blocks that were edited or inserted: every other block holds exactly the tokens
+    it was bound from when the file was loaded, so it binds to the same layer, with the
+    same placeholders and unknown fields, as before. Each edited block must keep its own
+    placeholders and unknown fields, an inserted one has none, and the net the blocks
+    make, upgraded as the input was, must be exactly `new`."""
+    written = list(loaded.original.layers) or list(loaded.original.layer)
+    index = {id(node): i for i, node in enumerate(nodes)}
+    layers = []
+    for node in doc.layers():
+        i = index.get(id(node))
+        if i is not None and i not in edited:
+            layers.append(written[i])
+            continue
+        message = type(loaded.original)()
+        found = bind(Message(None, [node], None), message, filename=doc.filename)
+        layers.append(getattr(message, node.key)[0])
+        where = (node.key, i)      # (key, None) for an inserted block: nothing of the file's
+        if [p.text for p in found.placeholders] != \
+                [p.text for p in loaded.placeholders if p.path[:2] == where]:
+            raise _Fallback("an edit touched a placeholder")
+        if [(u.name, u.value) for u in found.unknown_fields] != \
+                [(u.name, u.value) for u in loaded.binding.unknown_fields if u.path[:2] == where]:
+            raise _Fallback("an edit touched an unknown field")
+    again = type(loaded.original)()
+    again.CopyFrom(loaded.original)
+    key = "layers" if len(loaded.original.layers) else "layer"
+    del getattr(again, key)[:]
+    getattr(again, key).extend(layers)
+    if upgrade_net(again)[0] != new:
+        raise _Fallback("the edited text did not load back to the new net")
 
 
 def unified_diff(path, before, after, out_name):
