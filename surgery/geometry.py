@@ -41,10 +41,18 @@ def apply_window(geom, window):
     axes = []
     for s_in, r_in, o_in, k, s, p, d in zip(geom.stride, geom.rf, geom.offset, *window):
         extent = d * (k - 1) + 1
-        axes.append((s_in * s, r_in + (extent - 1) * s_in,
-                     _num(Fraction(o_in) + (Fraction(extent - 1, 2) - p) * s_in)))
+        axes.append((s_in * s, r_in + (extent - 1) * s_in, _offset(o_in, extent, p, s_in)))
     return Geometry(Pair(axes[0][0], axes[1][0]), Pair(axes[0][1], axes[1][1]),
                     Pair(axes[0][2], axes[1][2]))
+
+
+def _offset(o_in, extent, p, s_in):
+    """offset_out = o_in + ((extent-1)/2 - p) * s_in, as `_num` gives it. All integers
+    (nearly every layer) need no Fraction: twice the offset is a whole number."""
+    if all(type(v) is int for v in (o_in, extent, p, s_in)):
+        twice = 2 * o_in + (extent - 1 - 2 * p) * s_in
+        return twice // 2 if twice % 2 == 0 else twice / 2
+    return _num(Fraction(o_in) + (Fraction(extent - 1, 2) - p) * s_in)
 
 
 def join_inputs(node, geometry):
