@@ -88,31 +88,37 @@ class Analysis(NamedTuple):
     def resampled_branches(self):
         """Blobs on side branches that rejoin the net only through a resampling layer, such
         as PSPNet's pyramid pooling (pool -> conv -> Interp back to the trunk's size). Their
-        coarse stride is not the net's output stride."""
-        graph = self.graph
+        coarse stride is not the net's output stride. (The graph alone decides them: found
+        once per graph, however many passes ask.)"""
+        memo = self.graph.memo
+        if "resampled_branches" not in memo:
+            memo["resampled_branches"] = frozenset(_resampled_branches(self.graph))
+        return memo["resampled_branches"]
 
-        def readers(blob):
-            writers = {w.name for w in graph.writers(blob)}
-            return [c for c in graph.consumers(blob) if c.name not in writers]
 
-        leads = set()    # every path from the blob meets a resampling layer first
-        for node in reversed(graph.nodes):
-            for top in node.tops:
-                if not graph.is_in_place(node, top) and readers(top) and \
-                        all(_leads_to_resampling(r, leads) for r in readers(top)):
-                    leads.add(top)
-        # A side branch hangs off a trunk blob that also feeds the rest of the net.
-        side, stack = set(), []
-        for blob in graph.blobs:
-            if blob not in leads and any(_leads_to_resampling(r, leads) for r in readers(blob)):
-                stack += [t for r in readers(blob) if _leads_to_resampling(r, leads)
-                          for t in r.tops if t in leads]
-        while stack:
-            blob = stack.pop()
-            if blob not in side:
-                side.add(blob)
-                stack += [t for r in readers(blob) for t in r.tops if t in leads]
-        return side
+def _resampled_branches(graph):
+    def readers(blob):
+        writers = {w.name for w in graph.writers(blob)}
+        return [c for c in graph.consumers(blob) if c.name not in writers]
+
+    leads = set()    # every path from the blob meets a resampling layer first
+    for node in reversed(graph.nodes):
+        for top in node.tops:
+            if not graph.is_in_place(node, top) and readers(top) and \
+                    all(_leads_to_resampling(r, leads) for r in readers(top)):
+                leads.add(top)
+    # A side branch hangs off a trunk blob that also feeds the rest of the net.
+    side, stack = set(), []
+    for blob in graph.blobs:
+        if blob not in leads and any(_leads_to_resampling(r, leads) for r in readers(blob)):
+            stack += [t for r in readers(blob) if _leads_to_resampling(r, leads)
+                      for t in r.tops if t in leads]
+    while stack:
+        blob = stack.pop()
+        if blob not in side:
+            side.add(blob)
+            stack += [t for r in readers(blob) for t in r.tops if t in leads]
+    return side
 
 
 def _leads_to_resampling(node, side):

@@ -34,6 +34,7 @@ class Graph:
         self.net = net
         self.nodes = nodes
         self.header_inputs = header_inputs  # legacy `input:` header names, no producer node
+        self.memo = {}                      # what analysis derives from the graph alone
         self._writers = {}
         self._consumers = {}
         for node in nodes:
