@@ -8,14 +8,15 @@
     python benchmarks/run.py --quick          # 50 MB model, verify at 224 only; a smoke test
     python benchmarks/run.py --json out.json  # also write the rows as JSON
 
-Every measurement is a fresh process (cold interpreter, warm page cache), timed
-by wall clock (best of --repeat runs, the one least disturbed by other load),
-with its own peak RSS from wait4(). Rows marked in-process give the time a child
-measured around the read itself, without start-up. Nothing here asserts: the
-targets are printed beside the results.
+Every measurement is a fresh process (cold interpreter, warm page cache, the checkout's
+bytecode compiled first, as installing the package does), timed by wall clock (best of
+--repeat runs, the one least disturbed by other load), with its own peak RSS from
+wait4(). Rows marked in-process give the time a child measured around the read itself,
+without start-up. Nothing here asserts: the targets are printed beside the results.
 """
 
 import argparse
+import compileall
 import datetime
 import json
 import math
@@ -510,6 +511,10 @@ def main(argv=None):
     # Children import the checkout this script is in, whatever is installed in the venv.
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    # ... from bytecode, as an installed package runs (pip compiles it on install). Under
+    # PYTHONDONTWRITEBYTECODE a checkout is otherwise compiled again by every child, and
+    # the start-up rows would time the compiler (about 0.07 s for `dilate`).
+    compileall.compile_dir(str(ROOT / "surgery"), quiet=1)
     info = machine()
     print(f"caffe-surgery benchmarks, {info['date']}: {info['cpu']}, {info['ram_gib']} GiB RAM, "
           f"Python {info['python']}, protobuf {info['protobuf']}")
