@@ -422,7 +422,7 @@ def _plan_phase(net, phase, policy, *, head, cut_after, input_shapes, unknowns):
             pool = heads.global_pool_for(analysis, seeds)
             policy = _retarget(policy, policy.target,
                                globalised={pool.name} if pool is not None else set())
-        result = walk(analysis, policy, phase=phase, removed=removed)
+        result = walk(analysis, policy, phase=phase, removed=removed, again=result)
     policy, result = _adapt_resamplers(net, analysis, policy, result, phase, removed, unknowns)
     found = result.first_issue()
     if found is not None:

@@ -72,6 +72,8 @@ class Walk(NamedTuple):
     changes: list           # (node, new layer or None, Change), in file order
     heads: list             # nodes whose weights are sized for the original map
     issues: dict            # layer name -> why no acceptable rewrite exists
+    policy: object = None
+    inputs: dict = None     # layer name -> (input grids, input geometry) of its outcome
 
     def first_issue(self):
         for node in self.analysis.graph.nodes:
@@ -80,12 +82,19 @@ class Walk(NamedTuple):
         return None
 
 
-def walk(analysis, policy, *, phase="TEST", removed=frozenset()):
-    """Visit every kept layer of `analysis` once (see the module docstring)."""
+def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
+    """Visit every kept layer of `analysis` once (see the module docstring).
+
+    `again`: an earlier Walk of the same analysis (dilate walks once more after removing
+    the head). Under the same policy, a layer whose inputs sit on the grids, and have the
+    geometry, they had there gets the outcome it got there: the rule would answer the
+    same, so it is not asked again."""
     graph = analysis.graph
     grids = {b: SAME for b in graph.header_inputs}
     exact = {b: True for b in graph.header_inputs}
-    outcomes, changes, heads, issues = {}, [], [], {}
+    outcomes, changes, heads, issues, inputs = {}, [], [], {}, {}
+    earlier = again if again is not None and again.policy is policy and \
+        again.analysis is analysis else None
     side = analysis.resampled_branches()
     geometry = dict(analysis.geometry)
     for node in graph.nodes:
@@ -99,12 +108,16 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset()):
             detail = ", ".join(f"'{b}' {g.text()}" for b, g in zip(spatial, ins))
             issues.setdefault(node.name, f"branches meet on different grids after the rewrite "
                                          f"({detail}); the join cannot be exact")
-        step = Step(node, grid_in, geometry.get(node.bottoms[0]) if node.bottoms else None,
-                    list(analysis.in_shapes.get(node.name) or []),
-                    list(analysis.out_shapes.get(node.name) or []), policy,
-                    bool(node.tops) and all(t in side for t in node.tops),
-                    policy.wanted(node))
-        outcome = policy.visit(node, rule, step) or rule.regrid(node.layer, step)
+        geometry_in = geometry.get(node.bottoms[0]) if node.bottoms else None
+        inputs[node.name] = (ins, geometry_in)
+        if earlier is not None and earlier.inputs.get(node.name) == inputs[node.name]:
+            outcome = earlier.outcomes[node.name]
+        else:
+            step = Step(node, grid_in, geometry_in, list(analysis.in_shapes.get(node.name) or []),
+                        list(analysis.out_shapes.get(node.name) or []), policy,
+                        bool(node.tops) and all(t in side for t in node.tops),
+                        policy.wanted(node))
+            outcome = policy.visit(node, rule, step) or rule.regrid(node.layer, step)
         outcomes[node.name] = outcome
         if outcome.issue:
             issues.setdefault(node.name, outcome.issue)
@@ -118,8 +131,8 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset()):
         for top in node.tops:
             grids[top] = outcome.grid if outcome.grid is not None else grid_in
             exact[top] = ok
-            _carry_geometry(geometry, node, top, step.geometry_in, spatial)
-    return Walk(phase, analysis, grids, exact, outcomes, changes, heads, issues)
+            _carry_geometry(geometry, node, top, geometry_in, spatial)
+    return Walk(phase, analysis, grids, exact, outcomes, changes, heads, issues, policy, inputs)
 
 
 def _carry_geometry(geometry, node, top, geometry_in, spatial):
