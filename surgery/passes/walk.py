@@ -192,22 +192,28 @@ def apply_edits(net, edits):
     """A copy of `net` with the edits made, layers found by name (and phase)."""
     new = type(net)()
     new.CopyFrom(net)
+    names = [layer.name for layer in new.layer]     # kept in step with new.layer
     for edit in edits:
         if edit.after is not None:
-            index = _find(new, edit.after, edit.phase) + 1
+            index = _find(new, names, edit.after, edit.phase) + 1
             layers = list(new.layer)
             layers.insert(index, edit.layer)
             del new.layer[:]
             new.layer.extend(layers)
+            names.insert(index, edit.layer.name)
         elif edit.layer is None:
-            del new.layer[_find(new, edit.name, edit.phase)]
+            index = _find(new, names, edit.name, edit.phase)
+            del new.layer[index]
+            del names[index]
         else:
-            new.layer[_find(new, edit.name, edit.phase)].CopyFrom(edit.layer)
+            index = _find(new, names, edit.name, edit.phase)
+            new.layer[index].CopyFrom(edit.layer)
+            names[index] = edit.layer.name
     return new
 
 
-def _find(net, name, phase):
-    found = [i for i, layer in enumerate(net.layer) if layer.name == name]
+def _find(net, names, name, phase):
+    found = [i for i, n in enumerate(names) if n == name]
     if len(found) > 1 and phase is not None:
         found = [i for i in found if layer_kept(net.layer[i], phase=phase)] or found
     if not found:
