@@ -13,7 +13,7 @@ from google.protobuf import text_encoding
 
 from ..errors import SurgeryError
 from . import binding as _binding
-from .tokens import Token, Value, parse_tokens
+from .tokens import Message, Token, Value, parse_tokens
 
 _LAYER_KEYS = ("layer", "layers")
 
@@ -501,9 +501,16 @@ def _detect_indent_unit(root):
 
 
 def _detect_quote(root):
-    """The quote character most strings in the file use."""
+    """The quote character most strings in the file use. (Strings are only ever values,
+    so the walk visits fields and values, not every token.)"""
     counts = {'"': 0, "'": 0}
-    for tok in root.tokens():
-        if tok.kind == "str":
-            counts[tok.text[0]] += 1
+    stack = [root]
+    while stack:
+        for field in stack.pop().fields:
+            for part in field.parts:
+                if isinstance(part, Message):
+                    stack.append(part)
+                elif isinstance(part, Value) and part.tokens[0].kind == "str":
+                    for tok in part.tokens:
+                        counts[tok.text[0]] += 1
     return "'" if counts["'"] > counts['"'] else '"'
