@@ -13,8 +13,8 @@ rewrites through it. Passes take the same `unknowns=` keyword and hand it on to
 every `analyse` they run.
 """
 
+import functools
 import re
-from typing import NamedTuple
 
 from .errors import SurgeryError
 from .geometry import infer_geometry, join_inputs, layer_stats, misaligned, totals
@@ -24,18 +24,29 @@ from .shapes import infer_shapes, with_standins
 from .unknowns import NO_UNKNOWNS
 
 
-class Analysis(NamedTuple):
-    graph: object
-    shapes: dict         # blob -> tuple or None
-    param_shapes: dict   # layer -> list of tuples (None when its inputs are unknown)
-    geometry: dict       # blob -> Geometry(stride, rf, offset) or None
-    layer_stats: list    # LayerStats per kept layer, in order
-    warnings: list       # strings, e.g. misaligned joins
-    stopped: dict        # layer -> why shape inference stopped there
-    in_shapes: dict      # layer -> bottom shapes as that layer saw them
-    out_shapes: dict     # layer -> top shapes it produced
-    unknown: dict        # layer -> why values are unknown from there on (`stopped`, and
-                         # layers where a placeholder leaves a size open)
+class Analysis:
+    """What `analyse` found. The per-layer costs (`layer_stats`, `totals`) are counted
+    on first use: the passes never read them."""
+
+    def __init__(self, graph, result, geometry, warnings, unknown):
+        self.graph = graph
+        self.shapes = result.shapes              # blob -> tuple or None
+        self.param_shapes = result.param_shapes  # layer -> list of tuples (None when its
+                                                 # inputs are unknown)
+        self.geometry = geometry     # blob -> Geometry(stride, rf, offset) or None
+        self.warnings = warnings     # strings, e.g. misaligned joins
+        self.stopped = result.stopped            # layer -> why shape inference stopped there
+        self.in_shapes = result.in_shapes        # layer -> bottom shapes as that layer saw them
+        self.out_shapes = result.out_shapes      # layer -> top shapes it produced
+        self.unknown = unknown       # layer -> why values are unknown from there on
+                                     # (`stopped`, and layers where a placeholder leaves a
+                                     # size open)
+        self._shapes = result
+
+    @functools.cached_property
+    def layer_stats(self):
+        """LayerStats per kept layer, in order."""
+        return layer_stats(self.graph, _fully_known(self._shapes))
 
     @property
     def totals(self):
@@ -154,9 +165,7 @@ def analyse(net, *, input_shapes=None, phase="TEST", unknowns=None):
     for name, reason in _left_open(graph, result, unknowns).items():
         unknown[name] = reason
         warnings.append(f"layer '{name}': {reason}")
-    stats = layer_stats(graph, _fully_known(result))
-    return Analysis(graph, result.shapes, result.param_shapes, geometry, stats, warnings,
-                    result.stopped, result.in_shapes, result.out_shapes, unknown)
+    return Analysis(graph, result, geometry, warnings, unknown)
 
 
 def _left_open(graph, result, unknowns):
