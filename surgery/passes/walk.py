@@ -104,7 +104,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
         spatial = [node.bottoms[i] for i in rule.grid_bottoms(node.layer) if i < len(node.bottoms)]
         ins = [grids.get(b, SAME) for b in spatial]
         grid_in = ins[0] if ins else SAME
-        if len(set(ins)) > 1:
+        if len(ins) > 1 and len(set(ins)) > 1:
             detail = ", ".join(f"'{b}' {g.text()}" for b, g in zip(spatial, ins))
             issues.setdefault(node.name, f"branches meet on different grids after the rewrite "
                                          f"({detail}); the join cannot be exact")
