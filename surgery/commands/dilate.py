@@ -22,8 +22,6 @@ Exit status: 0 written; 1 when --weights do not load into the result (nothing is
 2 bad input or an impossible request (nothing is written).
 """
 
-import json
-
 from ..analysis import analyse, parse_input_shapes
 from ..passes.dilate import CONVENTIONS, HEAD_CHOICES, POOLING_CHOICES, dilate
 from ..report import format_changes
@@ -78,6 +76,8 @@ def run(args):
     diff = write_net(args, loaded, new, write=not args.dry_run) \
         if ok and (not args.dry_run or args.diff) else None
     if args.json:
+        import json     # only for --json: a plain run does not pay for the import
+
         data = report.to_json()
         if check is not None:
             data["weights"] = check.to_dict()

@@ -17,7 +17,6 @@ depends on it (phase rules, layer wiring, a V1 layer type) a near miss, or any u
 value, is an error.
 """
 
-import difflib
 import os
 from typing import NamedTuple
 
@@ -189,6 +188,8 @@ def _near_miss(uf, message):
     if desc is None:
         return None
     if uf.value is None:
+        import difflib  # only for a field the schema lacks: most files have none
+
         close = difflib.get_close_matches(uf.name, list(desc.fields_by_name), n=1,
                                           cutoff=_TYPO_CUTOFF)
     else:

@@ -14,8 +14,6 @@ touched holds the tokens it was loaded from, so only the edited blocks are bound
 Caffe's upgrade merges and rebuilds, always gets the canonical text, with a note.
 """
 
-import difflib
-
 from google.protobuf.descriptor import FieldDescriptor
 
 from ..errors import SurgeryError
@@ -284,5 +282,7 @@ def _check_reload_layers(loaded, doc, new, nodes, edited):
 
 
 def unified_diff(path, before, after, out_name):
+    import difflib      # only for --diff
+
     return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
                                         fromfile=str(path), tofile=str(out_name)))

@@ -6,7 +6,6 @@ explanation when a file is wrong: one line, FILE:LINE:COL, and a hint
 (did-you-mean, where a misplaced field belongs, unsubstituted template).
 """
 
-import difflib
 import os
 import re
 
@@ -242,6 +241,8 @@ def _unknown_field(type_name, name):
     if where.full_name.endswith("V1LayerParameter") and name == "layer":
         return ("a V0 net (`layers { layer { ... } }`, Caffe's oldest format) is not supported; "
                 "convert it with Caffe's upgrade_net_proto_text first")
+    import difflib      # error paths only: a clean load does not import it
+
     close = difflib.get_close_matches(name, [f.name for f in where.fields], n=2, cutoff=0.7)
     if close:
         text = f"`{name}`: did you mean " + " or ".join(f"`{c}`" for c in close) + f"? ({short} has no field `{name}`)"
@@ -292,6 +293,8 @@ def _unknown_enum(type_name, value):
 
 def enum_near_misses(enum, value, n=2):
     """Names of `enum` (a descriptor) one slip away from `value`, closest first."""
+    import difflib      # error and warning paths only
+
     names = [v.name for v in enum.values]
     return (difflib.get_close_matches(value, names, n=n, cutoff=0.6)
             or difflib.get_close_matches(value.upper(), names, n=n, cutoff=0.6))
