@@ -226,7 +226,7 @@ class _Binder:
             if t in _STRINGS:
                 if not value.is_string:
                     raise ValueError(f"expected a quoted string, found {tok.text}")
-                raw = b"".join(text_encoding.CUnescape(x.text[1:-1]) for x in value.tokens)
+                raw = b"".join(_unescape(x.text[1:-1]) for x in value.tokens)
                 return raw if t == _d.FieldDescriptor.TYPE_BYTES else raw.decode("utf-8")
             if value.is_string or len(value.tokens) != 1:
                 raise ValueError(f"expected a {_type_name(fd)}, found a string")
@@ -249,6 +249,12 @@ class _Binder:
             raise self.error(f"bad value for {msg.DESCRIPTOR.full_name}.{fd.name}: {exc}",
                              tok) from None
         raise self.error(f"unsupported field type for `{fd.name}`", tok)
+
+
+def _unescape(body):
+    """text_encoding.CUnescape(body); a body without a backslash (nearly every name,
+    type and blob) is its own UTF-8 bytes, which is what CUnescape returns for it."""
+    return text_encoding.CUnescape(body) if "\\" in body else body.encode("utf-8")
 
 
 def _type_name(fd):
