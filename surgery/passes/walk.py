@@ -73,7 +73,7 @@ class Walk(NamedTuple):
     heads: list             # nodes whose weights are sized for the original map
     issues: dict            # layer name -> why no acceptable rewrite exists
     policy: object = None
-    inputs: dict = None     # layer name -> (input grids, input geometry) of its outcome
+    asked: dict = None      # node index -> (input grids, input geometry, the outcome)
 
     def first_issue(self):
         for node in self.analysis.graph.nodes:
@@ -92,7 +92,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
     graph = analysis.graph
     grids = {b: SAME for b in graph.header_inputs}
     exact = {b: True for b in graph.header_inputs}
-    outcomes, changes, heads, issues, inputs = {}, [], [], {}, {}
+    outcomes, changes, heads, issues, asked = {}, [], [], {}, {}
     earlier = again if again is not None and again.policy is policy and \
         again.analysis is analysis else None
     side = analysis.resampled_branches()
@@ -109,9 +109,9 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
             issues.setdefault(node.name, f"branches meet on different grids after the rewrite "
                                          f"({detail}); the join cannot be exact")
         geometry_in = geometry.get(node.bottoms[0]) if node.bottoms else None
-        inputs[node.name] = (ins, geometry_in)
-        if earlier is not None and earlier.inputs.get(node.name) == inputs[node.name]:
-            outcome = earlier.outcomes[node.name]
+        before = earlier.asked.get(node.index) if earlier is not None else None
+        if before is not None and before[:2] == (ins, geometry_in):
+            outcome = before[2]
         else:
             step = Step(node, grid_in, geometry_in, list(analysis.in_shapes.get(node.name) or []),
                         list(analysis.out_shapes.get(node.name) or []), policy,
@@ -119,6 +119,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
                         policy.wanted(node))
             outcome = policy.visit(node, rule, step) or rule.regrid(node.layer, step)
         outcomes[node.name] = outcome
+        asked[node.index] = (ins, geometry_in, outcome)
         if outcome.issue:
             issues.setdefault(node.name, outcome.issue)
         if outcome.head:
@@ -132,7 +133,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
             grids[top] = outcome.grid if outcome.grid is not None else grid_in
             exact[top] = ok
             _carry_geometry(geometry, node, top, geometry_in, spatial)
-    return Walk(phase, analysis, grids, exact, outcomes, changes, heads, issues, policy, inputs)
+    return Walk(phase, analysis, grids, exact, outcomes, changes, heads, issues, policy, asked)
 
 
 def _carry_geometry(geometry, node, top, geometry_in, spatial):
