@@ -110,13 +110,7 @@ def minimal_edit(loaded, new):
 
 
 def _edit_net_fields(doc, old, new):
-    a, b = type(old)(), type(new)()
-    a.CopyFrom(old)
-    b.CopyFrom(new)
-    for msg in (a, b):
-        for name in _HEADER_FIELDS:
-            msg.ClearField(name)
-    edits = _field_edits(a, b)
+    edits = _field_edits(old, new, skip=_HEADER_FIELDS)
     for path, value in edits:
         if value is None:
             raise _Fallback(f"net-level field '{path}' was removed")
@@ -200,10 +194,14 @@ def _in_dialect(as_written, path, value, uses_hole):
     return [(path, value)]
 
 
-def _field_edits(old, new, prefix=""):
-    """(path, value or None) for every leaf that differs; None means remove."""
+def _field_edits(old, new, prefix="", skip=()):
+    """(path, value or None) for every leaf that differs; None means remove. Fields in
+    `skip` are left out; so are fields neither message sets (they cannot differ)."""
     edits = []
+    present = {fd.name for message in (old, new) for fd, _ in message.ListFields()}
     for fd in new.DESCRIPTOR.fields:
+        if fd.name not in present or fd.name in skip:
+            continue
         path = prefix + fd.name
         a, b = getattr(old, fd.name), getattr(new, fd.name)
         if fd.is_repeated:
