@@ -16,7 +16,7 @@ from fractions import Fraction
 from .errors import SurgeryError
 from .grid import SAME
 from .pair import Pair, Window
-from .regrid import ADAPTED, APPROXIMATE, Regrid, window_regrid
+from .regrid import ADAPTED, APPROXIMATE, Regrid, crop_regrid, upsampler_regrid, window_regrid
 
 
 class Unknown(Exception):
@@ -129,6 +129,7 @@ class LayerRule:
     dilatable = False        # can absorb an input factor exactly through its dilation field
     fully_connected = False  # weights see the whole input at once (InnerProduct)
     fits_joins = False       # a resampler whose output grid is set by the blob it meets
+    shifts_only = False      # its output is its first bottom shifted (Crop): same factor
     view = False             # only regroups its input's axes, values and order unchanged
     # The types of this rule that BVLC Caffe has no layer for (a fork's layers): `verify
     # --engine caffe` refuses a net with one, auto falls back to OpenCV. A class whose
@@ -150,6 +151,13 @@ class LayerRule:
         in blob order (`surgery.fillers` turns them into values); None when the type has
         no filler fields (its blobs cannot be initialised from the prototxt)."""
         return None
+
+    def resized_weights(self, old, new, reader):
+        """(shape, pieces): the weight blob of `new`, a rewrite of `old` with another
+        kernel, made from `old`'s weights (an io.caffemodel.BlobReader); `pieces()` yields
+        its values in order. Only an upsampler has such a rule."""
+        raise _err(old, f"its param shapes change and type '{old.type}' has no rule for new "
+                        "weights")
 
     def pad_is_neutral(self, layer):
         """Whether extra padding leaves every interior output unchanged (zeros for a
@@ -677,6 +685,7 @@ class Deconvolution(Convolution):
 
     types = ("Deconvolution",)
     role = "resample"
+    fits_joins = True
     init = ("deconv", "small")
     moment = "default"
 
@@ -696,6 +705,48 @@ class Deconvolution(Convolution):
         cp = layer.convolution_param
         k = self.window(layer).kernel
         return count(in_shapes[0]) * (cp.num_output // cp.group) * k.h * k.w
+
+    def coarsen_limit(self, layer, limit_out, *, narrow=False):
+        return Pair(0, 0)       # an upsampler follows any grid (regrid below), adapted
+
+    def resized_weights(self, old, new, reader):
+        """The weight blob of `new`, whose kernel a conversion changed, from `old`'s
+        (a BlobReader), same channels: every (input, output) channel slot holding old's bilinear kernel
+        gets new's, a zero slot stays zero (FCN's one-class-to-itself upscore, Dilation's
+        grouped ctx_upsample); pieces, one input channel at a time. Learned weights have
+        no kernel of another size with their meaning: SurgeryError."""
+        import numpy as np
+
+        from .fillers import upsampling_kernel
+
+        before, after = self.window(old), self.window(new)
+        ref = upsampling_kernel(before.stride, before.kernel).reshape(-1)
+        slots = reader.blob.count // ref.size
+        per_row = max(1, slots // max(1, reader.blob.shape[0] if reader.blob.shape else 1))
+        mask = np.zeros(slots, bool)
+        for start in range(0, slots, per_row):
+            rows = reader.read(start * ref.size, min(per_row, slots - start) * ref.size)
+            rows = rows.reshape(-1, ref.size)
+            kernel = np.abs(rows - ref).max(axis=1) <= 1e-4
+            if not np.all(kernel | (np.abs(rows).max(axis=1) == 0)):
+                raise SurgeryError(
+                    f"its weights are not the bilinear upsampling kernel of {before.kernel.h}x"
+                    f"{before.kernel.w} taps at stride {before.stride.h} (learned?), so no "
+                    "kernel of the new size keeps their meaning; stop before it with "
+                    "--cut-after BLOB", layer=old.name)
+            mask[start:start + len(rows)] = kernel
+        new_ref = upsampling_kernel(after.stride, after.kernel).reshape(-1)
+
+        def pieces():
+            for start in range(0, slots, per_row):
+                yield (mask[start:start + per_row, None] * new_ref).astype(reader.native)
+        return tuple(reader.blob.shape[:-2]) + tuple(after.kernel), pieces
+
+    def regrid(self, layer, step):
+        """An upsampling Deconvolution lands on the grid it had, or on the grid of the blob
+        it joins: its stride follows the input's new stride, a bilinear kernel of the new
+        factor replaces the old one (regrid.upsampler_regrid; weights: resized_weights)."""
+        return upsampler_regrid(self, layer, step)
 
 
 class Pooling(LayerRule):
@@ -1005,6 +1056,7 @@ class Crop(LayerRule):
 
     types = ("Crop",)
     role = "resample"
+    shifts_only = True
 
     def _offsets(self, layer, ndim):
         cp = layer.crop_param
@@ -1039,6 +1091,28 @@ class Crop(LayerRule):
 
     def grid_bottoms(self, layer):
         return (0,)
+
+    def regrid(self, layer, step):
+        """Crop lines a blob up with another (FCN's skips, the final crop to the image): its
+        offsets follow the grid its input moved to, so its output lands where it did, or on
+        the grid of the blob it joins (ADAPTED with the upsampler before it)."""
+        ndim = len(step.in_shapes[0]) if step.in_shapes and step.in_shapes[0] else 4
+        start, offs = self._offsets(layer, ndim)
+        if start > ndim - 2:
+            return Regrid(grid=step.grid_in) if step.grid_in.identity else \
+                Regrid(grid=step.grid_in, issue="a Crop of one spatial axis cannot follow the grid")
+        spatial = offs[ndim - 2 - start:]
+        new, grid, issue = crop_regrid(spatial, step)
+        if issue or new is None:
+            return Regrid(grid=grid, issue=issue and f"Crop offset: {issue}")
+        values = offs[:ndim - 2 - start] + list(new)
+        layer2 = type(layer)()
+        layer2.CopyFrom(layer)
+        del layer2.crop_param.offset[:]
+        layer2.crop_param.offset.extend(values[:1] if len(set(values)) == 1 and
+                                        len(layer.crop_param.offset) <= 1 else values)
+        return Regrid(layer2, grid, ADAPTED, f"offset {tuple(spatial)} -> {tuple(new)}: lands on "
+                                             "the grid of the blob it lines up with (adapted)")
 
 
 class Interp(LayerRule):

@@ -59,6 +59,7 @@ class Step(NamedTuple):
     policy: object        # the pass's policy (stride choice, conventions, options)
     side: bool = False    # on a side branch resampled back to the trunk (PSPNet pyramid)
     wanted: tuple = (None, None)   # (Grid, (h, w)) the pass wants this layer's output on
+    bottom_grids: tuple = ()       # the grid of every bottom, in order (None: not spatial)
 
 
 def _centre(window, axis):
@@ -232,3 +233,80 @@ def window_regrid(rule, layer, step):
     note = "; ".join(dict.fromkeys(notes))
     return Regrid(new, Grid(f_out, Pair(*offset)), (EXACT, APPROXIMATE)[status], note, issue,
                   size_flags=flags)
+
+
+def upsampler_regrid(rule, layer, step):
+    """A Deconvolution that upsamples (FCN's `upscore`, Dilation's `ctx_upsample`) lands its
+    output on the grid the pass wants (the original's unless a join names another). From
+    an input on grid (f, o), stride s becomes s' = g*s/f for a wanted factor g. The output
+    sample y sits at input coordinate (y + p - (k-1)/2)/s, so the converted output has
+    offset  o_out = s'*o + g*(p - (k-1)/2) - p' + (k'-1)/2:  the kernel k' keeps the
+    original's phase (odd or even taps), the pad p' makes o_out the wanted offset where
+    it can (a pad is never negative; a Crop after it takes up the rest). A new stride
+    takes the bilinear kernel of its factor, 2s'-1 or 2s' taps, whose weights the
+    registry rule rewrites (ADAPTED: interpolating a denser map is not the same numbers)."""
+    wanted = step.wanted[0] or SAME_GRID
+    win = rule.window(layer)
+    f_in, o_in = step.grid_in
+    if step.grid_in == wanted and step.wanted[0] is None:
+        return Regrid(grid=wanted)
+    if win.dilation != (1, 1):
+        return Regrid(grid=wanted, issue="a dilated Deconvolution has no upsampling rule to "
+                                         "follow the grid")
+    kernel, stride, pad, offset = [], [], [], []
+    for k, s, p, f, o, g, o_w in zip(win.kernel, win.stride, win.pad, f_in, o_in,
+                                     wanted.factor, wanted.offset):
+        s2 = g * s / f
+        if s2.denominator != 1:
+            return Regrid(grid=wanted, issue=(f"an upsampling by {s2} would put it back on the "
+                                              "grid it had, and no whole stride does that; stop "
+                                              "before it with --cut-after BLOB"))
+        s2 = int(s2)
+        shift = s2 * o + g * (p - Fraction(k - 1, 2))
+        phase = (o_w - shift) % 1
+        if phase not in (0, Fraction(1, 2)):
+            return Regrid(grid=wanted, issue="no kernel puts its output on the grid it must reach "
+                                             f"(a phase of {phase} pixel)")
+        k2 = k if s2 == s and Fraction(k - 1, 2) % 1 == phase else 2 * s2 - (phase == 0)
+        p2 = max(0, int(shift + Fraction(k2 - 1, 2) - o_w))
+        kernel.append(k2)
+        stride.append(s2)
+        pad.append(p2)
+        offset.append(shift - p2 + Fraction(k2 - 1, 2))
+    grid = Grid(wanted.factor, Pair(*offset))
+    after = Window(Pair(*kernel), Pair(*stride), Pair(*pad), win.dilation)
+    if after == win:
+        return Regrid(grid=grid)
+    new = rule.with_window(layer, after)
+    if after.kernel == win.kernel and after.stride == win.stride and f_in == (1, 1):
+        return Regrid(new, grid, EXACT, f"pad {win.pad.h},{win.pad.w} -> {after.pad.h},"
+                                        f"{after.pad.w}: the same upsampling, shifted")
+    note = (f"upsamples by {after.stride.h}x{after.stride.w} instead of "
+            f"{win.stride.h}x{win.stride.w}" if after.stride != win.stride else "same factor")
+    if after.kernel != win.kernel:
+        note += (f", bilinear kernel {win.kernel.h}x{win.kernel.w} -> "
+                 f"{after.kernel.h}x{after.kernel.w} (new weights)")
+    return Regrid(new, grid, ADAPTED, note + " (adapted)")
+
+
+def crop_regrid(offsets, step):
+    """New spatial Crop offsets (h, w) so that the cropped blob lands on the grid of the
+    blob it lines up with (its second bottom, unless the pass names another grid): with
+    its input on (f, o) and the wanted grid (f, o_w), offset c becomes o - o_w + f*c.
+    None when the Crop stays. Returns (offsets, grid, issue)."""
+    reference = step.bottom_grids[1] if len(step.bottom_grids) > 1 else None
+    wanted = step.wanted[0] or reference or SAME_GRID
+    if step.grid_in == wanted:
+        return None, wanted, None
+    new = []
+    for c, f, o, g, o_w in zip(offsets, *step.grid_in, *wanted):
+        if f != g:      # where it stays, its output keeps its input's factor
+            kept = Grid(step.grid_in.factor,
+                        Pair(*(o + (f - 1) * c for c, f, o in zip(offsets, *step.grid_in))))
+            return None, kept, ("Crop cannot change the grid's factor (its input is on "
+                                f"factor {f}, the blob it must match on {g})")
+        c2 = o - o_w + f * c
+        if c2.denominator != 1 or c2 < 0:
+            return None, wanted, f"no whole offset >= 0 aligns it (it would need {c2})"
+        new.append(int(c2))
+    return Pair(*new), wanted, None

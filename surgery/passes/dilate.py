@@ -24,6 +24,7 @@ from ..layers import type_hint
 from ..nominal import nominal_strides
 from ..pair import Pair
 from ..regrid import APPROXIMATE, EXACT, Regrid, Unreachable
+from ..reweight import resized
 from . import head as heads
 from .walk import Change, Edit, apply_edits, convert, walk
 
@@ -39,6 +40,7 @@ class DilateReport(NamedTuple):
     deepest: object        # blob name
     exact_sizes: str       # for which input sizes the rewrite is exact
     notes: list
+    resized: tuple = ()    # layers given new kernels: weights to rewrite (reweight.py)
 
     @property
     def exact(self):
@@ -56,6 +58,7 @@ class DilateReport(NamedTuple):
             "exact_blobs": sorted(self.exact_blobs),
             "exact_sizes": self.exact_sizes,
             "notes": list(self.notes),
+            "new_weights": list(self.resized),
         }
 
 
@@ -140,7 +143,7 @@ class DilatePolicy:
         return f_in, ""
 
     def describe(self, node, rule, outcome):
-        before = rule.window(node.layer) if rule.role_of(node.layer) == "window" else None
+        before = rule.window(node.layer)     # None for a layer without a window
         if node.name in self.globalised:
             return Change(node.name, node.type, "global", before, None, outcome.status, outcome.note)
         if outcome.layer is None:
@@ -270,11 +273,10 @@ def _adapt_resamplers(net, analysis, policy, result, phase, removed, unknowns):
     for _ in range(3):
         wishes, sizes, cut = {}, {}, None
         for node, grids in _meets(analysis, result, removed):
-            moved = {g for g in grids.values() if g is not None and not g.identity}
-            if len(moved) != 1:
+            anchors = _anchors(graph, result, grids)
+            if len(set(anchors.values())) != 1:
                 continue
-            grid, = moved
-            trunk = next(b for b, g in grids.items() if g == grid)
+            trunk, grid = next(iter(anchors.items()))
             for blob, g in grids.items():
                 maker = graph.producer(blob)
                 if g != grid and maker is not None and maker.rule.fits_joins:
@@ -290,6 +292,24 @@ def _adapt_resamplers(net, analysis, policy, result, phase, removed, unknowns):
                                                      if sizes[k] in found}})
         result = walk(analysis, policy, phase=phase, removed=removed)
     return policy, result
+
+
+def _anchors(graph, result, grids):
+    """{blob: Grid} of a join's inputs that set its grid: those not made by a resampler
+    that follows joins (Interp, an upsampling Deconvolution). A Crop only shifts its first
+    bottom, so it brings that bottom's factor (its offset follows whatever it lines up
+    with). The blobs the walk computed come first."""
+    anchors = {}
+    for blob, g in grids.items():
+        maker = graph.producer(blob)
+        if maker is not None and maker.rule.shifts_only:
+            g = result.grids.get(maker.bottoms[0])
+        elif maker is not None and maker.rule.fits_joins:
+            continue
+        if g is not None:
+            anchors[blob] = g
+    return dict(sorted(anchors.items(), key=lambda item: graph.producer(item[0]) is not None
+                       and graph.producer(item[0]).rule.shifts_only))
 
 
 def _sizes_before(net, result, removed, join, phase, blobs, unknowns):
@@ -507,9 +527,7 @@ def _report(net, new, changes, notes, first, input_shapes, unknowns):
     deepest = after.deepest_blob()
     g_before = analysis.geometry.get(deepest) if deepest else None
     g_after = after.geometry.get(deepest) if deepest else None
-    first_deepest = analysis.deepest_blob()
-    os_before = analysis.geometry[first_deepest].stride if first_deepest else None
-    os_after = g_after.stride if g_after else None
+    os_before, os_after = output_stride(analysis), output_stride(after)
     approximate = {c.layer for c in changes if not c.exact}
     exact_blobs = {b for b, ok in result.exact.items() if ok and b in after.shapes}
     if approximate:
@@ -528,7 +546,8 @@ def _report(net, new, changes, notes, first, input_shapes, unknowns):
                                                     f"'{deepest}' is approximate)"))
     return DilateReport(changes, {b: g for b, g in grids.items() if b in after.shapes},
                         exact_blobs, os_before, os_after,
-                        g_before and g_before.rf, g_after and g_after.rf, deepest, sizes, notes)
+                        g_before and g_before.rf, g_after and g_after.rf, deepest, sizes, notes,
+                        resized(changes, analysis.graph))
 
 
 def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):

@@ -103,7 +103,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset()):
                     list(analysis.in_shapes.get(node.name) or []),
                     list(analysis.out_shapes.get(node.name) or []), policy,
                     bool(node.tops) and all(t in side for t in node.tops),
-                    policy.wanted(node))
+                    policy.wanted(node), tuple(grids.get(b) for b in node.bottoms))
         outcome = policy.visit(node, rule, step) or rule.regrid(node.layer, step)
         outcomes[node.name] = outcome
         if outcome.issue:
