@@ -152,10 +152,16 @@ class LayerRule:
         no filler fields (its blobs cannot be initialised from the prototxt)."""
         return None
 
-    def resized_weights(self, old, new, reader):
+    def new_weights(self, before, after):
+        """Whether a rewrite from window `before` to `after` needs new weights (a dilation
+        or a stride kept or removed never does: the kernel sees the same taps)."""
+        return False
+
+    def resized_weights(self, old, new, open_reader):
         """(shape, pieces): the weight blob of `new`, a rewrite of `old` with another
-        kernel, made from `old`'s weights (an io.caffemodel.BlobReader); `pieces()` yields
-        its values in order. Only an upsampler has such a rule."""
+        kernel, made from `old`'s weights (`open_reader()` gives an io.caffemodel.BlobReader
+        to use in a `with`); `pieces()` yields its values in order, reading as it goes.
+        Only an upsampler has such a rule."""
         raise _err(old, f"its param shapes change and type '{old.type}' has no rule for new "
                         "weights")
 
@@ -709,38 +715,56 @@ class Deconvolution(Convolution):
     def coarsen_limit(self, layer, limit_out, *, narrow=False):
         return Pair(0, 0)       # an upsampler follows any grid (regrid below), adapted
 
-    def resized_weights(self, old, new, reader):
-        """The weight blob of `new`, whose kernel a conversion changed, from `old`'s
-        (a BlobReader), same channels: every (input, output) channel slot holding old's bilinear kernel
-        gets new's, a zero slot stays zero (FCN's one-class-to-itself upscore, Dilation's
-        grouped ctx_upsample); pieces, one input channel at a time. Learned weights have
-        no kernel of another size with their meaning: SurgeryError."""
+    def new_weights(self, before, after):
+        """Bilinear upsampling weights belong to their stride and kernel."""
+        return before.kernel != after.kernel or before.stride != after.stride
+
+    def resized_weights(self, old, new, open_reader):
+        """The weight blob of `new`, whose kernel a conversion changed, from `old`'s, same
+        channels, one input channel at a time. At the same stride the kernel only gained
+        zero taps around it (to shift its output), so any weights keep their values.
+        At a new stride, every (input, output) channel slot holding old's bilinear kernel
+        gets new's and a zero slot stays zero (FCN's class-to-itself upscore, Dilation's
+        grouped ctx_upsample); learned weights have no such rule: SurgeryError."""
         import numpy as np
 
         from .fillers import upsampling_kernel
 
         before, after = self.window(old), self.window(new)
-        ref = upsampling_kernel(before.stride, before.kernel).reshape(-1)
-        slots = reader.blob.count // ref.size
-        per_row = max(1, slots // max(1, reader.blob.shape[0] if reader.blob.shape else 1))
-        mask = np.zeros(slots, bool)
-        for start in range(0, slots, per_row):
-            rows = reader.read(start * ref.size, min(per_row, slots - start) * ref.size)
-            rows = rows.reshape(-1, ref.size)
-            kernel = np.abs(rows - ref).max(axis=1) <= 1e-4
-            if not np.all(kernel | (np.abs(rows).max(axis=1) == 0)):
-                raise SurgeryError(
-                    f"its weights are not the bilinear upsampling kernel of {before.kernel.h}x"
-                    f"{before.kernel.w} taps at stride {before.stride.h} (learned?), so no "
-                    "kernel of the new size keeps their meaning; stop before it with "
-                    "--cut-after BLOB", layer=old.name)
-            mask[start:start + len(rows)] = kernel
+        with open_reader() as reader:
+            blob, native = reader.blob, reader.native
+            taps = before.kernel.h * before.kernel.w
+            slots = blob.count // taps
+            per_row = max(1, slots // max(1, blob.shape[0] if blob.shape else 1))
+            shape = tuple(blob.shape[:-2]) + tuple(after.kernel)
+            grown = [a - b for a, b in zip(after.kernel, before.kernel)]
+            if before.stride == after.stride and all(g >= 0 and g % 2 == 0 for g in grown):
+                def padded():
+                    with open_reader() as again:
+                        for start in range(0, slots, per_row):
+                            n = min(per_row, slots - start)
+                            rows = again.read(start * taps, n * taps).reshape(n, *before.kernel)
+                            yield np.pad(rows, [(0, 0)] + [(g // 2, g // 2) for g in grown])
+                return shape, padded
+            ref = upsampling_kernel(before.stride, before.kernel).reshape(-1)
+            mask = np.zeros(slots, bool)
+            for start in range(0, slots, per_row):
+                rows = reader.read(start * taps, min(per_row, slots - start) * taps)
+                rows = rows.reshape(-1, taps)
+                kernel = np.abs(rows - ref).max(axis=1) <= 1e-4
+                if not np.all(kernel | (np.abs(rows).max(axis=1) == 0)):
+                    raise SurgeryError(
+                        f"its weights are not the bilinear upsampling kernel of "
+                        f"{before.kernel.h}x{before.kernel.w} taps at stride {before.stride.h} "
+                        "(learned?), so no kernel of the new size keeps their meaning; stop "
+                        "before it with --cut-after BLOB", layer=old.name)
+                mask[start:start + len(rows)] = kernel
         new_ref = upsampling_kernel(after.stride, after.kernel).reshape(-1)
 
-        def pieces():
+        def bilinear():
             for start in range(0, slots, per_row):
-                yield (mask[start:start + per_row, None] * new_ref).astype(reader.native)
-        return tuple(reader.blob.shape[:-2]) + tuple(after.kernel), pieces
+                yield (mask[start:start + per_row, None] * new_ref).astype(native)
+        return shape, bilinear
 
     def regrid(self, layer, step):
         """An upsampling Deconvolution lands on the grid it had, or on the grid of the blob

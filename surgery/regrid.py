@@ -241,8 +241,8 @@ def upsampler_regrid(rule, layer, step):
     an input on grid (f, o), stride s becomes s' = g*s/f for a wanted factor g. The output
     sample y sits at input coordinate (y + p - (k-1)/2)/s, so the converted output has
     offset  o_out = s'*o + g*(p - (k-1)/2) - p' + (k'-1)/2:  the kernel k' keeps the
-    original's phase (odd or even taps), the pad p' makes o_out the wanted offset where
-    it can (a pad is never negative; a Crop after it takes up the rest). A new stride
+    original's phase (odd or even taps), the pad p' makes o_out the wanted offset (where
+    that pad would be negative, zero taps around the kernel do it instead). A new stride
     takes the bilinear kernel of its factor, 2s'-1 or 2s' taps, whose weights the
     registry rule rewrites (ADAPTED: interpolating a denser map is not the same numbers)."""
     wanted = step.wanted[0] or SAME_GRID
@@ -268,7 +268,9 @@ def upsampler_regrid(rule, layer, step):
             return Regrid(grid=wanted, issue="no kernel puts its output on the grid it must reach "
                                              f"(a phase of {phase} pixel)")
         k2 = k if s2 == s and Fraction(k - 1, 2) % 1 == phase else 2 * s2 - (phase == 0)
-        p2 = max(0, int(shift + Fraction(k2 - 1, 2) - o_w))
+        p2 = int(shift + Fraction(k2 - 1, 2) - o_w)
+        if p2 < 0:      # a pad cannot be negative: zero taps around the kernel shift it
+            k2, p2 = k2 - 2 * p2, 0
         kernel.append(k2)
         stride.append(s2)
         pad.append(p2)
@@ -278,14 +280,15 @@ def upsampler_regrid(rule, layer, step):
     if after == win:
         return Regrid(grid=grid)
     new = rule.with_window(layer, after)
-    if after.kernel == win.kernel and after.stride == win.stride and f_in == (1, 1):
-        return Regrid(new, grid, EXACT, f"pad {win.pad.h},{win.pad.w} -> {after.pad.h},"
-                                        f"{after.pad.w}: the same upsampling, shifted")
+    if after.stride == win.stride and f_in == (1, 1):
+        return Regrid(new, grid, EXACT, "the same upsampling, shifted by its pad or by zero "
+                                        "taps around its kernel")
     note = (f"upsamples by {after.stride.h}x{after.stride.w} instead of "
             f"{win.stride.h}x{win.stride.w}" if after.stride != win.stride else "same factor")
     if after.kernel != win.kernel:
-        note += (f", bilinear kernel {win.kernel.h}x{win.kernel.w} -> "
-                 f"{after.kernel.h}x{after.kernel.w} (new weights)")
+        note += f", kernel {win.kernel.h}x{win.kernel.w} -> {after.kernel.h}x{after.kernel.w}"
+    if rule.new_weights(win, after):
+        note += " (new weights)"
     return Regrid(new, grid, ADAPTED, note + " (adapted)")
 
 
@@ -296,8 +299,6 @@ def crop_regrid(offsets, step):
     None when the Crop stays. Returns (offsets, grid, issue)."""
     reference = step.bottom_grids[1] if len(step.bottom_grids) > 1 else None
     wanted = step.wanted[0] or reference or SAME_GRID
-    if step.grid_in == wanted:
-        return None, wanted, None
     new = []
     for c, f, o, g, o_w in zip(offsets, *step.grid_in, *wanted):
         if f != g:      # where it stays, its output keeps its input's factor
@@ -309,4 +310,4 @@ def crop_regrid(offsets, step):
         if c2.denominator != 1 or c2 < 0:
             return None, wanted, f"no whole offset >= 0 aligns it (it would need {c2})"
         new.append(int(c2))
-    return Pair(*new), wanted, None
+    return (None if tuple(new) == tuple(offsets) else Pair(*new)), wanted, None

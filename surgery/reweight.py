@@ -8,15 +8,15 @@ from .layers import rule_for
 
 
 def resized(changes, graph):
-    """Names of the rewritten layers whose kernel changed and that have weights (an
-    upsampling Deconvolution given a new factor): their weights must be rewritten."""
+    """Names of the rewritten layers whose weights must be rewritten (the registry says
+    which: an upsampling Deconvolution given a new factor or kernel)."""
     out = []
     for change in changes:
-        if change.action != "rewrite" or change.before is None or change.after is None \
-                or change.before.kernel == change.after.kernel:
+        if change.action != "rewrite" or change.before is None or change.after is None:
             continue
         node = graph.node(change.layer)
-        if node.rule.param_count(node.layer, len(node.bottoms)):
+        if node.rule.new_weights(change.before, change.after) and \
+                node.rule.param_count(node.layer, len(node.bottoms)):
             out.append(change.layer)
     return tuple(out)
 
@@ -37,10 +37,10 @@ def entries(summary, original, converted, changed):
             raise SurgeryError(f"the weights ({summary.path}) have no layer of this name, so "
                                "its new weights cannot be made", layer=name) from None
         old, new = old_layers[name], new_layers[name]
-        with BlobReader(summary, info, 0) as reader:
-            shape, pieces = rule_for(old.type).resized_weights(old, new, reader)
-            double, legacy = reader.double, info.blobs[0].legacy
-        blobs = [StreamBlob(shape, pieces(), double=double, legacy=legacy)]
+        shape, pieces = rule_for(old.type).resized_weights(
+            old, new, lambda info=info: BlobReader(summary, info, 0))
+        blobs = [StreamBlob(shape, pieces(), double=info.blobs[0].dtype == "double",
+                            legacy=info.blobs[0].legacy)]
         blobs += [BlobSpec(read_blob(summary, info, i), legacy=info.blobs[i].legacy)
                   for i in range(1, len(info.blobs))]
         replace[name] = blobs

@@ -15,7 +15,6 @@ to the image line up again. These layers are ADAPTED, not exact; what is checked
 """
 
 import hashlib
-import json
 
 import numpy as np
 import pytest
