@@ -232,3 +232,27 @@ def test_corpus_fcn_nets_go_to_output_stride_16_with_their_joins_lined_up(name, 
         # The last Crop, to the image, has the data's size in both nets.
         crop = [n for n in after.graph.nodes if n.type == "Crop"][-1]
         assert after.shapes[crop.tops[0]][2:] == before.shapes[crop.tops[0]][2:] == (500, 500)
+
+
+def test_zero_taps_at_the_same_stride_keep_any_weights(tmp_path):
+    """An upsampler kept at its stride but shifted by zero taps keeps learned weights too:
+    the new kernel is the old one with zeros around it."""
+    from surgery.io.caffemodel import BlobReader, read_blob
+    from surgery.layers import rule_for
+    from surgery.pair import Pair
+
+    proto, model = make_fcn(tmp_path, CLASSES, learned=True)
+    net = load_prototxt(proto)
+    old = next(layer for layer in net.layer if layer.name == "upscore4")
+    rule = rule_for("Deconvolution")
+    win = rule.window(old)
+    new = rule.with_window(old, win._replace(kernel=Pair(12, 12)))
+    summary = read_caffemodel(model)
+    shape, pieces = rule.resized_weights(old, new, lambda: BlobReader(summary, "upscore4"))
+    got = np.concatenate([p.reshape(-1) for p in pieces()]).reshape(shape)
+    want = np.pad(read_blob(summary, "upscore4"), [(0, 0), (0, 0), (2, 2), (2, 2)])
+    assert np.array_equal(got, want)
+    # At another stride the learned weights have no meaning to keep.
+    other = rule.with_window(old, win._replace(stride=Pair(2, 2), kernel=Pair(4, 4)))
+    with pytest.raises(SurgeryError, match="not the bilinear"):
+        rule.resized_weights(old, other, lambda: BlobReader(summary, "upscore4"))
