@@ -17,7 +17,7 @@ import re
 from typing import NamedTuple
 
 from .errors import SurgeryError
-from .geometry import infer_geometry, join_inputs, layer_stats, misaligned, totals
+from .geometry import apply_window, infer_geometry, join_inputs, layer_stats, misaligned, totals
 from .graph import Graph, build_graph
 from .layers import UNKNOWN, Unknown
 from .shapes import infer_shapes, with_standins
@@ -84,6 +84,24 @@ class Analysis(NamedTuple):
         _, layers = self.unknown_origins()
         return {name: "; ".join(f"layer '{o}': {self.unknown[o]}" for o in origins)
                 for name, origins in layers.items() if origins}
+
+    def carried_geometry(self):
+        """The geometry, plus where it was lost only because a join also reads a resampled
+        blob (PSPNet's Concat of the trunk and its upsampled bins): the join sits on the
+        grid of its first input with a known geometry, and the layers after it carry that
+        on. Enough to convert them (passes/walk.py) and to bound their coarsening."""
+        geometry = dict(self.geometry)
+        for node in self.graph.nodes:
+            spatial = [node.bottoms[i] for i in node.rule.grid_bottoms(node.layer)
+                       if i < len(node.bottoms)]
+            source = geometry.get(node.bottoms[0]) if node.bottoms else None
+            if source is None:
+                source = next((geometry[b] for b in spatial if geometry.get(b) is not None), None)
+            window = node.rule.grid_window(node.layer)
+            for top in node.tops:
+                if geometry.get(top) is None and source is not None and window is not None:
+                    geometry[top] = apply_window(source, window)
+        return geometry
 
     def resampled_branches(self):
         """Blobs on side branches that rejoin the net only through a resampling layer, such

@@ -248,13 +248,15 @@ class LayerRule:
         return Regrid(grid=SAME, issue=(f"{layer.type} after a removed stride has no exact "
                                         f"rewrite ({why}); stop before it with --cut-after BLOB"))
 
-    def coarsen_limit(self, layer, limit_out, *, narrow=False):
+    def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
         """Per axis, how much coarser this layer's spatial input may be made (an integer
         every coarsening factor must divide; 0: no limit), given `limit_out`, the limit of
         its outputs (surgery.nominal). A window's taps and pad must shrink to whole
         numbers: a kernel > 1 allows what divides its dilation and pad, and the stride it
         keeps passes on its output's limit. A pooling has no dilation, so it allows
-        nothing, unless `narrow` (--pooling cover) lets its window follow (approximate).
+        nothing, unless `narrow` (--pooling cover) lets its window follow (approximate);
+        `round_dilation` (--dilation round) lets a kernel whose dilation or pad does not
+        divide round them (approximate), so only its stride limits.
         Pointwise layers and joins pass their output's limit, a global pooling has none
         (it averages whatever map it gets, approximately); any other layer allows none."""
         role = self.role_of(layer)
@@ -269,6 +271,9 @@ class LayerRule:
         for k, s, p, d, lim in zip(win.kernel, win.stride, win.pad, win.dilation, limit_out):
             if narrow and not self.dilatable:     # a pooling window follows, approximately,
                 out.append(0)                     # but never asks for a coarser input
+                continue
+            if round_dilation and self.dilatable:
+                out.append(s * lim)
                 continue
             taps = (d if self.dilatable else 1) if k > 1 else 0
             out.append(math.gcd(taps, p, s * lim))
@@ -712,7 +717,7 @@ class Deconvolution(Convolution):
         k = self.window(layer).kernel
         return count(in_shapes[0]) * (cp.num_output // cp.group) * k.h * k.w
 
-    def coarsen_limit(self, layer, limit_out, *, narrow=False):
+    def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
         return Pair(0, 0)       # an upsampler follows any grid (regrid below), adapted
 
     def new_weights(self, before, after):
@@ -1180,7 +1185,7 @@ class Interp(LayerRule):
     def grid_bottoms(self, layer):
         return (0,)
 
-    def coarsen_limit(self, layer, limit_out, *, narrow=False):
+    def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
         return Pair(0, 0)       # it follows any grid (regrid below), adapted
 
     def regrid(self, layer, step):

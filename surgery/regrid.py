@@ -73,6 +73,13 @@ def extra_window(in_size, out_size, window):
                   zip(in_size, out_size, window.extent, window.stride, window.pad)))
 
 
+def _scaled_pad(pad, dilation, rounded, scale):
+    """The pad of a kernel whose dilation was rounded: it follows the dilation where that is
+    whole (a centred kernel stays centred), else the coarsening, rounded."""
+    value = Fraction(pad * rounded, dilation)
+    return int(value) if value.denominator == 1 else max(0, round(pad * scale))
+
+
 def _whole(value, layer):
     if Fraction(value).denominator != 1:
         raise Unreachable(layer)
@@ -140,7 +147,7 @@ def window_regrid(rule, layer, step):
     # A 1-wide kernel axis has no taps to spread, so its dilation stays; its pad is a
     # shift of the grid and scales like any other.
     spread = Pair(*(f if k > 1 else 1 for f, k in zip(scale, win.kernel)))
-    kernel, dilation = win.kernel, win.dilation
+    kernel, dilation, rounded = win.kernel, win.dilation, False
     narrowing = not rule.dilatable and any(k > 1 and f < 1 for k, f in zip(kernel, f_in))
     if narrowing:
         # On a coarser grid a pooling window narrows to the same extent where that is a
@@ -156,9 +163,23 @@ def window_regrid(rule, layer, step):
         status = max(status, 1)
         notes.append(f"window {'narrowed to' if whole else 'kept at'} {kernel.h}x{kernel.w} on "
                      "the coarser map (approximate)")
+    elif rule.dilatable and policy.dilation == "round" and any(
+            (d * s).denominator != 1 or (p * s).denominator != 1
+            for d, p, s in zip(win.dilation, win.pad, spread)):
+        # Coarser than the dilation allows: the nearest whole dilation (at least 1), the
+        # pad scaled with it so the window stays where it was centred (approximate).
+        rounded = True
+        dilation = Pair(*(max(1, round(d * s)) for d, s in zip(win.dilation, spread)))
+        pad = Pair(*(_scaled_pad(p, d, d2, s) for p, d, d2, s in
+                     zip(win.pad, win.dilation, dilation, scale)))
+        status = max(status, 1)
+        notes.append(f"dilation {win.dilation.h},{win.dilation.w} -> {dilation.h},{dilation.w}: "
+                     "the exact one is not whole on the coarser map (rounded, approximate)")
     else:
         pad = Pair(*(_whole(p * s, node.name) for p, s in zip(win.pad, scale)))
-    if rule.dilatable:
+    if rounded:
+        pass
+    elif rule.dilatable:
         dilation = Pair(*(_whole(d * s, node.name) for d, s in zip(win.dilation, spread)))
     elif narrowing:
         pass

@@ -26,7 +26,7 @@ import json
 import os
 
 from ..analysis import analyse, parse_input_shapes
-from ..passes.dilate import CONVENTIONS, HEAD_CHOICES, POOLING_CHOICES, dilate
+from ..passes.dilate import CONVENTIONS, DILATION_CHOICES, HEAD_CHOICES, POOLING_CHOICES, dilate
 from ..report import format_changes
 from ..errors import SurgeryError
 from . import options
@@ -45,6 +45,9 @@ def add_arguments(parser):
                         help="what to do with a classifier head (default error)")
     parser.add_argument("--pooling", choices=POOLING_CHOICES, default="strict",
                         help="pooling windows after a removed stride (default strict)")
+    parser.add_argument("--dilation", choices=DILATION_CHOICES, default="strict",
+                        help="coarsening: a kernel whose dilation or pad does not divide stops "
+                             "the run (strict, default) or is rounded (round, approximate)")
     parser.add_argument("--convention", choices=CONVENTIONS, default="exact",
                         help="exact (default) or pspnet (also dilate the formerly strided layer)")
     parser.add_argument("--multi-grid", type=options.positive_ints, metavar="A,B,C",
@@ -77,7 +80,7 @@ def run(args):
             raise SurgeryError("-o and --weights-out name the same file")
     loaded = load(args)
     new, report = dilate(loaded.net, output_stride=args.output_stride, head=args.head,
-                         pooling=args.pooling, convention=args.convention,
+                         pooling=args.pooling, convention=args.convention, dilation=args.dilation,
                          multi_grid=args.multi_grid, cut_after=args.cut_after,
                          input_shapes=shapes, unknowns=loaded.unknowns)
     if report.resized and not args.weights_out and not args.dry_run:

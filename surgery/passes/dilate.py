@@ -64,6 +64,7 @@ class DilateReport(NamedTuple):
 
 HEAD_CHOICES = ("error", "cut", "global")
 POOLING_CHOICES = ("strict", "cover")
+DILATION_CHOICES = ("strict", "round")
 CONVENTIONS = ("exact", "pspnet")
 
 
@@ -83,8 +84,9 @@ class DilatePolicy:
     the net was dilated."""
 
     def __init__(self, target, *, pooling="strict", convention="exact", globalised=frozenset(),
-                 nominal=None, resample=None, sizes=None):
+                 nominal=None, resample=None, sizes=None, dilation="strict"):
         self.target, self.pooling, self.convention = target, pooling, convention
+        self.dilation = dilation         # "round": coarsening rounds what does not divide
         self.globalised = globalised
         self.nominal = nominal
         self.resample = resample or {}   # layer -> Grid its output must land on (a join's)
@@ -184,7 +186,8 @@ def _directed(analysis, policy, removed):
     before = output_stride(analysis)
     if before is not None and policy.target > max(before):
         return _retarget(policy, policy.target, nominal=nominal_strides(
-            analysis, removed=removed, narrow=policy.pooling == "cover"))
+            analysis, removed=removed, narrow=policy.pooling == "cover",
+            round_dilation=policy.dilation == "round"))
     return _retarget(policy, policy.target, nominal=None)
 
 
@@ -226,7 +229,11 @@ def reachable_strides(analysis, *, pooling="strict"):
 
 def _unreachable(analysis, policy, removed, exc):
     layer = exc.args[0] if exc.args else None
-    if layer is None:
+    before = output_stride(analysis)
+    if layer is None and before is not None and policy.target > max(before):
+        why = ("no exact coarsening goes that far (a kernel's dilation or pad does not divide "
+               "by the factor)")
+    elif layer is None:
         why = "no layer can change its stride that far"
     elif policy.nominal is not None:
         why = (f"layer '{layer}' cannot be made coarser exactly (its dilation or pad does not "
@@ -234,12 +241,28 @@ def _unreachable(analysis, policy, removed, exc):
     else:
         why = f"layer '{layer}' would have to keep part of its stride"
     ok = _reachable(analysis, policy, removed)
+    if policy.dilation == "strict" and _rounding_reaches(analysis, policy, removed):
+        why += ("; --dilation round reaches it approximately, rounding the dilations after "
+                "the dilated layers")
     return SurgeryError(f"output stride {policy.target} is not reachable: {why}; reachable "
                         f"output strides: {', '.join(map(str, ok)) or 'none'}")
 
 
+def _rounding_reaches(analysis, policy, removed):
+    before = output_stride(analysis)
+    if before is None or policy.target <= max(before):
+        return False
+    try:
+        _walk_to(analysis, _directed(analysis, _retarget(policy, policy.target, dilation="round"),
+                                     removed), "TEST", removed)
+    except (Unreachable, SurgeryError):
+        return False
+    return True
+
+
 def _retarget(policy, target, **changes):
     return DilatePolicy(target, pooling=policy.pooling, convention=policy.convention,
+                        dilation=changes.get("dilation", policy.dilation),
                         globalised=changes.get("globalised", policy.globalised),
                         nominal=changes.get("nominal", policy.nominal),
                         resample=changes.get("resample", policy.resample),
@@ -382,11 +405,12 @@ def _exact_sizes(net, planned, unknowns):
 # The pass
 # ---------------------------------------------------------------------------
 
-def _check_options(output_stride, head, pooling, convention, multi_grid):
+def _check_options(output_stride, head, pooling, convention, multi_grid, dilation="strict"):
     if isinstance(output_stride, bool) or not isinstance(output_stride, int) or output_stride < 1:
         raise SurgeryError(f"output stride must be a positive integer, got {output_stride!r}")
     for value, choices, name in ((head, HEAD_CHOICES, "head"), (pooling, POOLING_CHOICES, "pooling"),
-                                 (convention, CONVENTIONS, "convention")):
+                                 (convention, CONVENTIONS, "convention"),
+                                 (dilation, DILATION_CHOICES, "dilation")):
         if value not in choices:
             raise SurgeryError(f"--{name} must be one of {', '.join(choices)}, got '{value}'")
     if multi_grid is not None and (not multi_grid or any(g < 1 for g in multi_grid)):
@@ -451,15 +475,17 @@ def _plan_phase(net, phase, policy, *, head, cut_after, input_shapes, unknowns):
 
 
 def dilate(net, *, output_stride, head="error", pooling="strict", convention="exact",
-           multi_grid=None, cut_after=None, input_shapes=None, unknowns=None):
+           multi_grid=None, cut_after=None, input_shapes=None, unknowns=None,
+           dilation="strict"):
     """Return (new_net, DilateReport): `net` rewritten to output stride `output_stride`.
 
     `net` is an upgraded NetParameter and is not modified. Every phase the net declares
     is planned; a layer must get the same rewrite in each. `unknowns` (from the loader)
     names the fields a template or fork leaves open, so they stay unknown.
     """
-    _check_options(output_stride, head, pooling, convention, multi_grid)
-    policy = DilatePolicy(output_stride, pooling=pooling, convention=convention)
+    _check_options(output_stride, head, pooling, convention, multi_grid, dilation)
+    policy = DilatePolicy(output_stride, pooling=pooling, convention=convention,
+                          dilation=dilation)
     notes, plans = [], []
 
     def plan_phase(phase):
@@ -556,8 +582,9 @@ def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):
     Independent of how `converted` was made (verify uses it on any pair of nets): the
     factor f at each layer's input comes from the two nets' strides. Unavoidably
     approximate are a pooling window that sees a removed stride (widened or not), a
-    pooling whose pad grew where pad is not neutral, and a collapse over a denser map.
-    A convolution can always be exact, so a convolution that differs from the exact rule
+    pooling whose pad grew where pad is not neutral, a collapse over a denser map, and a
+    kernel on a map coarser than its dilation allows (no whole dilation is exact).
+    Otherwise a convolution can always be exact, so a convolution that differs from the exact rule
     (pspnet convention, multi-grid, or a mistake) is not excused: verify judges it."""
     a = analyse(original, input_shapes=input_shapes, phase=phase)
     b = analyse(converted, input_shapes=input_shapes, phase=phase)
@@ -580,6 +607,10 @@ def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):
                 result.add(node.name)
             continue
         old, new = rule.window(old_node.layer), rule.window(node.layer)
+        if rule.dilatable and any(k > 1 and (Fraction(d) * fa).denominator != 1
+                                  for k, d, fa in zip(old.kernel, old.dilation, f)):
+            result.add(node.name)      # no whole dilation is exact (--dilation round)
+            continue
         if not rule.dilatable:
             sees_gap = any(k > 1 and fa != 1 for k, fa in zip(old.kernel, f))
             pad_grew = new.pad != old.pad * f and not rule.pad_is_neutral(node.layer)

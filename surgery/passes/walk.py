@@ -15,7 +15,6 @@ addressed by layer name) with one list of `Change`s.
 from typing import NamedTuple
 
 from ..errors import SurgeryError
-from ..geometry import apply_window
 from ..graph import described_phases, layer_kept
 from ..grid import SAME
 from ..regrid import EXACT, Step
@@ -87,7 +86,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset()):
     exact = {b: True for b in graph.header_inputs}
     outcomes, changes, heads, issues = {}, [], [], {}
     side = analysis.resampled_branches()
-    geometry = dict(analysis.geometry)
+    geometry = analysis.carried_geometry()
     for node in graph.nodes:
         if node.name in removed:
             continue
@@ -118,21 +117,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset()):
         for top in node.tops:
             grids[top] = outcome.grid if outcome.grid is not None else grid_in
             exact[top] = ok
-            _carry_geometry(geometry, node, top, step.geometry_in, spatial)
     return Walk(phase, analysis, grids, exact, outcomes, changes, heads, issues)
-
-
-def _carry_geometry(geometry, node, top, geometry_in, spatial):
-    """Where the analysis lost a blob's geometry only because a join also reads a resampled
-    blob (PSPNet's Concat of the trunk and its upsampled bins), the join sits on the grid of
-    its first input, and the layers after it carry that on: enough to convert them."""
-    if geometry.get(top) is not None:
-        return
-    if geometry_in is None and spatial:
-        geometry_in = next((geometry[b] for b in spatial if geometry.get(b) is not None), None)
-    window = node.rule.grid_window(node.layer)
-    if geometry_in is not None and window is not None:
-        geometry[top] = apply_window(geometry_in, window)
 
 
 def convert(net, plan_phase, *, phases=None):
