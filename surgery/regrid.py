@@ -73,11 +73,12 @@ def extra_window(in_size, out_size, window):
                   zip(in_size, out_size, window.extent, window.stride, window.pad)))
 
 
-def _scaled_pad(pad, dilation, rounded, scale):
-    """The pad of a kernel whose dilation was rounded: it follows the dilation where that is
-    whole (a centred kernel stays centred), else the coarsening, rounded."""
-    value = Fraction(pad * rounded, dilation)
-    return int(value) if value.denominator == 1 else max(0, round(pad * scale))
+def _scaled_pad(pad, kernel, dilation, rounded, scale):
+    """The pad of a kernel whose dilation was rounded: the part that centres its taps,
+    d*(k-1)/2, follows the new dilation; the rest (a border the net adds around the map,
+    like Dilation's 33 on its first context layer) scales with the map, rounded."""
+    border = pad - Fraction(dilation * (kernel - 1), 2)
+    return max(0, math.floor(Fraction(rounded * (kernel - 1), 2) + border * scale))
 
 
 def _whole(value, layer):
@@ -170,8 +171,8 @@ def window_regrid(rule, layer, step):
         # pad scaled with it so the window stays where it was centred (approximate).
         rounded = True
         dilation = Pair(*(max(1, round(d * s)) for d, s in zip(win.dilation, spread)))
-        pad = Pair(*(_scaled_pad(p, d, d2, s) for p, d, d2, s in
-                     zip(win.pad, win.dilation, dilation, scale)))
+        pad = Pair(*(_scaled_pad(p, k, d, d2, s) for p, k, d, d2, s in
+                     zip(win.pad, win.kernel, win.dilation, dilation, scale)))
         status = max(status, 1)
         notes.append(f"dilation {win.dilation.h},{win.dilation.w} -> {dilation.h},{dilation.w}: "
                      "the exact one is not whole on the coarser map (rounded, approximate)")
