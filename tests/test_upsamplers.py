@@ -15,6 +15,7 @@ to the image line up again. These layers are ADAPTED, not exact; what is checked
 """
 
 import hashlib
+import re
 
 import numpy as np
 import pytest
@@ -68,8 +69,29 @@ layer {{ name: "upscore4" type: "Deconvolution" bottom: "fuse" top: "upscore4"
 layer {{ name: "out" type: "Crop" bottom: "upscore4" bottom: "data" top: "out"
   crop_param {{ axis: 2 offset: 18 }} }}
 """
+# A Dilation-style net at output stride 4: a dilated layer after the last stride (nominal
+# stride 8 there), scores upsampled to the image by a grouped, padded Deconvolution.
+DILATION = """
+name: "dilation-mini"
+input: "data"
+input_shape {{ dim: 1 dim: 1 dim: {size} dim: {size} }}
+layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param {{ num_output: 4 kernel_size: 3 stride: 2 pad: 1 }} }}
+layer {{ name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param {{ pool: AVE kernel_size: 2 stride: 2 }} }}
+layer {{ name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+  convolution_param {{ num_output: 4 kernel_size: 3 pad: 2 dilation: 2 }} }}
+layer {{ name: "score" type: "Convolution" bottom: "conv2" top: "score"
+  convolution_param {{ num_output: {classes} kernel_size: 1 }} }}
+layer {{ name: "ctx_upsample" type: "Deconvolution" bottom: "score" top: "out"
+  param {{ lr_mult: 0 }}
+  convolution_param {{ num_output: {classes} kernel_size: 8 stride: 4 pad: 2 group: {group}
+    bias_term: false }} }}
+"""
 CLASSES = 3
-UPSAMPLERS = ("upscore2", "upscore4")
+FCN_UPSAMPLERS = ("upscore2", "upscore4")
+UPSAMPLERS = FCN_UPSAMPLERS + ("ctx_upsample",)
+NETS = {"fcn8s-like": NET, "dilation-like": DILATION}
 
 
 def _bilinear_weights(shape, diagonal):
@@ -80,9 +102,10 @@ def _bilinear_weights(shape, diagonal):
     return (mask[:, :, None, None] * kernel).astype(np.float32)
 
 
-def make_fcn(folder, group, *, learned=False):
-    """(prototxt, caffemodel) of the mini FCN with random convolutions."""
-    text = NET.format(size=SIZE, classes=CLASSES, group=group)
+def make_fcn(folder, group, *, learned=False, template=NET):
+    """(prototxt, caffemodel) of a mini net (the FCN one by default) with random
+    convolutions and bilinear upsamplers."""
+    text = template.format(size=SIZE, classes=CLASSES, group=group)
     proto = folder / "fcn.prototxt"
     proto.write_text(text)
     net = load_prototxt(proto)
@@ -125,21 +148,30 @@ def engine(request):
     yield get_engine("opencv")
 
 
+RAMPS = [("fcn8s-like", 4), ("fcn8s-like", 2), ("dilation-like", 2), ("dilation-like", 8)]
+
+
 @pytest.mark.parametrize("group", [CLASSES, 1], ids=["grouped", "fcn-diagonal"])
-@pytest.mark.parametrize("target", [4, 2])
+@pytest.mark.parametrize("net, target", RAMPS, ids=[f"{n}-os{t}" for n, t in RAMPS])
 def test_upsampled_output_equals_the_original_on_a_linear_ramp(tmp_path, engine, group,
-                                                               target, capsys):
-    proto, model = make_fcn(tmp_path, group)
-    out, weights = tmp_path / "dense.prototxt", tmp_path / "dense.caffemodel"
+                                                               net, target, capsys):
+    """Denser (the FCN at 4 and 2, the Dilation net at 2) and coarser (the Dilation net,
+    its dilated layer exact at stride 8 and its upsampler taking the stride back)."""
+    proto, model = make_fcn(tmp_path, group, template=NETS[net])
+    out, weights = tmp_path / "conv.prototxt", tmp_path / "conv.caffemodel"
     assert main(["dilate", str(proto), "-s", str(target), "--pooling", "cover",
                  "--weights", str(model), "--weights-out", str(weights), "-o", str(out)]) == 0
     summary = capsys.readouterr().out
-    assert "ADAPTED" in summary and "upscore2" in summary
+    assert f"output stride 4 -> {target}" in summary or f"output stride 8 -> {target}" in summary
+    assert re.search(r"(upscore2|ctx_upsample) +Deconvolution +ADAPTED", summary)
     x = ramp()
     want, got = engine.run_many([(proto, model, {"data": x}, ["out"]),
                                  (out, weights, {"data": x}, ["out"])])
     want, got = want["out"], got["out"]
-    assert want.shape == got.shape == (1, CLASSES, SIZE, SIZE)
+    # Both start at the image's first pixel; a coarser upsampler may run a few past the end.
+    assert want.shape == (1, CLASSES, SIZE, SIZE) and got.shape[:2] == want.shape[:2]
+    assert SIZE <= got.shape[2] <= SIZE + target and SIZE <= got.shape[3] <= SIZE + target
+    got = got[:, :, :SIZE, :SIZE]
     inner = (slice(None), slice(None), slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
     scale = np.abs(want[inner]).max()
     assert scale > 1 and np.abs(got[inner] - want[inner]).max() <= 1e-4 * scale
@@ -160,10 +192,10 @@ def test_untouched_layers_are_copied_byte_for_byte_and_the_new_kernels_are_bilin
         assert a.name == b.name
         if raw_a[a.start:a.end] != raw_b[b.start:b.end]:
             changed.add(a.name)
-    assert changed == set(UPSAMPLERS)
+    assert changed == set(FCN_UPSAMPLERS)
     net = analyse(load_prototxt(out))
     from surgery.io.caffemodel import read_blob
-    for name in UPSAMPLERS:
+    for name in FCN_UPSAMPLERS:
         win = net.graph.node(name).rule.window(net.graph.node(name).layer)
         got = read_blob(after, name)
         assert got.shape == tuple(net.param_shapes[name][0])
@@ -256,3 +288,10 @@ def test_zero_taps_at_the_same_stride_keep_any_weights(tmp_path):
     other = rule.with_window(old, win._replace(stride=Pair(2, 2), kernel=Pair(4, 4)))
     with pytest.raises(SurgeryError, match="not the bilinear"):
         rule.resized_weights(old, other, lambda: BlobReader(summary, "upscore4"))
+
+
+def test_a_dilation_net_is_refused_past_what_its_dilations_give_back(tmp_path, capsys):
+    proto, _ = make_fcn(tmp_path, CLASSES, template=DILATION)
+    assert main(["dilate", str(proto), "-s", "16", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith("reachable output strides: 1, 2, 4, 8") and err.count("\n") == 1
