@@ -311,3 +311,63 @@ def test_a_rounded_head_keeps_the_trunk_exact_in_numbers(tmp_path):
                   tmp_path / "w.caffemodel", input_shapes=shapes, blobs=["res5c", "head"])
     head = next(r for r in both.blobs if r.blob == "head")
     assert both.passed and head.approximate and head.max_abs_error > 1e-3
+
+
+MSC = """
+name: "msc-mini"
+layer { name: "input" type: "Input" top: "data"
+  input_param { shape { dim: 1 dim: 1 dim: 65 dim: 65 } } }
+layer { name: "data05" type: "Interp" bottom: "data" top: "data05"
+  interp_param { height: 33 width: 33 } }
+""" + "".join(f"""
+layer {{ name: "conv1{s}" type: "Convolution" bottom: "data{s}" top: "conv1{s}"
+  param {{ name: "w1" }} param {{ name: "b1" }}
+  convolution_param {{ num_output: 4 kernel_size: 3 stride: 2 pad: 1 }} }}
+layer {{ name: "pool1{s}" type: "Pooling" bottom: "conv1{s}" top: "pool1{s}"
+  pooling_param {{ pool: AVE kernel_size: 2 stride: 2 }} }}
+layer {{ name: "conv2{s}" type: "Convolution" bottom: "pool1{s}" top: "conv2{s}"
+  param {{ name: "w2" }} param {{ name: "b2" }}
+  convolution_param {{ num_output: 4 kernel_size: 3 pad: 2 dilation: 2 }} }}
+layer {{ name: "fc1{s}" type: "Convolution" bottom: "conv2{s}" top: "fc1{s}"
+  param {{ name: "w3" }} param {{ name: "b3" }}
+  convolution_param {{ num_output: 3 kernel_size: 1 }} }}""" for s in ("", "05")) + """
+layer { name: "fc1_05_interp" type: "Interp" bottom: "fc105" top: "fc1_05_interp"
+  interp_param { height: 17 width: 17 } }
+layer { name: "fusion" type: "Eltwise" bottom: "fc1" bottom: "fc1_05_interp" top: "fusion"
+  eltwise_param { operation: MAX } }
+"""
+
+
+@pytest.mark.parametrize("target", [2, 8])
+def test_multi_scale_inputs_convert_with_the_main_trunk(tmp_path, target):
+    """DeepLab v2's multi-scale nets: a resized copy of the image (`data05`) feeds a trunk
+    sharing the main one's weights; it changes stride with the main trunk, its resize
+    stays, and the fusion Interp follows the main scores' new size."""
+    (tmp_path / "msc.prototxt").write_text(MSC)
+    net = load_prototxt(tmp_path / "msc.prototxt")
+    new, report = dilate(net, output_stride=target, pooling="cover")
+    after = windows(new)
+    for name in ("conv1", "pool1", "conv2", "fc1"):
+        assert after[name] == after[name + "05"], name
+    assert after["conv2"] != windows(net)["conv2"]
+    status = {c.layer: c.status for c in report.changes}
+    assert "data05" not in status and status["fc1_05_interp"] == "ADAPTED"
+    converted = analyse(new)
+    assert converted.shapes["fc1_05_interp"] == converted.shapes["fc1"]
+    assert not converted.warnings
+    if target == 2:
+        return
+    # Coarser: the branch's scores are the original's on every other sample (OpenCV).
+    pytest.importorskip("cv2")
+    import numpy as np
+    from surgery.engine import get_engine
+
+    save_prototxt(new, tmp_path / "coarse.prototxt")
+    init_weights(net, tmp_path / "w.caffemodel")
+    x = np.random.default_rng(0).normal(size=(1, 1, 65, 65)).astype(np.float32)
+    want, got = get_engine("opencv").run_many(
+        [(tmp_path / "msc.prototxt", tmp_path / "w.caffemodel", {"data": x}, ["fc105"]),
+         (tmp_path / "coarse.prototxt", tmp_path / "w.caffemodel", {"data": x}, ["fc105"])])
+    want, got = want["fc105"][:, :, ::2, ::2], got["fc105"]
+    assert want.shape == got.shape and np.abs(want).max() > 0.1
+    assert np.abs(want - got).max() <= 1e-5 * np.abs(want).max()

@@ -380,9 +380,10 @@ def _exact_sizes(net, planned, unknowns):
         return "exact for the analysed input size; other sizes not checked"
     (blob, shape), = inputs.items()
     flags = _size_flags(result)
+    geometry = analysis.carried_geometry()
     parts = []
     for axis in range(2):
-        period = math.lcm(*(analysis.geometry[n.tops[0]].stride[axis] for n in watched))
+        period = math.lcm(*(geometry[n.tops[0]].stride[axis] for n in watched))
         base = shape[2 + axis]
         good = []
         for size in range(base, base + period):
