@@ -295,3 +295,17 @@ def test_a_dilation_net_is_refused_past_what_its_dilations_give_back(tmp_path, c
     assert main(["dilate", str(proto), "-s", "16", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.rstrip().endswith("reachable output strides: 1, 2, 4, 8") and err.count("\n") == 1
+
+
+def test_verify_with_the_original_weights_compares_what_comes_before_the_upsamplers(tmp_path):
+    pytest.importorskip("cv2")
+    from surgery.verify import verify
+
+    proto, model = make_fcn(tmp_path, CLASSES)
+    out, weights = tmp_path / "dense.prototxt", tmp_path / "dense.caffemodel"
+    assert main(["dilate", str(proto), "-s", "2", "--pooling", "cover", "--weights", str(model),
+                 "--weights-out", str(weights), "-o", str(out)]) == 0    # new kernel sizes
+    report = verify(proto, out, model)
+    assert report.passed and report.size_bound_heads["converted"] == ["upscore2", "upscore4"]
+    assert {r.blob for r in report.blobs} and all(r.status == "ok" for r in report.blobs)
+    assert "regridded upsampler" in report.format_text()
