@@ -17,7 +17,7 @@ import functools
 import re
 
 from .errors import SurgeryError
-from .geometry import infer_geometry, join_inputs, layer_stats, misaligned, totals
+from .geometry import ORIGIN, apply_window, infer_geometry, join_inputs, layer_stats, misaligned, totals
 from .graph import Graph, build_graph
 from .layers import UNKNOWN, Unknown
 from .shapes import infer_shapes, with_standins
@@ -96,6 +96,33 @@ class Analysis:
         return {name: "; ".join(f"layer '{o}': {self.unknown[o]}" for o in origins)
                 for name, origins in layers.items() if origins}
 
+    def carried_geometry(self):
+        """The geometry, plus where it was lost only because a join also reads a resampled
+        blob (PSPNet's Concat of the trunk and its upsampled bins): the join sits on the
+        grid of its first input with a known geometry, and the layers after it carry that
+        on. Enough to convert them (passes/walk.py) and to bound their coarsening.
+        A resampled copy of the image itself (DeepLab's multi-scale inputs, `data075`)
+        starts a grid of its own, so the trunk that reads it converts like the main one."""
+        geometry = dict(self.geometry)
+        for node in self.graph.nodes:
+            if node.bottoms and node.rule.role_of(node.layer) == "resample" and \
+                    node.rule.grid_window(node.layer) is None and \
+                    geometry.get(node.bottoms[0]) == ORIGIN:
+                for top in node.tops:
+                    geometry.setdefault(top, None)
+                    geometry[top] = geometry[top] or ORIGIN
+                continue
+            spatial = [node.bottoms[i] for i in node.rule.grid_bottoms(node.layer)
+                       if i < len(node.bottoms)]
+            source = geometry.get(node.bottoms[0]) if node.bottoms else None
+            if source is None:
+                source = next((geometry[b] for b in spatial if geometry.get(b) is not None), None)
+            window = node.rule.grid_window(node.layer)
+            for top in node.tops:
+                if geometry.get(top) is None and source is not None and window is not None:
+                    geometry[top] = apply_window(source, window)
+        return geometry
+
     def resampled_branches(self):
         """Blobs on side branches that rejoin the net only through a resampling layer, such
         as PSPNet's pyramid pooling (pool -> conv -> Interp back to the trunk's size). Their
@@ -118,12 +145,14 @@ def _resampled_branches(graph):
             if not graph.is_in_place(node, top) and readers(top) and \
                     all(_leads_to_resampling(r, leads) for r in readers(top)):
                 leads.add(top)
-    # A side branch hangs off a trunk blob that also feeds the rest of the net.
+    # A side branch hangs off a trunk blob that also feeds the rest of the net. One that
+    # starts by resampling (a multi-scale input, `data075`) is a trunk of its own.
     side, stack = set(), []
     for blob in graph.blobs:
-        if blob not in leads and any(_leads_to_resampling(r, leads) for r in readers(blob)):
-            stack += [t for r in readers(blob) if _leads_to_resampling(r, leads)
-                      for t in r.tops if t in leads]
+        starts = [r for r in readers(blob) if _leads_to_resampling(r, leads)
+                  and r.rule.role_of(r.layer) != "resample"]
+        if blob not in leads and starts:
+            stack += [t for r in starts for t in r.tops if t in leads]
     while stack:
         blob = stack.pop()
         if blob not in side:

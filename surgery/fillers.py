@@ -53,6 +53,16 @@ def bilinear(shape):
     return np.broadcast_to(kernel, tuple(shape)).copy()
 
 
+def upsampling_kernel(stride, size):
+    """The 2-D bilinear interpolation kernel of a Deconvolution upsampling by `stride`
+    (h, w) with `size` (h, w) taps: w[t] = max(0, 1 - |t - (size-1)/2| / stride) per axis.
+    At size 2s - s % 2 it is Caffe's bilinear filler; at the other parity it samples
+    half a pixel over (2s taps for an odd s, 2s - 1 for an even one)."""
+    axes = [np.maximum(0, 1 - np.abs(np.arange(k) - (k - 1) / 2) / s)
+            for s, k in zip(stride, size)]
+    return np.outer(*axes).astype(np.float32)
+
+
 CHUNK = 1 << 20   # values made at a time, so a large blob is never whole in memory
 
 

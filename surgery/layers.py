@@ -16,7 +16,7 @@ from fractions import Fraction
 from .errors import SurgeryError
 from .grid import SAME
 from .pair import Pair, Window
-from .regrid import ADAPTED, APPROXIMATE, Regrid, window_regrid
+from .regrid import ADAPTED, APPROXIMATE, Regrid, crop_regrid, upsampler_regrid, window_regrid
 
 
 class Unknown(Exception):
@@ -129,6 +129,7 @@ class LayerRule:
     dilatable = False        # can absorb an input factor exactly through its dilation field
     fully_connected = False  # weights see the whole input at once (InnerProduct)
     fits_joins = False       # a resampler whose output grid is set by the blob it meets
+    shifts_only = False      # its output is its first bottom shifted (Crop): same factor
     view = False             # only regroups its input's axes, values and order unchanged
     # The types of this rule that BVLC Caffe has no layer for (a fork's layers): `verify
     # --engine caffe` refuses a net with one, auto falls back to OpenCV. A class whose
@@ -150,6 +151,19 @@ class LayerRule:
         in blob order (`surgery.fillers` turns them into values); None when the type has
         no filler fields (its blobs cannot be initialised from the prototxt)."""
         return None
+
+    def new_weights(self, before, after):
+        """Whether a rewrite from window `before` to `after` needs new weights (a dilation
+        or a stride kept or removed never does: the kernel sees the same taps)."""
+        return False
+
+    def resized_weights(self, old, new, open_reader):
+        """(shape, pieces): the weight blob of `new`, a rewrite of `old` with another
+        kernel, made from `old`'s weights (`open_reader()` gives an io.caffemodel.BlobReader
+        to use in a `with`); `pieces()` yields its values in order, reading as it goes.
+        Only an upsampler has such a rule."""
+        raise _err(old, f"its param shapes change and type '{old.type}' has no rule for new "
+                        "weights")
 
     def pad_is_neutral(self, layer):
         """Whether extra padding leaves every interior output unchanged (zeros for a
@@ -234,13 +248,15 @@ class LayerRule:
         return Regrid(grid=SAME, issue=(f"{layer.type} after a removed stride has no exact "
                                         f"rewrite ({why}); stop before it with --cut-after BLOB"))
 
-    def coarsen_limit(self, layer, limit_out, *, narrow=False):
+    def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
         """Per axis, how much coarser this layer's spatial input may be made (an integer
         every coarsening factor must divide; 0: no limit), given `limit_out`, the limit of
         its outputs (surgery.nominal). A window's taps and pad must shrink to whole
         numbers: a kernel > 1 allows what divides its dilation and pad, and the stride it
         keeps passes on its output's limit. A pooling has no dilation, so it allows
-        nothing, unless `narrow` (--pooling cover) lets its window follow (approximate).
+        nothing, unless `narrow` (--pooling cover) lets its window follow (approximate);
+        `round_dilation` (--dilation round) lets a kernel whose dilation or pad does not
+        divide round them (approximate), so only its stride limits.
         Pointwise layers and joins pass their output's limit, a global pooling has none
         (it averages whatever map it gets, approximately); any other layer allows none."""
         role = self.role_of(layer)
@@ -255,6 +271,9 @@ class LayerRule:
         for k, s, p, d, lim in zip(win.kernel, win.stride, win.pad, win.dilation, limit_out):
             if narrow and not self.dilatable:     # a pooling window follows, approximately,
                 out.append(0)                     # but never asks for a coarser input
+                continue
+            if round_dilation and self.dilatable:
+                out.append(s * lim)
                 continue
             taps = (d if self.dilatable else 1) if k > 1 else 0
             out.append(math.gcd(taps, p, s * lim))
@@ -677,6 +696,7 @@ class Deconvolution(Convolution):
 
     types = ("Deconvolution",)
     role = "resample"
+    fits_joins = True
     init = ("deconv", "small")
     moment = "default"
 
@@ -696,6 +716,66 @@ class Deconvolution(Convolution):
         cp = layer.convolution_param
         k = self.window(layer).kernel
         return count(in_shapes[0]) * (cp.num_output // cp.group) * k.h * k.w
+
+    def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
+        return Pair(0, 0)       # an upsampler follows any grid (regrid below), adapted
+
+    def new_weights(self, before, after):
+        """Bilinear upsampling weights belong to their stride and kernel."""
+        return before.kernel != after.kernel or before.stride != after.stride
+
+    def resized_weights(self, old, new, open_reader):
+        """The weight blob of `new`, whose kernel a conversion changed, from `old`'s, same
+        channels, one input channel at a time. At the same stride the kernel only gained
+        zero taps around it (to shift its output), so any weights keep their values.
+        At a new stride, every (input, output) channel slot holding old's bilinear kernel
+        gets new's and a zero slot stays zero (FCN's class-to-itself upscore, Dilation's
+        grouped ctx_upsample); learned weights have no such rule: SurgeryError."""
+        import numpy as np
+
+        from .fillers import upsampling_kernel
+
+        before, after = self.window(old), self.window(new)
+        with open_reader() as reader:
+            blob, native = reader.blob, reader.native
+            taps = before.kernel.h * before.kernel.w
+            slots = blob.count // taps
+            per_row = max(1, slots // max(1, blob.shape[0] if blob.shape else 1))
+            shape = tuple(blob.shape[:-2]) + tuple(after.kernel)
+            grown = [a - b for a, b in zip(after.kernel, before.kernel)]
+            if before.stride == after.stride and all(g >= 0 and g % 2 == 0 for g in grown):
+                def padded():
+                    with open_reader() as again:
+                        for start in range(0, slots, per_row):
+                            n = min(per_row, slots - start)
+                            rows = again.read(start * taps, n * taps).reshape(n, *before.kernel)
+                            yield np.pad(rows, [(0, 0)] + [(g // 2, g // 2) for g in grown])
+                return shape, padded
+            ref = upsampling_kernel(before.stride, before.kernel).reshape(-1)
+            mask = np.zeros(slots, bool)
+            for start in range(0, slots, per_row):
+                rows = reader.read(start * taps, min(per_row, slots - start) * taps)
+                rows = rows.reshape(-1, taps)
+                kernel = np.abs(rows - ref).max(axis=1) <= 1e-4
+                if not np.all(kernel | (np.abs(rows).max(axis=1) == 0)):
+                    raise SurgeryError(
+                        f"its weights are not the bilinear upsampling kernel of "
+                        f"{before.kernel.h}x{before.kernel.w} taps at stride {before.stride.h} "
+                        "(learned?), so no kernel of the new size keeps their meaning; stop "
+                        "before it with --cut-after BLOB", layer=old.name)
+                mask[start:start + len(rows)] = kernel
+        new_ref = upsampling_kernel(after.stride, after.kernel).reshape(-1)
+
+        def bilinear():
+            for start in range(0, slots, per_row):
+                yield (mask[start:start + per_row, None] * new_ref).astype(native)
+        return shape, bilinear
+
+    def regrid(self, layer, step):
+        """An upsampling Deconvolution lands on the grid it had, or on the grid of the blob
+        it joins: its stride follows the input's new stride, a bilinear kernel of the new
+        factor replaces the old one (regrid.upsampler_regrid; weights: resized_weights)."""
+        return upsampler_regrid(self, layer, step)
 
 
 class Pooling(LayerRule):
@@ -1005,6 +1085,7 @@ class Crop(LayerRule):
 
     types = ("Crop",)
     role = "resample"
+    shifts_only = True
 
     def _offsets(self, layer, ndim):
         cp = layer.crop_param
@@ -1039,6 +1120,28 @@ class Crop(LayerRule):
 
     def grid_bottoms(self, layer):
         return (0,)
+
+    def regrid(self, layer, step):
+        """Crop lines a blob up with another (FCN's skips, the final crop to the image): its
+        offsets follow the grid its input moved to, so its output lands where it did, or on
+        the grid of the blob it joins (ADAPTED with the upsampler before it)."""
+        ndim = len(step.in_shapes[0]) if step.in_shapes and step.in_shapes[0] else 4
+        start, offs = self._offsets(layer, ndim)
+        if start > ndim - 2:
+            return Regrid(grid=step.grid_in) if step.grid_in.identity else \
+                Regrid(grid=step.grid_in, issue="a Crop of one spatial axis cannot follow the grid")
+        spatial = offs[ndim - 2 - start:]
+        new, grid, issue = crop_regrid(spatial, step)
+        if issue or new is None:
+            return Regrid(grid=grid, issue=issue and f"Crop offset: {issue}")
+        values = offs[:ndim - 2 - start] + list(new)
+        layer2 = type(layer)()
+        layer2.CopyFrom(layer)
+        del layer2.crop_param.offset[:]
+        layer2.crop_param.offset.extend(values[:1] if len(set(values)) == 1 and
+                                        len(layer.crop_param.offset) <= 1 else values)
+        return Regrid(layer2, grid, ADAPTED, f"offset {tuple(spatial)} -> {tuple(new)}: lands on "
+                                             "the grid of the blob it lines up with (adapted)")
 
 
 class Interp(LayerRule):
@@ -1082,7 +1185,7 @@ class Interp(LayerRule):
     def grid_bottoms(self, layer):
         return (0,)
 
-    def coarsen_limit(self, layer, limit_out, *, narrow=False):
+    def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
         return Pair(0, 0)       # it follows any grid (regrid below), adapted
 
     def regrid(self, layer, step):

@@ -26,14 +26,16 @@ def _gcd(a, b):
     return Pair(math.gcd(a.h, b.h), math.gcd(a.w, b.w))
 
 
-def coarsen_limits(analysis, *, removed=frozenset(), narrow=False):
+def coarsen_limits(analysis, *, removed=frozenset(), narrow=False, round_dilation=False):
     """{blob: Pair of ints} for every blob with a known stride; 0 means no limit.
-    Layers in `removed` (a cut head) read nothing; `narrow` lets pooling windows narrow."""
+    Layers in `removed` (a cut head) read nothing; `narrow` lets pooling windows narrow,
+    `round_dilation` lets kernels after a dilated one round a dilation that does not divide."""
     graph = analysis.graph
     side = analysis.resampled_branches()    # a pyramid's pools adapt to any map
     nodes = [n for n in graph.nodes if n.name not in removed
              and not (n.tops and all(t in side for t in n.tops))]
-    limits = {b: UNLIMITED for b, g in analysis.geometry.items() if g is not None}
+    rounding = _after_dilated(graph) if round_dilation else set()
+    limits = {b: UNLIMITED for b, g in analysis.carried_geometry().items() if g is not None}
     for blob in graph.inputs:       # the net's input comes as it comes
         if blob in limits:
             limits[blob] = Pair(1, 1)
@@ -49,7 +51,8 @@ def coarsen_limits(analysis, *, removed=frozenset(), narrow=False):
             out = UNLIMITED
             for top in node.tops:
                 out = _gcd(out, limits.get(top, Pair(1, 1)))
-            allowed = rule.coarsen_limit(node.layer, out, narrow=narrow)
+            allowed = rule.coarsen_limit(node.layer, out, narrow=narrow,
+                                         round_dilation=node.name in rounding)
             group = spatial + ([t for t in node.tops if t in limits]
                                if rule.role_of(node.layer) == "join" else [])
             shared = allowed
@@ -61,10 +64,31 @@ def coarsen_limits(analysis, *, removed=frozenset(), narrow=False):
     return limits
 
 
-def nominal_strides(analysis, *, removed=frozenset(), narrow=False):
+def _after_dilated(graph):
+    """Kernels with a smaller dilation than one before them (PSPNet's conv5_4 after res5,
+    Dilation's context module after its front end): trained at the dense stride, they
+    are the only ones that may round. The dilated kernels themselves keep the exact
+    rule, so strides still come back where the net was dilated."""
+    seen, out = {}, set()      # blob -> the largest dilation that computed it
+    for node in graph.nodes:
+        before = max((seen.get(b, 1) for b in node.bottoms), default=1)
+        own = 1
+        if node.rule.dilatable and node.rule.role_of(node.layer) == "window":
+            win = node.rule.window(node.layer)
+            if max(win.kernel) > 1:
+                own = max(win.dilation)
+                if own < before:
+                    out.add(node.name)
+        for top in node.tops:
+            seen[top] = max(seen.get(top, 1), before, own)
+    return out
+
+
+def nominal_strides(analysis, *, removed=frozenset(), narrow=False, round_dilation=False):
     """{blob: Pair}: stride times limit, or None where nothing limits it."""
-    out = {}
-    for blob, limit in coarsen_limits(analysis, removed=removed, narrow=narrow).items():
-        stride = analysis.geometry[blob].stride
+    out, geometry = {}, analysis.carried_geometry()
+    for blob, limit in coarsen_limits(analysis, removed=removed, narrow=narrow,
+                                      round_dilation=round_dilation).items():
+        stride = geometry[blob].stride
         out[blob] = Pair(*(s * lim if lim else None for s, lim in zip(stride, limit)))
     return out

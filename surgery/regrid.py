@@ -59,6 +59,7 @@ class Step(NamedTuple):
     policy: object        # the pass's policy (stride choice, conventions, options)
     side: bool = False    # on a side branch resampled back to the trunk (PSPNet pyramid)
     wanted: tuple = (None, None)   # (Grid, (h, w)) the pass wants this layer's output on
+    bottom_grids: tuple = ()       # the grid of every bottom, in order (None: not spatial)
 
 
 def _centre(window, axis):
@@ -70,6 +71,14 @@ def extra_window(in_size, out_size, window):
     """Per axis: does the layer have a last, partial window that floor rounding drops?"""
     return Pair(*(o > (h + 2 * p - e) // s + 1 for h, o, e, s, p in
                   zip(in_size, out_size, window.extent, window.stride, window.pad)))
+
+
+def _scaled_pad(pad, kernel, dilation, rounded, scale):
+    """The pad of a kernel whose dilation was rounded: the part that centres its taps,
+    d*(k-1)/2, follows the new dilation; the rest (a border the net adds around the map,
+    like Dilation's 33 on its first context layer) scales with the map, rounded."""
+    border = pad - Fraction(dilation * (kernel - 1), 2)
+    return max(0, math.floor(Fraction(rounded * (kernel - 1), 2) + border * scale))
 
 
 def _whole(value, layer):
@@ -139,7 +148,7 @@ def window_regrid(rule, layer, step):
     # A 1-wide kernel axis has no taps to spread, so its dilation stays; its pad is a
     # shift of the grid and scales like any other.
     spread = Pair(*(f if k > 1 else 1 for f, k in zip(scale, win.kernel)))
-    kernel, dilation = win.kernel, win.dilation
+    kernel, dilation, rounded = win.kernel, win.dilation, False
     narrowing = not rule.dilatable and any(k > 1 and f < 1 for k, f in zip(kernel, f_in))
     if narrowing:
         # On a coarser grid a pooling window narrows to the same extent where that is a
@@ -155,9 +164,23 @@ def window_regrid(rule, layer, step):
         status = max(status, 1)
         notes.append(f"window {'narrowed to' if whole else 'kept at'} {kernel.h}x{kernel.w} on "
                      "the coarser map (approximate)")
+    elif rule.dilatable and policy.dilation == "round" and any(
+            (d * s).denominator != 1 or (p * s).denominator != 1
+            for d, p, s in zip(win.dilation, win.pad, spread)):
+        # Coarser than the dilation allows: the nearest whole dilation (at least 1), the
+        # pad scaled with it so the window stays where it was centred (approximate).
+        rounded = True
+        dilation = Pair(*(max(1, round(d * s)) for d, s in zip(win.dilation, spread)))
+        pad = Pair(*(_scaled_pad(p, k, d, d2, s) for p, k, d, d2, s in
+                     zip(win.pad, win.kernel, win.dilation, dilation, scale)))
+        status = max(status, 1)
+        notes.append(f"dilation {win.dilation.h},{win.dilation.w} -> {dilation.h},{dilation.w}: "
+                     "the exact one is not whole on the coarser map (rounded, approximate)")
     else:
         pad = Pair(*(_whole(p * s, node.name) for p, s in zip(win.pad, scale)))
-    if rule.dilatable:
+    if rounded:
+        pass
+    elif rule.dilatable:
         dilation = Pair(*(_whole(d * s, node.name) for d, s in zip(win.dilation, spread)))
     elif narrowing:
         pass
@@ -232,3 +255,81 @@ def window_regrid(rule, layer, step):
     note = "; ".join(dict.fromkeys(notes))
     return Regrid(new, Grid(f_out, Pair(*offset)), (EXACT, APPROXIMATE)[status], note, issue,
                   size_flags=flags)
+
+
+def upsampler_regrid(rule, layer, step):
+    """A Deconvolution that upsamples (FCN's `upscore`, Dilation's `ctx_upsample`) lands its
+    output on the grid the pass wants (the original's unless a join names another). From
+    an input on grid (f, o), stride s becomes s' = g*s/f for a wanted factor g. The output
+    sample y sits at input coordinate (y + p - (k-1)/2)/s, so the converted output has
+    offset  o_out = s'*o + g*(p - (k-1)/2) - p' + (k'-1)/2:  the kernel k' keeps the
+    original's phase (odd or even taps), the pad p' makes o_out the wanted offset (where
+    that pad would be negative, zero taps around the kernel do it instead). A new stride
+    takes the bilinear kernel of its factor, 2s'-1 or 2s' taps, whose weights the
+    registry rule rewrites (ADAPTED: interpolating a denser map is not the same numbers)."""
+    wanted = step.wanted[0] or SAME_GRID
+    win = rule.window(layer)
+    f_in, o_in = step.grid_in
+    if step.grid_in == wanted and step.wanted[0] is None:
+        return Regrid(grid=wanted)
+    if win.dilation != (1, 1):
+        return Regrid(grid=wanted, issue="a dilated Deconvolution has no upsampling rule to "
+                                         "follow the grid")
+    kernel, stride, pad, offset = [], [], [], []
+    for k, s, p, f, o, g, o_w in zip(win.kernel, win.stride, win.pad, f_in, o_in,
+                                     wanted.factor, wanted.offset):
+        s2 = g * s / f
+        if s2.denominator != 1:
+            return Regrid(grid=wanted, issue=(f"an upsampling by {s2} would put it back on the "
+                                              "grid it had, and no whole stride does that; stop "
+                                              "before it with --cut-after BLOB"))
+        s2 = int(s2)
+        shift = s2 * o + g * (p - Fraction(k - 1, 2))
+        phase = (o_w - shift) % 1
+        if phase not in (0, Fraction(1, 2)):
+            return Regrid(grid=wanted, issue="no kernel puts its output on the grid it must reach "
+                                             f"(a phase of {phase} pixel)")
+        k2 = k if s2 == s and Fraction(k - 1, 2) % 1 == phase else 2 * s2 - (phase == 0)
+        p2 = int(shift + Fraction(k2 - 1, 2) - o_w)
+        if p2 < 0:      # a pad cannot be negative: zero taps around the kernel shift it
+            k2, p2 = k2 - 2 * p2, 0
+        kernel.append(k2)
+        stride.append(s2)
+        pad.append(p2)
+        offset.append(shift - p2 + Fraction(k2 - 1, 2))
+    grid = Grid(wanted.factor, Pair(*offset))
+    after = Window(Pair(*kernel), Pair(*stride), Pair(*pad), win.dilation)
+    if after == win:
+        return Regrid(grid=grid)
+    new = rule.with_window(layer, after)
+    if after.stride == win.stride and f_in == (1, 1):
+        return Regrid(new, grid, EXACT, "the same upsampling, shifted by its pad or by zero "
+                                        "taps around its kernel")
+    note = (f"upsamples by {after.stride.h}x{after.stride.w} instead of "
+            f"{win.stride.h}x{win.stride.w}" if after.stride != win.stride else "same factor")
+    if after.kernel != win.kernel:
+        note += f", kernel {win.kernel.h}x{win.kernel.w} -> {after.kernel.h}x{after.kernel.w}"
+    if rule.new_weights(win, after):
+        note += " (new weights)"
+    return Regrid(new, grid, ADAPTED, note + " (adapted)")
+
+
+def crop_regrid(offsets, step):
+    """New spatial Crop offsets (h, w) so that the cropped blob lands on the grid of the
+    blob it lines up with (its second bottom, unless the pass names another grid): with
+    its input on (f, o) and the wanted grid (f, o_w), offset c becomes o - o_w + f*c.
+    None when the Crop stays. Returns (offsets, grid, issue)."""
+    reference = step.bottom_grids[1] if len(step.bottom_grids) > 1 else None
+    wanted = step.wanted[0] or reference or SAME_GRID
+    new = []
+    for c, f, o, g, o_w in zip(offsets, *step.grid_in, *wanted):
+        if f != g:      # where it stays, its output keeps its input's factor
+            kept = Grid(step.grid_in.factor,
+                        Pair(*(o + (f - 1) * c for c, f, o in zip(offsets, *step.grid_in))))
+            return None, kept, ("Crop cannot change the grid's factor (its input is on "
+                                f"factor {f}, the blob it must match on {g})")
+        c2 = o - o_w + f * c
+        if c2.denominator != 1 or c2 < 0:
+            return None, wanted, f"no whole offset >= 0 aligns it (it would need {c2})"
+        new.append(int(c2))
+    return (None if tuple(new) == tuple(offsets) else Pair(*new)), wanted, None

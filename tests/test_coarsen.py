@@ -192,19 +192,24 @@ def test_the_label_shrink_follows_the_scores_and_the_zoom_goes_back_to_image_siz
     assert not after.warnings
 
 
-DEEPLAB = [("deeplab_v2/vgg16_train.prototxt", 4, "TRAIN"),
-           ("deeplab_v1/DeepLab-LargeFOV_test.prototxt", 4, "TEST"),
-           ("pspnet/pspnet101_VOC2012_473.prototxt", 4, "TEST")]
+ROUND = ["--dilation", "round"]    # PSPNet's conv5_4: a 3x3 with dilation 1 trained at 8
+DEEPLAB = [("deeplab_v2/vgg16_train.prototxt", 4, "TRAIN", []),
+           ("deeplab_v1/DeepLab-LargeFOV_test.prototxt", 4, "TEST", []),
+           ("pspnet/pspnet101_VOC2012_473.prototxt", 4, "TEST", []),
+           ("deeplab_v2/vgg16_train.prototxt", 16, "TRAIN", []),
+           ("deeplab_v1/DeepLab-LargeFOV_test.prototxt", 16, "TEST", []),
+           ("pspnet/pspnet101_VOC2012_473.prototxt", 16, "TEST", ROUND),
+           ("pspnet/pspnet101_VOC2012_473.prototxt", 32, "TEST", ROUND)]
 
 
-@pytest.mark.parametrize("path, target, phase", DEEPLAB)
+@pytest.mark.parametrize("path, target, phase, extra", DEEPLAB)
 def test_public_segmentation_nets_change_stride_with_their_heads(tmp_path, capsys, path, target,
-                                                                 phase):
+                                                                 phase, extra):
     if not (CORPUS / path).exists():
         pytest.skip(f"corpus file {path} not available")
     out = tmp_path / "out.prototxt"
     assert main(["dilate", str(CORPUS / path), "-s", str(target), "--pooling", "cover",
-                 "-o", str(out), "--json"]) == 0
+                 "-o", str(out), "--json"] + extra) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["output_stride"]["after"] == [target, target]
     assert any(c["status"] == "ADAPTED" for c in report["changes"])
@@ -256,3 +261,113 @@ def test_a_deeplab_v2_layout_at_32_has_msra_resnet101s_windows():
     want = {k: v for k, v in windows(msra).items() if k.startswith("res")}
     got = {k: v for k, v in windows(back).items() if k.startswith("res")}
     assert got == want and len(got) > 100
+
+
+def test_pspnet_needs_dilation_round_to_go_coarser_and_says_so(capsys):
+    path = CORPUS / "pspnet/pspnet101_VOC2012_473.prototxt"
+    if not path.exists():
+        pytest.skip("corpus file not available")
+    assert main(["dilate", str(path), "-s", "16", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "reachable output strides: 1, 2, 4, 8" in err and "--dilation round" in err
+    assert len(err.splitlines()) == 1
+    assert main(["dilate", str(path), "-s", "16", "--dilation", "round", "--dry-run", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    status = {c["layer"]: c["status"] for c in report["changes"]}
+    assert status["conv5_4"] == "APPROXIMATE" and status["conv6_interp"] == "ADAPTED"
+    assert all(v == "EXACT" for k, v in status.items() if k.startswith(("conv4", "conv5_1")))
+    assert "conv5_3" in report["exact_blobs"]
+
+
+def test_a_rounded_head_keeps_the_trunk_exact_in_numbers(tmp_path):
+    """An OS-8 ResNet with a PSPNet-like 3x3 (dilation 1) head, coarsened to 16 with
+    --dilation round: the trunk equals the dense net on the subsampled grid (OpenCV), the
+    head is approximate and the exact rule alone refuses."""
+    pytest.importorskip("cv2")
+    from surgery.verify import verify
+
+    dense, _ = dilate(load_prototxt(MODELS / "resnet50" / "deploy.prototxt"), output_stride=8,
+                      head="cut")
+    save_prototxt(dense, tmp_path / "dense.prototxt")
+    text = (tmp_path / "dense.prototxt").read_text() + (
+        'layer { name: "head" type: "Convolution" bottom: "res5c" top: "head"\n'
+        '  convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }\n')
+    (tmp_path / "dense.prototxt").write_text(text)
+    dense = load_prototxt(tmp_path / "dense.prototxt")
+    with pytest.raises(SurgeryError, match="--dilation round"):
+        dilate(dense, output_stride=16)
+    coarse, report = dilate(dense, output_stride=16, dilation="round")
+    assert "res5c" in report.exact_blobs and "head" not in report.exact_blobs
+    assert {c.layer: c.status for c in report.changes}["head"] == "APPROXIMATE"
+    save_prototxt(coarse, tmp_path / "coarse.prototxt")
+    shapes = {"data": (1, 3, 97, 97)}
+    init_weights(dense, tmp_path / "w.caffemodel", input_shapes=shapes)
+    result = verify(tmp_path / "dense.prototxt", tmp_path / "coarse.prototxt",
+                    tmp_path / "w.caffemodel", input_shapes=shapes, blobs=["res5c"])
+    row = next(r for r in result.blobs if r.blob == "res5c")
+    assert row.factor == (0.5, 0.5) and row.status == "ok" and row.compared[0] > 1
+    # Asked for the head too, verify marks it approximate (it differs) and still passes.
+    both = verify(tmp_path / "dense.prototxt", tmp_path / "coarse.prototxt",
+                  tmp_path / "w.caffemodel", input_shapes=shapes, blobs=["res5c", "head"])
+    head = next(r for r in both.blobs if r.blob == "head")
+    assert both.passed and head.approximate and head.max_abs_error > 1e-3
+
+
+MSC = """
+name: "msc-mini"
+layer { name: "input" type: "Input" top: "data"
+  input_param { shape { dim: 1 dim: 1 dim: 65 dim: 65 } } }
+layer { name: "data05" type: "Interp" bottom: "data" top: "data05"
+  interp_param { height: 33 width: 33 } }
+""" + "".join(f"""
+layer {{ name: "conv1{s}" type: "Convolution" bottom: "data{s}" top: "conv1{s}"
+  param {{ name: "w1" }} param {{ name: "b1" }}
+  convolution_param {{ num_output: 4 kernel_size: 3 stride: 2 pad: 1 }} }}
+layer {{ name: "pool1{s}" type: "Pooling" bottom: "conv1{s}" top: "pool1{s}"
+  pooling_param {{ pool: AVE kernel_size: 2 stride: 2 }} }}
+layer {{ name: "conv2{s}" type: "Convolution" bottom: "pool1{s}" top: "conv2{s}"
+  param {{ name: "w2" }} param {{ name: "b2" }}
+  convolution_param {{ num_output: 4 kernel_size: 3 pad: 2 dilation: 2 }} }}
+layer {{ name: "fc1{s}" type: "Convolution" bottom: "conv2{s}" top: "fc1{s}"
+  param {{ name: "w3" }} param {{ name: "b3" }}
+  convolution_param {{ num_output: 3 kernel_size: 1 }} }}""" for s in ("", "05")) + """
+layer { name: "fc1_05_interp" type: "Interp" bottom: "fc105" top: "fc1_05_interp"
+  interp_param { height: 17 width: 17 } }
+layer { name: "fusion" type: "Eltwise" bottom: "fc1" bottom: "fc1_05_interp" top: "fusion"
+  eltwise_param { operation: MAX } }
+"""
+
+
+@pytest.mark.parametrize("target", [2, 8])
+def test_multi_scale_inputs_convert_with_the_main_trunk(tmp_path, target):
+    """DeepLab v2's multi-scale nets: a resized copy of the image (`data05`) feeds a trunk
+    sharing the main one's weights; it changes stride with the main trunk, its resize
+    stays, and the fusion Interp follows the main scores' new size."""
+    (tmp_path / "msc.prototxt").write_text(MSC)
+    net = load_prototxt(tmp_path / "msc.prototxt")
+    new, report = dilate(net, output_stride=target, pooling="cover")
+    after = windows(new)
+    for name in ("conv1", "pool1", "conv2", "fc1"):
+        assert after[name] == after[name + "05"], name
+    assert after["conv2"] != windows(net)["conv2"]
+    status = {c.layer: c.status for c in report.changes}
+    assert "data05" not in status and status["fc1_05_interp"] == "ADAPTED"
+    converted = analyse(new)
+    assert converted.shapes["fc1_05_interp"] == converted.shapes["fc1"]
+    assert not converted.warnings
+    if target == 2:
+        return
+    # Coarser: the branch's scores are the original's on every other sample (OpenCV).
+    pytest.importorskip("cv2")
+    import numpy as np
+    from surgery.engine import get_engine
+
+    save_prototxt(new, tmp_path / "coarse.prototxt")
+    init_weights(net, tmp_path / "w.caffemodel")
+    x = np.random.default_rng(0).normal(size=(1, 1, 65, 65)).astype(np.float32)
+    want, got = get_engine("opencv").run_many(
+        [(tmp_path / "msc.prototxt", tmp_path / "w.caffemodel", {"data": x}, ["fc105"]),
+         (tmp_path / "coarse.prototxt", tmp_path / "w.caffemodel", {"data": x}, ["fc105"])])
+    want, got = want["fc105"][:, :, ::2, ::2], got["fc105"]
+    assert want.shape == got.shape and np.abs(want).max() > 0.1
+    assert np.abs(want - got).max() <= 1e-5 * np.abs(want).max()

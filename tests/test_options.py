@@ -60,6 +60,10 @@ BAD = {
     ("dilate", "output_stride"): [["-s", v] for v in ("a", "0", "-2", "1.5", "")],
     ("dilate", "head"): [["--head", "chop"]], ("dilate", "pooling"): [["--pooling", "x"]],
     ("dilate", "convention"): [["--convention", "x"]],
+    ("dilate", "dilation"): [["--dilation", v] for v in ("x", "", "ROUND")],
+    ("dilate", "weights_out"): [["--weights", "M", "--weights-out", v]
+                                for v in ("", "D", "nodir/out.caffemodel", "M", "N")]
+                               + [["--weights-out", "W.caffemodel"]],
     ("dilate", "multi_grid"): [["--multi-grid", v] for v in ("a", "1,,2", "", "1.5,2", "0,1",
                                                              "1,-2", ",")],
     ("dilate", "cut_after"): [["--cut-after", v] for v in ("", "nosuch")],

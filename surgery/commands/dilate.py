@@ -22,10 +22,14 @@ Exit status: 0 written; 1 when --weights do not load into the result (nothing is
 2 bad input or an impossible request (nothing is written).
 """
 
+import os
+
 from ..analysis import analyse, parse_input_shapes
-from ..passes.dilate import CONVENTIONS, HEAD_CHOICES, POOLING_CHOICES, dilate
+from ..passes.dilate import CONVENTIONS, DILATION_CHOICES, HEAD_CHOICES, POOLING_CHOICES, dilate
 from ..report import format_changes
+from ..errors import SurgeryError
 from . import options
+from ..io.atomic import guard_output
 from .output import add_output_arguments, finish, load, output_target, write_net
 
 NAME = "dilate"
@@ -40,6 +44,9 @@ def add_arguments(parser):
                         help="what to do with a classifier head (default error)")
     parser.add_argument("--pooling", choices=POOLING_CHOICES, default="strict",
                         help="pooling windows after a removed stride (default strict)")
+    parser.add_argument("--dilation", choices=DILATION_CHOICES, default="strict",
+                        help="coarsening: a kernel whose dilation or pad does not divide stops "
+                             "the run (strict, default) or is rounded (round, approximate)")
     parser.add_argument("--convention", choices=CONVENTIONS, default="exact",
                         help="exact (default) or pspnet (also dilate the formerly strided layer)")
     parser.add_argument("--multi-grid", type=options.positive_ints, metavar="A,B,C",
@@ -51,6 +58,10 @@ def add_arguments(parser):
                         help="input size used to decide size-dependent choices (repeatable)")
     parser.add_argument("--weights", metavar="MODEL.caffemodel",
                         help="also check that these weights load into the result")
+    parser.add_argument("--weights-out", metavar="OUT.caffemodel", type=options.output_file,
+                        help="write --weights for the result: layers given new kernels (an "
+                             "upsampling Deconvolution) get new bilinear weights, every other "
+                             "layer is copied byte for byte")
     parser.add_argument("--dry-run", action="store_true", help="print the summary only")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_output_arguments(parser)
@@ -58,35 +69,58 @@ def add_arguments(parser):
 
 def run(args):
     shapes = parse_input_shapes(args.input_shape) or None
-    output_target(args, [args.net] + ([args.weights] if args.weights else []))
+    inputs = [args.net] + ([args.weights] if args.weights else [])
+    output_target(args, inputs)
+    if args.weights_out and not args.weights:
+        raise SurgeryError("--weights-out needs --weights (the trained weights to convert)")
+    if args.weights_out and not args.dry_run:
+        guard_output(args.weights_out, inputs, in_place=args.in_place)
+        if args.output and os.path.abspath(args.output) == os.path.abspath(args.weights_out):
+            raise SurgeryError("-o and --weights-out name the same file")
     loaded = load(args)
     new, report = dilate(loaded.net, output_stride=args.output_stride, head=args.head,
-                         pooling=args.pooling, convention=args.convention,
+                         pooling=args.pooling, convention=args.convention, dilation=args.dilation,
                          multi_grid=args.multi_grid, cut_after=args.cut_after,
                          input_shapes=shapes, unknowns=loaded.unknowns)
-    check = None
+    if report.resized and not args.weights_out and not args.dry_run:
+        raise SurgeryError("its kernel changes, so its weights must be rewritten: give "
+                           "--weights MODEL.caffemodel --weights-out NEW.caffemodel",
+                           layer=report.resized[0])
+    check, summary = None, None
     if args.weights:
         from ..check import compare, whole_shapes
         from ..io.caffemodel import read_caffemodel
 
         after = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns)
-        check = compare(whole_shapes(after.param_shapes), read_caffemodel(args.weights),
-                        after.unknown_reasons())
+        expected = whole_shapes(after.param_shapes)
+        summary = read_caffemodel(args.weights)
+        if report.resized:     # the weights given are the original's for these layers
+            original = analyse(loaded.net, input_shapes=shapes, unknowns=loaded.unknowns)
+            expected.update(whole_shapes({name: original.param_shapes.get(name)
+                                          for name in report.resized}))
+        check = compare(expected, summary, after.unknown_reasons())
     ok = check is None or check.ok
+    planned = None
+    if ok and summary is not None and (report.resized or args.weights_out):
+        from .. import reweight
+
+        planned = reweight.entries(summary, loaded.net, new, report.resized)  # raises first
     diff = write_net(args, loaded, new, write=not args.dry_run) \
         if ok and (not args.dry_run or args.diff) else None
+    if planned is not None and args.weights_out and not args.dry_run:
+        reweight.write(args.weights_out, summary, planned, in_place=args.in_place)
     if args.json:
         import json     # only for --json: a plain run does not pay for the import
 
         data = report.to_json()
         if check is not None:
             data["weights"] = check.to_dict()
-        summary = json.dumps(data, indent=1) + "\n"
+        text = json.dumps(data, indent=1) + "\n"
     else:
-        summary = format_changes(report)
+        text = format_changes(report)
         if check is not None:
-            summary += ("weights: load into the result\n" if check.ok else
-                        f"weights checked against the result: {check.verdict}; nothing "
-                        "written (run `caffe-surgery check` for details)\n")
-    finish(args, summary, diff, [args.net] + ([args.weights] if args.weights else []))
+            text += ("weights: load into the result\n" if check.ok else
+                     f"weights checked against the result: {check.verdict}; nothing "
+                     "written (run `caffe-surgery check` for details)\n")
+    finish(args, text, diff, inputs + ([args.weights_out] if args.weights_out else []))
     return 0 if ok else 1

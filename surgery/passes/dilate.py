@@ -24,6 +24,7 @@ from ..layers import type_hint
 from ..nominal import nominal_strides
 from ..pair import Pair
 from ..regrid import APPROXIMATE, EXACT, Regrid, Unreachable
+from ..reweight import resized
 from . import head as heads
 from .walk import Change, Edit, apply_edits, convert, walk
 
@@ -39,6 +40,7 @@ class DilateReport(NamedTuple):
     deepest: object        # blob name
     exact_sizes: str       # for which input sizes the rewrite is exact
     notes: list
+    resized: tuple = ()    # layers given new kernels: weights to rewrite (reweight.py)
 
     @property
     def exact(self):
@@ -56,11 +58,13 @@ class DilateReport(NamedTuple):
             "exact_blobs": sorted(self.exact_blobs),
             "exact_sizes": self.exact_sizes,
             "notes": list(self.notes),
+            "new_weights": list(self.resized),
         }
 
 
 HEAD_CHOICES = ("error", "cut", "global")
 POOLING_CHOICES = ("strict", "cover")
+DILATION_CHOICES = ("strict", "round")
 CONVENTIONS = ("exact", "pspnet")
 
 
@@ -80,8 +84,9 @@ class DilatePolicy:
     the net was dilated."""
 
     def __init__(self, target, *, pooling="strict", convention="exact", globalised=frozenset(),
-                 nominal=None, resample=None, sizes=None):
+                 nominal=None, resample=None, sizes=None, dilation="strict"):
         self.target, self.pooling, self.convention = target, pooling, convention
+        self.dilation = dilation         # "round": coarsening rounds what does not divide
         self.globalised = globalised
         self.nominal = nominal
         self.resample = resample or {}   # layer -> Grid its output must land on (a join's)
@@ -140,7 +145,7 @@ class DilatePolicy:
         return f_in, ""
 
     def describe(self, node, rule, outcome):
-        before = rule.window(node.layer) if rule.role_of(node.layer) == "window" else None
+        before = rule.window(node.layer)     # None for a layer without a window
         if node.name in self.globalised:
             return Change(node.name, node.type, "global", before, None, outcome.status, outcome.note)
         if outcome.layer is None:
@@ -181,7 +186,8 @@ def _directed(analysis, policy, removed):
     before = output_stride(analysis)
     if before is not None and policy.target > max(before):
         return _retarget(policy, policy.target, nominal=nominal_strides(
-            analysis, removed=removed, narrow=policy.pooling == "cover"))
+            analysis, removed=removed, narrow=policy.pooling == "cover",
+            round_dilation=policy.dilation == "round"))
     return _retarget(policy, policy.target, nominal=None)
 
 
@@ -223,7 +229,11 @@ def reachable_strides(analysis, *, pooling="strict"):
 
 def _unreachable(analysis, policy, removed, exc):
     layer = exc.args[0] if exc.args else None
-    if layer is None:
+    before = output_stride(analysis)
+    if layer is None and before is not None and policy.target > max(before):
+        why = ("no exact coarsening goes that far (a kernel's dilation or pad does not divide "
+               "by the factor)")
+    elif layer is None:
         why = "no layer can change its stride that far"
     elif policy.nominal is not None:
         why = (f"layer '{layer}' cannot be made coarser exactly (its dilation or pad does not "
@@ -231,12 +241,28 @@ def _unreachable(analysis, policy, removed, exc):
     else:
         why = f"layer '{layer}' would have to keep part of its stride"
     ok = _reachable(analysis, policy, removed)
+    if policy.dilation == "strict" and _rounding_reaches(analysis, policy, removed):
+        why += ("; --dilation round reaches it approximately, rounding the dilations after "
+                "the dilated layers")
     return SurgeryError(f"output stride {policy.target} is not reachable: {why}; reachable "
                         f"output strides: {', '.join(map(str, ok)) or 'none'}")
 
 
+def _rounding_reaches(analysis, policy, removed):
+    before = output_stride(analysis)
+    if before is None or policy.target <= max(before):
+        return False
+    try:
+        _walk_to(analysis, _directed(analysis, _retarget(policy, policy.target, dilation="round"),
+                                     removed), "TEST", removed)
+    except (Unreachable, SurgeryError):
+        return False
+    return True
+
+
 def _retarget(policy, target, **changes):
     return DilatePolicy(target, pooling=policy.pooling, convention=policy.convention,
+                        dilation=changes.get("dilation", policy.dilation),
                         globalised=changes.get("globalised", policy.globalised),
                         nominal=changes.get("nominal", policy.nominal),
                         resample=changes.get("resample", policy.resample),
@@ -270,11 +296,10 @@ def _adapt_resamplers(net, analysis, policy, result, phase, removed, unknowns):
     for _ in range(3):
         wishes, sizes, cut = {}, {}, None
         for node, grids in _meets(analysis, result, removed):
-            moved = {g for g in grids.values() if g is not None and not g.identity}
-            if len(moved) != 1:
+            anchors = _anchors(graph, result, grids)
+            if len(set(anchors.values())) != 1:
                 continue
-            grid, = moved
-            trunk = next(b for b, g in grids.items() if g == grid)
+            trunk, grid = next(iter(anchors.items()))
             for blob, g in grids.items():
                 maker = graph.producer(blob)
                 if g != grid and maker is not None and maker.rule.fits_joins:
@@ -290,6 +315,24 @@ def _adapt_resamplers(net, analysis, policy, result, phase, removed, unknowns):
                                                      if sizes[k] in found}})
         result = walk(analysis, policy, phase=phase, removed=removed)
     return policy, result
+
+
+def _anchors(graph, result, grids):
+    """{blob: Grid} of a join's inputs that set its grid: those not made by a resampler
+    that follows joins (Interp, an upsampling Deconvolution). A Crop only shifts its first
+    bottom, so it brings that bottom's factor (its offset follows whatever it lines up
+    with). The blobs the walk computed come first."""
+    anchors = {}
+    for blob, g in grids.items():
+        maker = graph.producer(blob)
+        if maker is not None and maker.rule.shifts_only:
+            g = result.grids.get(maker.bottoms[0])
+        elif maker is not None and maker.rule.fits_joins:
+            continue
+        if g is not None:
+            anchors[blob] = g
+    return dict(sorted(anchors.items(), key=lambda item: graph.producer(item[0]) is not None
+                       and graph.producer(item[0]).rule.shifts_only))
 
 
 def _sizes_before(net, result, removed, join, phase, blobs, unknowns):
@@ -337,9 +380,10 @@ def _exact_sizes(net, planned, unknowns):
         return "exact for the analysed input size; other sizes not checked"
     (blob, shape), = inputs.items()
     flags = _size_flags(result)
+    geometry = analysis.carried_geometry()
     parts = []
     for axis in range(2):
-        period = math.lcm(*(analysis.geometry[n.tops[0]].stride[axis] for n in watched))
+        period = math.lcm(*(geometry[n.tops[0]].stride[axis] for n in watched))
         base = shape[2 + axis]
         good = []
         for size in range(base, base + period):
@@ -362,11 +406,12 @@ def _exact_sizes(net, planned, unknowns):
 # The pass
 # ---------------------------------------------------------------------------
 
-def _check_options(output_stride, head, pooling, convention, multi_grid):
+def _check_options(output_stride, head, pooling, convention, multi_grid, dilation="strict"):
     if isinstance(output_stride, bool) or not isinstance(output_stride, int) or output_stride < 1:
         raise SurgeryError(f"output stride must be a positive integer, got {output_stride!r}")
     for value, choices, name in ((head, HEAD_CHOICES, "head"), (pooling, POOLING_CHOICES, "pooling"),
-                                 (convention, CONVENTIONS, "convention")):
+                                 (convention, CONVENTIONS, "convention"),
+                                 (dilation, DILATION_CHOICES, "dilation")):
         if value not in choices:
             raise SurgeryError(f"--{name} must be one of {', '.join(choices)}, got '{value}'")
     if multi_grid is not None and (not multi_grid or any(g < 1 for g in multi_grid)):
@@ -431,15 +476,17 @@ def _plan_phase(net, phase, policy, *, head, cut_after, input_shapes, unknowns):
 
 
 def dilate(net, *, output_stride, head="error", pooling="strict", convention="exact",
-           multi_grid=None, cut_after=None, input_shapes=None, unknowns=None):
+           multi_grid=None, cut_after=None, input_shapes=None, unknowns=None,
+           dilation="strict"):
     """Return (new_net, DilateReport): `net` rewritten to output stride `output_stride`.
 
     `net` is an upgraded NetParameter and is not modified. Every phase the net declares
     is planned; a layer must get the same rewrite in each. `unknowns` (from the loader)
     names the fields a template or fork leaves open, so they stay unknown.
     """
-    _check_options(output_stride, head, pooling, convention, multi_grid)
-    policy = DilatePolicy(output_stride, pooling=pooling, convention=convention)
+    _check_options(output_stride, head, pooling, convention, multi_grid, dilation)
+    policy = DilatePolicy(output_stride, pooling=pooling, convention=convention,
+                          dilation=dilation)
     notes, plans = [], []
 
     def plan_phase(phase):
@@ -507,9 +554,7 @@ def _report(net, new, changes, notes, first, input_shapes, unknowns):
     deepest = after.deepest_blob()
     g_before = analysis.geometry.get(deepest) if deepest else None
     g_after = after.geometry.get(deepest) if deepest else None
-    first_deepest = analysis.deepest_blob()
-    os_before = analysis.geometry[first_deepest].stride if first_deepest else None
-    os_after = g_after.stride if g_after else None
+    os_before, os_after = output_stride(analysis), output_stride(after)
     approximate = {c.layer for c in changes if not c.exact}
     exact_blobs = {b for b, ok in result.exact.items() if ok and b in after.shapes}
     if approximate:
@@ -528,7 +573,8 @@ def _report(net, new, changes, notes, first, input_shapes, unknowns):
                                                     f"'{deepest}' is approximate)"))
     return DilateReport(changes, {b: g for b, g in grids.items() if b in after.shapes},
                         exact_blobs, os_before, os_after,
-                        g_before and g_before.rf, g_after and g_after.rf, deepest, sizes, notes)
+                        g_before and g_before.rf, g_after and g_after.rf, deepest, sizes, notes,
+                        resized(changes, analysis.graph))
 
 
 def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):
@@ -537,8 +583,9 @@ def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):
     Independent of how `converted` was made (verify uses it on any pair of nets): the
     factor f at each layer's input comes from the two nets' strides. Unavoidably
     approximate are a pooling window that sees a removed stride (widened or not), a
-    pooling whose pad grew where pad is not neutral, and a collapse over a denser map.
-    A convolution can always be exact, so a convolution that differs from the exact rule
+    pooling whose pad grew where pad is not neutral, a collapse over a denser map, and a
+    kernel on a map coarser than its dilation allows (no whole dilation is exact).
+    Otherwise a convolution can always be exact, so a convolution that differs from the exact rule
     (pspnet convention, multi-grid, or a mistake) is not excused: verify judges it."""
     a = analyse(original, input_shapes=input_shapes, phase=phase)
     b = analyse(converted, input_shapes=input_shapes, phase=phase)
@@ -561,6 +608,10 @@ def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):
                 result.add(node.name)
             continue
         old, new = rule.window(old_node.layer), rule.window(node.layer)
+        if rule.dilatable and any(k > 1 and (Fraction(d) * fa).denominator != 1
+                                  for k, d, fa in zip(old.kernel, old.dilation, f)):
+            result.add(node.name)      # no whole dilation is exact (--dilation round)
+            continue
         if not rule.dilatable:
             sees_gap = any(k > 1 and fa != 1 for k, fa in zip(old.kernel, f))
             pad_grew = new.pad != old.pad * f and not rule.pad_is_neutral(node.layer)

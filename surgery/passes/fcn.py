@@ -295,6 +295,7 @@ class FcnPolicy:
     value sits (its grid offset). Decimation is bookkept here, per blob."""
 
     pooling = "strict"
+    dilation = "strict"
 
     def wanted(self, node):
         """No layer is asked onto another grid: fcn keeps every grid."""

@@ -15,7 +15,6 @@ addressed by layer name) with one list of `Change`s.
 from typing import NamedTuple
 
 from ..errors import SurgeryError
-from ..geometry import apply_window
 from ..graph import described_phases, layer_kept
 from ..grid import SAME
 from ..regrid import EXACT, Step
@@ -73,7 +72,7 @@ class Walk(NamedTuple):
     heads: list             # nodes whose weights are sized for the original map
     issues: dict            # layer name -> why no acceptable rewrite exists
     policy: object = None
-    asked: dict = None      # node index -> (input grids, input geometry, the outcome)
+    asked: dict = None      # node index -> (bottom grids, input geometry, the outcome)
 
     def first_issue(self):
         for node in self.analysis.graph.nodes:
@@ -86,7 +85,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
     """Visit every kept layer of `analysis` once (see the module docstring).
 
     `again`: an earlier Walk of the same analysis (dilate walks once more after removing
-    the head). Under the same policy, a layer whose inputs sit on the grids, and have the
+    the head). Under the same policy, a layer whose bottoms sit on the grids, and have the
     geometry, they had there gets the outcome it got there: the rule would answer the
     same, so it is not asked again."""
     graph = analysis.graph
@@ -96,7 +95,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
     earlier = again if again is not None and again.policy is policy and \
         again.analysis is analysis else None
     side = analysis.resampled_branches()
-    geometry = dict(analysis.geometry)
+    geometry = analysis.carried_geometry()
     for node in graph.nodes:
         if node.name in removed:
             continue
@@ -109,17 +108,18 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
             issues.setdefault(node.name, f"branches meet on different grids after the rewrite "
                                          f"({detail}); the join cannot be exact")
         geometry_in = geometry.get(node.bottoms[0]) if node.bottoms else None
+        bottom_grids = tuple(grids.get(b) for b in node.bottoms)
         before = earlier.asked.get(node.index) if earlier is not None else None
-        if before is not None and before[:2] == (ins, geometry_in):
+        if before is not None and before[:2] == (bottom_grids, geometry_in):
             outcome = before[2]
         else:
             step = Step(node, grid_in, geometry_in, list(analysis.in_shapes.get(node.name) or []),
                         list(analysis.out_shapes.get(node.name) or []), policy,
                         bool(node.tops) and all(t in side for t in node.tops),
-                        policy.wanted(node))
+                        policy.wanted(node), bottom_grids)
             outcome = policy.visit(node, rule, step) or rule.regrid(node.layer, step)
         outcomes[node.name] = outcome
-        asked[node.index] = (ins, geometry_in, outcome)
+        asked[node.index] = (bottom_grids, geometry_in, outcome)
         if outcome.issue:
             issues.setdefault(node.name, outcome.issue)
         if outcome.head:
@@ -132,21 +132,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
         for top in node.tops:
             grids[top] = outcome.grid if outcome.grid is not None else grid_in
             exact[top] = ok
-            _carry_geometry(geometry, node, top, geometry_in, spatial)
     return Walk(phase, analysis, grids, exact, outcomes, changes, heads, issues, policy, asked)
-
-
-def _carry_geometry(geometry, node, top, geometry_in, spatial):
-    """Where the analysis lost a blob's geometry only because a join also reads a resampled
-    blob (PSPNet's Concat of the trunk and its upsampled bins), the join sits on the grid of
-    its first input, and the layers after it carry that on: enough to convert them."""
-    if geometry.get(top) is not None:
-        return
-    if geometry_in is None and spatial:
-        geometry_in = next((geometry[b] for b in spatial if geometry.get(b) is not None), None)
-    window = node.rule.grid_window(node.layer)
-    if geometry_in is not None and window is not None:
-        geometry[top] = apply_window(geometry_in, window)
 
 
 def convert(net, plan_phase, *, phases=None):
