@@ -3,12 +3,14 @@ placeholders, unknown fields, and edits that touch only the lines they must."""
 
 import difflib
 import re
+import sys
 
 import pytest
 from google.protobuf import text_format
 
 from surgery import caffe_pb2
 from surgery.errors import SurgeryError
+from surgery.io import tokens
 from surgery.io.document import Document, Raw
 
 from _corpus import CORPUS
@@ -117,6 +119,17 @@ def test_syntax_variants_bind_like_text_format():
     assert ours == ref
     assert ours.name == "n'et-x"
     assert list(ours.input_shape[0].dim) == [1, 3, 16, 8]
+
+
+def test_scanner_pattern_for_older_pythons_splits_the_same(all_corpus):
+    """Before 3.11 the token pattern loses its possessive quantifiers (tokens.py): the
+    greedy form must split every file into the same tokens."""
+    greedy = re.compile(tokens.greedy(tokens._TOKEN_PATTERN), re.VERBOSE)
+    assert greedy.pattern != tokens._TOKEN_RE.pattern or sys.version_info < (3, 11)
+    texts = [text for _, text in all_corpus] + ['a: "x\\"y" b: \'z\' # c\n', 'a: "open\n']
+    for text in texts:
+        assert [m.groups() for m in greedy.finditer(text)] == \
+            [m.groups() for m in tokens._TOKEN_RE.finditer(text)]
 
 
 # -- errors -----------------------------------------------------------------

@@ -15,23 +15,34 @@ Nothing here knows the Caffe schema; `binding.py` adds that.
 """
 
 import re
+import sys
 
 from ..errors import SurgeryError
 
 # One match per token: the trivia before it, then the token itself.
 # Words cover identifiers, numbers (1e-4, -inf, 0x1f) and `${NAME}`
 # placeholders, bare or glued to other word characters (fc8_${EXP}).
-_TOKEN_RE = re.compile(
+# Quantifiers are possessive where Python has them (3.11): no token needs
+# backtracking, and the scan is faster; older Pythons match the same greedily.
+_TOKEN_PATTERN = (
     r"""
-    (?P<trivia>(?:[ \t\r\n\f\v\ufeff]+|\#[^\n]*)*)
+    (?P<trivia>(?:[ \t\r\n\f\v\ufeff]++|\#[^\n]*+)*+)
     (?:
-        (?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-      | (?P<word>(?:[\w.+\-]+|\$\{[^{}\s]*\})+)
+        (?P<word>(?:[\w.+\-]++|\$\{[^{}\s]*+\})++)
       | (?P<punct>[{}<>\[\]:,;])
+      | (?P<str>"(?:[^"\\\n]|\\.)*+"|'(?:[^'\\\n]|\\.)*+')
       | (?P<end>\Z)
-    )""",
-    re.VERBOSE,
+    )"""
 )
+
+
+def greedy(pattern):
+    """`pattern` without possessive quantifiers, for Pythons before 3.11."""
+    return pattern.replace("++", "+").replace("*+", "*")
+
+
+_TOKEN_RE = re.compile(_TOKEN_PATTERN if sys.version_info >= (3, 11) else greedy(_TOKEN_PATTERN),
+                       re.VERBOSE)
 _IDENT_RE = re.compile(r"[A-Za-z_]\w*\Z")
 _CLOSERS = {"{": "}", "<": ">"}
 
@@ -161,40 +172,38 @@ class Field:
 def scan(text, filename="<string>"):
     """Split text into tokens; the last one has kind "eof" and holds the tail."""
     tokens = []
-    pos = 0
-    line = 1
-    line_start = 0
+    append = tokens.append
+    line, line_start, pos = 1, 0, 0
     prev = None
-    match = _TOKEN_RE.match
-    while True:
-        m = match(text, pos)
-        if m is None:
-            _bad_char(text, pos, filename, line, line_start)
-        trivia = m.group("trivia")
-        if prev is not None:
-            nl = trivia.find("\n")
-            if nl < 0:
-                prev.trail, lead = trivia, ""
-            else:
-                prev.trail, lead = trivia[: nl + 1], trivia[nl + 1:]
-        else:
+    for m in _TOKEN_RE.finditer(text):
+        if m.start() != pos:
+            break
+        trivia, word, punct, string, _ = m.groups()
+        start = pos + len(trivia)
+        lead = ""
+        nl = trivia.find("\n")
+        if prev is None:
             lead = trivia
-        n = trivia.count("\n")
-        if n:
-            line += n
+        elif nl < 0:
+            prev.trail = trivia
+        else:
+            prev.trail, lead = trivia[: nl + 1], trivia[nl + 1:]
+        if nl >= 0:
+            line += trivia.count("\n", nl)
             line_start = pos + trivia.rfind("\n") + 1
-        start = m.end("trivia")
-        kind = m.lastgroup
-        tok_text = m.group(kind)
-        if kind == "end":
-            tok = Token("eof", "", start, line, start - line_start + 1, lead)
-            tokens.append(tok)
-            return tokens
-        if kind == "word" and "${" in tok_text:
-            kind = "placeholder"
-        prev = Token(kind, tok_text, start, line, start - line_start + 1, lead)
-        tokens.append(prev)
         pos = m.end()
+        col = start - line_start + 1
+        if word is not None:
+            prev = Token("placeholder" if "${" in word else "word", word, start, line, col, lead)
+        elif punct is not None:
+            prev = Token("punct", punct, start, line, col, lead)
+        elif string is not None:
+            prev = Token("str", string, start, line, col, lead)
+        else:
+            append(Token("eof", "", start, line, col, lead))
+            return tokens
+        append(prev)
+    _bad_char(text, pos, filename, line, line_start)
 
 
 def _bad_char(text, pos, filename, line, line_start):
