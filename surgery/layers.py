@@ -69,6 +69,25 @@ def has_field(msg, name):
         return False
 
 
+def memo_by(param):
+    """Memoise a rule's `window(layer)` on the bytes of the layer's `param` sub-message, of
+    which it is a pure function: shapes, geometry and the passes ask it of every layer
+    many times per run. An error is raised again each time (its message names the layer)."""
+    def decorate(method):
+        cache = {}
+
+        def window(self, layer):
+            key = (type(self), getattr(layer, param).SerializeToString())
+            try:
+                return cache[key]
+            except KeyError:
+                found = cache[key] = method(self, layer)
+                return found
+        window.__doc__ = method.__doc__
+        return window
+    return decorate
+
+
 def field(msg, name, default=None):
     """The field value (its schema default when unset), `default` when the schema lacks it."""
     if name not in msg.DESCRIPTOR.fields_by_name:
@@ -580,6 +599,7 @@ class Convolution(LayerRule):
     def pad_is_neutral(self, layer):
         return True
 
+    @memo_by("convolution_param")
     def window(self, layer):
         cp = layer.convolution_param
         dil = list(cp.dilation)
@@ -832,6 +852,7 @@ class Pooling(LayerRule):
             return Pair(value, value)
         raise _err(layer, "pooling needs kernel_size (or kernel_h and kernel_w) unless global_pooling")
 
+    @memo_by("pooling_param")
     def window(self, layer):
         pp = layer.pooling_param
         if pp.global_pooling:
