@@ -42,6 +42,7 @@ class Analysis:
                                      # (`stopped`, and layers where a placeholder leaves a
                                      # size open)
         self._shapes = result
+        self._carried = None
 
     @functools.cached_property
     def layer_stats(self):
@@ -102,7 +103,13 @@ class Analysis:
         grid of its first input with a known geometry, and the layers after it carry that
         on. Enough to convert them (passes/walk.py) and to bound their coarsening.
         A resampled copy of the image itself (DeepLab's multi-scale inputs, `data075`)
-        starts a grid of its own, so the trunk that reads it converts like the main one."""
+        starts a grid of its own, so the trunk that reads it converts like the main one.
+        Found once per analysis; callers only read it."""
+        if self._carried is None:
+            self._carried = self._carry_geometry()
+        return self._carried
+
+    def _carry_geometry(self):
         geometry = dict(self.geometry)
         for node in self.graph.nodes:
             if node.bottoms and node.rule.role_of(node.layer) == "resample" and \
@@ -117,9 +124,10 @@ class Analysis:
             source = geometry.get(node.bottoms[0]) if node.bottoms else None
             if source is None:
                 source = next((geometry[b] for b in spatial if geometry.get(b) is not None), None)
-            window = node.rule.grid_window(node.layer)
-            for top in node.tops:
-                if geometry.get(top) is None and source is not None and window is not None:
+            lost = [top for top in node.tops if geometry.get(top) is None]
+            window = node.rule.grid_window(node.layer) if lost and source is not None else None
+            for top in lost:
+                if window is not None:
                     geometry[top] = apply_window(source, window)
         return geometry
 
