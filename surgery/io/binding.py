@@ -166,13 +166,15 @@ class _Binder:
             self.message(part, sub, sub_path)
 
     def scalar_field(self, field, fd, msg, path, counts):
-        if field.is_message:
-            raise self.error(f"field `{fd.name}` is not a message: expected `:` and a value",
-                             field.name)
-        values = field.values
-        if field.is_list and not fd.is_repeated:
-            raise self.error(f"field `{fd.name}` is not repeated: list `[...]` not allowed",
-                             field.name)
+        values = field.parts
+        if len(values) != 1 or type(values[0]) is not Value:    # not the plain `name: value`
+            if field.is_message:
+                raise self.error(f"field `{fd.name}` is not a message: expected `:` and a "
+                                 "value", field.name)
+            values = field.values
+            if field.is_list and not fd.is_repeated:
+                raise self.error(f"field `{fd.name}` is not repeated: list `[...]` not "
+                                 "allowed", field.name)
         for value in values:
             if fd.is_repeated:
                 index = counts.get(fd.name, 0)

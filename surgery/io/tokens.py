@@ -275,13 +275,21 @@ class _Parser:
         return Message(open_, fields, self.take())
 
     def field(self):
-        name = self.take()
+        toks, i = self.toks, self.i
+        name = toks[i]
         if name.kind != "word" or not _IDENT_RE.match(name.text):
             shown = name.text or "end of file"
             raise self.error(f"expected a field name, found `{shown}`", name)
-        colon = self.take() if self.at(":") else None
-        tok = self.peek()
-        if tok.kind == "punct" and tok.text in _CLOSERS:
+        tok = toks[i + 1]
+        colon = None
+        if tok.kind == "punct" and tok.text == ":":
+            colon, tok = tok, toks[i + 2]
+            i += 1
+        self.i = i + 1
+        if tok.kind == "word" and colon is not None:     # `name: value`, the common form
+            self.i += 1
+            parts = [Value([tok])]
+        elif tok.kind == "punct" and tok.text in _CLOSERS:
             parts = [self.message()]
         elif colon is None:
             raise self.error(f"expected `:` or `{{` after field `{name.text}`", tok)
@@ -289,7 +297,11 @@ class _Parser:
             parts = self.list_parts()
         else:
             parts = [self.value()]
-        sep = self.take() if (self.at(",") or self.at(";")) else None
+        tok = toks[self.i]
+        sep = None
+        if tok.kind == "punct" and tok.text in (",", ";"):
+            sep = tok
+            self.i += 1
         return Field(name, colon, parts, sep)
 
     def list_parts(self):
