@@ -61,11 +61,12 @@ class Document:
 
     def to_text(self):
         parts = []
+        add = parts.append
         for tok in self.root.tokens():
-            parts.append(tok.lead)
-            parts.append(tok.text)
-            parts.append(tok.trail)
-        parts.append(self.eof.lead)
+            add(tok.lead)
+            add(tok.text)
+            add(tok.trail)
+        add(self.eof.lead)
         return "".join(parts)
 
     # -- schema -------------------------------------------------------------

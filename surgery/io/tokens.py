@@ -98,12 +98,18 @@ class Message:
         self.close = close
 
     def tokens(self):
+        """Every token of the body, in source order (a list: no generator per level)."""
+        out = []
+        self.collect(out.append)
+        return out
+
+    def collect(self, add):
         if self.open is not None:
-            yield self.open
+            add(self.open)
         for field in self.fields:
-            yield from field.tokens()
+            field.collect(add)
         if self.close is not None:
-            yield self.close
+            add(self.close)
 
     def find(self, name):
         """All direct child fields called `name`, in source order."""
@@ -142,18 +148,25 @@ class Field:
         return bool(self.parts) and isinstance(self.parts[0], Token)
 
     def tokens(self):
-        yield self.name
+        out = []
+        self.collect(out.append)
+        return out
+
+    def collect(self, add):
+        add(self.name)
         if self.colon is not None:
-            yield self.colon
+            add(self.colon)
         for part in self.parts:
-            if isinstance(part, Token):
-                yield part
-            elif isinstance(part, Value):
-                yield from part.tokens
+            kind = type(part)
+            if kind is Value:
+                for tok in part.tokens:
+                    add(tok)
+            elif kind is Token:
+                add(part)
             else:
-                yield from part.tokens()
+                part.collect(add)
         if self.sep is not None:
-            yield self.sep
+            add(self.sep)
 
     def first(self):
         return self.name
