@@ -114,6 +114,7 @@ class _Binder:
         self.b = binding
         self.filename = filename
         self.strict = strict
+        self.scalars = {}      # (field, word) -> value
 
     def error(self, msg, tok):
         return SurgeryError(msg, file=self.filename, line=tok.line, col=tok.col)
@@ -208,6 +209,8 @@ class _Binder:
         if fd.type != _d.FieldDescriptor.TYPE_ENUM or value.is_string or len(value.tokens) != 1:
             return False
         tok = value.tokens[0]
+        if (fd, tok.text) in self.scalars:
+            return False
         try:
             text_format.ParseEnum(fd, tok.text)
             return False
@@ -233,24 +236,33 @@ class _Binder:
             if value.is_string or len(value.tokens) != 1:
                 raise ValueError(f"expected a {_type_name(fd)}, found a string")
             text = tok.text
-            if t in _SIGNED32:
-                return text_format.ParseInteger(text, is_signed=True, is_long=False)
-            if t in _SIGNED64:
-                return text_format.ParseInteger(text, is_signed=True, is_long=True)
-            if t in _UNSIGNED32:
-                return text_format.ParseInteger(text, is_signed=False, is_long=False)
-            if t in _UNSIGNED64:
-                return text_format.ParseInteger(text, is_signed=False, is_long=True)
-            if t in _FLOATS:
-                return text_format.ParseFloat(text)
-            if t == _d.FieldDescriptor.TYPE_BOOL:
-                return text_format.ParseBool(text)
-            if t == _d.FieldDescriptor.TYPE_ENUM:
-                return text_format.ParseEnum(fd, text)
+            key = (fd, text)
+            if key not in self.scalars:     # the same few words recur all over a file
+                self.scalars[key] = _scalar(fd, text)
+            return self.scalars[key]
         except (ValueError, UnicodeDecodeError) as exc:
             raise self.error(f"bad value for {msg.DESCRIPTOR.full_name}.{fd.name}: {exc}",
                              tok) from None
-        raise self.error(f"unsupported field type for `{fd.name}`", tok)
+
+
+def _scalar(fd, text):
+    """A number, bool or enum word -> its value, exactly as text_format converts it."""
+    t = fd.type
+    if t in _SIGNED32:
+        return text_format.ParseInteger(text, is_signed=True, is_long=False)
+    if t in _SIGNED64:
+        return text_format.ParseInteger(text, is_signed=True, is_long=True)
+    if t in _UNSIGNED32:
+        return text_format.ParseInteger(text, is_signed=False, is_long=False)
+    if t in _UNSIGNED64:
+        return text_format.ParseInteger(text, is_signed=False, is_long=True)
+    if t in _FLOATS:
+        return text_format.ParseFloat(text)
+    if t == _d.FieldDescriptor.TYPE_BOOL:
+        return text_format.ParseBool(text)
+    if t == _d.FieldDescriptor.TYPE_ENUM:
+        return text_format.ParseEnum(fd, text)
+    raise ValueError(f"unsupported field type for `{fd.name}`")
 
 
 def _unescape(body):

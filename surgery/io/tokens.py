@@ -84,7 +84,10 @@ class Value:
 
     @property
     def has_placeholder(self):
-        return any("${" in t.text for t in self.tokens)
+        tokens = self.tokens
+        if len(tokens) == 1:
+            return "${" in tokens[0].text
+        return any("${" in t.text for t in tokens)
 
 
 class Message:

@@ -200,6 +200,8 @@ def apply_edits(net, edits):
 
 
 def _find(net, names, name, phase):
+    if names.count(name) == 1:      # the usual case, without a Python loop over the net
+        return names.index(name)
     found = [i for i, n in enumerate(names) if n == name]
     if len(found) > 1 and phase is not None:
         found = [i for i in found if layer_kept(net.layer[i], phase=phase)] or found
