@@ -82,7 +82,7 @@ def _scaled_pad(pad, kernel, dilation, rounded, scale):
 
 
 def _whole(value, layer):
-    if Fraction(value).denominator != 1:
+    if value.denominator != 1:
         raise Unreachable(layer)
     return int(value)
 

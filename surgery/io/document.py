@@ -8,6 +8,8 @@ methods change only the tokens they must, so every untouched line of the
 output is identical to the input.
 """
 
+import functools
+
 from google.protobuf import descriptor as _d
 from google.protobuf import text_encoding
 
@@ -40,9 +42,14 @@ class Document:
         self.newline = newline
         self.message_type = message_type
         self.indent_unit = _detect_indent_unit(root)
-        self.quote = _detect_quote(root)
         self._index = None
         self.edited = False      # set by every edit: the tree no longer matches the file
+
+    @functools.cached_property
+    def quote(self):
+        """The quote character most of the file's strings use (asked only by an edit
+        that writes a new string)."""
+        return _detect_quote(self.root)
 
     @classmethod
     def parse(cls, text, filename="<string>", *, message_type=None):
