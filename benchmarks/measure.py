@@ -63,6 +63,17 @@ def measure(argv, *, repeat=1, cwd=None, timeout=600):
                   last[2], last[3], last[4])
 
 
+def measure_alternating(argvs, *, repeat=1, cwd=None, timeout=600):
+    """`measure` of several commands run in turn (A, B, C, A, B, C, ...), so that load on
+    the machine that comes and goes falls on all of them alike: their ratio is fair."""
+    runs = [[] for _ in argvs]
+    for _ in range(repeat):
+        for argv, got in zip(argvs, runs):
+            got.append(run_once(argv, cwd=cwd, timeout=timeout))
+    return [Sample(min(r[0] for r in got), max(r[1] for r in got), got[-1][2], got[-1][3],
+                   got[-1][4]) for got in runs]
+
+
 def cli_argv():
     """How to start caffe-surgery: the console script beside this Python, else -m surgery."""
     script = Path(sys.executable).with_name("caffe-surgery")
