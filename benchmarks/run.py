@@ -230,7 +230,7 @@ def bench_dilate(table, workdir, repeat):
     startup, base, run = measure_alternating(
         [cli + ["dilate", "--help"], [PY, "-c", PARSE_PRINT, str(net), str(printed)],
          cli + ["dilate", str(net), "--output-stride", "8", "--head", "cut", "-o", str(out)]],
-        repeat=max(repeat, 7))
+        repeat=max(repeat, 9))
     table.add(group, "CLI start-up: dilate --help", startup,
               ratio=f"{startup.seconds / floor.seconds:.1f}x floor")
     table.add(group, "baseline: protobuf text_format parse + print", base, note=_failed(base))
