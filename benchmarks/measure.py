@@ -5,6 +5,7 @@ measurement is per child, not the cumulative RUSAGE_CHILDREN of the session.
 """
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ class Sample(NamedTuple):
     returncode: int       # of the last repeat
     stdout: str
     stderr: str
+    times: tuple = ()     # every run's wall time, in order (measure_alternating)
 
 
 def run_once(argv, *, cwd=None, timeout=600):
@@ -71,7 +73,14 @@ def measure_alternating(argvs, *, repeat=1, cwd=None, timeout=600):
         for argv, got in zip(argvs, runs):
             got.append(run_once(argv, cwd=cwd, timeout=timeout))
     return [Sample(min(r[0] for r in got), max(r[1] for r in got), got[-1][2], got[-1][3],
-                   got[-1][4]) for got in runs]
+                   got[-1][4], tuple(r[0] for r in got)) for got in runs]
+
+
+def paired_ratio(a, b):
+    """The median over rounds of a's time over b's in the same round (two Samples from
+    one measure_alternating): steadier than the ratio of the fastest runs when the
+    machine's speed drifts, as each round's pair ran side by side."""
+    return statistics.median(x / y for x, y in zip(a.times, b.times))
 
 
 def cli_argv():
