@@ -38,15 +38,19 @@ def changed(before, after):
     return [d[2:] for d in diff if d.startswith("- ")], [d[2:] for d in diff if d.startswith("+ ")]
 
 
-# A small strided net in the style of real files: comments, tabs, an input header.
-HEADER_NET = """\
-# a toy backbone
-name: "toy"   # trailing comment
+# The old-style input header both toy nets below declare.
+INPUT_DIMS = """\
 input: "data"
 input_dim: 1
 input_dim: 3
 input_dim: 32
 input_dim: 32
+"""
+# A small strided net in the style of real files: comments, tabs, an input header.
+HEADER_NET = """\
+# a toy backbone
+name: "toy"   # trailing comment
+""" + INPUT_DIMS + """\
 layer {
 \tname: "conv1"
 \ttype: "Convolution"
@@ -267,11 +271,7 @@ def test_a_layer_rewritten_under_a_new_name_is_edited_in_place(tmp_path, capsys)
 # the rewrite leaves alone.
 TEMPLATE_NET = """\
 name: "toy"
-input: "data"
-input_dim: 1
-input_dim: 3
-input_dim: 32
-input_dim: 32
+""" + INPUT_DIMS + """\
 layer {
   name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
   convolution_param { num_output: 8 kernel_size: 3 pad: 1 stride: 2 }

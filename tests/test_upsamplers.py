@@ -35,16 +35,25 @@ from _corpus import CORPUS
 SIZE = 96
 MARGIN = 32     # output pixels closer to the border see padding
 
-# An FCN-8s-like net at output stride 8: two skips, each lined up by a Crop and fused by
-# an Eltwise, a final Deconvolution to the image and a Crop to the data's size.
-NET = """
-name: "fcn-mini"
+# Both mini nets start alike: the input, then a strided convolution (padded by `PAD`, as
+# FCN pads its first layer) and a pooling, at output stride 4. A format template.
+STEM = """
+name: "NAME"
 input: "data"
 input_shape {{ dim: 1 dim: 1 dim: {size} dim: {size} }}
 layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-  convolution_param {{ num_output: 4 kernel_size: 3 stride: 2 pad: 20 }} }}
+  convolution_param {{ num_output: 4 kernel_size: 3 stride: 2 pad: PAD }} }}
 layer {{ name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
-  pooling_param {{ pool: AVE kernel_size: 2 stride: 2 }} }}
+  pooling_param {{ pool: AVE kernel_size: 2 stride: 2 }} }}"""
+
+
+def _mini(name, pad):
+    return STEM.replace("NAME", name).replace("PAD", str(pad))
+
+
+# An FCN-8s-like net at output stride 8: two skips, each lined up by a Crop and fused by
+# an Eltwise, a final Deconvolution to the image and a Crop to the data's size.
+NET = _mini("fcn-mini", 20) + """
 layer {{ name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
   convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 }} }}
 layer {{ name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
@@ -71,14 +80,7 @@ layer {{ name: "out" type: "Crop" bottom: "upscore4" bottom: "data" top: "out"
 """
 # A Dilation-style net at output stride 4: a dilated layer after the last stride (nominal
 # stride 8 there), scores upsampled to the image by a grouped, padded Deconvolution.
-DILATION = """
-name: "dilation-mini"
-input: "data"
-input_shape {{ dim: 1 dim: 1 dim: {size} dim: {size} }}
-layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-  convolution_param {{ num_output: 4 kernel_size: 3 stride: 2 pad: 1 }} }}
-layer {{ name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
-  pooling_param {{ pool: AVE kernel_size: 2 stride: 2 }} }}
+DILATION = _mini("dilation-mini", 1) + """
 layer {{ name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
   convolution_param {{ num_output: 4 kernel_size: 3 pad: 2 dilation: 2 }} }}
 layer {{ name: "score" type: "Convolution" bottom: "conv2" top: "score"
