@@ -81,6 +81,8 @@ def memo_by(param):
             try:
                 return cache[key]
             except KeyError:
+                if len(cache) >= 4096:      # a long-lived process sees many nets: stay small
+                    cache.clear()
                 found = cache[key] = method(self, layer)
                 return found
         window.__doc__ = method.__doc__

@@ -466,3 +466,30 @@ def test_data_layer_label_follows_the_given_image_size():
 def test_a_misspelt_type_gets_a_suggestion():
     a = run(inp(1, 3, 8, 8) + layer("c1", "Convolutoin", "data", body=conv_body(num_output=2, kernel_size=3)))
     assert 'did you mean "Convolution"' in a.stopped["c1"]
+
+
+def test_window_follows_every_edit_of_the_layer():
+    """Windows are memoised on the parameter block's bytes: the same layer message edited
+    in place, or a copy with another window, must give its own window, and a bad window
+    must fail each time it is asked, naming its layer."""
+    conv = caffe_pb2.LayerParameter(name="c", type="Convolution")
+    conv.convolution_param.kernel_size.append(3)
+    rule = rule_for("Convolution")
+    assert rule.window(conv) == Window(Pair(3, 3), Pair(1, 1), Pair(0, 0), Pair(1, 1))
+    conv.convolution_param.stride.append(2)
+    conv.convolution_param.dilation.append(2)
+    assert rule.window(conv) == Window(Pair(3, 3), Pair(2, 2), Pair(0, 0), Pair(2, 2))
+    wide = rule.with_window(conv, Window(Pair(3, 3), Pair(1, 1), Pair(4, 4), Pair(4, 4)))
+    assert rule.window(wide).pad == Pair(4, 4) and rule.window(conv).pad == Pair(0, 0)
+    pool = caffe_pb2.LayerParameter(name="p", type="Pooling")
+    pool.pooling_param.kernel_size = 2
+    assert rule_for("Pooling").window(pool).kernel == Pair(2, 2)
+    pool.pooling_param.global_pooling = True
+    assert rule_for("Pooling").window(pool) is None
+    for name in ("bad1", "bad2"):
+        bad = caffe_pb2.LayerParameter(name=name, type="Convolution")
+        bad.convolution_param.kernel_size.append(0)
+        for _ in range(2):
+            with pytest.raises(SurgeryError, match="must be positive") as info:
+                rule.window(bad)
+            assert info.value.layer == name
