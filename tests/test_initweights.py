@@ -12,7 +12,7 @@ from surgery.analysis import analyse
 from surgery.builder import NetBuilder
 from surgery.initweights import init_weights, random_weights, stream_weights
 from surgery.io.caffemodel import read_blob, read_caffemodel
-from surgery.io.prototxt import load_prototxt, save_prototxt
+from surgery.io.prototxt import load_prototxt
 from surgery.layers import rule_for
 
 from _corpus import CORPUS
