@@ -248,7 +248,7 @@ def bench_dilate(table, workdir, repeat):
 
 
 def _param_count(prototxt):
-    from surgery.analysis import analyse
+    from surgery.analysis.analyse import analyse
     from surgery.io.netfile import load_net
 
     shapes = analyse(load_net(str(prototxt)).net).param_shapes

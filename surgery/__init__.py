@@ -29,7 +29,7 @@ def load(path, *, upgrade=True):
 
     suffix = _suffix(path)
     if suffix in _TEXT_SUFFIXES:
-        from .io.prototxt import load_prototxt
+        from .io.netfile import load_prototxt
 
         return load_prototxt(path, upgrade=upgrade)
     if suffix in _BINARY_TYPES:
@@ -89,15 +89,15 @@ def save(obj, path, *, inputs=(), in_place=False):
 
 
 def analyse(net, **options):
-    """Shapes, strides, receptive fields and costs of a net: `surgery.analysis.analyse`."""
-    from .analysis import analyse as run
+    """Shapes, strides, receptive fields and costs of a net: `surgery.analysis.analyse.analyse`."""
+    from .analysis.analyse import analyse as run
 
     return run(net, **options)
 
 
 def dilate(net, *, output_stride, **options):
-    """(new_net, report) at a smaller output stride: `surgery.passes.dilate.dilate`."""
-    from .passes.dilate import dilate as run
+    """(new_net, report) at a smaller output stride: `surgery.transform.dilate.dilate`."""
+    from .transform.dilate import dilate as run
 
     return run(net, output_stride=output_stride, **options)
 

@@ -14,9 +14,9 @@ import math
 from fractions import Fraction
 
 from .errors import SurgeryError
-from .grid import SAME
+from .transform.grid import SAME
 from .pair import Pair, Window
-from .regrid import ADAPTED, APPROXIMATE, Regrid, crop_regrid, upsampler_regrid, window_regrid
+from .transform.regrid import ADAPTED, APPROXIMATE, Regrid, crop_regrid, upsampler_regrid, window_regrid
 
 
 class Unknown(Exception):
@@ -159,7 +159,7 @@ class LayerRule:
     # Caffe's upgrader sets lr_mult and decay_mult to 0 in the `param` specs of a layer
     # that declares exactly this many (its blobs must never be learned).
     frozen_param_specs = None
-    # Random weights (surgery.initweights): initialiser names per param blob, in Caffe's blob
+    # Random weights (surgery.weights.initweights): initialiser names per param blob, in Caffe's blob
     # order (blobs past the end get "small"), and the rule carrying per-channel moments.
     init = ()
     moment = "default"
@@ -169,7 +169,7 @@ class LayerRule:
 
     def fillers(self, layer):
         """The FillerParameter Caffe uses for each param blob when no weights are loaded,
-        in blob order (`surgery.fillers` turns them into values); None when the type has
+        in blob order (`surgery.weights.fillers` turns them into values); None when the type has
         no filler fields (its blobs cannot be initialised from the prototxt)."""
         return None
 
@@ -236,7 +236,7 @@ class LayerRule:
     def flops(self, layer, in_shapes, out_shapes):
         return 0
 
-    # -- regridding (see regrid.py) ------------------------------------------------
+    # -- regridding (see transform/regrid.py) ------------------------------------------------
 
     def regrid(self, layer, step):
         """How this layer moves to the grid its input now lives on. By role: a window
@@ -272,7 +272,7 @@ class LayerRule:
     def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
         """Per axis, how much coarser this layer's spatial input may be made (an integer
         every coarsening factor must divide; 0: no limit), given `limit_out`, the limit of
-        its outputs (surgery.nominal). A window's taps and pad must shrink to whole
+        its outputs (surgery.analysis.nominal). A window's taps and pad must shrink to whole
         numbers: a kernel > 1 allows what divides its dilation and pad, and the stride it
         keeps passes on its output's limit. A pooling has no dilation, so it allows
         nothing, unless `narrow` (--pooling cover) lets its window follow (approximate);
@@ -323,11 +323,11 @@ class LayerRule:
         return all(len(s) == 4 and tuple(s[2:]) == (1, 1) for run in runs for s in run)
 
     def init_of(self, layer):
-        """Initialiser names (keys of surgery.initweights.INITIALISERS), one per param blob."""
+        """Initialiser names (keys of surgery.weights.initweights.INITIALISERS), one per param blob."""
         return self.init
 
     def moment_of(self, layer):
-        """(name, options): the rule in surgery.initweights.MOMENTS that carries per-channel
+        """(name, options): the rule in surgery.weights.initweights.MOMENTS that carries per-channel
         mean and variance through this layer, with the settings of the layer it needs."""
         return self.moment, {}
 
@@ -755,7 +755,7 @@ class Deconvolution(Convolution):
         grouped ctx_upsample); learned weights have no such rule: SurgeryError."""
         import numpy as np
 
-        from .fillers import upsampling_kernel
+        from .weights.fillers import upsampling_kernel
 
         before, after = self.window(old), self.window(new)
         with open_reader() as reader:

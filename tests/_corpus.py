@@ -13,7 +13,7 @@ CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 
 def corpus_net(rel):
     """The upgraded NetParameter of a corpus file; skips the test when it is not there."""
-    from surgery.io.prototxt import load_prototxt
+    from surgery.io.netfile import load_prototxt
 
     path = CORPUS / rel
     if not path.exists():

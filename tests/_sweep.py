@@ -135,16 +135,16 @@ def _loaded(path):
 
 
 def phases(path):
-    """The phases the file describes (surgery.graph.described_phases); TEST alone when it
+    """The phases the file describes (surgery.analysis.graph.described_phases); TEST alone when it
     does not load, as every run must then end in exit 2 whatever the phase."""
-    from surgery.graph import described_phases
+    from surgery.analysis.graph import described_phases
 
     loaded = _loaded(path)
     return tuple(described_phases(loaded.net)) if loaded is not None else ("TEST",)
 
 
 def is_small(path):
-    from surgery.analysis import analyse
+    from surgery.analysis.analyse import analyse
     from surgery.errors import SurgeryError
 
     loaded = _loaded(path)

@@ -33,18 +33,19 @@ import textwrap
 import numpy as np
 import pytest
 
-from surgery.analysis import analyse
+from surgery.analysis.analyse import analyse
 from surgery.builder import NetBuilder
 from surgery.cli import main
-from surgery.engine import CaffeEngine, CaffeUnreadable, get_engine
+from surgery.engines.engine import CaffeEngine, CaffeUnreadable, get_engine
 from surgery.errors import SurgeryError
-from surgery.initweights import init_weights
+from surgery.weights.initweights import init_weights
 from surgery.io import caffemodel as cm
-from surgery.io.prototxt import load_prototxt, parse_prototxt, save_prototxt
+from surgery.io.prototxt import parse_prototxt, save_prototxt
+from surgery.io.netfile import load_prototxt
 from surgery.layers import known_types, rule_for
 from surgery.models.vgg import vgg16
-from surgery.passes.dilate import dilate
-from surgery.verify import verify
+from surgery.transform.dilate import dilate
+from surgery.engines.verify import verify
 
 from _caffe import caffe_build
 from _corpus import CORPUS

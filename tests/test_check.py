@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from surgery import check
+from surgery.analysis import check
 from surgery.cli import main
 from surgery.io import caffemodel as cm
 
@@ -200,7 +200,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "
 
 @pytest.fixture
 def tiny_net(tmp_path):
-    pytest.importorskip("surgery.analysis")
+    pytest.importorskip("surgery.analysis.analyse")
     path = tmp_path / "net.prototxt"
     path.write_text(NET)
     return path

@@ -5,7 +5,8 @@ import re
 import pytest
 
 from surgery.cli import main
-from surgery.io.prototxt import load_prototxt, parse_prototxt
+from surgery.io.prototxt import parse_prototxt
+from surgery.io.netfile import load_prototxt
 
 from _corpus import CORPUS
 VGG = CORPUS / "vgg" / "VGG_ILSVRC_16_layers_deploy.prototxt"

@@ -10,12 +10,13 @@ import json
 
 import pytest
 
-from surgery.analysis import analyse
+from surgery.analysis.analyse import analyse
 from surgery.cli import main
 from surgery.errors import SurgeryError
-from surgery.initweights import init_weights
-from surgery.io.prototxt import load_prototxt, save_prototxt
-from surgery.passes.dilate import dilate
+from surgery.weights.initweights import init_weights
+from surgery.io.prototxt import save_prototxt
+from surgery.io.netfile import load_prototxt
+from surgery.transform.dilate import dilate
 
 from _corpus import CORPUS
 
@@ -48,7 +49,7 @@ NUMERIC = [("resnet50", "exact", 16), ("resnet50", "exact", 32),
 def test_an_os8_net_coarsened_equals_the_dense_net_on_the_subsampled_grid(
         tmp_path, model, convention, target):
     pytest.importorskip("cv2")
-    from surgery.verify import verify
+    from surgery.engines.verify import verify
 
     dense, _ = dilate(load_prototxt(MODELS / model / "deploy.prototxt"), output_stride=8,
                       head="cut", convention=convention)
@@ -237,7 +238,7 @@ def test_train_at_16_then_dilate_to_8_is_the_net_segment_builds_at_8(data):
     """DeepLab v3's recipe: the OS-16 train net, converted to 8, has the OS-8 net's every
     layer (ASPP rates 3,6,9,12 -> 6,12,18,24, label shrink 16 -> 8 with its crop refitted,
     the final zoom 16 -> 8), names aside."""
-    from surgery.passes.segment import segment
+    from surgery.transform.segment import segment
 
     backbone = load_prototxt(MODELS / "resnet101" / "deploy.prototxt")
     at16 = segment(backbone, head="aspp", classes=21, output_stride=16, data=data)
@@ -252,7 +253,7 @@ def test_a_deeplab_v2_layout_at_32_has_msra_resnet101s_windows():
     """DeepLab v2's ResNet-101 (here as `segment` builds it at output stride 8: res4
     dilation 2, res5 dilation 4, ASPP on res5c) taken back to 32 up to res5c has MSRA
     ResNet-101's stride, pad and dilation on every res* layer."""
-    from surgery.passes.segment import segment
+    from surgery.transform.segment import segment
 
     msra = load_prototxt(MODELS / "resnet101" / "deploy.prototxt")
     deeplab = segment(msra, head="aspp", classes=21, output_stride=8).deploy
@@ -284,7 +285,7 @@ def test_a_rounded_head_keeps_the_trunk_exact_in_numbers(tmp_path):
     --dilation round: the trunk equals the dense net on the subsampled grid (OpenCV), the
     head is approximate and the exact rule alone refuses."""
     pytest.importorskip("cv2")
-    from surgery.verify import verify
+    from surgery.engines.verify import verify
 
     dense, _ = dilate(load_prototxt(MODELS / "resnet50" / "deploy.prototxt"), output_stride=8,
                       head="cut")
@@ -360,7 +361,7 @@ def test_multi_scale_inputs_convert_with_the_main_trunk(tmp_path, target):
     # Coarser: the branch's scores are the original's on every other sample (OpenCV).
     pytest.importorskip("cv2")
     import numpy as np
-    from surgery.engine import get_engine
+    from surgery.engines.engine import get_engine
 
     save_prototxt(new, tmp_path / "coarse.prototxt")
     init_weights(net, tmp_path / "w.caffemodel")

@@ -21,13 +21,14 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from surgery.analysis import analyse
-from surgery.engine import get_engine
+from surgery.analysis.analyse import analyse
+from surgery.engines.engine import get_engine
 from surgery.errors import SurgeryError
-from surgery.initweights import init_weights
-from surgery.io.prototxt import format_prototxt, load_prototxt, save_prototxt
-from surgery.passes.dilate import dilate
-from surgery.verify import verify
+from surgery.weights.initweights import init_weights
+from surgery.io.prototxt import format_prototxt, save_prototxt
+from surgery.io.netfile import load_prototxt
+from surgery.transform.dilate import dilate
+from surgery.engines.verify import verify
 
 cv2 = pytest.importorskip("cv2")
 

@@ -5,14 +5,15 @@ import json
 
 import pytest
 
-from surgery.analysis import analyse
-from surgery.check import compare
+from surgery.analysis.analyse import analyse
+from surgery.analysis.check import compare
 from surgery.cli import main
 from surgery.errors import SurgeryError
 from surgery.io.caffemodel import read_caffemodel, write_caffemodel
-from surgery.io.prototxt import load_prototxt, parse_prototxt
+from surgery.io.prototxt import parse_prototxt
+from surgery.io.netfile import load_prototxt
 from surgery.layers import rule_for
-from surgery.passes.dilate import approximate_layers, dilate
+from surgery.transform.dilate import approximate_layers, dilate
 
 from _corpus import CORPUS
 
@@ -453,9 +454,9 @@ def test_a_join_misaligned_in_the_original_does_not_stop_a_rewrite_after_it(tmp_
     """The rewrite removes c2's stride, after the join: the join keeps its relation, so the
     conversion goes on, and is exact (checked in OpenCV: the join and c3 on their grids)."""
     pytest.importorskip("cv2")
-    from surgery.initweights import init_weights
+    from surgery.weights.initweights import init_weights
     from surgery.io.prototxt import save_prototxt
-    from surgery.verify import verify
+    from surgery.engines.verify import verify
 
     net = net_of(*MISALIGNED, size=32)
     assert analyse(net).misaligned_joins() == {"aj"}
@@ -492,7 +493,7 @@ def test_an_approximate_summary_states_the_size_condition_of_its_exact_part():
     assert not report.exact
     # p1's output is odd (p2 then has a partial window) for sizes 1 and 2 mod 4
     assert report.exact_sizes.startswith("exact for input sizes with H mod 4 in {0, 3} ")
-    from surgery.report import format_changes
+    from surgery.report.text import format_changes
 
     text = format_changes(report)
     assert "exact up to 'c3', exact for input sizes with H mod 4" in text
@@ -500,9 +501,9 @@ def test_an_approximate_summary_states_the_size_condition_of_its_exact_part():
 
 def test_verify_says_when_the_conversion_was_made_for_another_input_size(tmp_path):
     pytest.importorskip("cv2")
-    from surgery.initweights import init_weights
+    from surgery.weights.initweights import init_weights
     from surgery.io.prototxt import save_prototxt
-    from surgery.verify import verify
+    from surgery.engines.verify import verify
 
     net = net_of(*POOLED[:5], size=32)          # p2's window: whole at 32, partial at 34
     save_prototxt(net, tmp_path / "a.prototxt")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from surgery.builder import NetBuilder
-from surgery.engine import get_engine
+from surgery.engines.engine import get_engine
 from surgery.errors import SurgeryError
 from surgery.io.caffemodel import write_caffemodel
 from surgery.io.prototxt import save_prototxt
@@ -113,7 +113,7 @@ def test_missing_pycaffe_says_what_to_do(monkeypatch):
 
 
 def test_opencv_engine_names_the_layer_types_it_computes_differently():
-    from surgery.engine import get_engine
+    from surgery.engines.engine import get_engine
     from surgery.io.prototxt import parse_prototxt
 
     engine = get_engine("opencv")
@@ -125,7 +125,7 @@ def test_opencv_engine_names_the_layer_types_it_computes_differently():
 
 
 def test_opencv_engine_names_the_depthwise_layers_it_miscomputes():
-    from surgery.engine import get_engine
+    from surgery.engines.engine import get_engine
     from surgery.io.prototxt import parse_prototxt
 
     def net(pad, dilation, group):

@@ -10,18 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from surgery.analysis import analyse
-from surgery.check import compare
+from surgery.analysis.analyse import analyse
+from surgery.analysis.check import compare
 from surgery.cli import main
 from surgery.errors import SurgeryError
-from surgery.initweights import init_weights, random_weights
+from surgery.weights.initweights import init_weights, random_weights
 from surgery.io.caffemodel import read_blob, read_caffemodel, write_caffemodel
-from surgery.io.prototxt import load_prototxt, save_prototxt
+from surgery.io.prototxt import save_prototxt
+from surgery.io.netfile import load_prototxt
 from surgery.layers import rule_for
 from surgery.models.vgg import vgg16
 from surgery.pair import Pair
-from surgery.passes.dilate import dilate
-from surgery.passes.fcn import convolutionalize, parse_decimate, transplant
+from surgery.transform.dilate import dilate
+from surgery.transform.fcn import convolutionalize, parse_decimate, transplant
 
 from _corpus import CORPUS
 TOL = 1e-4
@@ -34,7 +35,7 @@ def _close(got, want, tol=TOL):
 
 def _engine():
     pytest.importorskip("cv2")
-    from surgery.engine import get_engine
+    from surgery.engines.engine import get_engine
 
     return get_engine("opencv")
 
@@ -429,7 +430,7 @@ def test_streamed_weight_is_the_whole_array_rule(tmp_path, dtype, options, budge
     """The pieces, read in bands of any size, are the converted weight that LayerPlan.weight
     (the rule on the whole array) gives."""
     from surgery.io.caffemodel import BlobReader
-    from surgery.passes.fcn import LayerPlan
+    from surgery.transform.fcn import LayerPlan
 
     n, c, kernel = 12, 8, Pair(5, 4)
     plan = LayerPlan(source="fc", target="fc-conv", num_output=n, channels=c, kernel=kernel,

@@ -8,7 +8,7 @@ field there is refused as a typo. `--strict` refuses everything the schema lacks
 
 import pytest
 
-from surgery.analysis import analyse
+from surgery.analysis.analyse import analyse
 from surgery.cli import main
 from surgery.io.netfile import load_net
 from surgery.layers import UNKNOWN

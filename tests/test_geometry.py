@@ -5,8 +5,8 @@ import time
 from google.protobuf import text_format
 
 from surgery import caffe_pb2
-from surgery.analysis import analyse
-from surgery.geometry import ORIGIN, Geometry, apply_window
+from surgery.analysis.analyse import analyse
+from surgery.analysis.geometry import ORIGIN, Geometry, apply_window
 from surgery.pair import Pair, Window
 
 from _corpus import corpus_net as corpus

@@ -5,7 +5,7 @@ from google.protobuf import text_format
 
 from surgery import caffe_pb2
 from surgery.errors import SurgeryError
-from surgery.graph import build_graph
+from surgery.analysis.graph import build_graph
 
 
 def net(text):

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from surgery.analysis import analyse
+from surgery.analysis.analyse import analyse
 from surgery.builder import NetBuilder
-from surgery.initweights import init_weights, random_weights, stream_weights
+from surgery.weights.initweights import init_weights, random_weights, stream_weights
 from surgery.io.caffemodel import read_blob, read_caffemodel
-from surgery.io.prototxt import load_prototxt
+from surgery.io.netfile import load_prototxt
 from surgery.layers import rule_for
 
 from _corpus import CORPUS
@@ -69,7 +69,7 @@ def test_streamed_file_is_byte_identical_whatever_the_piece_size(tmp_path, monke
     """Pieces of 7 values cut rows, channels and blobs anywhere; moments are summed from
     them. The file must equal one drawn with every blob in one piece. A small reduction
     unit makes rows longer than a unit (cut into segments) and several units per blob."""
-    from surgery import initweights
+    from surgery.weights import initweights
 
     if unit is not None:
         monkeypatch.setattr(initweights._Linear, "UNIT", unit)
@@ -152,7 +152,7 @@ def test_linear_moments_are_summed_from_the_drawn_weights():
 
 def test_initialisers_and_moment_rules_come_from_the_registry():
     from surgery import caffe_pb2
-    from surgery.initweights import INITIALISERS, MOMENTS
+    from surgery.weights.initweights import INITIALISERS, MOMENTS
 
     layer = caffe_pb2.LayerParameter(name="p", type="Pooling")
     layer.pooling_param.pool = caffe_pb2.PoolingParameter.MAX
@@ -167,7 +167,7 @@ def test_initialisers_and_moment_rules_come_from_the_registry():
         names = rule.init_of(layer)
         assert names and all(n in INITIALISERS for n in names), type_name
         assert rule.moment_of(layer)[0] in MOMENTS, type_name
-    source = (ROOT / "surgery" / "initweights.py").read_text()
+    source = (ROOT / "surgery" / "weights" / "initweights.py").read_text()
     for type_name in ("Convolution", "BatchNorm", "Pooling", "Eltwise", "ReLU", "Scale"):
         assert f'"{type_name}"' not in source
 
@@ -188,7 +188,7 @@ def test_every_activation_std_stays_within_0_1_and_10(tmp_path, where, rel):
     every blob stays in [0.1, 10]. Softmax outputs are left out: a probability vector over
     1000 classes has a std below 0.032 whatever the weights."""
     pytest.importorskip("cv2")
-    from surgery.engine import get_engine
+    from surgery.engines.engine import get_engine
 
     path = (ROOT / "models" if where == "models" else CORPUS) / rel
     if not path.exists():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from surgery.analysis import parse_input_shapes
+from surgery.analysis.analyse import parse_input_shapes
 from surgery.cli import main
 from surgery.errors import SurgeryError
 

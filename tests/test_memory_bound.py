@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEADROOM = 160 << 20
 # 1235 x 9 x 9 inputs to 1000 outputs: a 1000 x 100035 float32 weight, 400 MB.
 CHANNELS, SIZE, OUTPUTS = 1235, 9, 1000
-IMPORTS = "import surgery.cli, surgery.initweights, surgery.passes.fcn, surgery.io.caffemodel"
+IMPORTS = "import surgery.cli, surgery.weights.initweights, surgery.transform.fcn, surgery.io.caffemodel"
 
 
 def _peak_vm_of_imports():

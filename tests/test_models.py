@@ -74,7 +74,7 @@ def test_generated_net_matches_the_public_file(name):
     path = CORPUS / CORPUS_FILES[name]
     if not path.exists():
         pytest.skip(f"corpus file {path} absent")
-    from surgery.io.prototxt import load_prototxt
+    from surgery.io.netfile import load_prototxt
 
     theirs = [_signature(l) for l in load_prototxt(path).layer if l.type != "Input"]
     ours = [_signature(l) for l in build(name).layer if l.type != "Input"]
@@ -169,8 +169,8 @@ def test_every_committed_file_is_regenerated_byte_for_byte(regenerated):
 
 
 def test_conversions_reach_their_stride_and_keep_the_receptive_field(regenerated):
-    from surgery.analysis import analyse
-    from surgery.io.prototxt import load_prototxt
+    from surgery.analysis.analyse import analyse
+    from surgery.io.netfile import load_prototxt
 
     out, _ = regenerated
     for name in MODELS:
@@ -201,7 +201,7 @@ def test_readme_rows_are_what_inspect_prints(regenerated, capsys, model, file, s
     import json
 
     from surgery.cli import main
-    from surgery.report import human
+    from surgery.report.text import human
 
     out, _ = regenerated
     assert main(["inspect", str(out / model / file), "--input-shape",
@@ -232,7 +232,7 @@ def test_readme_says_which_conversions_are_approximate(regenerated):
 def test_convert_uses_cover_only_when_strict_refuses_a_pooling_window():
     from surgery.errors import SurgeryError
     from surgery.models.conversions import convert
-    from surgery.passes.dilate import dilate
+    from surgery.transform.dilate import dilate
 
     net = build("googlenet-mini", width=0.25)
     with pytest.raises(SurgeryError) as refused:

@@ -10,7 +10,7 @@ small non-square inputs of both parities. Each net is dilated to a smaller outpu
 stride; both nets run in OpenCV with the same random weights and input, and for
 every blob in `report.exact_blobs` the converted values at `offset + factor*i` must
 equal the original values at `i`. The report's factor and offset must also equal
-those derived from the two nets' geometry alone (the rule `surgery.verify` uses).
+those derived from the two nets' geometry alone (the rule `surgery.engines.verify` uses).
 """
 
 import tempfile
@@ -22,18 +22,18 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from surgery.analysis import analyse
+from surgery.analysis.analyse import analyse
 from surgery.builder import NetBuilder
 from surgery.errors import SurgeryError
-from surgery.initweights import init_weights
+from surgery.weights.initweights import init_weights
 from surgery.io.caffemodel import read_blob
 from surgery.io.prototxt import save_prototxt
 from surgery.layers import rule_for
-from surgery.passes.dilate import dilate
+from surgery.transform.dilate import dilate
 
 pytest.importorskip("cv2")
 
-from surgery.engine import get_engine  # noqa: E402  (after the skip: needs cv2)
+from surgery.engines.engine import get_engine  # noqa: E402  (after the skip: needs cv2)
 
 TOL = 1e-4
 FLOOR = 1   # PoolingParameter.RoundMode.FLOOR
@@ -226,7 +226,7 @@ def _for_opencv(net):
 
 
 def derived_grid(orig, conv, blob):
-    """(factor, offset) per axis from the two nets' geometry alone, as `surgery.verify`
+    """(factor, offset) per axis from the two nets' geometry alone, as `surgery.engines.verify`
     derives it: centres c and strides S give j = (c_orig - c_conv)/S_conv + f*i."""
     ga, gb = orig.geometry.get(blob), conv.geometry.get(blob)
     if ga is None or gb is None:

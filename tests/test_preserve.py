@@ -197,8 +197,8 @@ def test_corpus_round_trip_through_the_commands(path, tmp_path, capsys):
 
 
 def _output_stride(path):
-    from surgery.analysis import analyse
-    from surgery.passes.dilate import output_stride
+    from surgery.analysis.analyse import analyse
+    from surgery.transform.dilate import output_stride
 
     loaded = load_net(path)
     return max(output_stride(analyse(loaded.net, unknowns=loaded.unknowns)))
@@ -250,7 +250,7 @@ def test_a_layer_rewritten_under_a_new_name_is_edited_in_place(tmp_path, capsys)
     """fcn renames fc6 to fc6-conv and changes its type: the block is edited where it
     stands, comments around it stay, and no canonical fallback is needed."""
     from surgery.cli import main
-    from surgery.initweights import init_weights
+    from surgery.weights.initweights import init_weights
     from surgery.models import build
 
     net = build("vgg16", width=0.125, fc_width=32, input_size=64)
@@ -289,7 +289,7 @@ layer {
 
 
 def _dilated(tmp_path):
-    from surgery.passes.dilate import dilate
+    from surgery.transform.dilate import dilate
 
     loaded = load_net(write(tmp_path, "tpl.prototxt", TEMPLATE_NET))
     new, _ = dilate(loaded.net, output_stride=1, unknowns=loaded.unknowns)
@@ -347,7 +347,7 @@ def test_reload_check_catches_a_broken_edit_without_template(tmp_path, monkeypat
     """Without placeholders the broken edit falls back to canonical text, with a note."""
     src = write(tmp_path, "net.prototxt", HEADER_NET)
     loaded = load_net(src)
-    from surgery.passes.dilate import dilate
+    from surgery.transform.dilate import dilate
 
     new, _ = dilate(loaded.net, output_stride=1)
     _faulty_set_field(monkeypatch, lambda doc, layer: doc.remove_field(

@@ -12,12 +12,12 @@ lossless text round trip.
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from surgery.analysis import analyse
+from surgery.analysis.analyse import analyse
 from surgery.builder import NetBuilder
 from surgery.errors import SurgeryError
 from surgery.io.prototxt import format_prototxt, parse_prototxt
 from surgery.layers import rule_for
-from surgery.passes.dilate import approximate_layers, dilate
+from surgery.transform.dilate import approximate_layers, dilate
 
 SETTINGS = settings(max_examples=120, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -6,9 +6,9 @@ import pytest
 import surgery
 from surgery import caffe_pb2
 from surgery.errors import SurgeryError
+from surgery.io.netfile import load_prototxt
 from surgery.io.prototxt import (
     format_prototxt,
-    load_prototxt,
     parse_prototxt,
     read_text,
     save_prototxt,

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from surgery.analysis import analyse
+from surgery.analysis.analyse import analyse
 from surgery.cli import main
-from surgery.htmlreport.compare import (APPROXIMATE, EXACT, REMOVED, Side, compare,
+from surgery.report.html.compare import (APPROXIMATE, EXACT, REMOVED, Side, compare,
                                         layer_status, view)
 from surgery.io.netfile import load_net
-from surgery.passes.dilate import dilate
+from surgery.transform.dilate import dilate
 
 from _browser import browser_or_skip, dot_or_skip, open_page, pixel_spread
 from _corpus import CORPUS
@@ -119,7 +119,7 @@ def test_input_size_condition_agrees_with_dilate():
 
 
 def test_in_place_layers_fold_into_the_layer_they_follow():
-    from surgery.htmlreport.graph import boxes, dot_source
+    from surgery.report.html.graph import boxes, dot_source
 
     graph = analyse(load_net(MODELS / "resnet50" / "deploy.prototxt").net).graph
     members, head_of = boxes(graph)

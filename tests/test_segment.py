@@ -15,15 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from surgery.analysis import analyse
-from surgery.check import compare, merge, whole_shapes
+from surgery.analysis.analyse import analyse
+from surgery.analysis.check import compare, merge, whole_shapes
 from surgery.cli import main
 from surgery.io.caffemodel import read_caffemodel
-from surgery.io.prototxt import load_prototxt, save_prototxt
+from surgery.io.prototxt import save_prototxt
+from surgery.io.netfile import load_prototxt
 from surgery.layers import rule_for
 from surgery.models import build
-from surgery.passes.segment import segment
-from surgery.verify import verify
+from surgery.transform.segment import segment
+from surgery.engines.verify import verify
 
 from _caffe import caffe_build
 from _corpus import CORPUS
@@ -342,7 +343,7 @@ def test_deconv_deploy_backbone_output_equals_backbone_opencv(small):
     assert report.passed and report.blobs[0].blob == "res5c"
     assert report.blobs[0].factor == (4, 4)
     # The whole deploy net runs, and the output is at the crop size.
-    from surgery.engine import get_engine
+    from surgery.engines.engine import get_engine
     out = get_engine("opencv").run(deploy, weights, {"data": np.random.default_rng(0).standard_normal(
         (1, 3, 97, 97)).astype(np.float32)}, ["upscore_crop"])["upscore_crop"]
     assert out.shape == (1, 5, 97, 97) and np.isfinite(out).all()
@@ -398,7 +399,7 @@ def test_deconv_deploy_runs_in_caffe_and_keeps_the_backbone(small, tmp_path):
     image = np.random.default_rng(1).standard_normal((1, 3, 97, 97)).astype(np.float32)
     mine = _caffe(tmp_path, deploy, weights, "TEST", {"data": image}, ["res5c", "upscore_crop"])
     theirs = _caffe(tmp_path, proto, model, "TEST", {"data": image}, ["res5c"])
-    from surgery.verify import _grid
+    from surgery.engines.verify import _grid
     grid, _ = _grid("res5c", analyse(load_prototxt(proto)), analyse(load_prototxt(deploy)))
     factor, offset = (tuple(int(v) for v in part) for part in grid)
     sampled = mine["res5c"][:, :, offset[0]::factor[0], offset[1]::factor[1]]
@@ -408,7 +409,7 @@ def test_deconv_deploy_runs_in_caffe_and_keeps_the_backbone(small, tmp_path):
     assert mine["upscore_crop"].shape == (1, 5, 97, 97)
     # OpenCV computes the same deploy output.
     pytest.importorskip("cv2")
-    from surgery.engine import get_engine
+    from surgery.engines.engine import get_engine
     cv = get_engine("opencv").run(deploy, weights, {"data": image}, ["upscore_crop"])["upscore_crop"]
     assert np.abs(cv - mine["upscore_crop"]).max() <= 1e-4 * np.abs(mine["upscore_crop"]).max()
 
@@ -454,7 +455,7 @@ def test_train_scores_forward_in_opencv_give_finite_loss(small):
     folder, paths = small
     proto, model = paths["resnet"]
     _, deploy, weights = _run_segment(folder, proto, model, "train-cv", *CASES["aspp-deconv"][1])
-    from surgery.engine import get_engine
+    from surgery.engines.engine import get_engine
     rng = np.random.default_rng(3)
     image = rng.standard_normal((1, 3, 97, 97)).astype(np.float32)
     scores = get_engine("opencv").run(deploy, weights, {"data": image},

@@ -6,7 +6,7 @@ import pytest
 from google.protobuf import text_format
 
 from surgery import caffe_pb2
-from surgery.analysis import analyse
+from surgery.analysis.analyse import analyse
 from surgery.errors import SurgeryError
 from surgery.layers import pool_has_extra_window, pool_out_size, rule_for
 from surgery.pair import Pair, Window

@@ -31,12 +31,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from surgery.analysis import analyse
+from surgery.analysis.analyse import analyse
 from surgery.errors import SurgeryError
-from surgery.initweights import init_weights
-from surgery.io.prototxt import load_prototxt, parse_prototxt, save_prototxt
+from surgery.weights.initweights import init_weights
+from surgery.io.prototxt import parse_prototxt, save_prototxt
+from surgery.io.netfile import load_prototxt
 from surgery.models import MODELS, build
-from surgery.passes.dilate import dilate
+from surgery.transform.dilate import dilate
 
 cv2 = pytest.importorskip("cv2")
 

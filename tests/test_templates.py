@@ -6,7 +6,7 @@ import pytest
 from google.protobuf import text_format
 
 from surgery import caffe_pb2
-from surgery.analysis import analyse
+from surgery.analysis.analyse import analyse
 from surgery.cli import main
 from surgery.errors import SurgeryError
 from surgery.io.caffemodel import write_caffemodel

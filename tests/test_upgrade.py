@@ -6,7 +6,8 @@ import pytest
 
 from surgery import caffe_pb2
 from surgery.errors import SurgeryError
-from surgery.io.prototxt import format_prototxt, load_prototxt, parse_prototxt
+from surgery.io.prototxt import format_prototxt, parse_prototxt
+from surgery.io.netfile import load_prototxt
 from surgery.io.upgrade import upgrade_net
 
 from _corpus import CORPUS

@@ -20,14 +20,14 @@ import re
 import numpy as np
 import pytest
 
-from surgery.analysis import analyse
+from surgery.analysis.analyse import analyse
 from surgery.cli import main
 from surgery.errors import SurgeryError
 from surgery.io.netfile import load_net
-from surgery.passes.dilate import dilate
-from surgery.fillers import upsampling_kernel
+from surgery.transform.dilate import dilate
+from surgery.weights.fillers import upsampling_kernel
 from surgery.io.caffemodel import read_caffemodel, write_caffemodel
-from surgery.io.prototxt import load_prototxt
+from surgery.io.netfile import load_prototxt
 
 from _caffe import caffe_build
 from _corpus import CORPUS
@@ -136,7 +136,7 @@ def ramp():
 
 @pytest.fixture(params=["caffe", "opencv"])
 def engine(request):
-    from surgery.engine import get_engine
+    from surgery.engines.engine import get_engine
 
     if request.param == "caffe":
         values = caffe_build()
@@ -301,7 +301,7 @@ def test_a_dilation_net_is_refused_past_what_its_dilations_give_back(tmp_path, c
 
 def test_verify_with_the_original_weights_compares_what_comes_before_the_upsamplers(tmp_path):
     pytest.importorskip("cv2")
-    from surgery.verify import verify
+    from surgery.engines.verify import verify
 
     proto, model = make_fcn(tmp_path, CLASSES)
     out, weights = tmp_path / "dense.prototxt", tmp_path / "dense.caffemodel"

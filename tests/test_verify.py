@@ -9,12 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from surgery.analysis import analyse
+from surgery.analysis.analyse import analyse
 from surgery.cli import main
 from surgery.errors import SurgeryError
-from surgery.initweights import init_weights, random_weights
+from surgery.weights.initweights import init_weights, random_weights
 from surgery.io.caffemodel import read_blob, read_caffemodel
-from surgery.io.prototxt import load_prototxt, save_prototxt
+from surgery.io.prototxt import save_prototxt
+from surgery.io.netfile import load_prototxt
 from surgery.models import build
 
 pytest.importorskip("cv2")
@@ -58,7 +59,7 @@ def test_init_weights_is_seeded_per_layer_name():
 
 @pytest.mark.parametrize("name", ["vgg16", "googlenet-mini", "mobilenet-mini", "asymmetric"])
 def test_random_weights_keep_activations_order_one(tmp_path, name):
-    from surgery.engine import get_engine
+    from surgery.engines.engine import get_engine
 
     net = build(name, width=0.25, input_size=64)
     proto = _write(tmp_path, name, net)
@@ -144,7 +145,7 @@ def test_a_shifted_grid_is_compared_where_the_samples_meet_and_fails(tmp_path, c
 def test_verify_user_errors(tmp_path):
     orig, conv, model = _hand_dilated_asymmetric(tmp_path)
     with pytest.raises(SurgeryError, match="blob 'nope'"):
-        from surgery.verify import verify
+        from surgery.engines.verify import verify
         verify(orig, conv, model, blobs=["nope"])
     assert main(["verify", str(orig), str(conv), "--weights", str(tmp_path / "none")]) == 2
 
@@ -153,8 +154,8 @@ def test_verify_user_errors(tmp_path):
 
 def _dilate_and_verify(tmp_path, net, *, output_stride, pooling="strict", convention="exact",
                        blobs=(), input_shape=None, strict=False):
-    from surgery.passes.dilate import dilate
-    from surgery.verify import verify
+    from surgery.transform.dilate import dilate
+    from surgery.engines.verify import verify
 
     orig = _write(tmp_path, "orig", net)
     converted, _report = dilate(net, output_stride=output_stride, head="cut", pooling=pooling,
@@ -255,7 +256,7 @@ def test_a_classifier_original_at_another_size_is_compared_before_its_head(tmp_p
     assert data["passed"] and data["blobs"][0]["blob"] == "res5c"
     # A wrong weight elsewhere is still refused, naming that layer.
     with pytest.raises(SurgeryError, match="do not load"):
-        from surgery.verify import verify
+        from surgery.engines.verify import verify
         other = tmp_path / "other.caffemodel"
         init_weights(build("resnet50", width=0.25, input_size=64), other)
         verify(orig, conv, other, input_shapes={"data": (1, 3, 97, 97)})

@@ -18,8 +18,8 @@ when both are (a train_val file: Caffe loads the weights into the TRAIN and TEST
 
 import json
 
-from ..analysis import analyse, parse_input_shapes
-from ..check import compare, format_report, merge, whole_shapes
+from ..analysis.analyse import analyse, parse_input_shapes
+from ..analysis.check import compare, format_report, merge, whole_shapes
 from ..io.caffemodel import read_caffemodel
 from . import options
 from .output import add_phase_argument, add_strict_argument, choose_phases, load

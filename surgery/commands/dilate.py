@@ -24,9 +24,9 @@ Exit status: 0 written; 1 when --weights do not load into the result (nothing is
 
 import os
 
-from ..analysis import analyse, parse_input_shapes
-from ..passes.dilate import CONVENTIONS, DILATION_CHOICES, HEAD_CHOICES, POOLING_CHOICES, dilate
-from ..report import format_changes
+from ..analysis.analyse import analyse, parse_input_shapes
+from ..transform.dilate import CONVENTIONS, DILATION_CHOICES, HEAD_CHOICES, POOLING_CHOICES, dilate
+from ..report.text import format_changes
 from ..errors import SurgeryError
 from . import options
 from ..io.atomic import guard_output
@@ -88,7 +88,7 @@ def run(args):
                            layer=report.resized[0])
     check, summary = None, None
     if args.weights:
-        from ..check import compare, whole_shapes
+        from ..analysis.check import compare, whole_shapes
         from ..io.caffemodel import read_caffemodel
 
         after = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns)
@@ -102,7 +102,7 @@ def run(args):
     ok = check is None or check.ok
     planned = None
     if ok and summary is not None and (report.resized or args.weights_out):
-        from .. import reweight
+        from ..weights import reweight
 
         planned = reweight.entries(summary, loaded.net, new, report.resized)  # raises first
     diff = write_net(args, loaded, new, write=not args.dry_run) \

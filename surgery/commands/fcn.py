@@ -24,10 +24,10 @@ Exit status: 0 written, 2 bad input (nothing is written).
 import json
 import os
 
-from ..analysis import parse_input_shapes
+from ..analysis.analyse import parse_input_shapes
 from ..errors import SurgeryError
 from ..io.atomic import guard_output
-from ..passes.fcn import (PAD_CHOICES, convolutionalize, format_plan, parse_decimate,
+from ..transform.fcn import (PAD_CHOICES, convolutionalize, format_plan, parse_decimate,
                           transplant, weight_entries)
 from . import options
 from .output import add_output_arguments, finish, load, output_target, write_net

@@ -16,9 +16,9 @@ when both are (a train_val file: its TRAIN-only layers get weights too).
 import json
 import math
 
-from ..analysis import parse_input_shapes
+from ..analysis.analyse import parse_input_shapes
 from ..errors import SurgeryError
-from ..initweights import init_weights
+from ..weights.initweights import init_weights
 from . import options
 from .output import add_phase_argument, add_strict_argument, choose_phases, load
 

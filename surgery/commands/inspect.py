@@ -15,10 +15,10 @@ their layers differ (a train_val file: one table per phase; JSON adds `other_pha
 import json
 import sys
 
-from ..analysis import analyse, parse_input_shapes
+from ..analysis.analyse import analyse, parse_input_shapes
 from ..errors import SurgeryError
-from ..passes.dilate import reachable_strides
-from ..report import format_table, to_json
+from ..transform.dilate import reachable_strides
+from ..report.text import format_table, to_json
 from . import options
 from .output import add_phase_argument, add_strict_argument, choose_phases, load
 

@@ -62,7 +62,7 @@ def tolerance(text):
 
 def input_shape(text):
     """One NAME=N,C,H,W spec, checked as the commands will parse it (kept as text)."""
-    from ..analysis import parse_input_shapes
+    from ..analysis.analyse import parse_input_shapes
     from ..errors import SurgeryError
 
     try:
@@ -75,7 +75,7 @@ def input_shape(text):
 def decimate(text):
     """One LAYER=KxK:N spec, checked as fcn will parse it (kept as text)."""
     from ..errors import SurgeryError
-    from ..passes.fcn import parse_decimate
+    from ..transform.fcn import parse_decimate
 
     try:
         parse_decimate([text])

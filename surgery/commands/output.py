@@ -14,7 +14,7 @@ import os
 import sys
 
 from ..errors import SurgeryError
-from ..graph import complete_phases
+from ..analysis.graph import complete_phases
 from ..io.atomic import guard_output, write_atomic
 from ..io.netfile import NetFile, load_net
 from ..io.preserve import render, unified_diff

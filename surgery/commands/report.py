@@ -16,9 +16,9 @@ The page has inline SVG, CSS and script only, and requests nothing from any serv
 Needs Graphviz's `dot` on PATH (Debian/Ubuntu: apt-get install graphviz).
 """
 
-from ..analysis import parse_input_shapes
+from ..analysis.analyse import parse_input_shapes
 from ..errors import SurgeryError
-from ..graph import described_phases
+from ..analysis.graph import described_phases
 from ..io.atomic import guard_output, write_atomic
 from . import options
 from .output import add_strict_argument, load
@@ -44,7 +44,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from ..htmlreport import find_dot, make_page, read_verify
+    from ..report.html import find_dot, make_page, read_verify
 
     shapes = parse_input_shapes(args.input_shape) or None
     if args.verify and not args.converted:

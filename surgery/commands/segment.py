@@ -32,14 +32,14 @@ import json
 import os
 import sys
 
-from ..analysis import analyse
-from ..check import compare, merge, whole_shapes
+from ..analysis.analyse import analyse
+from ..analysis.check import compare, merge, whole_shapes
 from ..errors import SurgeryError
 from ..io.atomic import guard_output, write_atomic
 from ..io.caffemodel import read_caffemodel
 from ..io.prototxt import format_prototxt
 from ..layers import rule_for
-from ..passes.segment import DATA_CHOICES, HEADS, UPSAMPLE_CHOICES, segment, write_weights
+from ..transform.segment import DATA_CHOICES, HEADS, UPSAMPLE_CHOICES, segment, write_weights
 from . import options
 from .output import add_strict_argument, load
 

@@ -18,9 +18,9 @@ input or a missing engine.
 
 import json
 
-from ..analysis import parse_input_shapes
-from ..engine import CHOICES
-from ..verify import verify
+from ..analysis.analyse import parse_input_shapes
+from ..engines.engine import CHOICES
+from ..engines.verify import verify
 from . import options
 
 NAME = "verify"

@@ -8,7 +8,7 @@ those four dims. --json prints {"layers": [{"name", "type", "blobs"}], "params"}
 
 import json
 
-from ..check import fmt_shape
+from ..analysis.check import fmt_shape
 from ..io.caffemodel import read_caffemodel
 
 NAME = "weights"

@@ -109,6 +109,17 @@ def load_text(text, path="<string>", *, strict=False):
     return NetFile(path, text, doc, binding, original, net, notes, warnings, unknowns)
 
 
+def load_prototxt(path, *, upgrade=True):
+    """Read and parse a net prototxt; bring legacy forms up to date unless upgrade=False.
+
+    Upgraded loading is `load_net`, the one loader every command uses, so templates and
+    fork fields load here too (use load_net for its warnings and unknowns)."""
+    if not upgrade:
+        path = os.fspath(path)
+        return parse_prototxt(read_text(path), path)
+    return load_net(path).net
+
+
 def rebind(loaded, doc):
     """`loaded` as an edited document binds and upgrades (no re-scan of its text); the
     typo guard and warnings already ran on the file itself."""

@@ -76,19 +76,6 @@ def parse_prototxt(text, filename="<string>", message_type=None):
     return message
 
 
-def load_prototxt(path, *, upgrade=True):
-    """Read and parse a net prototxt; bring legacy forms up to date unless upgrade=False.
-
-    Upgraded loading is `netfile.load_net`, the one loader every command uses, so
-    templates and fork fields load here too (use load_net for its warnings)."""
-    if not upgrade:
-        path = os.fspath(path)
-        return parse_prototxt(read_text(path), path)
-    from .netfile import load_net  # late: netfile builds on this module
-
-    return load_net(path).net
-
-
 def _first_keyword(text, word):
     """(line, col) of the first top-level-looking ``word {`` / ``word:`` outside strings."""
     pattern = re.compile(r"(?<![\w.])" + re.escape(word) + r"\s*[:{]")

@@ -10,12 +10,12 @@ refuses it is `pooling="cover"` used, and the table then says the file is approx
 
 from typing import NamedTuple
 
-from ..analysis import analyse
+from ..analysis.analyse import analyse
 from ..errors import SurgeryError
 from ..io.prototxt import format_prototxt
 from ..layers import rule_for
-from ..passes.dilate import dilate
-from ..report import human
+from ..transform.dilate import dilate
+from ..report.text import human
 
 STRIDES = (16, 8)     # the committed conversions
 SIZES = (224, 513)    # input sizes the table reports (513: the usual DeepLab crop)

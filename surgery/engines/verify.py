@@ -23,14 +23,15 @@ from typing import Optional
 
 import numpy as np
 
-from .analysis import analyse
-from .check import MISMATCH, compare, first_problem, whole_shapes
+from ..analysis.analyse import analyse
+from ..analysis.check import MISMATCH, compare, first_problem, whole_shapes
 from .engine import CaffeUnreadable, choose_engine, get_engine
-from .errors import SurgeryError
-from .grid import SAME, Grid, num
-from .io.caffemodel import read_caffemodel
-from .io.prototxt import load_prototxt, save_prototxt
-from .regrid import extra_window
+from ..errors import SurgeryError
+from ..transform.grid import SAME, Grid, num
+from ..io.caffemodel import read_caffemodel
+from ..io.prototxt import save_prototxt
+from ..io.netfile import load_prototxt
+from ..transform.regrid import extra_window
 
 OK, FAIL, APPROXIMATE, NO_GRID = "ok", "FAIL", "approximate", "no-grid"
 
@@ -278,7 +279,7 @@ def _random_inputs(orig, conv, path, seed):
 
 def _approximate_layers(orig_net, conv_net, input_shapes):
     """Layers of the converted net whose rewrite is not exact, as the dilate pass knows them."""
-    from .passes.dilate import approximate_layers
+    from ..transform.dilate import approximate_layers
 
     return set(approximate_layers(orig_net, conv_net, input_shapes=input_shapes))
 

@@ -15,9 +15,9 @@ addressed by layer name) with one list of `Change`s.
 from typing import NamedTuple
 
 from ..errors import SurgeryError
-from ..graph import described_phases, layer_kept
-from ..grid import SAME
-from ..regrid import EXACT, Step
+from ..analysis.graph import described_phases, layer_kept
+from .grid import SAME
+from .regrid import EXACT, Step
 
 
 class Change(NamedTuple):

@@ -17,14 +17,14 @@ import math
 from fractions import Fraction
 from typing import NamedTuple
 
-from ..analysis import analyse
+from ..analysis.analyse import analyse
 from ..errors import SurgeryError
-from ..grid import SAME, Grid, num, show
+from .grid import SAME, Grid, num, show
 from ..layers import type_hint
-from ..nominal import nominal_strides
+from ..analysis.nominal import nominal_strides
 from ..pair import Pair
-from ..regrid import APPROXIMATE, EXACT, Regrid, Unreachable
-from ..reweight import resized
+from .regrid import APPROXIMATE, EXACT, Regrid, Unreachable
+from ..weights.reweight import resized
 from . import head as heads
 from .walk import Change, Edit, apply_edits, convert, walk
 
@@ -40,7 +40,7 @@ class DilateReport(NamedTuple):
     deepest: object        # blob name
     exact_sizes: str       # for which input sizes the rewrite is exact
     notes: list
-    resized: tuple = ()    # layers given new kernels: weights to rewrite (reweight.py)
+    resized: tuple = ()    # layers given new kernels: weights to rewrite (weights/reweight.py)
 
     @property
     def exact(self):
@@ -78,7 +78,7 @@ class DilatePolicy:
     that loses its stride keeps dilation*f_in, or (pspnet convention) is dilated by its
     output factor too. `globalised` names the poolings --head global turns global.
 
-    Coarsening (`nominal` given: blob -> nominal strides, surgery.nominal) is the same
+    Coarsening (`nominal` given: blob -> nominal strides, surgery.analysis.nominal) is the same
     rule read the other way: a blob ends at min(nominal, max(target, its input's new
     stride)), so strides come back, as early as the kernels after them allow, where
     the net was dilated."""

@@ -6,9 +6,9 @@ import json
 import os
 from html import escape
 
-from .. import __version__
-from ..errors import SurgeryError
-from ..report import _axes, _bytes, _shape, human
+from ... import __version__
+from ...errors import SurgeryError
+from ..text import _axes, _bytes, _shape, human
 from . import plots
 from .compare import STATUSES
 from .graph import STYLES, _window_of

@@ -6,10 +6,10 @@ command (inspect, the passes' summaries) prints them the same way.
 
 from fractions import Fraction
 
-from .errors import SurgeryError
-from .layers import UNKNOWN, rule_for
-from .nominal import nominal_strides
-from .pair import Pair
+from ..errors import SurgeryError
+from ..layers import UNKNOWN, rule_for
+from ..analysis.nominal import nominal_strides
+from ..pair import Pair
 
 
 def _axes(pair):
@@ -116,7 +116,7 @@ def format_totals(analysis):
 
 
 def nominal_output_stride(analysis):
-    """The output stride the net's kernels were trained at (surgery.nominal): the largest
+    """The output stride the net's kernels were trained at (surgery.analysis.nominal): the largest
     nominal stride on the trunk, per axis; None when no blob has one."""
     side = analysis.resampled_branches()
     values = [v for b, v in nominal_strides(analysis).items() if b not in side]

@@ -12,8 +12,8 @@ import shutil
 import subprocess
 from html import escape
 
-from ..errors import SurgeryError
-from ..report import _shape, _window
+from ...errors import SurgeryError
+from ..text import _shape, _window
 from .compare import ADAPTED, ADDED, APPROXIMATE, EXACT, REMOVED
 
 # The font dot measures text with and the browser draws it in: a list, so that both pick

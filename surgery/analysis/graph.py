@@ -7,8 +7,8 @@ reports the first offending layer by name instead of letting a later stage guess
 
 from typing import NamedTuple
 
-from .errors import SurgeryError
-from .layers import rule_for
+from ..errors import SurgeryError
+from ..layers import rule_for
 
 PHASES = ("TRAIN", "TEST")
 

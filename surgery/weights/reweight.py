@@ -3,8 +3,8 @@ Deconvolution whose factor changed): the registry rule says how (`resized_weight
 every other layer of the caffemodel is copied byte for byte. Streamed: a layer's blob is
 read and written in pieces, never whole."""
 
-from .errors import SurgeryError
-from .layers import rule_for
+from ..errors import SurgeryError
+from ..layers import rule_for
 
 
 def resized(changes, graph):
@@ -25,7 +25,7 @@ def entries(summary, original, converted, changed):
     """Caffemodel entries (io.caffemodel.plan) for `summary`'s file with the layers named
     in `changed` rewritten for `converted`. Checks every such layer first, so a mismatch
     stops the run before anything is written."""
-    from .io.caffemodel import BlobReader, BlobSpec, StreamBlob, plan, read_blob
+    from ..io.caffemodel import BlobReader, BlobSpec, StreamBlob, plan, read_blob
 
     old_layers = {layer.name: layer for layer in original.layer}
     new_layers = {layer.name: layer for layer in converted.layer}
@@ -49,6 +49,6 @@ def entries(summary, original, converted, changed):
 
 def write(path, summary, planned, *, in_place=False):
     """Write the `entries` of `summary`'s caffemodel to `path`, atomically."""
-    from .io.caffemodel import write_entries
+    from ..io.caffemodel import write_entries
 
     write_entries(path, planned, source=summary.path, in_place=in_place)

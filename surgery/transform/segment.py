@@ -36,10 +36,10 @@ from fractions import Fraction
 from typing import Callable, NamedTuple, Optional
 
 from .. import caffe_pb2
-from ..analysis import analyse
+from ..analysis.analyse import analyse
 from ..builder import NetBuilder, fill
 from ..errors import SurgeryError
-from ..fillers import pieces as filler_pieces
+from ..weights.fillers import pieces as filler_pieces
 from ..pair import Pair
 from . import fcn as fcn_pass
 from .dilate import dilate
@@ -593,7 +593,7 @@ class _Pieces:
 def _check_backbone(segmented, summary):
     """The backbone's weights must load into the backbone part of the train net (what
     Caffe's CopyTrainedLayersFrom checks), before anything is written."""
-    from ..check import OK, compare, whole_shapes
+    from ..analysis.check import OK, compare, whole_shapes
 
     converted = {p.target for p in segmented.fcn.layers} if segmented.fcn is not None else set()
     skip = set(segmented.report.new_params) | converted

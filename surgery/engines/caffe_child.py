@@ -1,7 +1,7 @@
 """Run nets in pycaffe for the caffe engine, in this process or as a child process.
 
 pycaffe is often built for another interpreter than the one running caffe-surgery (a
-system Python or a conda env with its own protobuf). surgery.engine then runs this file
+system Python or a conda env with its own protobuf). surgery.engines.engine then runs this file
 as a script under that interpreter:
 
     CAFFE_PYTHON caffe_child.py FOLDER

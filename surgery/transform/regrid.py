@@ -1,6 +1,6 @@
 """The vocabulary of regridding, and how a sliding window moves to another grid.
 
-A conversion walks the net once (passes/walk.py) and asks each layer's registry rule
+A conversion walks the net once (transform/walk.py) and asks each layer's registry rule
 `rule.regrid(layer, step)` how that layer must change so that its output lands on the
 grid the policy wants, given the grid its input now lives on (`step.grid_in`, a
 grid.Grid relating converted samples to original ones). The rule answers with a
@@ -23,9 +23,9 @@ import math
 from fractions import Fraction
 from typing import NamedTuple
 
-from .errors import SurgeryError
+from ..errors import SurgeryError
 from .grid import Grid
-from .pair import Pair, Window
+from ..pair import Pair, Window
 
 EXACT, APPROXIMATE, ADAPTED = "EXACT", "APPROXIMATE", "ADAPTED"
 SAME_GRID = Grid.of(1, 0)

@@ -14,11 +14,12 @@ import tempfile
 
 import numpy as np
 
-from . import layers
-from .errors import SurgeryError
-from .graph import build_graph
-from .layers import rule_for
-from .io.prototxt import load_prototxt, save_prototxt
+from .. import layers
+from ..errors import SurgeryError
+from ..analysis.graph import build_graph
+from ..layers import rule_for
+from ..io.prototxt import save_prototxt
+from ..io.netfile import load_prototxt
 
 INSTALL_HINT = "pip install 'caffe-surgery[verify]'"
 

@@ -14,8 +14,8 @@ warning, not an error, and the largest RF is carried on.
 from fractions import Fraction
 from typing import NamedTuple
 
-from .layers import count
-from .pair import Pair
+from ..layers import count
+from ..pair import Pair
 
 
 def _num(x):

@@ -11,13 +11,13 @@ the gcd of theirs. A blob nothing reads has no limit (0); the net's inputs canno
 change (1).
 
 The nominal stride is the actual stride times the limit. Coarsening restores strides
-where the nominal stride grows (passes/dilate.py), and inspect reports the net's
+where the nominal stride grows (transform/dilate.py), and inspect reports the net's
 nominal output stride ("output stride 8, dilated from 32").
 """
 
 import math
 
-from .pair import Pair
+from ..pair import Pair
 
 UNLIMITED = Pair(0, 0)
 

@@ -10,11 +10,11 @@ analysing both nets over one period of the sizes that matter.
 import math
 from typing import NamedTuple
 
-from ..analysis import analyse
-from ..errors import SurgeryError
-from ..layers import Unknown
-from ..passes.dilate import adapted_layers, approximate_layers
-from ..verify import _deepest_exact, _grid
+from ...analysis.analyse import analyse
+from ...errors import SurgeryError
+from ...layers import Unknown
+from ...transform.dilate import adapted_layers, approximate_layers
+from ...engines.verify import _deepest_exact, _grid
 
 # Layer statuses in a conversion (None: the conversion left the layer alone).
 EXACT, APPROXIMATE, ADAPTED, REMOVED, ADDED = "EXACT", "APPROXIMATE", "ADAPTED", "REMOVED", "NEW"

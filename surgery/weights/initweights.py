@@ -29,10 +29,10 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from .analysis import analyse
-from .errors import SurgeryError
-from .io.atomic import guard_output
-from .io.caffemodel import NewLayer, StreamBlob, write_caffemodel
+from ..analysis.analyse import analyse
+from ..errors import SurgeryError
+from ..io.atomic import guard_output
+from ..io.caffemodel import NewLayer, StreamBlob, write_caffemodel
 
 CHUNK = 1 << 20   # values drawn at a time: 4 MB of float32
 HE_GAIN = 2.0     # E[y^2] of a linear layer's output; a ReLU after it halves it back to 1

@@ -13,8 +13,8 @@ the rest is exact. So an open channel count leaves the spatial sizes known.
 
 from typing import NamedTuple
 
-from .errors import SurgeryError
-from .layers import Unknown
+from ..errors import SurgeryError
+from ..layers import Unknown
 
 
 class ShapeResult(NamedTuple):

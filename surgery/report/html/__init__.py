@@ -7,7 +7,7 @@ conversion changed.
     page.py     the HTML around them
 """
 
-from ..analysis import analyse
+from ...analysis.analyse import analyse
 from .compare import Side, compare
 from .graph import dot_source, find_dot, render_svg
 from .page import read_verify, render

@@ -32,13 +32,13 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from .. import layers as registry
-from ..analysis import analyse
+from ..analysis.analyse import analyse
 from ..errors import SurgeryError
-from ..graph import described_phases
-from ..grid import Grid
+from ..analysis.graph import described_phases
+from .grid import Grid
 from ..layers import rule_for
 from ..pair import Pair, Window
-from ..regrid import APPROXIMATE, EXACT, Regrid
+from .regrid import APPROXIMATE, EXACT, Regrid
 from .walk import Change, convert, walk
 
 PAD_CHOICES = ("same", "valid")

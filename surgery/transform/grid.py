@@ -16,7 +16,7 @@ import math
 from fractions import Fraction
 from typing import NamedTuple
 
-from .pair import Pair
+from ..pair import Pair
 
 
 def _frac_pair(value):

@@ -16,12 +16,12 @@ every `analyse` they run.
 import functools
 import re
 
-from .errors import SurgeryError
+from ..errors import SurgeryError
 from .geometry import ORIGIN, apply_window, infer_geometry, join_inputs, layer_stats, misaligned, totals
 from .graph import Graph, build_graph
-from .layers import UNKNOWN, Unknown
+from ..layers import UNKNOWN, Unknown
 from .shapes import infer_shapes, with_standins
-from .unknowns import NO_UNKNOWNS
+from ..unknowns import NO_UNKNOWNS
 
 
 class Analysis:
@@ -101,7 +101,7 @@ class Analysis:
         """The geometry, plus where it was lost only because a join also reads a resampled
         blob (PSPNet's Concat of the trunk and its upsampled bins): the join sits on the
         grid of its first input with a known geometry, and the layers after it carry that
-        on. Enough to convert them (passes/walk.py) and to bound their coarsening.
+        on. Enough to convert them (transform/walk.py) and to bound their coarsening.
         A resampled copy of the image itself (DeepLab's multi-scale inputs, `data075`)
         starts a grid of its own, so the trunk that reads it converts like the main one.
         Found once per analysis; callers only read it."""

@@ -21,7 +21,7 @@ import zlib
 
 import numpy as np
 
-from .errors import SurgeryError
+from ..errors import SurgeryError
 
 
 def _fans(shape):
