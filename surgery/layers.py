@@ -5,10 +5,15 @@ passes all ask the rule instead of testing `layer.type`, so supporting a new typ
 adding one class below. Facts follow BVLC Caffe (NOTES §1) and the forks named in
 NOTES §3; where a fork is ambiguous the class docstring says what was chosen.
 
-Roles (DESIGN.md): source, pointwise, window, join, collapse, resample, sink, unknown.
-`rule.role` is the type's usual role; `rule.role_of(layer)` refines it for one layer
-(global pooling is "collapse", a Concat or Slice off the channel axis is "resample").
+Roles (`Role`, DESIGN.md): what a layer does to the spatial grid. `rule.role` is the
+type's usual role; `rule.role_of(layer)` refines it for one layer (global pooling
+collapses, a Concat or Slice off the channel axis resamples). The rest of the package
+never compares roles: it asks the rule's predicates (`keeps_grid`, `reads_window`,
+`joins`, `collapses`, `resamples`, `sinks`, `makes_data`, `known`), and shows a role by
+`role_name`.
 """
+
+import enum
 
 import math
 from fractions import Fraction
@@ -17,6 +22,19 @@ from .errors import SurgeryError
 from .transform.grid import SAME
 from .pair import Pair, Window
 from .transform.regrid import ADAPTED, APPROXIMATE, Regrid, crop_regrid, upsampler_regrid, window_regrid
+
+
+class Role(enum.Enum):
+    """What a layer does to the spatial grid; the value is the name reports show."""
+
+    SOURCE = "source"          # makes blobs (Input, Data, ...)
+    POINTWISE = "pointwise"    # keeps its input's grid and shape (ReLU, BatchNorm, ...)
+    WINDOW = "window"          # a sliding window: kernel, stride, pad (Convolution, Pooling)
+    JOIN = "join"              # reads several blobs on one grid (Eltwise, channel Concat)
+    COLLAPSE = "collapse"      # removes the grid (InnerProduct, global pooling, Flatten)
+    RESAMPLE = "resample"      # changes the grid by its own rule (Interp, Deconvolution, Crop)
+    SINK = "sink"              # no spatial output (losses, Accuracy, Silence)
+    UNKNOWN = "unknown"        # not in the registry
 
 
 class Unknown(Exception):
@@ -146,7 +164,7 @@ class LayerRule:
     """Defaults: unknown role, no params, no window, no FLOPs."""
 
     types = ()
-    role = "unknown"
+    role = Role.UNKNOWN
     dilatable = False        # can absorb an input factor exactly through its dilation field
     fully_connected = False  # weights see the whole input at once (InnerProduct)
     fits_joins = False       # a resampler whose output grid is set by the blob it meets
@@ -166,6 +184,37 @@ class LayerRule:
 
     def role_of(self, layer):
         return self.role
+
+    # The questions the package asks about a layer's role (never a role comparison outside
+    # this module).
+    def makes_data(self, layer):
+        return self.role_of(layer) is Role.SOURCE
+
+    def keeps_grid(self, layer):
+        """Its output is on its input's grid, position for position (pointwise)."""
+        return self.role_of(layer) is Role.POINTWISE
+
+    def reads_window(self, layer):
+        return self.role_of(layer) is Role.WINDOW
+
+    def joins(self, layer):
+        return self.role_of(layer) is Role.JOIN
+
+    def collapses(self, layer):
+        return self.role_of(layer) is Role.COLLAPSE
+
+    def resamples(self, layer):
+        return self.role_of(layer) is Role.RESAMPLE
+
+    def sinks(self, layer):
+        return self.role_of(layer) is Role.SINK
+
+    def known(self, layer):
+        return self.role_of(layer) is not Role.UNKNOWN
+
+    def role_name(self, layer):
+        """The role as reports and JSON show it."""
+        return self.role_of(layer).value
 
     def fillers(self, layer):
         """The FillerParameter Caffe uses for each param blob when no weights are loaded,
@@ -220,16 +269,15 @@ class LayerRule:
 
     def grid_window(self, layer):
         """How the output grid sits on the input grid, as a Window; None = grid lost."""
-        role = self.role_of(layer)
-        if role in ("pointwise", "join"):
+        if self.keeps_grid(layer) or self.joins(layer):
             return IDENTITY
-        if role == "window":
+        if self.reads_window(layer):
             return self.window(layer)
         return None
 
     def grid_bottoms(self, layer):
         """Indices of bottoms that carry the spatial grid (all must align for a join)."""
-        if self.role_of(layer) == "join":
+        if self.joins(layer):
             return tuple(range(len(layer.bottom)))
         return (0,) if len(layer.bottom) else ()
 
@@ -244,10 +292,10 @@ class LayerRule:
         grid; anything else is unchanged while its input is, and otherwise must be a
         head (weights sized for the map), a collapse to one point or a sink (approximate
         over the denser map), or stops the run."""
-        role = self.role_of(layer)
-        if role == "window":
+        if self.reads_window(layer):
             return window_regrid(self, layer, step)
-        if role in ("pointwise", "join", "source") or step.grid_in.identity:
+        if self.keeps_grid(layer) or self.joins(layer) or self.makes_data(layer) or \
+                step.grid_in.identity:
             return Regrid(grid=step.grid_in)
         if self.size_bound(layer, step.in_shapes):
             return Regrid(grid=SAME, head=True)
@@ -258,14 +306,14 @@ class LayerRule:
                 "computed (approximate)" if denser else
                 "pools over the coarser map, so it misses positions the original saw "
                 "(approximate)"))
-        if role == "sink":
+        if self.sinks(layer):
             where = "denser" if all(f >= 1 for f in step.grid_in.factor) else "coarser"
             return Regrid(grid=SAME, status=APPROXIMATE,
                           note=f"computed over the {where} map (approximate)")
-        why = {"unknown": "its type is not in the registry, so what it does on a denser map "
-                          "is unknown",
-               "collapse": "it reshapes or collapses the map, so its output depends on the "
-                           "map size"}.get(role, "it resamples the grid by its own rule")
+        why = ("its type is not in the registry, so what it does on a denser map is unknown"
+               if not self.known(layer) else
+               "it reshapes or collapses the map, so its output depends on the map size"
+               if self.collapses(layer) else "it resamples the grid by its own rule")
         return Regrid(grid=SAME, issue=(f"{layer.type} after a removed stride has no exact "
                                         f"rewrite ({why}); stop before it with --cut-after BLOB"))
 
@@ -280,12 +328,11 @@ class LayerRule:
         divide round them (approximate), so only its stride limits.
         Pointwise layers and joins pass their output's limit, a global pooling has none
         (it averages whatever map it gets, approximately); any other layer allows none."""
-        role = self.role_of(layer)
-        if role in ("pointwise", "join"):
+        if self.keeps_grid(layer) or self.joins(layer):
             return limit_out
         if self.is_global(layer):
             return Pair(0, 0)
-        if role != "window":
+        if not self.reads_window(layer):
             return Pair(1, 1)
         win = self.window(layer)
         out = []
@@ -356,7 +403,7 @@ class Pointwise(LayerRule):
              "Swish", "Threshold", "Exp", "Log", "LRN", "MVN", "Softmax", "ReLU6", "Mish",
              "HardSigmoid", "Sign")
     fork_types = ("ReLU6", "Mish", "HardSigmoid", "Sign")
-    role = "pointwise"
+    role = Role.POINTWISE
     moment = "keep"
 
     def moment_of(self, layer):
@@ -593,7 +640,7 @@ class Convolution(LayerRule):
     """Convolution: weight (num_output, C/group, kh, kw), bias (num_output) unless bias_term false."""
 
     types = ("Convolution",)
-    role = "window"
+    role = Role.WINDOW
     dilatable = True
     init = ("he", "small")
     moment = "linear"
@@ -717,7 +764,7 @@ class Deconvolution(Convolution):
     Role resample: its output grid is finer, so geometry stops here."""
 
     types = ("Deconvolution",)
-    role = "resample"
+    role = Role.RESAMPLE
     fits_joins = True
     init = ("deconv", "small")
     moment = "default"
@@ -807,10 +854,10 @@ class Pooling(LayerRule):
     A MAX pooling may have a second top, the argmax mask, shaped like the output."""
 
     types = ("Pooling",)
-    role = "window"
+    role = Role.WINDOW
 
     def role_of(self, layer):
-        return "collapse" if layer.pooling_param.global_pooling else "window"
+        return Role.COLLAPSE if layer.pooling_param.global_pooling else Role.WINDOW
 
     def moment_of(self, layer):
         if layer.pooling_param.pool != layer.pooling_param.MAX:
@@ -924,7 +971,7 @@ class Pooling(LayerRule):
 
 class Eltwise(LayerRule):
     types = ("Eltwise",)
-    role = "join"
+    role = Role.JOIN
 
     def moment_of(self, layer):
         p = layer.eltwise_param
@@ -951,7 +998,7 @@ class Axpy(LayerRule):
 
     types = ("Axpy",)
     fork_types = types
-    role = "join"
+    role = Role.JOIN
 
     def grid_bottoms(self, layer):
         return (1, 2)
@@ -978,15 +1025,15 @@ def _concat_axis(layer, ndim):
 
 class Concat(LayerRule):
     types = ("Concat",)
-    role = "join"
+    role = Role.JOIN
 
     def role_of(self, layer):
         cp = layer.concat_param
         axis = cp.concat_dim if has_field(cp, "concat_dim") else cp.axis
-        return "join" if axis == 1 else "resample"
+        return Role.JOIN if axis == 1 else Role.RESAMPLE
 
     def moment_of(self, layer):
-        return ("concat" if self.role_of(layer) == "join" else "default"), {}
+        return ("concat" if self.joins(layer) else "default"), {}
 
     def out_shapes(self, layer, in_shapes):
         first = tuple(in_shapes[0])
@@ -1003,14 +1050,14 @@ class Concat(LayerRule):
 
 class Slice(LayerRule):
     types = ("Slice",)
-    role = "pointwise"
+    role = Role.POINTWISE
 
     def _axis_value(self, layer):
         sp = layer.slice_param
         return sp.slice_dim if has_field(sp, "slice_dim") else sp.axis
 
     def role_of(self, layer):
-        return "pointwise" if self._axis_value(layer) == 1 else "resample"
+        return Role.POINTWISE if self._axis_value(layer) == 1 else Role.RESAMPLE
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
@@ -1033,7 +1080,7 @@ class Slice(LayerRule):
 
 class Flatten(LayerRule):
     types = ("Flatten",)
-    role = "collapse"
+    role = Role.COLLAPSE
     view = True
 
     def out_shapes(self, layer, in_shapes):
@@ -1049,7 +1096,7 @@ class Reshape(LayerRule):
     choose the replaced span (Caffe's rules)."""
 
     types = ("Reshape",)
-    role = "collapse"
+    role = Role.COLLAPSE
     view = True
 
     def out_shapes(self, layer, in_shapes):
@@ -1091,7 +1138,7 @@ class Permute(LayerRule):
 
     types = ("Permute",)
     fork_types = types
-    role = "collapse"
+    role = Role.COLLAPSE
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
@@ -1107,7 +1154,7 @@ class Crop(LayerRule):
     Geometry: a shift by offset input pixels (a 1x1 window with negative pad)."""
 
     types = ("Crop",)
-    role = "resample"
+    role = Role.RESAMPLE
     shifts_only = True
 
     def _offsets(self, layer, ndim):
@@ -1174,7 +1221,7 @@ class Interp(LayerRule):
 
     types = ("Interp",)
     fork_types = types
-    role = "resample"
+    role = Role.RESAMPLE
     fits_joins = True
 
     def out_shapes(self, layer, in_shapes):
@@ -1277,7 +1324,7 @@ class Upsample(LayerRule):
 
     types = ("Upsample",)
     fork_types = types
-    role = "resample"
+    role = Role.RESAMPLE
 
     def out_shapes(self, layer, in_shapes):
         n, c, h, w = _spatial4(layer, in_shapes[0])
@@ -1300,7 +1347,7 @@ class InnerProduct(LayerRule):
     """Flattens from `axis`: weight (num_output, K) or (K, num_output) when transpose; bias (num_output)."""
 
     types = ("InnerProduct",)
-    role = "collapse"
+    role = Role.COLLAPSE
     fully_connected = True
 
     def init_of(self, layer):
@@ -1352,7 +1399,7 @@ class InnerProduct(LayerRule):
 
 class Embed(LayerRule):
     types = ("Embed",)
-    role = "collapse"
+    role = Role.COLLAPSE
     init = ("small", "small")
 
     def out_shapes(self, layer, in_shapes):
@@ -1366,7 +1413,7 @@ class Embed(LayerRule):
 
 class Tile(LayerRule):
     types = ("Tile",)
-    role = "resample"
+    role = Role.RESAMPLE
 
     def out_shapes(self, layer, in_shapes):
         shape = list(in_shapes[0])
@@ -1377,7 +1424,7 @@ class Tile(LayerRule):
 
 class Reduction(LayerRule):
     types = ("Reduction",)
-    role = "collapse"
+    role = Role.COLLAPSE
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
@@ -1386,7 +1433,7 @@ class Reduction(LayerRule):
 
 class ArgMax(LayerRule):
     types = ("ArgMax",)
-    role = "collapse"
+    role = Role.COLLAPSE
 
     def out_shapes(self, layer, in_shapes):
         shape = list(in_shapes[0])
@@ -1403,7 +1450,7 @@ class PriorBox(LayerRule):
 
     types = ("PriorBox",)
     fork_types = types
-    role = "collapse"
+    role = Role.COLLAPSE
 
     def out_shapes(self, layer, in_shapes):
         _, _, h, w = _spatial4(layer, in_shapes[0])
@@ -1424,7 +1471,7 @@ class PriorBox(LayerRule):
 class ROIPooling(LayerRule):
     types = ("ROIPooling",)
     fork_types = types
-    role = "collapse"
+    role = Role.COLLAPSE
 
     def out_shapes(self, layer, in_shapes):
         p = sub(layer, "roi_pooling_param")
@@ -1436,7 +1483,7 @@ class ROIPooling(LayerRule):
 # ---------------------------------------------------------------------------
 
 class Source(LayerRule):
-    role = "source"
+    role = Role.SOURCE
 
     def grid_window(self, layer):
         return IDENTITY
@@ -1561,7 +1608,7 @@ class Loss(LayerRule):
              "InfogainLoss", "MultinomialLogisticLoss", "ContrastiveLoss", "SmoothL1Loss",
              "MultiBoxLoss")
     fork_types = ("SmoothL1Loss", "MultiBoxLoss")
-    role = "sink"
+    role = Role.SINK
 
     def out_shapes(self, layer, in_shapes):
         # Caffe adds an anonymous loss top when none is listed.
@@ -1597,7 +1644,7 @@ class Accuracy(LayerRule):
     """Accuracy: (), plus per-class accuracies (num_classes) as an optional second top."""
 
     types = ("Accuracy",)
-    role = "sink"
+    role = Role.SINK
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
@@ -1612,7 +1659,7 @@ class SegAccuracy(LayerRule):
 
     types = ("SegAccuracy",)
     fork_types = types
-    role = "sink"
+    role = Role.SINK
 
     def out_shapes(self, layer, in_shapes):
         scores, label = tuple(in_shapes[0]), tuple(in_shapes[1])
@@ -1625,7 +1672,7 @@ class SegAccuracy(LayerRule):
 class Silence(LayerRule):
     types = ("Silence", "MatWrite", "HDF5Output")
     fork_types = ("MatWrite",)
-    role = "sink"
+    role = Role.SINK
 
     def out_shapes(self, layer, in_shapes):
         return [None] * len(layer.top) if layer.top else []
@@ -1636,7 +1683,7 @@ class RuntimeSink(LayerRule):
 
     types = ("DetectionOutput", "DetectionEvaluate")
     fork_types = types
-    role = "sink"
+    role = Role.SINK
 
     def out_shapes(self, layer, in_shapes):
         raise Unknown(f"'{layer.type}' output size is decided at run time")

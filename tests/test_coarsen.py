@@ -26,7 +26,7 @@ MODELS = __import__("pathlib").Path(__file__).resolve().parents[1] / "models"
 def windows(net):
     a = analyse(net)
     return {n.name: n.rule.window(n.layer) for n in a.graph.nodes
-            if n.rule.role_of(n.layer) == "window"}
+            if n.rule.reads_window(n.layer)}
 
 
 def output_stride(net):

@@ -85,7 +85,7 @@ def test_vgg_layers_become_convolutions(vgg96):
     assert net.SerializeToString() == before            # the input is not mutated
     convs = {l.name: l for l in new.layer if l.name.endswith("-conv")}
     assert sorted(convs) == ["fc6-conv", "fc7-conv", "fc8-conv"]
-    assert not any(rule_for(l.type).role == "collapse" for l in new.layer)
+    assert not any(rule_for(l.type).collapses(l) for l in new.layer)
     window = rule_for("Convolution").window
     assert window(convs["fc6-conv"]) == ((3, 3), (1, 1), (1, 1), (1, 1))   # pool5 is 3x3
     assert window(convs["fc7-conv"]).kernel == (1, 1)

@@ -99,7 +99,7 @@ def _window_axes(analysis):
     """(input stride, layer stride) per axis of every window layer with a known input grid."""
     for node in analysis.graph.nodes:
         rule = rule_for(node.type)
-        if rule.role_of(node.layer) != "window":
+        if not rule.reads_window(node.layer):
             continue
         geom = analysis.geometry.get(node.bottoms[0])
         if geom is None:

@@ -47,7 +47,7 @@ def _windows(net, names=None):
         if names is not None and layer.name not in names:
             continue
         rule = rule_for(layer.type)
-        window = rule.window(layer) if rule.role_of(layer) == "window" else None
+        window = rule.window(layer) if rule.reads_window(layer) else None
         num = layer.convolution_param.num_output if layer.HasField("convolution_param") else None
         if window is None and num is None:
             continue
@@ -205,7 +205,7 @@ def test_psp_head_matches_published_pspnet_473():
 
     def row(layer):
         rule = rule_for(layer.type)
-        w = rule.window(layer) if rule.role_of(layer) == "window" else None
+        w = rule.window(layer) if rule.reads_window(layer) else None
         num = layer.convolution_param.num_output if layer.type == "Convolution" else None
         return layer.type, tuple(w) if w else None, num, \
             (layer.interp_param.height, layer.interp_param.zoom_factor) \

@@ -8,7 +8,7 @@ from google.protobuf import text_format
 from surgery import caffe_pb2
 from surgery.analysis.analyse import analyse
 from surgery.errors import SurgeryError
-from surgery.layers import pool_has_extra_window, pool_out_size, rule_for
+from surgery.layers import Role, pool_has_extra_window, pool_out_size, rule_for
 from surgery.pair import Pair, Window
 
 from _corpus import corpus_net as corpus
@@ -432,16 +432,16 @@ def test_pooling_with_window():
     with pytest.raises(SurgeryError, match="layer 'p'.*dilation"):
         rule.with_window(layer, W(3, 1, 2, 2))
     glob = one_layer('name: "g" type: "Pooling" pooling_param { pool: AVE global_pooling: true }')
-    assert rule.window(glob) is None and rule.role_of(glob) == "collapse" and rule.role_of(layer) == "window"
+    assert rule.window(glob) is None and rule.collapses(glob) and rule.reads_window(layer)
     with pytest.raises(SurgeryError, match="layer 'g'"):
         rule.with_window(glob, W(3, 1, 0, 1))
 
 
 def test_registry_roles_and_unknown():
-    assert rule_for("Deconvolution").role == "resample"
-    assert rule_for("Eltwise").role == "join" and rule_for("SoftmaxWithLoss").role == "sink"
+    assert rule_for("Deconvolution").role is Role.RESAMPLE
+    assert rule_for("Eltwise").role is Role.JOIN and rule_for("SoftmaxWithLoss").role is Role.SINK
     unknown = rule_for("NoSuchType")
-    assert unknown.role == "unknown" and rule_for("Python").role == "unknown"
+    assert unknown.role is Role.UNKNOWN and rule_for("Python").role is Role.UNKNOWN
     assert rule_for("ReLU").window(one_layer('name: "r" type: "ReLU"')) is None
     with pytest.raises(SurgeryError, match="layer 'r'"):
         rule_for("ReLU").with_window(one_layer('name: "r" type: "ReLU"'), W(1, 1, 0, 1))

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from surgery.layers import known_types
 
 SURGERY = Path(__file__).resolve().parents[1] / "surgery"
@@ -41,42 +43,142 @@ TYPE_NAMES_ALLOWED = {
 }
 
 
-def _type_literals(path, types):
-    """(line, literal) for every string constant in `path` that is a layer type name;
+def _docstrings(tree):
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)}
+
+
+def _folded(node):
+    """The string a constant expression spells ("Pool" + "ing", f"{'Pool'}ing",
+    "".join(("Pool", "ing"))), or None."""
+    if isinstance(node, ast.Constant):
+        return node.value if isinstance(node.value, str) else None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _folded(node.left), _folded(node.right)
+        return None if None in (left, right) else left + right
+    if isinstance(node, ast.JoinedStr):
+        parts = [_folded(v.value if isinstance(v, ast.FormattedValue) else v)
+                 for v in node.values]
+        return None if None in parts else "".join(parts)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+            node.func.attr == "join" and len(node.args) == 1 and \
+            isinstance(node.args[0], (ast.Tuple, ast.List)):
+        glue = _folded(node.func.value)
+        parts = [_folded(e) for e in node.args[0].elts]
+        return None if glue is None or None in parts else glue.join(parts)
+    return None
+
+
+def _type_literals(source, types):
+    """(line, text) for every place in `source` that names a layer type: a string constant
+    or a constant expression that spells one, and a piece of a type name (3 characters or
+    more: a prefix tested with startswith, a suffix with endswith, any part with `in`);
     docstrings aside (prose may name a type)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
-                                       ast.AsyncFunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr)
-                  and isinstance(node.body[0].value, ast.Constant)}
-    return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str)
-            and node.value in types and id(node) not in docstrings]
+    tree = ast.parse(source)
+    skip = _docstrings(tree)
+    def pieces(text, test=str.__contains__):
+        return len(text) >= 3 and any(test(t, text) for t in types)
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if _folded(node) in types:
+            found.append((node.lineno, _folded(node)))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr in ("startswith", "endswith") and node.args:
+            arg = node.args[0]
+            texts = [_folded(e) for e in arg.elts] if isinstance(arg, ast.Tuple) else [_folded(arg)]
+            test = getattr(str, node.func.attr)     # a prefix for startswith, a suffix for endswith
+            found += [(node.lineno, t) for t in texts if t is not None and pieces(t, test)]
+        elif isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn))
+                                                   for op in node.ops):
+            text = _folded(node.left)
+            if text is not None and pieces(text) and text not in types:
+                found.append((node.lineno, text))
+    return sorted(set(found))
+
+
+def _role_questions(source):
+    """(line, what) for each place that reads a role instead of asking the rule's
+    predicates: `.role`, `.role_of(...)`, or a comparison with a role's name."""
+    from surgery.layers import Role
+
+    names = {r.value for r in Role}
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in ("role", "role_of"):
+            found.append((node.lineno, f".{node.attr}"))
+        elif isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            values = [e for side in sides for e in
+                      (side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side])]
+            found += [(node.lineno, v.value) for v in values
+                      if isinstance(v, ast.Constant) and v.value in names]
+    return found
+
+
+def _modules():
+    for path in sorted(SURGERY.rglob("*.py")):
+        rel = path.relative_to(SURGERY).as_posix()
+        if rel != "caffe_pb2.py":                # generated from proto/caffe.proto
+            yield rel, path.read_text(encoding="utf-8")
 
 
 def test_layer_types_are_named_in_the_registry_only():
     """Issue 12: no module outside the registry compares or builds by a quoted layer type
-    (`layer.type == "Pooling"`), but the data tables listed above."""
+    (`layer.type == "Pooling"`, `.startswith("Pool")`, `"Pool" + "ing"`), but the data
+    tables listed above."""
     types = set(known_types())
     assert {"Convolution", "Pooling", "InnerProduct", "Interp", "BatchNorm"} <= types
-    found = {}
-    for path in sorted(SURGERY.rglob("*.py")):
-        rel = path.relative_to(SURGERY).as_posix()
-        if rel == "caffe_pb2.py":                # generated from proto/caffe.proto
-            continue
-        literals = _type_literals(path, types)
-        if literals and rel not in TYPE_NAMES_ALLOWED:
-            found[rel] = literals
+    found = {rel: hits for rel, source in _modules()
+             if (hits := _type_literals(source, types)) and rel not in TYPE_NAMES_ALLOWED}
     assert not found, f"layer types named outside the registry (move the fact into " \
         f"surgery/layers.py): {found}"
 
 
 def test_every_type_name_allowance_is_still_needed():
     types = set(known_types())
-    stale = [rel for rel in TYPE_NAMES_ALLOWED
-             if not (SURGERY / rel).is_file() or not _type_literals(SURGERY / rel, types)]
+    stale = [rel for rel in TYPE_NAMES_ALLOWED if not (SURGERY / rel).is_file()
+             or not _type_literals((SURGERY / rel).read_text(encoding="utf-8"), types)]
     assert not stale, f"remove from TYPE_NAMES_ALLOWED: {stale}"
+
+
+def test_roles_are_asked_of_the_registry_only():
+    """Issue 28: a role is a question the rule answers (`rule.reads_window(layer)`), never
+    a string compared outside surgery/layers.py."""
+    found = {rel: hits for rel, source in _modules()
+             if rel != "layers.py" and (hits := _role_questions(source))}
+    assert not found, f"roles read outside the registry (ask the rule's predicates): {found}"
+
+
+@pytest.mark.parametrize("code", [
+    'if layer.type == "Pooling": pass',
+    'if layer.type.startswith("Pool"): pass',
+    'if layer.type.endswith(("Loss", "Data")): pass',
+    'if "Deconv" in layer.type: pass',
+    'kind = "Pool" + "ing"',
+    'kind = f"{\'Pool\'}ing"',
+    'kind = "".join(("Pool", "ing"))',
+])
+def test_the_type_check_catches_each_spelling(code):
+    assert _type_literals(code, set(known_types()))
+
+
+@pytest.mark.parametrize("code", [
+    'if rule.role_of(layer) == "window": pass',
+    'if rule.role == "join": pass',
+    'if role in ("pointwise", "join"): pass',
+    'if kind != "collapse": pass',
+])
+def test_the_role_check_catches_each_spelling(code):
+    assert _role_questions(code)
+
+
+def test_the_checks_pass_plain_code():
+    code = 'if rule.reads_window(layer) and name.startswith("res"):\n    """Pooling."""\n'
+    assert not _type_literals(code, set(known_types())) and not _role_questions(code)
 
 
 def _imports(path, module, modules):

@@ -112,7 +112,7 @@ class Analysis:
     def _carry_geometry(self):
         geometry = dict(self.geometry)
         for node in self.graph.nodes:
-            if node.bottoms and node.rule.role_of(node.layer) == "resample" and \
+            if node.bottoms and node.rule.resamples(node.layer) and \
                     node.rule.grid_window(node.layer) is None and \
                     geometry.get(node.bottoms[0]) == ORIGIN:
                 for top in node.tops:
@@ -158,7 +158,7 @@ def _resampled_branches(graph):
     side, stack = set(), []
     for blob in graph.blobs:
         starts = [r for r in readers(blob) if _leads_to_resampling(r, leads)
-                  and r.rule.role_of(r.layer) != "resample"]
+                  and not r.rule.resamples(r.layer)]
         if blob not in leads and starts:
             stack += [t for r in starts for t in r.tops if t in leads]
     while stack:
@@ -170,10 +170,11 @@ def _resampled_branches(graph):
 
 
 def _leads_to_resampling(node, side):
-    role = node.rule.role_of(node.layer)
-    if role == "resample":
+    rule = node.rule
+    if rule.resamples(node.layer):
         return True
-    return role in ("window", "pointwise") and all(t in side for t in node.tops)
+    return (rule.reads_window(node.layer) or rule.keeps_grid(node.layer)) and \
+        all(t in side for t in node.tops)
 
 
 def _whole(shape):
@@ -240,7 +241,7 @@ def _opaque_layers(graph, unknowns):
         for k in (0, 1):
             layer = with_standins(node.layer, paths, k)
             try:
-                seen.add((rule.role_of(layer), rule.window(layer)))
+                seen.add((rule.role_name(layer), rule.window(layer)))
             except (SurgeryError, Unknown):
                 seen.add(None)
         if len(seen) > 1 or None in seen:

@@ -90,7 +90,7 @@ def infer_geometry(graph):
         layer = node.layer
         out = None
         if not node.bottoms:
-            out = ORIGIN if rule.role_of(layer) in ("source", "unknown") else None
+            out = ORIGIN if rule.makes_data(layer) or not rule.known(layer) else None
         else:
             window = rule.grid_window(layer)
             geoms = join_inputs(node, geometry)

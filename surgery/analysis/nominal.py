@@ -54,7 +54,7 @@ def coarsen_limits(analysis, *, removed=frozenset(), narrow=False, round_dilatio
             allowed = rule.coarsen_limit(node.layer, out, narrow=narrow,
                                          round_dilation=node.name in rounding)
             group = spatial + ([t for t in node.tops if t in limits]
-                               if rule.role_of(node.layer) == "join" else [])
+                               if rule.joins(node.layer) else [])
             shared = allowed
             for blob in group:
                 shared = _gcd(shared, limits[blob])
@@ -73,7 +73,7 @@ def _after_dilated(graph):
     for node in graph.nodes:
         before = max((seen.get(b, 1) for b in node.bottoms), default=1)
         own = 1
-        if node.rule.dilatable and node.rule.role_of(node.layer) == "window":
+        if node.rule.dilatable and node.rule.reads_window(node.layer):
             win = node.rule.window(node.layer)
             if max(win.kernel) > 1:
                 own = max(win.dilation)

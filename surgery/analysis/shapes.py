@@ -77,7 +77,7 @@ def _declared_shapes(graph):
     """Input blob -> the shape the net itself declares (header or source layer), if any."""
     declared = {k: v for k, v in header_shapes(graph.net).items() if v is not None}
     for node in graph.nodes:
-        if node.bottoms or node.rule.role_of(node.layer) != "source":
+        if node.bottoms or not node.rule.makes_data(node.layer):
             continue
         try:
             outs = node.rule.out_shapes(node.layer, [])
@@ -98,10 +98,10 @@ def _spatial_reader(graph, blob):
             continue
         seen.add(current)
         for node in graph.consumers(current):
-            role = node.rule.role_of(node.layer)
-            if role in ("window", "resample"):
+            rule = node.rule
+            if rule.reads_window(node.layer) or rule.resamples(node.layer):
                 return node
-            if role in ("pointwise", "join"):
+            if rule.keeps_grid(node.layer) or rule.joins(node.layer):
                 stack.extend(t for t in node.tops if t not in seen)
     return None
 
@@ -226,7 +226,7 @@ def infer_shapes(graph, *, input_shapes=None, open_fields=None, opaque=None):
             outs = [None] * len(node.tops)
             stopped[node.name] = opaque[node.name]
         elif not node.bottoms:
-            if rule.role_of(layer) not in ("source", "unknown"):
+            if not rule.makes_data(layer) and rule.known(layer):
                 raise SurgeryError(f"type '{node.type}' needs a bottom; this layer has none",
                                    layer=node.name)
             outs = _source_outputs(node, rule, overrides, stopped, paths)

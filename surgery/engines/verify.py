@@ -206,7 +206,7 @@ def size_hints(orig, conv, inputs):
     hints = []
     for node in conv.graph.nodes:
         if node.name not in orig.graph or node.rule.dilatable or \
-                node.rule.role_of(node.layer) != "window":
+                not node.rule.reads_window(node.layer):
             continue
         old_node = orig.graph.node(node.name)
         g_old, g_new = orig.geometry.get(node.bottoms[0]), conv.geometry.get(node.bottoms[0])
@@ -245,7 +245,7 @@ def _fit_weights(net, path, summary, weights_path, input_shapes):
     # stride (its new weights are in another file): neither is compared, so run without.
     head = [n.name for n in nodes
             if n.rule.size_bound(n.layer, analysis.in_shapes.get(n.name) or [])
-            or n.rule.role_of(n.layer) == "resample"]
+            or n.rule.resamples(n.layer)]
     if head:
         tainted = analysis.graph.downstream_blobs(head)
         gone = {n.index for n in analysis.graph.nodes

@@ -48,7 +48,7 @@ def _refused_by_pooling(net, exc):
     if layer is None:
         return False
     rule = rule_for(layer.type)
-    return rule.role_of(layer) == "window" and not rule.dilatable
+    return rule.reads_window(layer) and not rule.dilatable
 
 
 # ---------------------------------------------------------------------------

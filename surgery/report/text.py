@@ -32,7 +32,7 @@ def _window(layer):
         return "?"
     if win is None:  # a window type that collapses this time is a global pooling
         rule = rule_for(layer.type)
-        return "global" if rule.role == "window" and rule.role_of(layer) == "collapse" else ""
+        return "global" if rule.is_global(layer) else ""
     text = f"k{_axes(win.kernel)} s{_axes(win.stride)} p{_axes(win.pad)}"
     return text + (f" d{_axes(win.dilation)}" if win.dilation != (1, 1) else "")
 
@@ -155,7 +155,7 @@ def to_json(analysis):
         pshapes = analysis.param_shapes.get(node.name)
         s = stats[node.name]
         layers.append({
-            "name": node.name, "type": node.type, "role": rule.role_of(node.layer),
+            "name": node.name, "type": node.type, "role": rule.role_name(node.layer),
             "opaque": node.rule is UNKNOWN and rule_for(node.type) is not UNKNOWN,
             "bottom": list(node.bottoms), "top": list(node.tops),
             "window": None if win is None else {k: list(v) for k, v in win._asdict().items()},

@@ -172,7 +172,7 @@ def _geometry_stops(analysis):
     """The first layer of unknown type whose inputs are on the grid but whose outputs are not."""
     for node in analysis.graph.nodes:
         rule = node.rule
-        if rule.role_of(node.layer) != "unknown" or not node.bottoms:
+        if rule.known(node.layer) or not node.bottoms:
             continue
         if all(analysis.geometry.get(b) is not None for b in node.bottoms) and \
                 all(analysis.geometry.get(t) is None for t in node.tops):
@@ -595,15 +595,15 @@ def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):
             continue
         rule = node.rule
         old_node = a.graph.node(node.name)
-        role = rule.role_of(node.layer)
-        if role != rule.role_of(old_node.layer):
+        if rule.role_name(node.layer) != rule.role_name(old_node.layer):
             result.add(node.name)
             continue
         g_old, g_new = a.geometry.get(node.bottoms[0]), b.geometry.get(node.bottoms[0])
-        if g_old is None or g_new is None or role not in ("window", "collapse"):
+        window, collapse = rule.reads_window(node.layer), rule.collapses(node.layer)
+        if g_old is None or g_new is None or not (window or collapse):
             continue
         f = Grid.between(g_old, g_new).factor
-        if role == "collapse":
+        if collapse:
             if f != (1, 1):
                 result.add(node.name)
             continue
@@ -634,7 +634,7 @@ def adapted_layers(original, converted, *, input_shapes=None, phase="TEST"):
         old = a.graph.node(node.name)
         if old.layer == node.layer:
             continue
-        if node.rule.role_of(node.layer) == "resample" or \
+        if node.rule.resamples(node.layer) or \
                 (node.tops and all(t in side for t in old.tops)):
             found.add(node.name)
     return found

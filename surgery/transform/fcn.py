@@ -328,8 +328,8 @@ class FcnPolicy:
             return self._convert(node, rule, step)
         if _is_view(rule, node, self.analysis):
             return Regrid(grid=step.grid_in)     # a view regroups axes; positions stay
-        role = rule.role_of(node.layer)
-        if node.bottoms and role == "pointwise" and node.bottoms[0] in self.four_d:
+        pointwise = rule.keeps_grid(node.layer)
+        if node.bottoms and pointwise and node.bottoms[0] in self.four_d:
             self.four_d.update(node.tops)
         for b in node.bottoms:
             step_b = self.channel_step.get(b, 1)
@@ -339,7 +339,7 @@ class FcnPolicy:
                 raise SurgeryError(f"reads '{b}', whose channels are decimated, and has "
                                    "weights sized for all of them; decimation cannot pass "
                                    "through it", layer=node.name)
-            if role == "pointwise":
+            if pointwise:
                 self.channel_step.update(dict.fromkeys(node.tops, step_b))
         return None
 
@@ -509,7 +509,7 @@ def _validate(new, input_shapes, targets, unknowns):
             notes.append(f"{phase}: shape inference stopped after the rewrite: {reason}")
         for node in after.graph.nodes:
             rule = node.rule
-            if rule.role_of(node.layer) == "collapse" and node.name not in targets:
+            if rule.collapses(node.layer) and node.name not in targets:
                 ins = [after.shapes.get(b) for b in node.bottoms]
                 if any(s is not None and len(s) == 4 and s[2] * s[3] > 1 for s in ins) or \
                         _downstream_of_conv(after, node, targets):

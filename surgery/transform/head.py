@@ -55,8 +55,8 @@ def _feeders(analysis, node, head_names):
             break   # the blob is also used outside the head: keep it
         found.extend(writers)
         rule = producer.rule
-        role = rule.role_of(producer.layer)
-        if role == "window" or (role == "collapse" and not rule.view) or not producer.bottoms:
+        if rule.reads_window(producer.layer) or (rule.collapses(producer.layer) and not rule.view) \
+                or not producer.bottoms:
             break   # the pooling that made the classifier's input: the head starts here
         blob = producer.bottoms[0]
     return found
@@ -76,7 +76,7 @@ def classifiers_after(analysis, pools):
             rule = node.rule
             if rule.fully_connected:
                 found.append(node)
-            elif rule.view or rule.role_of(node.layer) == "pointwise":
+            elif rule.view or rule.keeps_grid(node.layer):
                 frontier.extend(node.tops)
     return found
 
@@ -90,7 +90,7 @@ def classifier_layers(analysis):
               and analysis.geometry.get(n.bottoms[0]) is not None
               and n.rule.size_bound(n.layer, analysis.in_shapes.get(n.name) or [])]
     pools = [n for n in graph.nodes if n.bottoms and analysis.geometry.get(n.bottoms[0]) is not None
-             and n.rule.role_of(n.layer) in ("window", "collapse")
+             and (n.rule.reads_window(n.layer) or n.rule.collapses(n.layer))
              and n.rule.collapses_to_point(n.layer, analysis.out_shapes.get(n.name) or [],
                                            len(n.bottoms))]
     return on_map + [n for n in classifiers_after(analysis, pools) if n not in on_map]
@@ -168,7 +168,7 @@ def global_pool_for(analysis, broken):
             rule = feeder.rule
             if rule.is_global(feeder.layer):
                 return None
-            if rule.role_of(feeder.layer) != "window":
+            if not rule.reads_window(feeder.layer):
                 continue
             shape = analysis.shapes.get(feeder.tops[0])
             if shape is None or len(shape) != 4 or shape[2:] != (1, 1):

@@ -275,7 +275,7 @@ def _check(head, classes, output_stride, crop, rates, bins, data, upsample, igno
 
 def _single_input(analysis):
     sources = [n for n in analysis.graph.nodes if not n.bottoms
-               and n.rule.role_of(n.layer) == "source"]
+               and n.rule.makes_data(n.layer)]
     inputs = [b for b in analysis.graph.inputs]
     if len(inputs) != 1:
         raise SurgeryError(f"the backbone must have one input blob (the image); it has "

@@ -43,7 +43,7 @@ def view(analysis, node):
         window = rule.window(node.layer)
     except (SurgeryError, Unknown):
         window = "?"
-    return LayerView(node.name, node.type, rule.role_of(node.layer), window,
+    return LayerView(node.name, node.type, rule.role_name(node.layer), window,
                      analysis.param_shapes.get(node.name))
 
 
@@ -149,7 +149,7 @@ def _size_dependent(a, b):
     found = []
     for node in b.graph.nodes:
         rule = node.rule
-        if node.name not in a.graph or rule.dilatable or rule.role_of(node.layer) != "window":
+        if node.name not in a.graph or rule.dilatable or not rule.reads_window(node.layer):
             continue
         old, new = view(a, a.graph.node(node.name)).window, view(b, node).window
         if all(w not in (None, "?") for w in (old, new)) and old.stride != new.stride:
