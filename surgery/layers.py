@@ -290,8 +290,9 @@ class LayerRule:
         """How this layer moves to the grid its input now lives on. By role: a window
         follows the exact rule; pointwise layers, joins and sources keep their input's
         grid; anything else is unchanged while its input is, and otherwise must be a
-        head (weights sized for the map), a collapse to one point or a sink (approximate
-        over the denser map), or stops the run."""
+        head (weights sized for the map), a sink (a loss or score over the map at the new
+        stride: adapted), a collapse to one point (approximate over the new map), or
+        stops the run."""
         if self.reads_window(layer):
             return window_regrid(self, layer, step)
         if self.keeps_grid(layer) or self.joins(layer) or self.makes_data(layer) or \
@@ -299,6 +300,10 @@ class LayerRule:
             return Regrid(grid=step.grid_in)
         if self.size_bound(layer, step.in_shapes):
             return Regrid(grid=SAME, head=True)
+        if self.sinks(layer):
+            where = "denser" if all(f >= 1 for f in step.grid_in.factor) else "coarser"
+            return Regrid(grid=SAME, status=ADAPTED,
+                          note=f"scores the {where} map, at the new stride (adapted)")
         if self.collapses_to_point(layer, step.out_shapes, len(step.in_shapes)):
             denser = all(f >= 1 for f in step.grid_in.factor)
             return Regrid(grid=SAME, status=APPROXIMATE, note=(
@@ -306,10 +311,6 @@ class LayerRule:
                 "computed (approximate)" if denser else
                 "pools over the coarser map, so it misses positions the original saw "
                 "(approximate)"))
-        if self.sinks(layer):
-            where = "denser" if all(f >= 1 for f in step.grid_in.factor) else "coarser"
-            return Regrid(grid=SAME, status=APPROXIMATE,
-                          note=f"computed over the {where} map (approximate)")
         why = ("its type is not in the registry, so what it does on a denser map is unknown"
                if not self.known(layer) else
                "it reshapes or collapses the map, so its output depends on the map size"
@@ -321,30 +322,33 @@ class LayerRule:
         """Per axis, how much coarser this layer's spatial input may be made (an integer
         every coarsening factor must divide; 0: no limit), given `limit_out`, the limit of
         its outputs (surgery.analysis.nominal). A window's taps and pad must shrink to whole
-        numbers: a kernel > 1 allows what divides its dilation and pad, and the stride it
-        keeps passes on its output's limit. A pooling has no dilation, so it allows
+        numbers: a kernel > 1 allows what divides its dilation and pad, and its output's
+        limit too, since a coarsening only ever gives strides back and never takes one
+        away (a stride-2 1x1 cannot pass its stride to the layer before it). A pooling
+        has no dilation, so it allows
         nothing, unless `narrow` (--pooling cover) lets its window follow (approximate);
         `round_dilation` (--dilation round) lets a kernel whose dilation or pad does not
         divide round them (approximate), so only its stride limits.
-        Pointwise layers and joins pass their output's limit, a global pooling has none
-        (it averages whatever map it gets, approximately); any other layer allows none."""
+        Pointwise layers and joins pass their output's limit; a global pooling and a sink
+        have none (they average or score whatever map they get: where a stride comes back
+        must not depend on a train net's losses); any other layer allows none."""
         if self.keeps_grid(layer) or self.joins(layer):
             return limit_out
-        if self.is_global(layer):
+        if self.is_global(layer) or self.sinks(layer):
             return Pair(0, 0)
         if not self.reads_window(layer):
             return Pair(1, 1)
         win = self.window(layer)
         out = []
-        for k, s, p, d, lim in zip(win.kernel, win.stride, win.pad, win.dilation, limit_out):
+        for k, p, d, lim in zip(win.kernel, win.pad, win.dilation, limit_out):
             if narrow and not self.dilatable:     # a pooling window follows, approximately,
                 out.append(0)                     # but never asks for a coarser input
                 continue
             if round_dilation and self.dilatable:
-                out.append(s * lim)
+                out.append(lim)
                 continue
             taps = (d if self.dilatable else 1) if k > 1 else 0
-            out.append(math.gcd(taps, p, s * lim))
+            out.append(math.gcd(taps, p, lim))
         return Pair(*out)
 
     def size_bound(self, layer, in_shapes):

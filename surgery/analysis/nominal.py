@@ -85,10 +85,41 @@ def _after_dilated(graph):
 
 
 def nominal_strides(analysis, *, removed=frozenset(), narrow=False, round_dilation=False):
-    """{blob: Pair}: stride times limit, or None where nothing limits it."""
+    """{blob: Pair}: stride times limit. A blob nothing limits (the last of a net cut
+    short, what only a global pooling reads) follows what it is computed from: the
+    nominal strides of its inputs, times its layer's stride, the coarsest of them; a join
+    holds one value for all its blobs, so the branches it sums come back together. None
+    where no input tells either (the stride was never written anywhere)."""
     out, geometry = {}, analysis.carried_geometry()
     for blob, limit in coarsen_limits(analysis, removed=removed, narrow=narrow,
                                       round_dilation=round_dilation).items():
         stride = geometry[blob].stride
         out[blob] = Pair(*(s * lim if lim else None for s, lim in zip(stride, limit)))
+    free = {(b, axis) for b, v in out.items() for axis in range(2) if v[axis] is None}
+    changed = True
+    while changed:      # a join raises a branch it reads: repeat to a fixpoint
+        changed = False
+        for node in analysis.graph.nodes:
+            if node.name in removed:
+                continue
+            rule = node.rule
+            spatial = [node.bottoms[i] for i in rule.grid_bottoms(node.layer)
+                       if i < len(node.bottoms) and node.bottoms[i] in out]
+            window = rule.grid_window(node.layer)
+            if not spatial or window is None:
+                continue
+            group = [t for t in node.tops if t in out]
+            members = group + (spatial if rule.joins(node.layer) else [])
+            for axis in range(2):
+                known = [out[b][axis] * window.stride[axis] for b in spatial
+                         if out[b][axis] is not None]
+                known += [out[b][axis] for b in members if out[b][axis] is not None]
+                if not known:
+                    continue
+                for blob in members:
+                    value = out[blob][axis]
+                    if (blob, axis) in free and (value is None or value < max(known)):
+                        out[blob] = Pair(*(max(known) if a == axis else v
+                                           for a, v in enumerate(out[blob])))
+                        changed = True
     return out
