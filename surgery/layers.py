@@ -667,7 +667,9 @@ class Convolution(LayerRule):
     def with_window(self, layer, window):
         """A copy with `window` written in the file's own form: _h/_w stays _h/_w (and a
         field the file lacked takes the _h/_w form when the kernel uses it), one repeated
-        value stays one value when h == w, defaults are not added needlessly.
+        value stays one value when h == w, defaults are not added needlessly, and a
+        dilation brought back to 1 (a coarsening undoing a dilation) is dropped unless the
+        file wrote 1 itself, so a round trip gives back the original text.
         Dilation is only ever the repeated field (Caffe has no dilation_h/w)."""
         new = type(layer)()
         new.CopyFrom(layer)
@@ -679,7 +681,9 @@ class Convolution(LayerRule):
         _put_repeated(cp, "pad", window.pad, 0, prefer_hw)
         dil = cp.dilation
         d = window.dilation
-        if len(dil) or d != Pair(1, 1):
+        if len(dil) and d == Pair(1, 1) and Pair.of(list(dil)) != d:
+            del dil[:]         # back to 1, which the file did not write: drop the field
+        elif len(dil) or d != Pair(1, 1):
             values = [d.h] if (d.h == d.w and len(dil) <= 1) else [d.h, d.w]
             del dil[:]
             dil.extend(values)

@@ -405,7 +405,11 @@ def test_conv_with_window_adds_no_default_fields():
     rule = rule_for("Convolution")
     layer = one_layer('name: "c" type: "Convolution" convolution_param { num_output: 4 kernel_size: 1 }')
     assert param_text(rule.with_window(layer, W(1, 1, 0, 1)).convolution_param) == "num_output: 4 kernel_size: 1"
+    # A dilation brought back to 1 is dropped (issue 25: a round trip gives back the text),
+    # unless the file itself wrote 1.
     layer = one_layer('name: "c" type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 dilation: 2 }')
+    assert list(rule.with_window(layer, W(3, 1, 0, 1)).convolution_param.dilation) == []
+    layer = one_layer('name: "c" type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 dilation: 1 }')
     assert list(rule.with_window(layer, W(3, 1, 0, 1)).convolution_param.dilation) == [1]
 
 
