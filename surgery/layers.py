@@ -797,6 +797,25 @@ class Deconvolution(Convolution):
     def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
         return Pair(0, 0)       # an upsampler follows any grid (regrid below), adapted
 
+    def init_of(self, layer):
+        """A fixed upsampler (weights never learned: `lr_mult: 0`, or a bilinear filler)
+        holds the bilinear kernel in every published model (FCN's upscore, Dilation's
+        ctx_upsample): see initweights' "upsampler"."""
+        cp = layer.convolution_param
+        frozen = len(layer.param) > 0 and layer.param[0].HasField("lr_mult") \
+            and layer.param[0].lr_mult == 0
+        if frozen or cp.weight_filler.type == "bilinear":
+            return "upsampler", "zero"
+        return self.init
+
+    def moment_of(self, layer):
+        """The settings a fixed upsampler's bilinear kernel needs (initweights' "upsampler")."""
+        if self.init_of(layer) == self.init:
+            return self.moment, {}
+        cp = layer.convolution_param
+        return self.moment, {"stride": tuple(self.window(layer).stride), "group": cp.group,
+                             "every_slot": cp.weight_filler.type == "bilinear"}
+
     def new_weights(self, before, after):
         """Bilinear upsampling weights belong to their stride and kernel."""
         return before.kernel != after.kernel or before.stride != after.stride

@@ -33,6 +33,7 @@ from ..analysis.analyse import analyse
 from ..errors import SurgeryError
 from ..io.atomic import guard_output
 from ..io.caffemodel import NewLayer, StreamBlob, write_caffemodel
+from .fillers import upsampling_kernel
 
 CHUNK = 1 << 20   # values drawn at a time: 4 MB of float32
 HE_GAIN = 2.0     # E[y^2] of a linear layer's output; a ReLU after it halves it back to 1
@@ -113,6 +114,27 @@ def _deconv(rng, shape, ctx):
     return _normal(rng, shape, _he_sigma(fan_in, ctx, gain=1.0), ctx.chunk)
 
 
+def _upsampler(rng, shape, ctx):
+    """A fixed upsampler's weights (C_in, C_out/group, kh, kw): the bilinear kernel of its
+    stride where input channel i feeds output channel i (FCN's class-to-itself diagonal
+    with one group, every slot with one channel per group), zeros elsewhere; in every
+    slot when the file asks for Caffe's bilinear filler."""
+    c_in, per_group = shape[0], shape[1]
+    groups = max(1, ctx.options.get("group", 1))
+    kernel = upsampling_kernel(ctx.options["stride"], shape[2:])
+    i, j = np.meshgrid(np.arange(c_in), np.arange(per_group), indexing="ij")
+    feeds_itself = (i // max(1, c_in // groups)) * per_group + j == i
+    mask = np.ones_like(feeds_itself) if ctx.options.get("every_slot") else feeds_itself
+    for start in range(c_in):       # one input channel's slots at a time
+        yield (mask[start][:, None, None] * kernel).astype(np.float32).reshape(-1)
+
+
+def _zero(rng, shape, ctx):
+    count = _count(shape)
+    for start in range(0, count, ctx.chunk):
+        yield np.zeros(min(ctx.chunk, count - start), np.float32)
+
+
 def _small(rng, shape, ctx):
     return _normal(rng, shape, SMALL, ctx.chunk)
 
@@ -165,6 +187,7 @@ def _fit(stats, shape):
 
 INITIALISERS = {
     "he": _he, "he_transposed": _he_transposed, "deconv": _deconv, "small": _small,
+    "upsampler": _upsampler, "zero": _zero,
     "bn_mean": _bn_mean, "bn_var": _bn_var, "ones": _ones, "gamma": _gamma,
     "slope": _slope, "norm_scale": _norm_scale,
 }
