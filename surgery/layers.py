@@ -1540,7 +1540,7 @@ class Input(Source):
 def _per_top(layer, shapes, what):
     tops = len(layer.top)
     if not shapes:
-        raise Unknown(f"no {what}; give --input-shape")
+        raise Unknown(f"no {what}")
     if len(shapes) == 1:
         return shapes * tops
     if len(shapes) != tops:
@@ -1568,7 +1568,7 @@ def _image_source(layer, batch, channels, height, width):
     if crop:
         height = width = crop
     if not batch or not channels or not height or not width:
-        raise Unknown("the image size depends on the data files; give --input-shape")
+        raise Unknown("the image size depends on the data files")
     return batch, channels, height, width
 
 
@@ -1625,7 +1625,7 @@ class DataLayer(ImageReader):
     fork_types = ("AnnotatedData",)
 
     def out_shapes(self, layer, in_shapes):
-        raise Unknown(f"a '{layer.type}' layer reads its sizes from the data; give --input-shape")
+        raise Unknown(f"a '{layer.type}' layer reads its sizes from the data")
 
 
 class Loss(LayerRule):

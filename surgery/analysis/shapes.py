@@ -199,7 +199,11 @@ def _source_outputs(node, rule, overrides, stopped, paths=()):
         if first is not None and derived is not None:
             outs = list(derived(node.layer, first) or outs)
         if not any(top in overrides for top in node.tops):
-            stopped[node.name] = str(exc)
+            # A source whose sizes only its data (or its Python code) decides: say which
+            # inputs the user must give.
+            tops = node.tops[:1] if derived is not None else node.tops
+            wanted = " ".join(f"--input-shape {top}=N,C,H,W" for top in tops)
+            stopped[node.name] = f"{exc}; give its tops' shapes: {wanted}"
     outs += [None] * (len(node.tops) - len(outs))
     return [overrides.get(top, out) for top, out in zip(node.tops, outs)]
 
