@@ -1309,20 +1309,24 @@ class Interp(LayerRule):
             nip.height, nip.width = size
             return Regrid(new, grid, ADAPTED, f"size {ip.height}x{ip.width} -> {size[0]}x{size[1]}, "
                                                "the size of the blob it meets (adapted)")
-        ratios = {Fraction(field(ip, "zoom_factor", 1), field(ip, "shrink_factor", 1)) * g / f
-                  for g, f in zip(grid.factor, step.grid_in.factor)}
+        old = Fraction(field(ip, "zoom_factor", 1), field(ip, "shrink_factor", 1))
+        ratios = {old * g / f for g, f in zip(grid.factor, step.grid_in.factor)}
         if len(ratios) != 1:
             return Regrid(grid=grid, issue="Interp has one factor for both axes, but the grids "
                                            "it joins differ per axis")
         ratio, = ratios
-        if ratio.numerator != 1 and ratio.denominator != 1:
-            return Regrid(grid=grid, issue=(f"no whole zoom_factor or shrink_factor scales by "
-                                            f"{ratio} (the grid it must reach)"))
+        if ratio == old:
+            # Both sides moved together (DeepLab's multi-scale fusion: a branch's scores
+            # brought back to the main grid): the same factors still join them, over maps
+            # on another grid (adapted: interpolating other samples).
+            return Regrid(grid=grid, status=ADAPTED,
+                          note=f"keeps {_interp_factors(ip)}: the blobs it joins moved "
+                               "together (adapted)")
         nip.ClearField("zoom_factor")
         nip.ClearField("shrink_factor")
-        if ratio.denominator != 1:
+        if ratio.denominator != 1:      # shrink first, then zoom (DeepLab's order)
             nip.shrink_factor = ratio.denominator
-        elif ratio != 1 or has_field(ip, "zoom_factor"):
+        if ratio.numerator != 1 or (ratio == 1 and has_field(ip, "zoom_factor")):
             nip.zoom_factor = ratio.numerator
         if size is not None and step.in_shapes and step.in_shapes[0] is not None \
                 and has_field(nip, "shrink_factor") and not has_field(nip, "zoom_factor"):
