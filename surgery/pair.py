@@ -1,5 +1,6 @@
 """Per-axis (h, w) values, so spatial rules are written once, not twice."""
 
+import numbers
 from typing import NamedTuple
 
 
@@ -12,7 +13,7 @@ class Pair(NamedTuple):
         """A Pair from a scalar, a 1- or 2-sequence, or a Pair."""
         if isinstance(value, Pair):
             return value
-        if isinstance(value, (int, float)):
+        if isinstance(value, numbers.Number):
             return cls(value, value)
         seq = list(value)
         if len(seq) == 1:

@@ -8,8 +8,7 @@ coarse conversion) are related per spatial axis by
 and the two blobs hold equal values wherever both indices are integers. A dense
 conversion has factor > 1 (every original sample is at `offset + factor*i`); a coarse
 one has factor < 1 (converted sample j is the original sample at (j - offset)/factor).
-Factors and offsets are Fractions, so both directions are ordinary values, and a
-relation can be composed with another or inverted.
+Factors and offsets are Fractions, so both directions are ordinary values.
 """
 
 import math
@@ -54,27 +53,6 @@ class Grid(NamedTuple):
     @property
     def identity(self):
         return self.factor == (1, 1) and self.offset == (0, 0)
-
-    @property
-    def dense(self):
-        """Every original sample has a converted twin (integer factor and offset >= 0)."""
-        return all(f.denominator == 1 and f >= 1 and o.denominator == 1 and o >= 0
-                   for f, o in zip(self.factor, self.offset))
-
-    def then(self, other):
-        """This relation followed by `other` (a -> b, then b -> c gives a -> c)."""
-        return Grid(Pair(*(f1 * f2 for f1, f2 in zip(self.factor, other.factor))),
-                    Pair(*(o2 + f2 * o1 for o1, f2, o2 in zip(self.offset, other.factor, other.offset))))
-
-    def inverse(self):
-        """The relation read the other way (b -> a)."""
-        return Grid(Pair(*(1 / f for f in self.factor)),
-                    Pair(*(-o / f for f, o in zip(self.factor, self.offset))))
-
-    def scaled(self, factor):
-        """The same offset, the factor multiplied per axis (a layer that keeps or drops
-        part of its stride)."""
-        return Grid(Pair(*(f * Fraction(g) for f, g in zip(self.factor, Pair.of(factor)))), self.offset)
 
     def common(self, size_a, size_b):
         """Per axis (start_a, start_b, step_a, step_b, count): the positions where both
