@@ -16,6 +16,7 @@ class SurgeryError(Exception):
         self.col = col
         self.layer = layer
         self.blob = blob
+        self.blocking = []      # a refusal's layers in the way, in file order
 
     def __str__(self):
         where = []

@@ -247,6 +247,10 @@ class LayerRule:
         """Whether the layer pools over the whole map whatever its size."""
         return False
 
+    def rounds_down(self, layer):
+        """Whether its output size rounds down (FLOOR) where Caffe's pooling rounds up."""
+        return False
+
     def out_shapes(self, layer, in_shapes):
         raise Unknown(f"no shape rule for type '{layer.type}'")
 
@@ -909,8 +913,7 @@ class Pooling(LayerRule):
         pp.global_pooling = True
         return new
 
-    @staticmethod
-    def floor_mode(layer):
+    def rounds_down(self, layer):
         pp = layer.pooling_param
         return pp.round_mode == 1 or (has_field(pp, "ceil_mode") and not pp.ceil_mode)
 
@@ -978,7 +981,7 @@ class Pooling(LayerRule):
             win = self.window(layer)
             if max(win.pad) and pp.pool not in (0, 1):
                 raise _err(layer, "padding is only implemented for MAX and AVE pooling")
-            ceil = not self.floor_mode(layer)
+            ceil = not self.rounds_down(layer)
             out = _positive(layer, (n, c) + tuple(
                 pool_out_size(s, k, st, p, ceil=ceil)
                 for s, k, st, p in zip((h, w), win.kernel, win.stride, win.pad)))

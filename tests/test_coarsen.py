@@ -23,8 +23,8 @@ from _corpus import CORPUS
 MODELS = __import__("pathlib").Path(__file__).resolve().parents[1] / "models"
 
 
-def windows(net):
-    a = analyse(net)
+def windows(net, phase="TEST"):
+    a = analyse(net, phase=phase)
     return {n.name: n.rule.window(n.layer) for n in a.graph.nodes
             if n.rule.reads_window(n.layer)}
 
@@ -125,7 +125,8 @@ def test_a_dilation_that_does_not_divide_is_refused_listing_both_directions():
         dilate(dense, output_stride=16)
     text = str(err.value)
     assert "output stride 16 is not reachable" in text and "\n" not in text
-    assert text.endswith("reachable output strides: 1, 2, 4, 8")
+    assert "layer 'context'" in text and "--cut-after res5c" in text
+    assert text.endswith("reachable output strides: exact: 2, 4, 8; with --pooling cover: 1")
 
 
 def test_the_cli_coarsens_and_inspect_reports_nominal_and_reachable_strides(tmp_path, capsys):
@@ -135,7 +136,8 @@ def test_the_cli_coarsens_and_inspect_reports_nominal_and_reachable_strides(tmp_
     assert main(["inspect", str(os8)]) == 0
     out = capsys.readouterr().out
     assert "output stride 8 (dilated from 32)" in out
-    assert "reachable output strides (exact, with dilate): 1, 2, 4, 8, 16, 32" in out
+    assert ("reachable output strides (dilate -s N --head cut): exact: 2, 4, 8, 16, 32; "
+            "with --pooling cover: 1") in out
     os16 = tmp_path / "os16.prototxt"
     assert main(["dilate", str(os8), "-s", "16", "-o", str(os16), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -145,11 +147,13 @@ def test_the_cli_coarsens_and_inspect_reports_nominal_and_reachable_strides(tmp_
     data = json.loads(capsys.readouterr().out)
     assert data["totals"]["output_stride"] == [16, 16]
     assert data["totals"]["nominal_output_stride"] == [32, 32]
-    assert data["reachable_output_strides"] == [1, 2, 4, 8, 16, 32]
+    assert data["reachable_output_strides"] == [2, 4, 8, 16, 32]
+    assert data["reachable_with_flags"] == {"1": ["--pooling cover"]}
     before = os8.read_bytes()
     assert main(["dilate", str(os8), "-s", "64", "-o", str(tmp_path / "x.prototxt")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "reachable output strides: 1, 2, 4, 8, 16, 32" in err
+    assert err.count("\n") == 1 and ("reachable output strides: exact: 2, 4, 8, 16, 32; "
+                                     "with --pooling cover: 1") in err
     assert not (tmp_path / "x.prototxt").exists() and os8.read_bytes() == before
 
 
@@ -270,7 +274,8 @@ def test_pspnet_needs_dilation_round_to_go_coarser_and_says_so(capsys):
         pytest.skip("corpus file not available")
     assert main(["dilate", str(path), "-s", "16", "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert "reachable output strides: 1, 2, 4, 8" in err and "--dilation round" in err
+    assert "layer 'conv5_4'" in err and "--dilation round" in err
+    assert "reachable output strides: exact: 2, 4, 8; with --pooling cover: 1" in err
     assert len(err.splitlines()) == 1
     assert main(["dilate", str(path), "-s", "16", "--dilation", "round", "--dry-run", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -372,3 +377,103 @@ def test_multi_scale_inputs_convert_with_the_main_trunk(tmp_path, target):
     want, got = want["fc105"][:, :, ::2, ::2], got["fc105"]
     assert want.shape == got.shape and np.abs(want).max() > 0.1
     assert np.abs(want - got).max() <= 1e-5 * np.abs(want).max()
+
+
+# ---------------------------------------------------------------------------
+# DeepLab v2's published multi-scale nets (structure in tests/_deeplab.py)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("phase", ["TEST", "TRAIN"])
+@pytest.mark.parametrize("target,maps", [(16, (5, 4, 3)), (4, (17, 13, 9)), (8, (9, 7, 5))])
+def test_deeplab_multi_scale_nets_convert_every_scale_together(tmp_path, phase, target, maps):
+    """Issue 25: every branch trunk converts like the main one, the fusion Interps keep
+    their factors (both sides move together), the label shrinks and the final zoom
+    follow the stride; the train net's labels still fit the scores they meet."""
+    from _deeplab import SCALES, msc_net
+
+    (tmp_path / "msc.prototxt").write_text(msc_net(phase))
+    net = load_prototxt(tmp_path / "msc.prototxt")
+    new, report = dilate(net, output_stride=target)
+    after = analyse(new, phase=phase)     # builds: every label fits its scores
+    assert tuple(after.shapes[f"fc1_voc12{s}"][2] for s in SCALES) == maps
+    assert after.shapes["fc1_voc12_res075_interp"] == after.shapes["fc1_voc12"]
+    assert after.shapes["fc1_voc12_res05_interp"] == after.shapes["fc1_voc12"]
+    old, got = windows(net, phase), windows(new, phase)
+    for name in got:        # each branch copy gets its main layer's window
+        for s in SCALES[1:]:
+            if name.endswith(s):
+                assert got[name] == got[name[:-len(s)]], name
+    interp = {l.name: l.interp_param for l in new.layer if l.type == "Interp"}
+    assert (interp["fc1_voc12_res075_interp"].zoom_factor,
+            interp["fc1_voc12_res075_interp"].shrink_factor) == (4, 3)
+    assert interp["fc1_voc12_res05_interp"].zoom_factor == 2
+    assert interp["data_res075"].shrink_factor == 4 and interp["data_res05"].shrink_factor == 2
+    if target == 8:
+        assert got == old and not report.changes
+        return
+    status = {c.layer: c.status for c in report.changes}
+    assert status["fc1_voc12_res075_interp"] == status["fc1_voc12_res05_interp"] == "ADAPTED"
+    assert all(status[n] == "EXACT" for n in status if n.startswith(("res", "fc1_voc12_c")))
+    if phase == "TEST":
+        assert interp["fc1_interp"].zoom_factor == target
+        assert after.shapes["fc1_interp"][2:] == (65, 65)
+    else:
+        assert interp["label_shrink"].shrink_factor == target
+        assert interp["label_shrink16"].shrink_factor == 2 * target
+        assert {status[n] for n in ("loss", "loss_res05", "accuracy")} == {"ADAPTED"}
+    for s in SCALES:        # the trunks are exact at every scale
+        assert f"fc1_voc12{s}" in report.exact_blobs
+
+
+def test_a_deeplab_multi_scale_net_at_os8_refuses_32_naming_the_aspp_and_the_cut(tmp_path,
+                                                                                  capsys):
+    """Issue 25: rates 6/12/18/24 do not all divide by 4; the refusal names them and
+    suggests cutting after the trunk, and following the suggestion works."""
+    from _deeplab import msc_net
+
+    path = tmp_path / "msc.prototxt"
+    path.write_text(msc_net("TEST"))
+    assert main(["dilate", str(path), "-s", "32", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "layer 'fc1_voc12_c0'" in err and "and 3 more" in err
+    assert "--cut-after res5a" in err
+    assert main(["dilate", str(path), "-s", "32", "--cut-after", "res5a", "--dry-run"]) == 0
+
+
+def _test_net_of(train_text):
+    """DeepLab v2's VGG-16 test net, made from its train net as the published pair
+    differ: the image at crop 513 instead of the data layer, no label path or losses, and
+    the scores zoomed back to the image."""
+    start = train_text.index('layer {\n  name: "data"')
+    end = train_text.index("layer {", start + 1)
+    text = (train_text[:start] + 'layer { name: "input" type: "Input" top: "data" '
+            'input_param { shape { dim: 1 dim: 3 dim: 513 dim: 513 } } }\n' + train_text[end:])
+    cut = text.index("layer {\n  bottom: \"label\"")
+    return text[:cut] + ('layer { name: "fc8_interp" type: "Interp" bottom: "fc8_${EXP}" '
+                         'top: "fc8_interp" interp_param { zoom_factor: 8 } }\n')
+
+
+@pytest.mark.parametrize("target", [16, 4])
+def test_a_train_net_and_its_test_net_convert_alike(tmp_path, target):
+    """Issue 25: where a stride comes back must not depend on the label path or the
+    losses: DeepLab v2 VGG-16's train and test nets get the same rewrite of every layer
+    they share (at 16, the stride comes back on pool5 in both, exactly)."""
+    path = CORPUS / "deeplab_v2/vgg16_train.prototxt"
+    if not path.exists():
+        pytest.skip("corpus file not available")
+    text = path.read_text().replace("${NUM_LABELS}", "21")     # the template, filled
+    (tmp_path / "train.prototxt").write_text(text)
+    (tmp_path / "test.prototxt").write_text(_test_net_of(text))
+    train, test = (load_prototxt(tmp_path / f"{n}.prototxt") for n in ("train", "test"))
+    pooling = "cover" if target < 8 else "strict"     # pool4/pool5 k3 s1 after a stride
+    new_train, train_report = dilate(train, output_stride=target, pooling=pooling)
+    new_test, test_report = dilate(test, output_stride=target, pooling=pooling)
+    a, b = windows(new_train, "TRAIN"), windows(new_test)
+    assert a == b and a != windows(train, "TRAIN")
+    if target == 16:
+        assert a["pool5"].stride == (2, 2) and a["pool4"].stride == (1, 1)
+    for report in (train_report, test_report):
+        status = {c.layer: c.status for c in report.changes}
+        assert all(status[n] == "EXACT" for n in status if n.startswith(("fc6", "conv")))
+        assert {c.layer: c.status for c in train_report.changes if c.layer in b} == \
+            {c.layer: c.status for c in test_report.changes if c.layer in a}

@@ -119,7 +119,7 @@ def _convert(net, key, stride, shapes):
         with pytest.raises(SurgeryError) as refused:
             dilate(net, **options)
         types = {layer.name: layer.type for layer in net.layer}
-        assert types.get(refused.value.layer) == "Pooling", str(refused.value)
+        assert types.get(refused.value.blocking[0]) == "Pooling", str(refused.value)
         return dilate(net, pooling="cover", **options)
     return dilate(net, **options)
 

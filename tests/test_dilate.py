@@ -13,7 +13,8 @@ from surgery.io.caffemodel import read_caffemodel, write_caffemodel
 from surgery.io.prototxt import parse_prototxt
 from surgery.io.netfile import load_prototxt
 from surgery.layers import rule_for
-from surgery.transform.dilate import approximate_layers, dilate
+from surgery.transform.dilate import dilate
+from surgery.transform.judge import judge
 
 from _corpus import CORPUS
 
@@ -112,12 +113,12 @@ def test_pooling_after_a_removed_stride_is_strict_by_default():
     net = net_of(conv("c1", "data", 3, 2), pool("p1", "c1"), conv("c2", "p1"), pool("p2", "c2", 3, 1, 1))
     with pytest.raises(SurgeryError) as err:
         dilate(net, output_stride=2)
-    assert err.value.layer == "p2" and "--pooling cover" in str(err.value)
+    assert "layer 'p2'" in str(err.value) and "--pooling cover" in str(err.value)
     new, report = dilate(net, output_stride=2, pooling="cover")
     assert window(new, "p2") == ((5, 5), (1, 1), (2, 2), (1, 1))
     assert not changed(report)["p2"].exact and changed(report)["p1"].exact
-    assert "p2" in approximate_layers(net, new)
-    assert "p1" not in approximate_layers(net, new)
+    judged = judge(net, new)     # the pair alone gives the same answer
+    assert judged.status("p2") == "APPROXIMATE" and judged.status("p1") == "EXACT"
 
 
 def test_ceil_pool_keeps_its_partial_window_with_one_more_pad():
@@ -145,8 +146,10 @@ def test_pspnet_convention_dilates_the_formerly_strided_layer_and_says_so():
     new, report = dilate(net, output_stride=16, convention="pspnet")
     assert window(new, "c5").dilation == (2, 2) and window(new, "c5").pad == (2, 2)
     assert not changed(report)["c5"].exact and not report.exact
-    # A convolution can always be exact, so verify is not told to excuse this one.
-    assert approximate_layers(net, new) == set()
+    # Judged from the two files alone, the layer is not the exact rewrite either.
+    judged = judge(net, new)
+    assert judged.status("c5") == "APPROXIMATE" and "not the exact rewrite" in \
+        next(c.note for c in judged.changes if c.layer == "c5")
 
 
 # A pre-activation stage: the stride sits on the first unit's 3x3 (c2), two more units follow.
@@ -207,7 +210,7 @@ def test_head_global_refuses_a_pool_that_does_not_cover_the_map():
     net = net_of(*CLASSIFIER, size=128)         # pool5 output 3x3
     with pytest.raises(SurgeryError) as err:
         dilate(net, output_stride=8, head="global")
-    assert err.value.layer == "pool5" and "--head cut" in str(err.value)
+    assert "layer 'pool5'" in str(err.value) and "--head cut" in str(err.value)
 
 
 def test_global_pooling_then_1x1_conv_is_not_a_head():
@@ -234,7 +237,7 @@ def test_branches_on_different_grids_cannot_join():
     assert analyse(net).shapes["pa"] == analyse(net).shapes["cb"]
     with pytest.raises(SurgeryError) as err:
         dilate(net, output_stride=2)
-    assert err.value.layer == "sum"
+    assert "layer 'sum'" in str(err.value)
 
 
 def test_param_shapes_are_unchanged_so_weights_load(tmp_path):
@@ -349,10 +352,10 @@ def test_unknown_layer_types_are_never_rewritten_through():
     net = net_of(*layers)
     with pytest.raises(SurgeryError) as err:
         dilate(net, output_stride=2)          # the stride after 'x' is unknown
-    assert err.value.layer == "x" and "unknown" in str(err.value)
+    assert "layer 'x'" in str(err.value) and "unknown" in str(err.value)
     with pytest.raises(SurgeryError) as err:
         dilate(net, output_stride=1)          # 'x' would see a removed stride
-    assert err.value.layer == "x" and "registry" in str(err.value)
+    assert "layer 'x'" in str(err.value) and "registry" in str(err.value)
     new, _ = dilate(net, output_stride=1, cut_after="c1")
     assert [l.name for l in new.layer] == ["data", "c1"]
 
@@ -362,7 +365,7 @@ def test_resampling_layers_after_a_removed_stride_stop_the_run():
                       'convolution_param { num_output: 4 kernel_size: 4 stride: 2 } }\n']
     with pytest.raises(SurgeryError) as err:
         dilate(net_of(*layers), output_stride=8)
-    assert err.value.layer == "up" and "--cut-after" in str(err.value)
+    assert "layer 'up'" in str(err.value) and "--cut-after c7" in str(err.value)
 
 
 PYRAMID = CHAIN[:4] + [
@@ -476,7 +479,7 @@ def test_a_join_the_rewrite_would_reshape_is_refused_naming_it():
     net = net_of(*MISALIGNED, size=32)
     with pytest.raises(SurgeryError) as err:
         dilate(net, output_stride=1)
-    assert err.value.layer == "aj" and "would not build" in str(err.value)
+    assert "layer 'aj'" in str(err.value) and "would not build" in str(err.value)
 
 
 # --------------------------------------------------------------- conditions and heads
@@ -530,7 +533,7 @@ def test_a_stride_coarser_than_the_net_can_reach_is_refused_listing_the_reachabl
     with pytest.raises(SurgeryError) as err:
         dilate(net_of(*HEADED), output_stride=64, head="cut")
     assert "output stride 64 is not reachable" in str(err.value)
-    assert str(err.value).endswith("reachable output strides: 1, 2, 4, 8, 16, 32")
+    assert str(err.value).endswith("reachable output strides: exact: 1, 2, 4, 8, 16, 32")
 
 
 @pytest.mark.parametrize("target", [32])

@@ -198,10 +198,9 @@ def test_corpus_round_trip_through_the_commands(path, tmp_path, capsys):
 
 def _output_stride(path):
     from surgery.analysis.analyse import analyse
-    from surgery.transform.dilate import output_stride
 
     loaded = load_net(path)
-    return max(output_stride(analyse(loaded.net, unknowns=loaded.unknowns)))
+    return max(analyse(loaded.net, unknowns=loaded.unknowns).output_stride())
 
 
 def test_resnet101_diff_matches_the_change_list(tmp_path, capsys):

@@ -19,8 +19,7 @@ import pytest
 
 from surgery.analysis.analyse import analyse
 from surgery.cli import main
-from surgery.report.html.compare import (APPROXIMATE, EXACT, REMOVED, Side, compare,
-                                        layer_status, view)
+from surgery.report.html.compare import APPROXIMATE, EXACT, REMOVED, Side, compare
 from surgery.io.netfile import load_net
 from surgery.transform.dilate import dilate
 
@@ -78,18 +77,6 @@ def test_statuses_agree_with_what_dilate_recorded(tmp_path, model, options):
     report = report_of(net, converted)
     assert {n: s for n, s in report.status.items() if s is not None} == expected
     assert APPROXIMATE in expected.values() or options[-1] == "cut" and model == "resnet50"
-
-
-def test_status_of_one_layer():
-    nf = load_net(MODELS / "resnet50" / "deploy.prototxt")
-    conv = load_net(MODELS / "resnet50" / "deploy-os8.prototxt")
-    a, b = analyse(nf.net), analyse(conv.net)
-    old, new = (view(x, x.graph.node("res5a_branch2b")) for x in (a, b))
-    same = view(a, a.graph.node("res2a_branch2b"))
-    assert layer_status(old, new, set()) == EXACT
-    assert layer_status(old, new, {"res5a_branch2b"}) == APPROXIMATE
-    assert layer_status(same, same, set()) is None
-    assert layer_status(old, None, set()) == REMOVED
 
 
 def test_grid_is_the_one_dilate_recorded(tmp_path):

@@ -26,11 +26,12 @@ from surgery.errors import SurgeryError
 from surgery.io.netfile import load_net
 from surgery.transform.dilate import dilate
 from surgery.weights.fillers import upsampling_kernel
+
+from _corpus import CORPUS
 from surgery.io.caffemodel import read_caffemodel, write_caffemodel
 from surgery.io.netfile import load_prototxt
 
 from _caffe import caffe_build
-from _corpus import CORPUS
 
 SIZE = 96
 MARGIN = 32     # output pixels closer to the border see padding
@@ -296,7 +297,8 @@ def test_a_dilation_net_is_refused_past_what_its_dilations_give_back(tmp_path, c
     proto, _ = make_fcn(tmp_path, CLASSES, template=DILATION)
     assert main(["dilate", str(proto), "-s", "16", "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert err.rstrip().endswith("reachable output strides: 1, 2, 4, 8") and err.count("\n") == 1
+    assert "no exact coarsening goes that far" in err and err.count("\n") == 1
+    assert err.rstrip().endswith("reachable output strides: exact: 2, 4, 8; with --pooling cover: 1")
 
 
 def test_verify_with_the_original_weights_compares_what_comes_before_the_upsamplers(tmp_path):
@@ -311,3 +313,45 @@ def test_verify_with_the_original_weights_compares_what_comes_before_the_upsampl
     assert report.passed and report.size_bound_heads["converted"] == ["upscore2", "upscore4"]
     assert {r.blob for r in report.blobs} and all(r.status == "ok" for r in report.blobs)
     assert "regridded upsampler" in report.format_text()
+
+
+def test_init_weights_fills_a_fixed_upsampler_with_its_bilinear_kernel(tmp_path):
+    """Issue 25: a Deconvolution never learned (lr_mult 0) and without a filler holds the
+    bilinear kernel in every published model where input channel i feeds output channel
+    i: FCN's square layout on the diagonal, one channel per group in every slot."""
+    from surgery.io.caffemodel import read_blob, read_caffemodel
+
+    for folder, options in (("fcn", {}), ("dil", {"template": DILATION})):
+        (tmp_path / folder).mkdir()
+        proto, _ = make_fcn(tmp_path / folder, CLASSES, **options)
+        out = tmp_path / folder / "init.caffemodel"
+        assert main(["init-weights", str(proto), "-o", str(out)]) == 0
+        summary = read_caffemodel(str(out))
+        ups = [l for l in load_net(proto).net.layer if l.type == "Deconvolution"]
+        assert ups
+        for layer in ups:
+            weights = read_blob(summary, layer.name, 0)
+            stride, group = layer.convolution_param.stride[0], layer.convolution_param.group
+            kernel = upsampling_kernel((stride, stride), weights.shape[2:])
+            per_group = weights.shape[0] // group       # input channels per group
+            for i in range(weights.shape[0]):
+                for j in range(weights.shape[1]):
+                    fed = (i // per_group) * weights.shape[1] + j == i   # output channel i
+                    assert np.array_equal(weights[i, j], kernel if fed else 0 * kernel), \
+                        (layer.name, i, j)
+
+
+def test_fcn8s_round_trips_from_init_weights_byte_for_byte(tmp_path):
+    """Issue 25: `dilate -s 16` then `-s 32`, with the weights, gives back the original
+    text and weights byte for byte (a dilation back at 1 is dropped, not left as a line)."""
+    path = CORPUS / "fcn/voc-fcn8s_deploy.prototxt"
+    if not path.exists():
+        pytest.skip("corpus file not available")
+    w0, w1, w2 = (tmp_path / f"w{i}.caffemodel" for i in range(3))
+    p1, p2 = tmp_path / "os16.prototxt", tmp_path / "os32.prototxt"
+    assert main(["init-weights", str(path), "-o", str(w0)]) == 0
+    assert main(["dilate", str(path), "-s", "16", "--weights", str(w0), "--weights-out", str(w1),
+                 "-o", str(p1)]) == 0
+    assert main(["dilate", str(p1), "-s", "32", "--weights", str(w1), "--weights-out", str(w2),
+                 "-o", str(p2)]) == 0
+    assert p2.read_bytes() == path.read_bytes() and w2.read_bytes() == w0.read_bytes()

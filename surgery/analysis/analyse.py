@@ -21,6 +21,7 @@ from .geometry import ORIGIN, apply_window, infer_geometry, join_inputs, layer_s
 from .graph import Graph, build_graph
 from ..layers import UNKNOWN, Unknown
 from .shapes import infer_shapes, with_standins
+from ..pair import Pair
 from ..unknowns import NO_UNKNOWNS
 
 
@@ -58,17 +59,34 @@ class Analysis:
         return {node.name for node in self.graph.nodes if len(node.bottoms) > 1
                 and (geoms := join_inputs(node, self.geometry)) is not None and misaligned(geoms)}
 
-    def deepest_blob(self):
-        """The last blob (in file order) still on the image grid with more than one pixel
-        (so a classifier's 7x7 pool5 gives way to res5c), off any resampled side branch:
-        'the output' of a backbone."""
+    def output_stride(self):
+        """The net's output stride: the largest stride on its trunk (a pyramid's pooled
+        branches aside), per axis; None when no blob has a known stride. A conversion caps
+        every stride at its target, so this is what it compares the target with."""
         side = self.resampled_branches()
-        for node in reversed(self.graph.nodes):
-            for top in reversed(node.tops):
-                if self.geometry.get(top) is not None and _is_spatial(self.shapes.get(top)) \
-                        and top not in side:
-                    return top
-        return None
+        strides = [g.stride for b, g in self.geometry.items() if g is not None and b not in side]
+        if not strides:
+            return None
+        return Pair(max(s.h for s in strides), max(s.w for s in strides))
+
+    def deepest_blob(self):
+        """'The output' of a backbone: of the blobs on the image grid with more than one
+        pixel (so a classifier's 7x7 pool5 gives way to res5c), off any resampled side
+        branch, the one that sees the most (the largest receptive field; the last in file
+        order on a tie). A skip net's output is its trunk's (FCN-8s: score_fr, not the
+        skip branches its upsampled scores meet), and an auxiliary classifier's coarse
+        pooling (GoogLeNet's loss1/ave_pool) is not the net's output."""
+        side = self.resampled_branches()
+        best, best_rf = None, None
+        for node in self.graph.nodes:
+            for top in node.tops:
+                geometry = self.geometry.get(top)
+                if geometry is None or top in side or not _is_spatial(self.shapes.get(top)):
+                    continue
+                rf = max(geometry.rf)
+                if best_rf is None or rf >= best_rf:
+                    best, best_rf = top, rf
+        return best
 
     def unknown_origins(self):
         """({blob: layers}, {layer: layers}): for each blob whose shape, and each layer whose

@@ -16,8 +16,8 @@ import json
 import sys
 
 from ..analysis.analyse import analyse, parse_input_shapes
-from ..errors import SurgeryError
-from ..transform.dilate import reachable_strides
+from ..transform.plan import Options
+from ..transform.reach import format_reachable, reachable
 from ..report.text import format_table, to_json
 from . import options
 from .output import add_phase_argument, add_strict_argument, choose_phases, load
@@ -46,10 +46,13 @@ def run(args):
         where = f" (phase {phase})" if len(analyses) > 1 else ""
         for warning in analysis.warnings:
             print(f"caffe-surgery: warning: {warning}{where}", file=sys.stderr)
-    reachable = _reachable(analyses[0][1])
+    found = _reachable(loaded, analyses[0][1], shapes or None)
     if args.json:
         (phase, first), others = analyses[0], analyses[1:]
-        data = {"phase": phase, **to_json(first), "reachable_output_strides": reachable}
+        data = {"phase": phase, **to_json(first),
+                "reachable_output_strides": [s for s, flags in found.items() if not flags],
+                "reachable_with_flags": {str(s): list(flags) for s, flags in found.items()
+                                         if flags}}
         if others:
             data["other_phases"] = {p: {"phase": p, **to_json(a)} for p, a in others}
         json.dump(data, sys.stdout, indent=1)
@@ -59,16 +62,15 @@ def run(args):
             sys.stdout.write(format_table(analyses[0][1]))
         else:
             sys.stdout.write("\n".join(f"phase {p}\n{format_table(a)}" for p, a in analyses))
-        if reachable:
-            print(f"reachable output strides (exact, with dilate): {', '.join(map(str, reachable))}")
+        if found:
+            print(f"reachable output strides (dilate -s N --head cut): {format_reachable(found)}")
     return 0
 
 
-def _reachable(analysis):
-    """What `dilate -s N` can reach exactly; [] when the net has no known stride."""
+def _reachable(loaded, analysis, shapes):
+    """What `dilate -s N --head cut` accepts, with the flags each stride needs; {} when
+    the net has no known stride."""
     if analysis.deepest_blob() is None:
-        return []
-    try:
-        return reachable_strides(analysis)
-    except SurgeryError:
-        return []
+        return {}
+    return reachable(loaded.net, Options(1, head="cut"), analysis=analysis,
+                     input_shapes=shapes, unknowns=loaded.unknowns)

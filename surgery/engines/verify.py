@@ -7,8 +7,10 @@ conversion claims: with centre c and stride S per axis,
     c_conv + S_conv*j = c_orig + S_orig*i   =>   j = offset + f*i,
     f = S_orig / S_conv,  offset = (c_orig - c_conv) / S_conv,
 and both must be non-negative integers. Only positions present in both are
-compared. Blobs downstream of a layer the conversion could not rewrite exactly
-(`approximate_layers`) are reported with their error but never fail the check.
+compared. What the conversion claims comes from the one judgement every command reads
+(transform/judge.py: the pair of nets judged as `dilate` judges its own result): blobs
+computed from a layer marked APPROXIMATE or ADAPTED are reported with their error but
+never fail the check, unless --strict; every other blob is held to the tolerance.
 
 At an input size other than the one the weights were made for, a classifier's
 InnerProduct on a map expects other weight shapes (its weights are size-bound). Such a
@@ -30,8 +32,8 @@ from ..errors import SurgeryError
 from ..transform.grid import SAME, Grid, num
 from ..io.caffemodel import read_caffemodel
 from ..io.prototxt import save_prototxt
-from ..io.netfile import load_prototxt
-from ..transform.regrid import extra_window
+from ..io.netfile import load_net
+from ..transform.judge import judge
 
 OK, FAIL, APPROXIMATE, NO_GRID = "ok", "FAIL", "approximate", "no-grid"
 
@@ -48,6 +50,7 @@ class BlobResult:
     rel_error: Optional[float] = None
     max_abs_original: Optional[float] = None
     note: str = ""
+    claimed: bool = False                   # the conversion claims it exact
 
     def to_dict(self):
         out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -71,11 +74,16 @@ class VerifyReport:
     size_bound_heads: dict = field(default_factory=dict)  # "original"/"converted" -> layers left out
     size_hints: list = field(default_factory=list)  # conversions made for another input size
     engine_note: str = ""  # why auto did not take Caffe, when it could not
+    notes: list = field(default_factory=list)  # what the comparison can and cannot show
 
     def ok(self, result):
-        """Does this blob pass? Approximate ones do unless strict, then they need the tolerance."""
+        """Does this blob pass? Approximate ones do unless strict, then they need the
+        tolerance; one with no common grid passes unless the conversion claims it exact
+        (a claim that cannot be checked is not a pass)."""
         if result.approximate and not self.strict:
             return True
+        if result.status == NO_GRID:
+            return not result.claimed
         return result.rel_error is not None and result.rel_error <= self.tolerance
 
     @property
@@ -89,7 +97,8 @@ class VerifyReport:
                 "inputs": {k: list(v) for k, v in self.inputs.items()},
                 "approximate_layers": list(self.approximate_layers), "caveats": list(self.caveats),
                 "size_bound_heads": {k: list(v) for k, v in self.size_bound_heads.items()},
-                "size_hints": list(self.size_hints), "blobs": [r.to_dict() for r in self.blobs]}
+                "size_hints": list(self.size_hints), "notes": list(self.notes),
+                "blobs": [r.to_dict() for r in self.blobs]}
 
     def format_text(self):
         shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in self.inputs.items())
@@ -99,6 +108,7 @@ class VerifyReport:
         if self.approximate_layers:
             lines.append("not exact by construction: " + ", ".join(self.approximate_layers))
         lines.extend(f"caveat: {c}" for c in self.caveats)
+        lines.extend(f"note: {n}" for n in self.notes)
         for which, layers in self.size_bound_heads.items():
             lines.append(f"compared only the blobs before the {which}'s layers whose weights "
                          f"do not fit ({', '.join(layers)}): a size-bound head fits another "
@@ -146,8 +156,11 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
     strict=True holds blobs downstream of a known approximation to the tolerance too
     (for checking that a conversion is exact everywhere, e.g. a pspnet-convention one)."""
     original_path, converted_path = str(original_path), str(converted_path)
-    orig_net, conv_net = load_prototxt(original_path), load_prototxt(converted_path)
-    approx_layers = _approximate_layers(orig_net, conv_net, input_shapes)
+    first, second = load_net(original_path), load_net(converted_path)
+    orig_net, conv_net = first.net, second.net
+    judged = judge(orig_net, conv_net, input_shapes=input_shapes,
+                   unknowns=(first.unknowns, second.unknowns))
+    approx_layers = judged.not_exact()
     summary = read_caffemodel(str(weights_path))
     fitted = {}
     for which, path, net in (("original", original_path, orig_net),
@@ -155,17 +168,17 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
         fitted[which] = _fit_weights(net, path, summary, weights_path, input_shapes)
     (orig_net, orig, orig_head), (conv_net, conv, conv_head) = fitted.values()
     inputs = _random_inputs(orig, conv, original_path, seed)
-    tainted = conv.graph.downstream_blobs(approx_layers)
+    tainted = judged.excused
 
     chosen = list(dict.fromkeys(blobs))
     for blob in chosen:
         for analysis, path in ((orig, original_path), (conv, converted_path)):
             if analysis.graph.last_writer(blob) is None and blob not in analysis.graph.inputs:
                 raise SurgeryError("no such blob in the net", file=path, blob=blob)
-    default = _deepest_exact(orig, conv, tainted, inputs)
+    default, touched = _deepest_changed(judged, orig, conv, inputs)
     if default is None and not chosen:
-        raise SurgeryError("no blob shared by both nets is kept exact by the conversion; "
-                           "name blobs to compare with --blob")
+        raise SurgeryError("no blob is shared by both nets on a common grid outside what the "
+                           "conversion made approximate; name blobs to compare with --blob")
     if default is not None and default not in chosen:
         chosen.insert(0, default)
 
@@ -192,45 +205,20 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
                           caveats=runner.caveats(orig_net, conv_net),
                           size_bound_heads={w: h for w, h in (("original", orig_head),
                                                               ("converted", conv_head)) if h})
-    report.size_hints = size_hints(orig, conv, {k: v.shape for k, v in inputs.items()})
+    shape = ", ".join(f"{k}={','.join(map(str, v.shape))}" for k, v in inputs.items())
+    report.size_hints = [f"layer '{c.layer}': {c.note}; convert at this input size with "
+                         f"`dilate ... --input-shape {shape}`" for c in judged.changes
+                         if c.get("other_size")]
+    if default is not None and not touched and judged.changes:
+        report.notes.append(f"the conversion changed no blob both nets share exactly on a "
+                            f"common grid; '{default}', which it left alone, is compared, "
+                            "which proves nothing about the change")
     for blob in chosen:
-        report.blobs.append(_compare(blob, orig, conv, orig_out[blob], conv_out[blob],
-                                     approximate=blob in tainted, tol=tol))
+        result = _compare(blob, orig, conv, orig_out[blob], conv_out[blob],
+                          approximate=blob in tainted, tol=tol)
+        result.claimed = blob in judged.exact_blobs
+        report.blobs.append(result)
     return report
-
-
-def size_hints(orig, conv, inputs):
-    """Why a conversion may not be exact at this input size: a pooling that lost its stride
-    keeps Caffe's last, partial CEIL window with one more pad exactly when the size it was
-    converted at had one. Where this size decides otherwise, say so and how to convert."""
-    hints = []
-    for node in conv.graph.nodes:
-        if node.name not in orig.graph or node.rule.dilatable or \
-                not node.rule.reads_window(node.layer):
-            continue
-        old_node = orig.graph.node(node.name)
-        g_old, g_new = orig.geometry.get(node.bottoms[0]), conv.geometry.get(node.bottoms[0])
-        ins, outs = orig.in_shapes.get(node.name) or [None], orig.out_shapes.get(node.name) or [None]
-        if g_old is None or g_new is None or ins[0] is None or outs[0] is None \
-                or len(ins[0]) != 4 or None in ins[0] + outs[0]:
-            continue
-        old, new = old_node.rule.window(old_node.layer), node.rule.window(node.layer)
-        factor = Grid.between(g_old, g_new).factor
-        has = extra_window(ins[0][2:], outs[0][2:], old)
-        for axis in range(2):
-            if new.stride[axis] != 1 or old.stride[axis] == 1:
-                continue
-            kept = new.pad[axis] - old.pad[axis] * factor[axis] >= old.stride[axis] - 1 > 0
-            if kept != has[axis]:
-                shape = ",".join(map(str, next(iter(inputs.values()))))
-                name = next(iter(inputs))
-                hints.append(
-                    f"layer '{node.name}' {'keeps' if kept else 'drops'} a partial CEIL window "
-                    f"that this input size {'does not have' if kept else 'has'} on axis "
-                    f"{'HW'[axis]}: the conversion was made for another input size; convert at "
-                    f"this one with `dilate ... --input-shape {name}={shape}`")
-                break
-    return hints
 
 
 def _fit_weights(net, path, summary, weights_path, input_shapes):
@@ -277,22 +265,20 @@ def _random_inputs(orig, conv, path, seed):
     return inputs
 
 
-def _approximate_layers(orig_net, conv_net, input_shapes):
-    """Layers of the converted net whose rewrite is not exact, as the dilate pass knows them."""
-    from ..transform.dilate import approximate_layers
-
-    return set(approximate_layers(orig_net, conv_net, input_shapes=input_shapes))
-
-
-def _deepest_exact(orig, conv, tainted, inputs):
-    """The last blob in the converted net's order that both nets share on a common grid."""
-    for node in reversed(conv.graph.nodes):
-        for blob in reversed(node.tops):
-            if blob in tainted or blob in inputs or orig.graph.last_writer(blob) is None:
-                continue
-            if _grid(blob, orig, conv)[0] is not None:
-                return blob
-    return None
+def _deepest_changed(judged, orig, conv, inputs):
+    """(blob, changed): the default blob, the deepest that the conversion changed and did
+    not mark APPROXIMATE or ADAPTED and that both nets (as run) share on a common grid;
+    failing that, the deepest such blob it left alone (changed False: the run then proves
+    nothing about the change, and the report says so); (None, False) when none."""
+    changed = judged.after.graph.downstream_blobs({c.layer for c in judged.changes})
+    shared = [blob for node in reversed(conv.graph.nodes) for blob in reversed(node.tops)
+              if blob not in judged.excused and blob not in inputs
+              and orig.graph.last_writer(blob) is not None
+              and _grid(blob, orig, conv)[0] is not None]
+    touched = next((b for b in shared if b in changed), None)
+    if touched is not None:
+        return touched, True
+    return next(iter(shared), None), False
 
 
 def _grid(blob, orig, conv):
@@ -308,6 +294,8 @@ def _grid(blob, orig, conv):
             return None, f"shapes {tuple(a)} and {tuple(b)} differ"
         return SAME, ""
     ga, gb = orig.geometry.get(blob), conv.geometry.get(blob)
+    if ga is None and gb is None and tuple(a) == tuple(b):
+        return SAME, ""         # off the image grid in both (after a global pooling)
     if ga is None or gb is None:
         return None, "no geometry (collapsed or misaligned)"
     grid = Grid.between(ga, gb)

@@ -13,8 +13,9 @@ from typing import NamedTuple
 from ..analysis.analyse import analyse
 from ..errors import SurgeryError
 from ..io.prototxt import format_prototxt
-from ..layers import rule_for
 from ..transform.dilate import dilate
+from ..transform.plan import Options
+from ..transform.reach import accepts
 from ..report.text import human
 
 STRIDES = (16, 8)     # the committed conversions
@@ -32,23 +33,12 @@ def file_name(output_stride=None):
 
 
 def convert(net, output_stride, *, input_shapes=None):
-    """dilate with head=cut; pooling=cover only if strict refuses a pooling window."""
-    options = dict(output_stride=output_stride, head="cut", input_shapes=input_shapes)
-    try:
-        return Conversion(*dilate(net, **options), "strict")
-    except SurgeryError as exc:
-        if not _refused_by_pooling(net, exc):
-            raise
-    return Conversion(*dilate(net, pooling="cover", **options), "cover")
-
-
-def _refused_by_pooling(net, exc):
-    """Whether the error names a window layer without a dilation field (a pooling)."""
-    layer = next((l for l in net.layer if l.name == exc.layer), None)
-    if layer is None:
-        return False
-    rule = rule_for(layer.type)
-    return rule.reads_window(layer) and not rule.dilatable
+    """dilate with head=cut; pooling=cover only when strict is refused (a pooling window
+    after a removed stride) and cover is not."""
+    strict = Options(output_stride, head="cut")
+    pooling = "strict" if accepts(net, strict, input_shapes=input_shapes) else "cover"
+    return Conversion(*dilate(net, output_stride=output_stride, head="cut", pooling=pooling,
+                              input_shapes=input_shapes), pooling)
 
 
 # ---------------------------------------------------------------------------

@@ -106,10 +106,10 @@ def format_totals(analysis):
              f"activation memory (float32): {_bytes(t.activations)}{lower}"]
     deepest = analysis.deepest_blob()
     if deepest is not None:
-        geom = analysis.geometry[deepest]
+        geom, stride = analysis.geometry[deepest], analysis.output_stride()
         nominal = nominal_output_stride(analysis)
-        dilated = f" (dilated from {_axes(nominal)})" if nominal not in (None, geom.stride) else ""
-        lines.append(f"output stride {_axes(geom.stride)}{dilated}, receptive field "
+        dilated = f" (dilated from {_axes(nominal)})" if nominal not in (None, stride) else ""
+        lines.append(f"output stride {_axes(stride)}{dilated}, receptive field "
                      f"{_axes(geom.rf)} at blob '{deepest}' "
                      f"({_shape(analysis.shapes.get(deepest))})")
     return lines
@@ -172,7 +172,7 @@ def to_json(analysis):
         "totals": {"params": t.params, "flops": t.flops, "activations": t.activations,
                    "activation_bytes": t.activations * 4, "complete": t.complete,
                    "output_blob": deepest,
-                   "output_stride": None if deepest is None else list(analysis.geometry[deepest].stride),
+                   "output_stride": None if deepest is None else list(analysis.output_stride()),
                    "nominal_output_stride": _list(nominal_output_stride(analysis))},
         "stopped": dict(analysis.stopped),
         "unknown": dict(analysis.unknown),

@@ -33,7 +33,7 @@ STATUSES = (EXACT, APPROXIMATE, ADAPTED)
 
 
 class Unreachable(Exception):
-    """The policy's grid falls inside one layer's stride (args: layer name)."""
+    """No exact rewrite of one layer reaches the policy's grid: args (layer name, why)."""
 
 
 class Regrid(NamedTuple):
@@ -46,6 +46,7 @@ class Regrid(NamedTuple):
     issue: str = None             # why the run must stop here (under the current options)
     head: bool = False            # weights sized for the map: a head the pass must resolve
     size_flags: tuple = None      # per-axis decisions that depend on the input size
+    deviates: bool = False        # not the exact rewrite, though one exists (a convention)
 
 
 class Step(NamedTuple):
@@ -81,9 +82,11 @@ def _scaled_pad(pad, kernel, dilation, rounded, scale):
     return max(0, math.floor(Fraction(rounded * (kernel - 1), 2) + border * scale))
 
 
-def _whole(value, layer):
+def _whole(value, layer, what, scale):
+    """`value` (a pad or dilation `what`, times `scale`) as a whole number, or Unreachable."""
     if value.denominator != 1:
-        raise Unreachable(layer)
+        times = f"divided by {1 / scale}" if scale < 1 else f"times {scale}"
+        raise Unreachable(layer, f"its {what} {times} is not whole")
     return int(value)
 
 
@@ -145,6 +148,7 @@ def window_regrid(rule, layer, step):
     if why:
         status = max(status, 1)
         notes.append(why)
+    deviates = bool(why)
     # A 1-wide kernel axis has no taps to spread, so its dilation stays; its pad is a
     # shift of the grid and scales like any other.
     spread = Pair(*(f if k > 1 else 1 for f, k in zip(scale, win.kernel)))
@@ -155,7 +159,8 @@ def window_regrid(rule, layer, step):
         # whole window, and stays as it is otherwise (approximate either way: the denser
         # net's window saw the samples in between).
         if policy.pooling == "strict":
-            raise Unreachable(node.name)
+            raise Unreachable(node.name, f"its {win.kernel.h}x{win.kernel.w} pooling window has "
+                                         "no dilation to divide by the coarsening")
         whole = all(((k - 1) * f).denominator == 1 and (p * f).denominator == 1
                     for k, p, f in zip(win.kernel, win.pad, f_in))
         if whole:
@@ -177,22 +182,23 @@ def window_regrid(rule, layer, step):
         notes.append(f"dilation {win.dilation.h},{win.dilation.w} -> {dilation.h},{dilation.w}: "
                      "the exact one is not whole on the coarser map (rounded, approximate)")
     else:
-        pad = Pair(*(_whole(p * s, node.name) for p, s in zip(win.pad, scale)))
+        pad = Pair(*(_whole(p * s, node.name, f"pad {p}", s) for p, s in zip(win.pad, scale)))
     if rounded:
         pass
     elif rule.dilatable:
-        dilation = Pair(*(_whole(d * s, node.name) for d, s in zip(win.dilation, spread)))
+        dilation = Pair(*(_whole(d * s, node.name, f"dilation {d}", s)
+                          for d, s in zip(win.dilation, spread)))
     elif narrowing:
         pass
     elif any(k > 1 and f > 1 for k, f in zip(kernel, f_in)):
         # No dilation field (pooling): widening the window is the closest grid-aligned choice.
-        kernel = Pair(*(_whole((k - 1) * f + 1, node.name) for k, f in zip(win.kernel, f_in)))
+        kernel = Pair(*(_whole((k - 1) * f + 1, node.name, f"window {k}", f)
+                        for k, f in zip(win.kernel, f_in)))
         status = max(status, 1)
         notes.append(f"window widened to {kernel.h}x{kernel.w} (approximate)")
-        issue = None if policy.pooling != "strict" else (f"{layer.type} window {win.kernel.h}x{win.kernel.w} follows a removed stride and "
-                 "has no dilation field, so no exact rewrite exists; use --pooling cover to widen "
-                 "it (approximate), --head cut if it belongs to a classifier head, or "
-                 "--cut-after BLOB to stop before it")
+        if policy.pooling == "strict":
+            issue = (f"its {win.kernel.h}x{win.kernel.w} {layer.type} window follows a removed "
+                     "stride and has no dilation field, so no exact rewrite exists")
     if loses:
         in_shape = step.in_shapes[0] if step.in_shapes else None
         out_shape = step.out_shapes[0] if step.out_shapes else None
@@ -254,7 +260,7 @@ def window_regrid(rule, layer, step):
                              "changes what reads the border (approximate)")
     note = "; ".join(dict.fromkeys(notes))
     return Regrid(new, Grid(f_out, Pair(*offset)), (EXACT, APPROXIMATE)[status], note, issue,
-                  size_flags=flags)
+                  size_flags=flags, deviates=deviates)
 
 
 def upsampler_regrid(rule, layer, step):

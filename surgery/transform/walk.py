@@ -17,7 +17,7 @@ from typing import NamedTuple
 from ..errors import SurgeryError
 from ..analysis.graph import described_phases, layer_kept
 from .grid import SAME
-from .regrid import EXACT, Step
+from .regrid import APPROXIMATE, EXACT, Regrid, Step, Unreachable
 
 
 class Change(NamedTuple):
@@ -73,12 +73,7 @@ class Walk(NamedTuple):
     issues: dict            # layer name -> why no acceptable rewrite exists
     policy: object = None
     asked: dict = None      # node index -> (bottom grids, input geometry, the outcome)
-
-    def first_issue(self):
-        for node in self.analysis.graph.nodes:
-            if node.name in self.issues:
-                return node, self.issues[node.name]
-        return None
+    blocked: tuple = ()     # layers no rewrite puts on the policy's grid (Unreachable)
 
 
 def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
@@ -91,7 +86,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
     graph = analysis.graph
     grids = {b: SAME for b in graph.header_inputs}
     exact = {b: True for b in graph.header_inputs}
-    outcomes, changes, heads, issues, asked = {}, [], [], {}, {}
+    outcomes, changes, heads, issues, asked, blocked = {}, [], [], {}, {}, []
     earlier = again if again is not None and again.policy is policy and \
         again.analysis is analysis else None
     side = analysis.resampled_branches()
@@ -112,12 +107,20 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
         before = earlier.asked.get(node.index) if earlier is not None else None
         if before is not None and before[:2] == (bottom_grids, geometry_in):
             outcome = before[2]
+            if node.name in earlier.blocked:
+                blocked.append(node.name)
         else:
             step = Step(node, grid_in, geometry_in, list(analysis.in_shapes.get(node.name) or []),
                         list(analysis.out_shapes.get(node.name) or []), policy,
                         bool(node.tops) and all(t in side for t in node.tops),
                         policy.wanted(node), bottom_grids)
-            outcome = policy.visit(node, rule, step) or rule.regrid(node.layer, step)
+            try:
+                outcome = policy.visit(node, rule, step) or rule.regrid(node.layer, step)
+            except Unreachable as exc:
+                # Go on as if the layer stayed, so that every layer in the way is found,
+                # not only the first (the refusal names them).
+                blocked.append(node.name)
+                outcome = Regrid(grid=grid_in, status=APPROXIMATE, issue=exc.args[1])
         outcomes[node.name] = outcome
         asked[node.index] = (bottom_grids, geometry_in, outcome)
         if outcome.issue:
@@ -132,7 +135,8 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
         for top in node.tops:
             grids[top] = outcome.grid if outcome.grid is not None else grid_in
             exact[top] = ok
-    return Walk(phase, analysis, grids, exact, outcomes, changes, heads, issues, policy, asked)
+    return Walk(phase, analysis, grids, exact, outcomes, changes, heads, issues, policy, asked,
+                tuple(blocked))
 
 
 def convert(net, plan_phase, *, phases=None):

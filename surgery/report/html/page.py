@@ -218,8 +218,8 @@ def _exactness(report, verify):
         blob, factor, offset = report.grid
         out.append(f"<li>Converted <code>{_h(blob)}</code> at offset + factor\u00b7i equals the "
                    f"original at i, with factor {_h(_axes(factor))} and offset "
-                   f"{_h(_axes(offset))} (from both nets' geometry; the deepest blob no "
-                   "approximate layer feeds).</li>")
+                   f"{_h(_axes(offset))} (the deepest blob the conversion changed and kept "
+                   "exact).</li>")
     else:
         out.append('<li class="bad">No blob both nets compute lies on a common grid.</li>')
     sizes = report.sizes

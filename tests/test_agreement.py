@@ -1,0 +1,93 @@
+"""One question, one answer (issue 28): on published nets, `inspect`, `dilate`, `report`
+and the pair judgement `verify` reads say the same thing about the same conversion.
+
+- `inspect` lists exactly the output strides `dilate -s N --head cut` accepts, and the
+  flags each needs: every listed stride converts with its flags, and a stride that is
+  not listed, or listed with flags, is refused without them.
+- For each conversion made, the two files judged alone (what `report` and `verify`
+  read) give every layer the status `dilate` gave it, the same exact blobs and the same
+  input-size condition, and the report's common grid is the one dilate recorded.
+"""
+
+import json
+
+import pytest
+
+from surgery.cli import main
+from surgery.io.netfile import load_net
+from surgery.transform.dilate import dilate
+from surgery.transform.judge import judge
+
+from _corpus import CORPUS
+
+NETS = [
+    "resnet_kaiming/ResNet-50-deploy.prototxt",
+    "vgg/VGG_ILSVRC_16_layers_deploy.prototxt",
+    "squeezenet/SqueezeNet_v1.0_deploy.prototxt",
+    "fcn/voc-fcn8s_deploy.prototxt",
+    "pspnet/pspnet101_VOC2012_473.prototxt",
+    "deeplab_v2/vgg16_train.prototxt",
+    "dilation/dilation8_pascal_voc_deploy.prototxt",
+    "mobilenet/mobilenet_deploy.prototxt",
+    "soeaver_cls/deploy_resnet101-v2.prototxt",
+]
+
+
+def _run(capsys, *argv):
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rel", NETS)
+def test_inspect_dilate_and_the_pair_judgement_agree(rel, capsys):
+    path = CORPUS / rel
+    if not path.exists():
+        pytest.skip(f"corpus file {rel} not available")
+    code, out, _ = _run(capsys, "inspect", path, "--json")
+    assert code == 0
+    data = json.loads(out)
+    listed = {s: () for s in data["reachable_output_strides"]}
+    listed.update({int(s): tuple(f) for s, f in data["reachable_with_flags"].items()})
+    assert listed, "inspect lists no stride"
+    tried = sorted(set(listed) | {max(listed) * 2, 1, 2, 4, 8, 16, 32})
+    original = load_net(path)
+    for stride in tried:
+        flags = [w for flag in listed.get(stride, ()) for w in flag.split()]
+        code, out, err = _run(capsys, "dilate", path, "-s", stride, "--head", "cut", *flags,
+                              "--json", "--dry-run")
+        assert (code == 0) == (stride in listed), (stride, flags, err)
+        if stride in listed and flags:     # and it needs them: refused without
+            refused, _, why = _run(capsys, "dilate", path, "-s", stride, "--head", "cut",
+                                   "--dry-run")
+            assert refused == 2 and flags[0] in why, (stride, why)
+        if code != 0:
+            assert err.count("\n") == 1 and "Traceback" not in err
+            continue
+        summary = json.loads(out)
+        if not summary["changes"]:
+            continue        # already at that stride: nothing to judge
+        options = dict(zip(flags[::2], flags[1::2]))
+        new, _ = dilate(original.net, output_stride=stride, head="cut",
+                        pooling=options.get("--pooling", "strict"),
+                        dilation=options.get("--dilation", "strict"), unknowns=original.unknowns)
+        judged = judge(original.net, new, phase=_phase(original),
+                       unknowns=(original.unknowns, original.unknowns))
+        said = {c["layer"]: c["status"] if c["action"] != "remove" else "REMOVED"
+                for c in summary["changes"]}
+        seen = {k: v for k, v in judged.statuses().items() if v is not None}
+        assert seen == said, stride
+        assert sorted(judged.exact_blobs) == summary["exact_blobs"], stride
+        assert f"exact for {judged.sizes.text}" == summary["exact_sizes"], stride
+        if judged.deepest is not None:
+            grid = summary["grid"][judged.deepest]
+            assert [float(v) for v in judged.grids[judged.deepest].factor] == grid["factor"]
+
+
+def _phase(loaded):
+    from surgery.analysis.graph import complete_phases
+
+    built, _ = complete_phases(loaded.net)
+    return next(iter(built))
