@@ -22,6 +22,7 @@ from .errors import SurgeryError
 from .transform.grid import SAME
 from .pair import Pair, Window
 from .transform.regrid import ADAPTED, APPROXIMATE, Regrid, crop_regrid, upsampler_regrid, window_regrid
+from .weights.plan import New, Reshaped
 
 
 class Role(enum.Enum):
@@ -378,14 +379,54 @@ class LayerRule:
         mean and variance through this layer, with the settings of the layer it needs."""
         return self.moment, {}
 
+    # -- other layers for the same arithmetic (transform/bvlc.py, engines/prepare.py) --------
+
+    def bvlc_form(self, layer):
+        """Layers of BVLC Caffe's own types that compute exactly what `layer` computes (up
+        to float rounding order), in run order, writing its tops; the one that keeps its
+        name takes the place of its weights. None when the type is BVLC's, or a fork's
+        with no such form. `form_blobs` says what their weights are."""
+        return None
+
+    def form_blobs(self, layer, form, shapes):
+        """{name of a layer of `form`: its blobs as a weights.plan list (Copied, Reshaped,
+        New)}, made from `layer`'s blobs, whose shapes in the weights file are `shapes`.
+        A form layer not named keeps the blobs of the layer of its name unchanged."""
+        return {}
+
+    def for_engine(self, layer, engine):
+        """What `engine` ("caffe": BVLC Caffe with Python layers; "opencv": OpenCV DNN)
+        runs in place of `layer` to compute what it computes: a list of LayerParameter
+        (empty: the layer only writes or scores, and is left out of the run), or None to
+        run it as it is. By default its exact BVLC form. A returned Input or Interp that
+        gives no size takes its sizes from the analysis of the original (`with_sizes`)."""
+        return self.bvlc_form(layer)
+
+    def with_sizes(self, layer, out_shapes):
+        """`layer` with every size it would otherwise compute at run time written out, from
+        the analysed `out_shapes` of the layer it replaces (engines/prepare.py)."""
+        return layer
+
 
 class UnknownRule(LayerRule):
-    """Any type the registry does not know (and Python layers): inference stops here."""
+    """Any type the registry does not know: inference stops here."""
 
     def out_shapes(self, layer, in_shapes):
-        if layer.type == "Python":
-            raise Unknown("Python layer: its outputs are defined by user code")
         raise Unknown(f"type '{layer.type}' is not in the registry{type_hint(layer.type)}")
+
+
+class PythonLayer(UnknownRule):
+    """Caffe's `Python` layer runs user code, so inference stops here as for an unknown
+    type. One with no bottoms is a data layer (FCN's VOC readers): an engine run feeds an
+    Input of the same tops instead."""
+
+    types = ("Python",)
+
+    def out_shapes(self, layer, in_shapes):
+        raise Unknown("Python layer: its outputs are defined by user code")
+
+    def for_engine(self, layer, engine):
+        return None if len(layer.bottom) else [_input_form(layer)]
 
 
 def type_hint(type_string):
@@ -399,10 +440,10 @@ def type_hint(type_string):
 class Pointwise(LayerRule):
     """Every top has the shape of bottom 0 (in-place capable)."""
 
-    types = ("ReLU", "ELU", "Sigmoid", "TanH", "Power", "AbsVal", "BNLL", "Dropout", "Clip",
-             "Swish", "Threshold", "Exp", "Log", "LRN", "MVN", "Softmax", "ReLU6", "Mish",
+    types = ("ReLU", "ELU", "Sigmoid", "TanH", "Power", "AbsVal", "BNLL", "Dropout",
+             "Swish", "Threshold", "Exp", "Log", "LRN", "MVN", "Softmax", "Mish",
              "HardSigmoid", "Sign")
-    fork_types = ("ReLU6", "Mish", "HardSigmoid", "Sign")
+    fork_types = ("Mish", "HardSigmoid", "Sign")
     role = Role.POINTWISE
     moment = "keep"
 
@@ -413,6 +454,37 @@ class Pointwise(LayerRule):
 
     def out_shapes(self, layer, in_shapes):
         return [tuple(in_shapes[0]) for _ in layer.top]
+
+
+class ReLU6(Pointwise):
+    """MobileNet forks' ReLU6, min(max(x, 0), 6): exactly BVLC's Clip{min 0, max 6}. (The
+    forks' negative_slope variant is a field the schema lacks: a layer that sets it holds
+    an unknown field, and such a layer is never rewritten.) OpenCV has ReLU6 itself and
+    no Clip, so it runs the layer as it is."""
+
+    types = ("ReLU6",)
+    fork_types = types
+
+    def bvlc_form(self, layer):
+        clip = _form(layer, "Clip")
+        clip.clip_param.min, clip.clip_param.max = 0.0, 6.0
+        return [clip]
+
+    def for_engine(self, layer, engine):
+        return None if engine == "opencv" else self.bvlc_form(layer)
+
+
+class Clip(Pointwise):
+    """BVLC Clip: max(min, min(x, max)). OpenCV's importer lacks it; its ReLU6 is the
+    same arithmetic for the bounds 0 and 6 (what `bvlc` makes of a ReLU6)."""
+
+    types = ("Clip",)
+
+    def for_engine(self, layer, engine):
+        p = layer.clip_param
+        if engine == "opencv" and (p.min, p.max) == (0.0, 6.0):
+            return [_form(layer, "ReLU6")]
+        return None
 
 
 class Affine(Pointwise):
@@ -479,10 +551,67 @@ class BN(Affine):
     def param_shapes(self, layer, in_shapes):
         c = in_shapes[0][1]
         blob = (1, c, 1, 1)
+        return [blob, blob] if self._segnet(layer) else [blob, blob, blob, blob]
+
+    def _segnet(self, layer):
         bn = field(layer, "bn_param")
-        if bn is not None and any(has_field(bn, f) for f in self.SEGNET_FIELDS):
-            return [blob, blob]
-        return [blob, blob, blob, blob]
+        return bn is not None and any(has_field(bn, f) for f in self.SEGNET_FIELDS)
+
+    def bvlc_form(self, layer):
+        """PSPNet (hszhao/PSPNet bn_layer.cpp): at TEST, or when frozen, it computes
+        ((x - mean) * (var + eps)^-0.5) * slope + bias from its stored statistics: BVLC's
+        BatchNorm (global statistics, the same eps inside the root; the cuDNN engine raises
+        eps to at least 1e-5) then Scale with a bias, in place on its top. The Scale carries
+        the slope and bias specs (lr 0 when frozen, as the fork forces). SegNet/ENet
+        (caffe-segnet bn_layer.cpp) in INFERENCE mode is x * scale + shift: one Scale with
+        a bias, bit for bit. Its LEARN mode normalises with the live batch's statistics,
+        which no BVLC layer does."""
+        bn = sub(layer, "bn_param")
+        if self._segnet(layer):
+            if bn.bn_mode != bn.INFERENCE:
+                return None
+            scale = _form(layer, "Scale")
+            scale.param.extend(layer.param)
+            scale.scale_param.bias_term = True
+            return [scale]
+        norm = _form(layer, "BatchNorm")
+        norm.batch_norm_param.use_global_stats = True
+        eps = max(bn.eps, CUDNN_BN_MIN_EPS) if bn.engine == bn.CUDNN else bn.eps
+        if eps != norm.batch_norm_param.eps:
+            norm.batch_norm_param.eps = eps
+        scale = _form(layer, "Scale", name=f"{layer.name}_scale", bottoms=layer.top[:1],
+                      tops=layer.top[:1])
+        if bn.frozen:
+            for _ in range(2):
+                scale.param.add(lr_mult=0, decay_mult=0)
+        else:
+            scale.param.extend(layer.param[:2])
+        scale.scale_param.bias_term = True
+        return [norm, scale]
+
+    def form_blobs(self, layer, form, shapes):
+        """PSPNet: blobs (1,C,1,1) slope, bias, mean, variance; BatchNorm takes mean and
+        variance as (C,) and a moving-average factor 1 (statistics used as stored), Scale
+        slope and bias as (C,). SegNet: scale, shift as (C,). BVLC checks blob shapes
+        exactly on load, hence the 1-D shapes."""
+        wanted = 2 if self._segnet(layer) else 4
+        if len(shapes) != wanted:
+            raise _err(layer, f"its weights hold {len(shapes)} blobs; this BN holds {wanted}")
+        flat = (count(shapes[0]),)
+        if self._segnet(layer):
+            return {form[0].name: [Reshaped(0, flat), Reshaped(1, flat)]}
+        return {form[0].name: [Reshaped(2, flat), Reshaped(3, flat),
+                               New((1,), filler=_constant(1.0))],
+                form[1].name: [Reshaped(0, flat), Reshaped(1, flat)]}
+
+    def for_engine(self, layer, engine):
+        form = self.bvlc_form(layer)
+        if form is None and engine == "caffe":    # SegNet LEARN: the batch statistics
+            return [_python_form(layer, "BatchBN", {})]
+        return form
+
+
+CUDNN_BN_MIN_EPS = 1e-5   # CUDNN_BN_MIN_EPSILON: PSPNet's cuDNN BN raises eps to it
 
 
 def _constant(value):
@@ -574,6 +703,13 @@ class Normalize(Affine):
         shared = field(sub(layer, "norm_param"), "channel_shared", True)
         return [()] if shared else [(in_shapes[0][1],)]
 
+    def for_engine(self, layer, engine):
+        """No BVLC layer sums squares across channels and broadcasts the root back: a
+        Python layer in Caffe (its scale blob loads by name); OpenCV has Normalize."""
+        if engine != "caffe":
+            return None
+        return [_python_form(layer, "Normalize", _set_fields(sub(layer, "norm_param")))]
+
 
 class ShuffleChannel(Pointwise):
     types = ("ShuffleChannel",)
@@ -584,6 +720,13 @@ class ShuffleChannel(Pointwise):
         if in_shapes[0][1] % group:
             raise _err(layer, f"{in_shapes[0][1]} channels do not split into {group} groups")
         return [tuple(in_shapes[0])]
+
+    def for_engine(self, layer, engine):
+        """A Python layer in Caffe; OpenCV has ShuffleChannel (the same permutation)."""
+        if engine != "caffe":
+            return None
+        group = field(sub(layer, "shuffle_channel_param"), "group", 1)
+        return [_python_form(layer, "ShuffleChannel", {"group": group})]
 
 
 # ---------------------------------------------------------------------------
@@ -748,6 +891,17 @@ class ConvolutionDepthwise(Convolution):
     def _check_groups(self, layer, c_in):
         pass
 
+    def bvlc_form(self, layer):
+        """A Convolution with one group per channel: the same weight (C, 1, kh, kw) and
+        bias (C,). The fork ignores num_output (its output has the input's C channels), so
+        the form takes num_output as C: real files set it so; where they do not, the
+        weights no longer fit and the check says so."""
+        conv = type(layer)()
+        conv.CopyFrom(layer)
+        conv.type = Convolution.types[0]
+        conv.convolution_param.group = conv.convolution_param.num_output
+        return [conv]
+
     def param_shapes(self, layer, in_shapes):
         k = self.window(layer).kernel
         c = in_shapes[0][1]
@@ -887,6 +1041,35 @@ class Pooling(LayerRule):
         pp = layer.pooling_param
         return pp.round_mode == 1 or (has_field(pp, "ceil_mode") and not pp.ceil_mode)
 
+    def bvlc_form(self, layer):
+        """The fork field `ceil_mode` (BVLC PR 3057: DenseNet, ResNeXt files) as BVLC's
+        `round_mode`: false is FLOOR, true the default CEIL."""
+        if not has_field(layer.pooling_param, "ceil_mode"):
+            return None
+        return [self._rounding(layer, fork=False)]
+
+    def for_engine(self, layer, engine):
+        """OpenCV's Caffe schema has the fork's ceil_mode and not round_mode (a round_mode
+        makes it drop the whole pooling_param): it gets ceil_mode."""
+        if engine != "opencv":
+            return self.bvlc_form(layer)
+        if not layer.pooling_param.HasField("round_mode"):
+            return None
+        return [self._rounding(layer, fork=True)]
+
+    def _rounding(self, layer, *, fork):
+        floor = self.floor_mode(layer)
+        new = type(layer)()
+        new.CopyFrom(layer)
+        pp = new.pooling_param
+        pp.ClearField("round_mode")
+        pp.ClearField("ceil_mode")
+        if floor and fork:
+            pp.ceil_mode = False
+        elif floor:
+            pp.round_mode = pp.FLOOR
+        return new
+
     @staticmethod
     def _scalar_group(pp, layer, name, h_name, w_name, default):
         has_h, has_w = has_field(pp, h_name), has_field(pp, w_name)
@@ -1002,6 +1185,17 @@ class Axpy(LayerRule):
 
     def grid_bottoms(self, layer):
         return (1, 2)
+
+    def for_engine(self, layer, engine):
+        """A Python layer in Caffe. OpenCV's importer computes a*bottom[2] + bottom[1], the
+        two operands swapped: fed (a, y, x) it computes SENet's a*x + y."""
+        if engine == "caffe":
+            return [_python_form(layer, "Axpy", {})]
+        swapped = type(layer)()
+        swapped.CopyFrom(layer)
+        if len(layer.bottom) == 3:
+            swapped.bottom[1], swapped.bottom[2] = layer.bottom[2], layer.bottom[1]
+        return [swapped]
 
     def out_shapes(self, layer, in_shapes):
         if len(in_shapes) != 3:
@@ -1148,6 +1342,11 @@ class Permute(LayerRule):
         order += [i for i in range(len(shape)) if i not in order]
         return [tuple(shape[o] for o in order)]
 
+    def for_engine(self, layer, engine):
+        if engine != "caffe":
+            return None           # OpenCV has Permute
+        return [_python_form(layer, "Permute", _set_fields(sub(layer, "permute_param")))]
+
 
 class Crop(LayerRule):
     """Crop bottom 0 to bottom 1's extents from `axis` on, at `offset` (one value or one per axis).
@@ -1255,6 +1454,35 @@ class Interp(LayerRule):
     def grid_bottoms(self, layer):
         return (0,)
 
+    def for_engine(self, layer, engine):
+        """Caffe: a Python layer with the fork's arithmetic (every case). OpenCV has an
+        Interp of its own (bilinear, corners aligned) that reads height/width and
+        zoom_factor only: a shrink, or a second bottom, becomes the height/width they
+        give (`with_sizes`), which is the same resize; a crop (pad_beg/pad_end) it cannot do."""
+        ip = sub(layer, "interp_param")
+        if engine == "caffe":
+            return [_python_form(layer, "Interp", _set_fields(ip))]
+        if field(ip, "pad_beg", 0) or field(ip, "pad_end", 0):
+            raise _err(layer, "OpenCV's Interp ignores pad_beg/pad_end, so it would resize "
+                              "the uncropped map; use --engine caffe")
+        sized = has_field(ip, "height") and has_field(ip, "width")
+        if len(layer.bottom) == 1 and not has_field(ip, "shrink_factor") and \
+                sized != has_field(ip, "zoom_factor"):
+            return None
+        resized = type(layer)()
+        resized.CopyFrom(layer)
+        del resized.bottom[1:]
+        resized.ClearField("interp_param")
+        return [resized]
+
+    def with_sizes(self, layer, out_shapes):
+        if layer.HasField("interp_param") or not out_shapes or out_shapes[0] is None:
+            return layer
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.interp_param.height, new.interp_param.width = out_shapes[0][2:4]
+        return new
+
     def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
         return Pair(0, 0)       # it follows any grid (regrid below), adapted
 
@@ -1341,6 +1569,13 @@ class Upsample(LayerRule):
             out = (h * sh - int(bool(field(up, "pad_out_h", False))),
                    w * sw - int(bool(field(up, "pad_out_w", False))))
         return [_positive(layer, (n, c) + tuple(out))]
+
+    def for_engine(self, layer, engine):
+        """Scattering by the pooling mask has no BVLC form: a Python layer in Caffe (which
+        also runs the one-bottom nearest Upsample of the YOLO forks). OpenCV has neither."""
+        if engine != "caffe":
+            return None
+        return [_python_form(layer, "Upsample", _set_fields(sub(layer, "upsample_param")))]
 
 
 class InnerProduct(LayerRule):
@@ -1493,7 +1728,16 @@ class Source(LayerRule):
         return None
 
 
-class ImageReader(Source):
+class Reader(Source):
+    """A layer that reads data from files or a database: an engine run feeds an Input of
+    the same tops instead (their sizes from the analysis or --input-shape; tops after
+    the first are labels)."""
+
+    def for_engine(self, layer, engine):
+        return [_input_form(layer)]
+
+
+class ImageReader(Reader):
     """Readers whose tops are (data, label (N,))."""
 
     def tops_from_data(self, layer, data):
@@ -1508,6 +1752,21 @@ class Input(Source):
     def out_shapes(self, layer, in_shapes):
         shapes = [_blob_shape(s) for s in layer.input_param.shape]
         return _per_top(layer, shapes, "input_param { shape }")
+
+    def with_sizes(self, layer, out_shapes):
+        """An Input made from a data layer: one shape per top, as analysed."""
+        if len(layer.input_param.shape):
+            return layer
+        unknown = [top for top, shape in zip(layer.top, out_shapes)
+                   if shape is None or None in shape]
+        if unknown:
+            raise _err(layer, f"the size of its top '{unknown[0]}' is unknown; give it with "
+                              f"--input-shape {unknown[0]}=N,C,H,W")
+        new = type(layer)()
+        new.CopyFrom(layer)
+        for shape in out_shapes:
+            new.input_param.shape.add().dim.extend(shape)
+        return new
 
 
 def _per_top(layer, shapes, what):
@@ -1570,7 +1829,7 @@ class ImageData(ImageReader):
         return [data, (data[0],)][:len(layer.top)]
 
 
-class SegData(Source):
+class SegData(Reader):
     """DeepLab ImageSegData / SegNet DenseImageData: (N,3,H,W) image, (N,1,H,W) label,
     DeepLab's optional third top data_dim (N,1,1,2)."""
 
@@ -1601,14 +1860,23 @@ class DataLayer(ImageReader):
         raise Unknown(f"a '{layer.type}' layer reads its sizes from the data; give --input-shape")
 
 
-class Loss(LayerRule):
+class ScoreOrWrite(LayerRule):
+    """A layer that only scores (losses, accuracies) or writes out (MatWrite, HDF5Output,
+    Silence): an engine run leaves it out."""
+
+    role = Role.SINK
+
+    def for_engine(self, layer, engine):
+        return []
+
+
+class Loss(ScoreOrWrite):
     """Losses: top 0 is a scalar (); SoftmaxWithLoss may add the probabilities as top 1."""
 
     types = ("EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss",
              "InfogainLoss", "MultinomialLogisticLoss", "ContrastiveLoss", "SmoothL1Loss",
              "MultiBoxLoss")
     fork_types = ("SmoothL1Loss", "MultiBoxLoss")
-    role = Role.SINK
 
     def out_shapes(self, layer, in_shapes):
         # Caffe adds an anonymous loss top when none is listed.
@@ -1640,11 +1908,10 @@ class SoftmaxLoss(Loss):
         return super().out_shapes(layer, in_shapes)
 
 
-class Accuracy(LayerRule):
+class Accuracy(ScoreOrWrite):
     """Accuracy: (), plus per-class accuracies (num_classes) as an optional second top."""
 
     types = ("Accuracy",)
-    role = Role.SINK
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
@@ -1653,13 +1920,12 @@ class Accuracy(LayerRule):
         return [(), (classes,)][:len(layer.top)]
 
 
-class SegAccuracy(LayerRule):
+class SegAccuracy(ScoreOrWrite):
     """DeepLab SegAccuracy: label (N,1,H,W) must match the scores' grid; top (1,1,1,3) holds
     pixel accuracy, mean recall and mean IoU."""
 
     types = ("SegAccuracy",)
     fork_types = types
-    role = Role.SINK
 
     def out_shapes(self, layer, in_shapes):
         scores, label = tuple(in_shapes[0]), tuple(in_shapes[1])
@@ -1669,10 +1935,9 @@ class SegAccuracy(LayerRule):
         return [(1, 1, 1, 3)][:len(layer.top)]
 
 
-class Silence(LayerRule):
+class Silence(ScoreOrWrite):
     types = ("Silence", "MatWrite", "HDF5Output")
     fork_types = ("MatWrite",)
-    role = Role.SINK
 
     def out_shapes(self, layer, in_shapes):
         return [None] * len(layer.top) if layer.top else []
@@ -1690,6 +1955,50 @@ class RuntimeSink(LayerRule):
 
 
 # ---------------------------------------------------------------------------
+# Layers made for another layer's arithmetic (bvlc_form, for_engine)
+# ---------------------------------------------------------------------------
+
+# The Caffe Python module holding the fork layers (surgery/engines/pylayers/forklayers.py;
+# the caffe engine puts its folder on the pycaffe child's path).
+FORK_MODULE = "forklayers"
+
+
+def _form(layer, type_, *, name=None, bottoms=None, tops=None):
+    """A layer of `type_` in `layer`'s place: its name, bottoms, tops and phase rules."""
+    new = type(layer)()
+    new.name, new.type = name or layer.name, type_
+    new.bottom.extend(layer.bottom if bottoms is None else bottoms)
+    new.top.extend(layer.top if tops is None else tops)
+    new.include.extend(layer.include)
+    new.exclude.extend(layer.exclude)
+    if layer.HasField("phase"):
+        new.phase = layer.phase
+    return new
+
+
+def _input_form(layer):
+    """An Input with `layer`'s tops; its shapes come from `Input.with_sizes`."""
+    return _form(layer, "Input", bottoms=())
+
+
+def _python_form(layer, cls, params):
+    """`layer` as the Python layer `cls` of FORK_MODULE, the fork's parameters as JSON."""
+    import json
+
+    new = _form(layer, "Python")
+    p = new.python_param
+    p.module, p.layer, p.param_str = FORK_MODULE, cls, json.dumps(params, sort_keys=True)
+    return new
+
+
+def _set_fields(message):
+    """{field: value} of what a parameter message sets explicitly (the forks test has_),
+    sub-messages (fillers) aside."""
+    return {fd.name: list(value) if fd.label == fd.LABEL_REPEATED else value
+            for fd, value in message.ListFields() if fd.message_type is None}
+
+
+# ---------------------------------------------------------------------------
 # The registry
 # ---------------------------------------------------------------------------
 
@@ -1704,8 +2013,8 @@ def register(rule):
     return rule
 
 
-for _cls in (Pointwise, Split, PReLU, BatchNorm, BN, Scale, Bias, Normalize, ShuffleChannel,
-             Convolution, ConvolutionDepthwise, Deconvolution, Pooling, Eltwise, Axpy, Concat,
+for _cls in (PythonLayer, Pointwise, ReLU6, Clip, Split, PReLU, BatchNorm, BN, Scale, Bias,
+             Normalize, ShuffleChannel, Convolution, ConvolutionDepthwise, Deconvolution, Pooling, Eltwise, Axpy, Concat,
              Slice, Flatten, Reshape, Permute, Crop, Interp, Upsample, InnerProduct, Embed, Tile,
              Reduction, ArgMax, PriorBox, ROIPooling, Input, DummyData, MemoryData, ImageData,
              SegData, DataLayer, Loss, SoftmaxLoss, Accuracy, SegAccuracy, Silence, RuntimeSink):
