@@ -17,6 +17,7 @@ import enum
 
 import math
 from fractions import Fraction
+from typing import NamedTuple, Optional
 
 from .errors import SurgeryError
 from .transform.grid import SAME
@@ -39,6 +40,34 @@ class Role(enum.Enum):
 
 class Unknown(Exception):
     """A rule cannot tell (missing size, runtime-dependent, unsupported form); not a user error."""
+
+
+class ChannelAffine(NamedTuple):
+    """What a layer computes per channel c of axis 1 at inference, read from its blobs:
+    y = scale_c * (x - mean_c) / sqrt(var_c + eps) + shift_c. Each term is a blob index;
+    None means scale 1, shift 0, mean 0, and without `var` no normalisation (and no eps).
+    `factor` is BVLC BatchNorm's moving-average factor f: mean and var are stored times f
+    (f = 0 means zero statistics). `batch` says why the layer normalises with each batch's
+    own statistics instead (then no fixed map exists), "" when it does not."""
+
+    scale: Optional[int] = None
+    shift: Optional[int] = None
+    mean: Optional[int] = None
+    var: Optional[int] = None
+    factor: Optional[int] = None
+    eps: float = 0.0
+    batch: str = ""
+
+
+class WeightLayout(NamedTuple):
+    """Where a layer's output channels sit in its weight blob (the first `rank` axes that
+    count; legacy 4-D blobs carry leading 1s): output channel o of element (i, j, ...) is
+    i when `axis` is 0, and (i // (shape[0] / groups)) * shape[1] + j when `axis` is 1
+    (a Deconvolution's (C_in, C_out/group, kh, kw), a transposed InnerProduct's (K, N))."""
+
+    axis: int
+    groups: int
+    rank: int
 
 
 # ---------------------------------------------------------------------------
@@ -221,6 +250,30 @@ class LayerRule:
         in blob order (`surgery.weights.fillers` turns them into values); None when the type has
         no filler fields (its blobs cannot be initialised from the prototxt)."""
         return None
+
+    # fold (surgery/transform/fold.py): a normaliser (BatchNorm, the forks' BN) starts a
+    # group that folds into the layer before it, or becomes one Scale.
+    normalizes = False
+
+    def channel_affine(self, layer, phase="TEST"):
+        """The per-channel map the layer computes at `phase` (ChannelAffine), None when it
+        is not one (a Scale on two bottoms or another axis, any other type)."""
+        return None
+
+    def training_updates(self, layer):
+        """Why training changes this layer's blobs in TRAIN (statistics it updates, an
+        lr_mult that is not 0), "" when it does not."""
+        return ""
+
+    def output_layout(self, layer):
+        """WeightLayout of the weight blob, for scaling each output channel; None when the
+        layer's outputs cannot absorb a per-channel scale and shift (no such weights, or
+        its output channels are not on axis 1)."""
+        return None
+
+    def with_bias_term(self, layer):
+        """A copy of `layer` that has a bias blob."""
+        raise _err(layer, f"type '{layer.type}' has no bias term to add")
 
     def new_weights(self, before, after):
         """Whether a rewrite from window `before` to `after` needs new weights (a dilation
@@ -461,6 +514,30 @@ class BatchNorm(Affine):
         factor 1) make an untrained BatchNorm pass its input through."""
         return [_constant(0.0), _constant(1.0), _constant(1.0)]
 
+    normalizes = True
+
+    @staticmethod
+    def _global_stats(layer, phase):
+        """Caffe's LayerSetUp: the stored statistics at TEST, the batch's at TRAIN, unless
+        use_global_stats is written (then it decides, in either phase)."""
+        p = layer.batch_norm_param
+        return p.use_global_stats if p.HasField("use_global_stats") else phase == "TEST"
+
+    def channel_affine(self, layer, phase="TEST"):
+        batch = "" if self._global_stats(layer, phase) else (
+            f"it normalises with each batch's own statistics in {phase} (use_global_stats "
+            f"{'false' if layer.batch_norm_param.HasField('use_global_stats') else 'unset'})")
+        return ChannelAffine(mean=0, var=1, factor=2, eps=layer.batch_norm_param.eps, batch=batch)
+
+    def training_updates(self, layer):
+        """Caffe forces its lr_mult to 0; only the statistics can change, in TRAIN."""
+        if self._global_stats(layer, "TRAIN"):
+            return ""
+        return "TRAIN updates its mean and variance (use_global_stats is not true)"
+
+    def as_scale(self, layer):
+        return _as_scale(layer, "batch_norm_param")
+
 
 class BN(Affine):
     """Fork 'BN'. Two dialects share the type name:
@@ -476,18 +553,74 @@ class BN(Affine):
     def moment_of(self, layer):
         return "bn_fork", {"eps": field(sub(layer, "bn_param"), "eps", 1e-5)}
 
+    def _segnet(self, layer):
+        bn = field(layer, "bn_param")
+        return bn is not None and any(has_field(bn, f) for f in self.SEGNET_FIELDS)
+
     def param_shapes(self, layer, in_shapes):
         c = in_shapes[0][1]
         blob = (1, c, 1, 1)
-        bn = field(layer, "bn_param")
-        if bn is not None and any(has_field(bn, f) for f in self.SEGNET_FIELDS):
-            return [blob, blob]
-        return [blob, blob, blob, blob]
+        return [blob, blob] if self._segnet(layer) else [blob, blob, blob, blob]
+
+    normalizes = True
+    INFERENCE = 1    # SegNet's BNMode: LEARN = 0 normalises with the batch, INFERENCE = 1 does not
+
+    def channel_affine(self, layer, phase="TEST"):
+        """PSPNet: scale·(x−mean)/sqrt(var+eps)+shift, eps from bn_param (default 1e-5),
+        stored statistics at TEST or when frozen (its cuDNN engine clamps eps to at least
+        1e-5; the CPU layer does not). SegNet: x·scale+shift in INFERENCE mode; LEARN
+        normalises with the batch's statistics in every phase."""
+        bn = sub(layer, "bn_param")
+        if self._segnet(layer):
+            if field(bn, "bn_mode", 0) == self.INFERENCE:
+                return ChannelAffine(scale=0, shift=1)
+            return ChannelAffine(scale=0, shift=1, batch=(
+                "SegNet's bn_mode LEARN normalises with each batch's own statistics, at TEST "
+                "too (bn_mode: INFERENCE uses the stored scale and shift)"))
+        stored = field(bn, "frozen", False) or phase == "TEST"
+        return ChannelAffine(scale=0, shift=1, mean=2, var=3, eps=field(bn, "eps", 1e-5),
+                             batch="" if stored else
+                             f"it normalises with each batch's statistics in {phase} "
+                             "(bn_param.frozen is false)")
+
+    def training_updates(self, layer):
+        if self._segnet(layer):
+            return _learned(layer, 2)
+        if field(sub(layer, "bn_param"), "frozen", False):
+            return ""       # the fork forces every lr_mult to 0 and keeps its statistics
+        return "TRAIN updates its statistics and learns its scale and shift (bn_param.frozen is false)"
+
+    def as_scale(self, layer):
+        return _as_scale(layer, "bn_param")
 
 
 def _constant(value):
     from .caffe_pb2 import FillerParameter
     return FillerParameter(type="constant", value=value)
+
+
+def _learned(layer, blobs):
+    """Why a layer's first `blobs` blobs are learned ("" when every lr_mult is 0); a blob
+    with no `param` spec has lr_mult 1."""
+    mults = [layer.param[i].lr_mult if i < len(layer.param) else 1.0 for i in range(blobs)]
+    learned = [i for i, m in enumerate(mults) if m != 0]
+    if not learned:
+        return ""
+    return f"TRAIN learns its blob(s) {', '.join(map(str, learned))} (lr_mult not 0)"
+
+
+def _as_scale(layer, param):
+    """A normaliser rewritten as the one Scale (with bias) that computes its fixed map: the
+    same name, bottom, top and phase rules; its own parameter block and param specs go
+    (a Scale has two blobs, and Caffe refuses more param specs than blobs)."""
+    new = type(layer)()
+    new.CopyFrom(layer)
+    new.type = Scale.types[0]
+    if param in new.DESCRIPTOR.fields_by_name:
+        new.ClearField(param)
+    del new.param[:]
+    new.scale_param.bias_term = True
+    return new
 
 
 def _broadcast_shape(layer, shape, axis, num_axes):
@@ -531,6 +664,24 @@ class Scale(Affine):
             return [tuple(in_shapes[1])] if p.bias_term else []
         shape = _broadcast_shape(layer, in_shapes[0], p.axis, p.num_axes)
         return [shape, shape] if p.bias_term else [shape]
+
+    def channel_affine(self, layer, phase="TEST"):
+        """γ·x (+ β) per channel, when it has one bottom and scales axis 1 alone."""
+        p = layer.scale_param
+        if len(layer.bottom) != 1 or p.axis != 1 or p.num_axes != 1:
+            return None
+        return ChannelAffine(scale=0, shift=1 if p.bias_term else None)
+
+    def training_updates(self, layer):
+        if len(layer.bottom) != 1:
+            return ""
+        return _learned(layer, 2 if layer.scale_param.bias_term else 1)
+
+    def with_bias_term(self, layer):
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.scale_param.bias_term = True
+        return new
 
     def fillers(self, layer):
         """Caffe's defaults: scale 1 when scale_param has no filler, bias 0."""
@@ -734,6 +885,18 @@ class Convolution(LayerRule):
         cp = layer.convolution_param
         return [cp.weight_filler] + ([cp.bias_filler] if cp.bias_term else [])
 
+    def output_layout(self, layer):
+        """Weight (num_output, C_in/group, kh, kw): output channel = row."""
+        if layer.convolution_param.axis != 1:
+            return None
+        return WeightLayout(axis=0, groups=1, rank=4)
+
+    def with_bias_term(self, layer):
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.convolution_param.bias_term = True
+        return new
+
 
 class ConvolutionDepthwise(Convolution):
     """Depthwise fork: output channels = input channels whatever num_output says;
@@ -788,6 +951,14 @@ class Deconvolution(Convolution):
 
     def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
         return Pair(0, 0)       # an upsampler follows any grid (regrid below), adapted
+
+    def output_layout(self, layer):
+        """Weight (C_in, num_output/group, kh, kw): the output channel is on axis 1, within
+        the group its row belongs to."""
+        cp = layer.convolution_param
+        if cp.axis != 1:
+            return None
+        return WeightLayout(axis=1, groups=max(cp.group, 1), rank=4)
 
     def new_weights(self, before, after):
         """Bilinear upsampling weights belong to their stride and kernel."""
@@ -1376,6 +1547,20 @@ class InnerProduct(LayerRule):
     def flops(self, layer, in_shapes, out_shapes):
         _, k = self._split(layer, tuple(in_shapes[0]))
         return count(out_shapes[0]) * k
+
+    def output_layout(self, layer):
+        """Weight (num_output, K), or (K, num_output) when transpose; only an axis-1 layer
+        puts its outputs where a BatchNorm after it normalises."""
+        p = layer.inner_product_param
+        if p.axis != 1:
+            return None
+        return WeightLayout(axis=1 if p.transpose else 0, groups=1, rank=2)
+
+    def with_bias_term(self, layer):
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.inner_product_param.bias_term = True
+        return new
 
     def as_convolution(self, layer, name, bottom, window, num_output):
         """The Convolution computing this layer on its map (fcn): same param specs,
