@@ -21,6 +21,7 @@ COMMANDS = [
     "fcn",
     "report",
     "segment",
+    "fold",
 ]
 
 

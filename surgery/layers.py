@@ -17,6 +17,7 @@ import enum
 
 import math
 from fractions import Fraction
+from typing import NamedTuple, Optional
 
 from .errors import SurgeryError
 from .transform.grid import SAME
@@ -40,6 +41,34 @@ class Role(enum.Enum):
 
 class Unknown(Exception):
     """A rule cannot tell (missing size, runtime-dependent, unsupported form); not a user error."""
+
+
+class ChannelAffine(NamedTuple):
+    """What a layer computes per channel c of axis 1 at inference, read from its blobs:
+    y = scale_c * (x - mean_c) / sqrt(var_c + eps) + shift_c. Each term is a blob index;
+    None means scale 1, shift 0, mean 0, and without `var` no normalisation (and no eps).
+    `factor` is BVLC BatchNorm's moving-average factor f: mean and var are stored times f
+    (f = 0 means zero statistics). `batch` says why the layer normalises with each batch's
+    own statistics instead (then no fixed map exists), "" when it does not."""
+
+    scale: Optional[int] = None
+    shift: Optional[int] = None
+    mean: Optional[int] = None
+    var: Optional[int] = None
+    factor: Optional[int] = None
+    eps: float = 0.0
+    batch: str = ""
+
+
+class WeightLayout(NamedTuple):
+    """Where a layer's output channels sit in its weight blob (the first `rank` axes that
+    count; legacy 4-D blobs carry leading 1s): output channel o of element (i, j, ...) is
+    i when `axis` is 0, and (i // (shape[0] / groups)) * shape[1] + j when `axis` is 1
+    (a Deconvolution's (C_in, C_out/group, kh, kw), a transposed InnerProduct's (K, N))."""
+
+    axis: int
+    groups: int
+    rank: int
 
 
 # ---------------------------------------------------------------------------
@@ -222,6 +251,30 @@ class LayerRule:
         in blob order (`surgery.weights.fillers` turns them into values); None when the type has
         no filler fields (its blobs cannot be initialised from the prototxt)."""
         return None
+
+    # fold (surgery/transform/fold.py): a normaliser (BatchNorm, the forks' BN) starts a
+    # group that folds into the layer before it, or becomes one Scale.
+    normalizes = False
+
+    def channel_affine(self, layer, phase="TEST"):
+        """The per-channel map the layer computes at `phase` (ChannelAffine), None when it
+        is not one (a Scale on two bottoms or another axis, any other type)."""
+        return None
+
+    def training_updates(self, layer):
+        """Why training changes this layer's blobs in TRAIN (statistics it updates, an
+        lr_mult that is not 0), "" when it does not."""
+        return ""
+
+    def output_layout(self, layer):
+        """WeightLayout of the weight blob, for scaling each output channel; None when the
+        layer's outputs cannot absorb a per-channel scale and shift (no such weights, or
+        its output channels are not on axis 1)."""
+        return None
+
+    def with_bias_term(self, layer):
+        """A copy of `layer` that has a bias blob."""
+        raise _err(layer, f"type '{layer.type}' has no bias term to add")
 
     def new_weights(self, before, after):
         """Whether a rewrite from window `before` to `after` needs new weights (a dilation
@@ -533,6 +586,30 @@ class BatchNorm(Affine):
         factor 1) make an untrained BatchNorm pass its input through."""
         return [_constant(0.0), _constant(1.0), _constant(1.0)]
 
+    normalizes = True
+
+    @staticmethod
+    def _global_stats(layer, phase):
+        """Caffe's LayerSetUp: the stored statistics at TEST, the batch's at TRAIN, unless
+        use_global_stats is written (then it decides, in either phase)."""
+        p = layer.batch_norm_param
+        return p.use_global_stats if p.HasField("use_global_stats") else phase == "TEST"
+
+    def channel_affine(self, layer, phase="TEST"):
+        batch = "" if self._global_stats(layer, phase) else (
+            f"it normalises with each batch's own statistics in {phase} (use_global_stats "
+            f"{'false' if layer.batch_norm_param.HasField('use_global_stats') else 'unset'})")
+        return ChannelAffine(mean=0, var=1, factor=2, eps=layer.batch_norm_param.eps, batch=batch)
+
+    def training_updates(self, layer):
+        """Caffe forces its lr_mult to 0; only the statistics can change, in TRAIN."""
+        if self._global_stats(layer, "TRAIN"):
+            return ""
+        return "TRAIN updates its mean and variance (use_global_stats is not true)"
+
+    def as_scale(self, layer):
+        return _as_scale(layer, "batch_norm_param")
+
 
 class BN(Affine):
     """Fork 'BN'. Two dialects share the type name:
@@ -548,40 +625,69 @@ class BN(Affine):
     def moment_of(self, layer):
         return "bn_fork", {"eps": field(sub(layer, "bn_param"), "eps", 1e-5)}
 
+    def _segnet(self, layer):
+        bn = field(layer, "bn_param")
+        return bn is not None and any(has_field(bn, f) for f in self.SEGNET_FIELDS)
+
     def param_shapes(self, layer, in_shapes):
         c = in_shapes[0][1]
         blob = (1, c, 1, 1)
         return [blob, blob] if self._segnet(layer) else [blob, blob, blob, blob]
 
-    def _segnet(self, layer):
-        bn = field(layer, "bn_param")
-        return bn is not None and any(has_field(bn, f) for f in self.SEGNET_FIELDS)
+    normalizes = True
+    INFERENCE = 1    # SegNet's BNMode: LEARN = 0 normalises with the batch, INFERENCE = 1 does not
 
-    def bvlc_form(self, layer):
-        """PSPNet (hszhao/PSPNet bn_layer.cpp): at TEST, or when frozen, it computes
-        ((x - mean) * (var + eps)^-0.5) * slope + bias from its stored statistics: BVLC's
-        BatchNorm (global statistics, the same eps inside the root; the cuDNN engine raises
-        eps to at least 1e-5) then Scale with a bias, in place on its top. The Scale carries
-        the slope and bias specs (lr 0 when frozen, as the fork forces). SegNet/ENet
-        (caffe-segnet bn_layer.cpp) in INFERENCE mode is x * scale + shift: one Scale with
-        a bias, bit for bit. Its LEARN mode normalises with the live batch's statistics,
-        which no BVLC layer does."""
+    def channel_affine(self, layer, phase="TEST"):
+        """PSPNet: scale·(x−mean)/sqrt(var+eps)+shift, eps from bn_param (default 1e-5),
+        stored statistics at TEST or when frozen (its cuDNN engine clamps eps to at least
+        1e-5; the CPU layer does not). SegNet: x·scale+shift in INFERENCE mode; LEARN
+        normalises with the batch's statistics in every phase."""
         bn = sub(layer, "bn_param")
         if self._segnet(layer):
-            if bn.bn_mode != bn.INFERENCE:
-                return None
+            if field(bn, "bn_mode", 0) == self.INFERENCE:
+                return ChannelAffine(scale=0, shift=1)
+            return ChannelAffine(scale=0, shift=1, batch=(
+                "SegNet's bn_mode LEARN normalises with each batch's own statistics, at TEST "
+                "too (bn_mode: INFERENCE uses the stored scale and shift)"))
+        stored = field(bn, "frozen", False) or phase == "TEST"
+        return ChannelAffine(scale=0, shift=1, mean=2, var=3, eps=field(bn, "eps", 1e-5),
+                             batch="" if stored else
+                             f"it normalises with each batch's statistics in {phase} "
+                             "(bn_param.frozen is false)")
+
+    def training_updates(self, layer):
+        if self._segnet(layer):
+            return _learned(layer, 2)
+        if field(sub(layer, "bn_param"), "frozen", False):
+            return ""       # the fork forces every lr_mult to 0 and keeps its statistics
+        return "TRAIN updates its statistics and learns its scale and shift (bn_param.frozen is false)"
+
+    def as_scale(self, layer):
+        return _as_scale(layer, "bn_param")
+
+    def bvlc_form(self, layer):
+        """The fixed map `channel_affine` reads (hszhao/PSPNet and caffe-segnet
+        bn_layer.cpp) in BVLC layers. PSPNet's (x - mean) * (var + eps)^-0.5 * slope +
+        bias: BVLC's BatchNorm (stored statistics, eps inside the root as there) then a
+        Scale with a bias, in place on its top; the Scale carries the slope and bias specs
+        (lr 0 when frozen, as the fork forces). SegNet's INFERENCE x * scale + shift: one
+        Scale with a bias, bit for bit. SegNet's LEARN mode normalises with the live batch's
+        statistics, which no BVLC layer does: None."""
+        affine = self.channel_affine(layer, "TEST")
+        if affine.batch:
+            return None
+        if affine.var is None:
             scale = _form(layer, "Scale")
             scale.param.extend(layer.param)
             scale.scale_param.bias_term = True
             return [scale]
         norm = _form(layer, "BatchNorm")
         norm.batch_norm_param.use_global_stats = True
-        eps = max(bn.eps, CUDNN_BN_MIN_EPS) if bn.engine == bn.CUDNN else bn.eps
-        if eps != norm.batch_norm_param.eps:
-            norm.batch_norm_param.eps = eps
+        if affine.eps != norm.batch_norm_param.eps:
+            norm.batch_norm_param.eps = affine.eps
         scale = _form(layer, "Scale", name=f"{layer.name}_scale", bottoms=layer.top[:1],
                       tops=layer.top[:1])
-        if bn.frozen:
+        if field(sub(layer, "bn_param"), "frozen", False):
             for _ in range(2):
                 scale.param.add(lr_mult=0, decay_mult=0)
         else:
@@ -590,19 +696,21 @@ class BN(Affine):
         return [norm, scale]
 
     def form_blobs(self, layer, form, shapes):
-        """PSPNet: blobs (1,C,1,1) slope, bias, mean, variance; BatchNorm takes mean and
-        variance as (C,) and a moving-average factor 1 (statistics used as stored), Scale
-        slope and bias as (C,). SegNet: scale, shift as (C,). BVLC checks blob shapes
-        exactly on load, hence the 1-D shapes."""
-        wanted = 2 if self._segnet(layer) else 4
-        if len(shapes) != wanted:
-            raise _err(layer, f"its weights hold {len(shapes)} blobs; this BN holds {wanted}")
-        flat = (count(shapes[0]),)
-        if self._segnet(layer):
-            return {form[0].name: [Reshaped(0, flat), Reshaped(1, flat)]}
-        return {form[0].name: [Reshaped(2, flat), Reshaped(3, flat),
+        """BVLC checks blob shapes exactly on load, so the fork's (1, C, 1, 1) blobs go in
+        as (C,): BatchNorm's mean and variance with a moving-average factor 1 (statistics
+        used as stored), the Scale's scale and shift."""
+        affine = self.channel_affine(layer, "TEST")
+        used = [i for i in affine[:4] if i is not None]
+        if len(shapes) <= max(used):
+            raise _err(layer, f"its weights hold {len(shapes)} blobs; this BN reads blob "
+                              f"{max(used)}")
+        flat = (count(shapes[affine.scale]),)
+        scale = [Reshaped(affine.scale, flat), Reshaped(affine.shift, flat)]
+        if affine.var is None:
+            return {form[0].name: scale}
+        return {form[0].name: [Reshaped(affine.mean, flat), Reshaped(affine.var, flat),
                                New((1,), filler=_constant(1.0))],
-                form[1].name: [Reshaped(0, flat), Reshaped(1, flat)]}
+                form[1].name: scale}
 
     def for_engine(self, layer, engine):
         form = self.bvlc_form(layer)
@@ -611,12 +719,33 @@ class BN(Affine):
         return form
 
 
-CUDNN_BN_MIN_EPS = 1e-5   # CUDNN_BN_MIN_EPSILON: PSPNet's cuDNN BN raises eps to it
-
-
 def _constant(value):
     from .caffe_pb2 import FillerParameter
     return FillerParameter(type="constant", value=value)
+
+
+def _learned(layer, blobs):
+    """Why a layer's first `blobs` blobs are learned ("" when every lr_mult is 0); a blob
+    with no `param` spec has lr_mult 1."""
+    mults = [layer.param[i].lr_mult if i < len(layer.param) else 1.0 for i in range(blobs)]
+    learned = [i for i, m in enumerate(mults) if m != 0]
+    if not learned:
+        return ""
+    return f"TRAIN learns its blob(s) {', '.join(map(str, learned))} (lr_mult not 0)"
+
+
+def _as_scale(layer, param):
+    """A normaliser rewritten as the one Scale (with bias) that computes its fixed map: the
+    same name, bottom, top and phase rules; its own parameter block and param specs go
+    (a Scale has two blobs, and Caffe refuses more param specs than blobs)."""
+    new = type(layer)()
+    new.CopyFrom(layer)
+    new.type = Scale.types[0]
+    if param in new.DESCRIPTOR.fields_by_name:
+        new.ClearField(param)
+    del new.param[:]
+    new.scale_param.bias_term = True
+    return new
 
 
 def _broadcast_shape(layer, shape, axis, num_axes):
@@ -660,6 +789,24 @@ class Scale(Affine):
             return [tuple(in_shapes[1])] if p.bias_term else []
         shape = _broadcast_shape(layer, in_shapes[0], p.axis, p.num_axes)
         return [shape, shape] if p.bias_term else [shape]
+
+    def channel_affine(self, layer, phase="TEST"):
+        """γ·x (+ β) per channel, when it has one bottom and scales axis 1 alone."""
+        p = layer.scale_param
+        if len(layer.bottom) != 1 or p.axis != 1 or p.num_axes != 1:
+            return None
+        return ChannelAffine(scale=0, shift=1 if p.bias_term else None)
+
+    def training_updates(self, layer):
+        if len(layer.bottom) != 1:
+            return ""
+        return _learned(layer, 2 if layer.scale_param.bias_term else 1)
+
+    def with_bias_term(self, layer):
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.scale_param.bias_term = True
+        return new
 
     def fillers(self, layer):
         """Caffe's defaults: scale 1 when scale_param has no filler, bias 0."""
@@ -877,6 +1024,18 @@ class Convolution(LayerRule):
         cp = layer.convolution_param
         return [cp.weight_filler] + ([cp.bias_filler] if cp.bias_term else [])
 
+    def output_layout(self, layer):
+        """Weight (num_output, C_in/group, kh, kw): output channel = row."""
+        if layer.convolution_param.axis != 1:
+            return None
+        return WeightLayout(axis=0, groups=1, rank=4)
+
+    def with_bias_term(self, layer):
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.convolution_param.bias_term = True
+        return new
+
 
 class ConvolutionDepthwise(Convolution):
     """Depthwise fork: output channels = input channels whatever num_output says;
@@ -942,6 +1101,14 @@ class Deconvolution(Convolution):
 
     def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
         return Pair(0, 0)       # an upsampler follows any grid (regrid below), adapted
+
+    def output_layout(self, layer):
+        """Weight (C_in, num_output/group, kh, kw): the output channel is on axis 1, within
+        the group its row belongs to."""
+        cp = layer.convolution_param
+        if cp.axis != 1:
+            return None
+        return WeightLayout(axis=1, groups=max(cp.group, 1), rank=4)
 
     def new_weights(self, before, after):
         """Bilinear upsampling weights belong to their stride and kernel."""
@@ -1611,6 +1778,20 @@ class InnerProduct(LayerRule):
     def flops(self, layer, in_shapes, out_shapes):
         _, k = self._split(layer, tuple(in_shapes[0]))
         return count(out_shapes[0]) * k
+
+    def output_layout(self, layer):
+        """Weight (num_output, K), or (K, num_output) when transpose; only an axis-1 layer
+        puts its outputs where a BatchNorm after it normalises."""
+        p = layer.inner_product_param
+        if p.axis != 1:
+            return None
+        return WeightLayout(axis=1 if p.transpose else 0, groups=1, rank=2)
+
+    def with_bias_term(self, layer):
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.inner_product_param.bias_term = True
+        return new
 
     def as_convolution(self, layer, name, bottom, window, num_output):
         """The Convolution computing this layer on its map (fcn): same param specs,

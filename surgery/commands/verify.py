@@ -33,6 +33,9 @@ def add_arguments(parser):
                         help="the converted net (e.g. from dilate)")
     parser.add_argument("--weights", required=True, metavar="MODEL.caffemodel",
                         help="weights for both nets (e.g. from init-weights)")
+    parser.add_argument("--weights-converted", metavar="OUT.caffemodel",
+                        help="the converted net's own weights, when it does not run with "
+                             "--weights (e.g. from fold)")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
                         type=options.input_shape,
                         help="input size, when not declared or to test another size (repeatable)")
@@ -57,6 +60,7 @@ def run(args):
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
     report = verify(args.original, args.converted, args.weights, input_shapes=shapes,
                     blobs=args.blob, engine=args.engine, tol=args.tol, seed=args.seed,
-                    strict=args.strict, caffe_python=args.caffe_python)
+                    strict=args.strict, caffe_python=args.caffe_python,
+                    weights_converted=args.weights_converted)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
     return 0 if report.passed else 1

@@ -136,7 +136,8 @@ def _num(value):
 
 
 def verify(original_path, converted_path, weights_path, *, input_shapes=None, blobs=(),
-           engine="opencv", tol=1e-4, seed=0, strict=False, caffe_python=None):
+           engine="opencv", tol=1e-4, seed=0, strict=False, caffe_python=None,
+           weights_converted=None):
     """Run both nets and compare blobs on their common grid; returns a VerifyReport.
 
     engine: "opencv", "caffe" (pycaffe; in a child under `caffe_python` or $CAFFE_PYTHON
@@ -144,15 +145,20 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
     Caffe's, else OpenCV; the report's engine_note says why it fell back).
 
     strict=True holds blobs downstream of a known approximation to the tolerance too
-    (for checking that a conversion is exact everywhere, e.g. a pspnet-convention one)."""
+    (for checking that a conversion is exact everywhere, e.g. a pspnet-convention one).
+
+    weights_converted: the converted net's own weights (fold's output), when they are not
+    `weights_path`."""
     original_path, converted_path = str(original_path), str(converted_path)
     orig_net, conv_net = load_prototxt(original_path), load_prototxt(converted_path)
     approx_layers = _approximate_layers(orig_net, conv_net, input_shapes)
-    summary = read_caffemodel(str(weights_path))
+    weights = {"original": str(weights_path),
+               "converted": str(weights_converted or weights_path)}
     fitted = {}
     for which, path, net in (("original", original_path, orig_net),
                              ("converted", converted_path, conv_net)):
-        fitted[which] = _fit_weights(net, path, summary, weights_path, input_shapes)
+        fitted[which] = _fit_weights(net, path, read_caffemodel(weights[which]),
+                                     weights[which], input_shapes)
     (orig_net, orig, orig_head), (conv_net, conv, conv_head) = fitted.values()
     inputs = _random_inputs(orig, conv, original_path, seed)
     tainted = conv.graph.downstream_blobs(approx_layers)
@@ -177,7 +183,7 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
             if head:    # run the net without its size-bound head
                 path = os.path.join(folder, f"{which}.prototxt")
                 save_prototxt(net, path)
-            runs.append((path, weights_path, inputs, chosen))
+            runs.append((path, weights[which], inputs, chosen))
         try:
             orig_out, conv_out = runner.run_many(runs)
         except CaffeUnreadable as exc:
