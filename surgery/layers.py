@@ -23,7 +23,6 @@ from .errors import SurgeryError
 from .transform.grid import SAME
 from .pair import Pair, Window
 from .transform.regrid import ADAPTED, APPROXIMATE, Regrid, crop_regrid, upsampler_regrid, window_regrid
-from .weights.plan import New, Reshaped
 
 
 class Role(enum.Enum):
@@ -699,6 +698,8 @@ class BN(Affine):
         """BVLC checks blob shapes exactly on load, so the fork's (1, C, 1, 1) blobs go in
         as (C,): BatchNorm's mean and variance with a moving-average factor 1 (statistics
         used as stored), the Scale's scale and shift."""
+        from .weights.plan import New, Reshaped     # late: io imports this module
+
         affine = self.channel_affine(layer, "TEST")
         used = [i for i in affine[:4] if i is not None]
         if len(shapes) <= max(used):
@@ -2175,7 +2176,7 @@ def _python_form(layer, cls, params):
 def _set_fields(message):
     """{field: value} of what a parameter message sets explicitly (the forks test has_),
     sub-messages (fillers) aside."""
-    return {fd.name: list(value) if fd.label == fd.LABEL_REPEATED else value
+    return {fd.name: list(value) if fd.is_repeated else value
             for fd, value in message.ListFields() if fd.message_type is None}
 
 

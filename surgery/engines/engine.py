@@ -36,20 +36,16 @@ class Engine:
     """Forward a net; subclasses implement `_forward`."""
 
     name = "?"
-    # Layer types this engine is known to compute differently from Caffe: rule class -> how.
-    differs_from_caffe = {}
-
     # Layer settings this engine is known to miscompute: rule class -> check(layer) -> reason.
+    # (Where a different form of the layer computes right, engines/prepare.py uses that
+    # form instead: OpenCV's Axpy with its operands swapped.)
     miscomputes = {}
 
     def caveats(self, *nets):
-        """One line per layer type, or layer, in `nets` that this engine does not compute
-        as Caffe does: its numbers there say nothing about the conversion. Both tables
-        are keyed by registry rule class, so every type a rule serves is covered."""
-        types = {layer.type for net in nets for layer in net.layer}
-        lines = [f"{self.name} computes {t} differently from Caffe: {how}"
-                 for t in sorted(types)
-                 for how in [self.differs_from_caffe.get(type(rule_for(t)))] if how]
+        """One line per layer in `nets` that this engine does not compute as Caffe does:
+        its numbers there say nothing about the conversion. The table is keyed by
+        registry rule class, so every type a rule serves is covered."""
+        lines = []
         for net in nets:
             for layer in net.layer:
                 check = self.miscomputes.get(type(rule_for(layer.type)))
@@ -405,7 +401,9 @@ def caffe_available(caffe_python=None):
 
 def bvlc_gaps(*nets):
     """The layer types in `nets` that BVLC Caffe has no layer for (the registry's
-    `fork_types`), each with its first layer, as text ("Interp (layer 'interp5'), BN (layer 'bn1')"); '' when there are none."""
+    `fork_types`), each with its first layer, as text ("PriorBox (layer 'mbox_prior')");
+    '' when there are none. Asked of nets prepared for Caffe, where the fork layers
+    caffe-surgery can run are Python layers already."""
     found = {}
     for net in nets:
         for layer in net.layer:
@@ -415,9 +413,10 @@ def bvlc_gaps(*nets):
 
 
 def choose_engine(name, nets, *, caffe_python=None):
-    """(engine, note) for `verify --engine NAME` on `nets`. caffe refuses nets with layer
-    types BVLC Caffe lacks, naming them; auto takes Caffe when it is available and can
-    run the nets, else OpenCV, and the note says why when it had to fall back."""
+    """(engine, note) for `verify --engine NAME` on `nets` (prepared for Caffe). caffe
+    refuses nets with layer types neither BVLC Caffe nor a Python layer of ours runs,
+    naming them; auto takes Caffe when it is available and can run the nets, else OpenCV,
+    and the note says why it had to fall back."""
     if name not in CHOICES:
         raise SurgeryError(f"unknown engine '{name}'; choose one of {', '.join(CHOICES)}")
     gaps = bvlc_gaps(*nets) if name != "opencv" else ""

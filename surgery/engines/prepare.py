@@ -17,8 +17,8 @@ V0/V1 by the loader) and asks each layer's rule what the engine runs in its plac
   gets the forms its own importer computes right (Interp sized, Axpy's operands swapped,
   ceil_mode for round_mode).
 
-Layers whose weights change shape (BN's blobs become BatchNorm's and Scale's) are listed
-in `forms`; `weights(prepared, summary)` is the weight plan that makes their blobs.
+The rewritten layers are listed in `forms`; transform.bvlc.form_weights makes the weight
+plan for those whose blobs change (BN's become BatchNorm's and Scale's).
 """
 
 from typing import NamedTuple
@@ -26,7 +26,6 @@ from typing import NamedTuple
 from .. import caffe_pb2
 from ..errors import SurgeryError
 from ..layers import rule_for
-from ..transform.bvlc import form_weights
 
 ENGINES = ("caffe", "opencv")
 
@@ -47,17 +46,13 @@ class Prepared(NamedTuple):
 
     @property
     def blobs(self):
+        """Every blob the prepared net computes or is fed."""
         return {top for layer in self.net.layer for top in layer.top}
 
+    @property
     def inputs(self):
-        """{input blob: shape} in order, from the Input layers."""
-        found = {}
-        for layer in self.net.layer:
-            if rule_for(layer.type).makes_data(layer) and layer.input_param.shape:
-                shapes = [tuple(s.dim) for s in layer.input_param.shape]
-                for i, top in enumerate(layer.top):
-                    found[top] = shapes[i] if i < len(shapes) else shapes[0]
-        return found
+        """The blobs fed to the net (tops of layers without bottoms), in order."""
+        return [top for layer in self.net.layer if not layer.bottom for top in layer.top]
 
 
 def prepare(analysis, engine, *, as_is=()):
@@ -95,13 +90,6 @@ def prepare(analysis, engine, *, as_is=()):
     net.layer.extend(layers)
     kept = {top for layer in layers for top in layer.top}
     return Prepared(net, tuple(forms), frozenset(labels & kept), tuple(left_out))
-
-
-def weights(prepared, summary):
-    """The weight plan (weights.plan.WeightPlan) that gives the prepared net's rewritten
-    layers their blobs from `summary`'s file; empty when none changes (the file then
-    serves as it is)."""
-    return form_weights(prepared.forms, summary, retype=False)
 
 
 def _clean(layer, engine):

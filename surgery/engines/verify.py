@@ -14,6 +14,12 @@ At an input size other than the one the weights were made for, a classifier's
 InnerProduct on a map expects other weight shapes (its weights are size-bound). Such a
 head, and all computed from it, is left out of the run: only the blobs before it are
 compared, and the report says so. Weights that do not fit anywhere else are refused.
+
+Neither engine reads the user's files as they are: each net is loaded once (`load_net`,
+with `--define` filling a template), made runnable for the engine (engines/prepare.py:
+data layers become Inputs, layers that only score or write are left out, fork layers
+become their BVLC form or a Python layer), and written to a temporary folder; where the
+rewritten layers need other blobs, a copy of the weights with them made goes there too.
 """
 
 import os
@@ -25,13 +31,18 @@ import numpy as np
 
 from ..analysis.analyse import analyse
 from ..analysis.check import MISMATCH, compare, first_problem, whole_shapes
+from ..analysis.graph import complete_phases
 from .engine import CaffeUnreadable, choose_engine, get_engine
+from .prepare import prepare
 from ..errors import SurgeryError
+from ..transform.bvlc import form_weights
 from ..transform.grid import SAME, Grid, num
+from ..io import template
 from ..io.caffemodel import read_caffemodel
-from ..io.prototxt import save_prototxt
-from ..io.netfile import load_prototxt
+from ..io.netfile import load_text
+from ..io.prototxt import read_text
 from ..transform.regrid import extra_window
+from ..weights.writer import write as write_weights
 
 OK, FAIL, APPROXIMATE, NO_GRID = "ok", "FAIL", "approximate", "no-grid"
 
@@ -137,65 +148,61 @@ def _num(value):
 
 def verify(original_path, converted_path, weights_path, *, input_shapes=None, blobs=(),
            engine="opencv", tol=1e-4, seed=0, strict=False, caffe_python=None,
-           weights_converted=None):
+           weights_converted=None, defines=None):
     """Run both nets and compare blobs on their common grid; returns a VerifyReport.
 
     engine: "opencv", "caffe" (pycaffe; in a child under `caffe_python` or $CAFFE_PYTHON
-    when it does not import here) or "auto" (Caffe when available and the nets are BVLC
-    Caffe's, else OpenCV; the report's engine_note says why it fell back).
+    when it does not import here; fork layers run as Python layers) or "auto" (Caffe when
+    it is available and runs both nets, else OpenCV; the report's engine_note says why it
+    fell back). Each net is made runnable for the engine first (engines/prepare.py).
 
     strict=True holds blobs downstream of a known approximation to the tolerance too
     (for checking that a conversion is exact everywhere, e.g. a pspnet-convention one).
 
-    weights_converted: the converted net's own weights (fold's output), when they are not
-    `weights_path`."""
+    weights_converted: the converted net's own weights (fold's, bvlc's output), when they
+    are not `weights_path`. defines: {NAME: VALUE} filling the `${NAME}` of template nets
+    for this run."""
     original_path, converted_path = str(original_path), str(converted_path)
-    orig_net, conv_net = load_prototxt(original_path), load_prototxt(converted_path)
-    approx_layers = _approximate_layers(orig_net, conv_net, input_shapes)
-    weights = {"original": str(weights_path),
-               "converted": str(weights_converted or weights_path)}
-    fitted = {}
-    for which, path, net in (("original", original_path, orig_net),
-                             ("converted", converted_path, conv_net)):
-        fitted[which] = _fit_weights(net, path, read_caffemodel(weights[which]),
-                                     weights[which], input_shapes)
-    (orig_net, orig, orig_head), (conv_net, conv, conv_head) = fitted.values()
-    inputs = _random_inputs(orig, conv, original_path, seed)
+    files, templates = _load((original_path, converted_path), defines or {})
+    approx_layers = _approximate_layers(files[0].net, files[1].net, input_shapes)
+    weights = (str(weights_path), str(weights_converted or weights_path))
+    summaries = {path: read_caffemodel(path) for path in weights}
+    phase = _phase(files[0])
+    (orig_net, orig, orig_head), (conv_net, conv, conv_head) = fitted = [
+        _fit_weights(loaded, summaries[path], path, input_shapes, phase)
+        for loaded, path in zip(files, weights)]
+    def prepared_for(engine):
+        return [_prepared(loaded, text, analysis, engine)
+                for loaded, text, (_, analysis, _) in zip(files, templates, fitted)]
+
+    for_caffe = prepared_for("caffe")
+    runner, note = choose_engine(engine, [p.net for p in for_caffe], caffe_python=caffe_python)
+    prepared = for_caffe if runner.name == "caffe" else prepared_for("opencv")
+    inputs = _random_inputs(prepared, (orig, conv), original_path, seed)
     tainted = conv.graph.downstream_blobs(approx_layers)
+    chosen = _chosen_blobs(blobs, (orig, conv), for_caffe, (original_path, converted_path),
+                           tainted, inputs)
 
-    chosen = list(dict.fromkeys(blobs))
-    for blob in chosen:
-        for analysis, path in ((orig, original_path), (conv, converted_path)):
-            if analysis.graph.last_writer(blob) is None and blob not in analysis.graph.inputs:
-                raise SurgeryError("no such blob in the net", file=path, blob=blob)
-    default = _deepest_exact(orig, conv, tainted, inputs)
-    if default is None and not chosen:
-        raise SurgeryError("no blob shared by both nets is kept exact by the conversion; "
-                           "name blobs to compare with --blob")
-    if default is not None and default not in chosen:
-        chosen.insert(0, default)
+    def run(runner, prepared):
+        with tempfile.TemporaryDirectory(prefix="caffe-surgery-verify-") as folder:
+            models = _prepared_weights(prepared, weights, summaries, folder)
+            runs = [(p.net, model, inputs, chosen) for p, model in zip(prepared, models)]
+            labels = [f"the net prepared from {path}" for path in (original_path, converted_path)]
+            return runner.run_many(runs, labels=labels)
 
-    runner, note = choose_engine(engine, (orig_net, conv_net), caffe_python=caffe_python)
-    with tempfile.TemporaryDirectory(prefix="caffe-surgery-verify-") as folder:
-        runs = []
-        for which, path, net, head in (("original", original_path, orig_net, orig_head),
-                                       ("converted", converted_path, conv_net, conv_head)):
-            if head:    # run the net without its size-bound head
-                path = os.path.join(folder, f"{which}.prototxt")
-                save_prototxt(net, path)
-            runs.append((path, weights[which], inputs, chosen))
-        try:
-            orig_out, conv_out = runner.run_many(runs)
-        except CaffeUnreadable as exc:
-            if engine != "auto":
-                raise
-            # e.g. a fork field Caffe's parser lacks; OpenCV's importer skips those
-            runner, note = get_engine("opencv"), f"auto: {exc.reason}"
-            orig_out, conv_out = runner.run_many(runs)
+    try:
+        orig_out, conv_out = run(runner, prepared)
+    except CaffeUnreadable as exc:
+        if engine != "auto":
+            raise
+        # e.g. a fork field Caffe's parser lacks; OpenCV's importer skips those
+        runner, note = get_engine("opencv"), f"auto: {exc.reason}"
+        prepared = prepared_for("opencv")
+        orig_out, conv_out = run(runner, prepared)
     report = VerifyReport(original_path, converted_path, runner.name, tol,
                           {k: v.shape for k, v in inputs.items()}, engine_note=note,
                           approximate_layers=sorted(approx_layers), strict=strict,
-                          caveats=runner.caveats(orig_net, conv_net),
+                          caveats=runner.caveats(*(p.net for p in prepared)),
                           size_bound_heads={w: h for w, h in (("original", orig_head),
                                                               ("converted", conv_head)) if h})
     report.size_hints = size_hints(orig, conv, {k: v.shape for k, v in inputs.items()})
@@ -203,6 +210,84 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
         report.blobs.append(_compare(blob, orig, conv, orig_out[blob], conv_out[blob],
                                      approximate=blob in tainted, tol=tol))
     return report
+
+
+def _load(paths, defines):
+    """([NetFile], [text as written]) for the paths, `defines` filled in; a NAME neither
+    file uses is refused (a misspelt name would leave its placeholder open)."""
+    texts = [read_text(path) for path in paths]
+    used = set().union(*(template.names(t) for t in texts))
+    unused = sorted(set(defines) - used)
+    if unused:
+        raise SurgeryError(f"--define {unused[0]}: neither net has the placeholder "
+                           f"${{{unused[0]}}} (they have: {', '.join(sorted(used)) or 'none'})")
+    return [load_text(template.fill(t, defines), p) for p, t in zip(paths, texts)], texts
+
+
+def _phase(loaded):
+    """TEST, unless only TRAIN has every layer the net needs (a train net whose data
+    layer is TRAIN-only): the phase both nets run in."""
+    built, failed = complete_phases(loaded.net)
+    if not built:
+        raise failed["TEST"]
+    return next(iter(built))
+
+
+def _prepared(loaded, text, analysis, engine):
+    """The net of `analysis` made runnable in `engine`; a placeholder left open in a
+    layer that runs is refused, naming it and where it is in the file as written (`text`)."""
+    as_is = {uf.layer for uf in loaded.binding.unknown_fields if uf.layer is not None}
+    prepared = prepare(analysis, engine, as_is=as_is)
+    running = {node.name for node in analysis.graph.nodes} - set(prepared.left_out)
+    for ph in loaded.placeholders:
+        if loaded.binding.layer_name(ph.path) in running:
+            line, col = template.position_in(text, loaded.text, *loaded.position(ph), ph.text)
+            name = template.names(ph.text)
+            raise SurgeryError(f"template placeholder {ph.text} is open in a layer that runs; "
+                               f"give it with --define {next(iter(name), 'NAME')}=VALUE",
+                               file=loaded.path, line=line, col=col)
+    return prepared
+
+
+def _prepared_weights(prepared, weights, summaries, folder):
+    """The weights file each prepared net runs with: its own file, or, where rewritten
+    layers need other blobs (PSPNet's BN as BatchNorm + Scale), one copy of that file
+    with them made, shared by the nets that use it (written to `folder`)."""
+    models, written = [], {}
+    for i, (p, path) in enumerate(zip(prepared, weights)):
+        if path not in written:
+            forms = {layer.name: (layer, form) for q, other in zip(prepared, weights)
+                     if other == path for layer, form in q.forms}
+            plan = form_weights(tuple(forms.values()), summaries[path], retype=False)
+            if plan.edit or plan.add or plan.drop:
+                out = os.path.join(folder, f"weights-{i}.caffemodel")
+                write_weights(plan, out, source=summaries[path])
+                written[path] = out
+            else:
+                written[path] = path
+        models.append(written[path])
+    return models
+
+
+def _chosen_blobs(blobs, analyses, prepared, paths, tainted, inputs):
+    """The blobs to compare: the deepest one both nets keep exact, then `blobs`. Each
+    must be one that runs in both prepared nets."""
+    runs = [p.blobs for p in prepared]
+    chosen = list(dict.fromkeys(blobs))
+    for blob in chosen:
+        for analysis, ran, path in zip(analyses, runs, paths):
+            if analysis.graph.last_writer(blob) is None and blob not in analysis.graph.inputs:
+                raise SurgeryError("no such blob in the net", file=path, blob=blob)
+            if blob not in ran:
+                raise SurgeryError("this blob only feeds layers that score or write, which "
+                                   "do not run", file=path, blob=blob)
+    default = _deepest_exact(*analyses, tainted, inputs, runs[0] & runs[1])
+    if default is None and not chosen:
+        raise SurgeryError("no blob shared by both nets is kept exact by the conversion; "
+                           "name blobs to compare with --blob")
+    if default is not None and default not in chosen:
+        chosen.insert(0, default)
+    return chosen
 
 
 def size_hints(orig, conv, inputs):
@@ -239,12 +324,17 @@ def size_hints(orig, conv, inputs):
     return hints
 
 
-def _fit_weights(net, path, summary, weights_path, input_shapes):
-    """(net, analysis, head): `net` without the size-bound layers whose weights do not fit
-    at this input size, and without what is computed from them (head: their names, [] when
-    none). Any other layer whose weights would not load is refused, naming it; an engine
-    would otherwise fail with its own, much less helpful, message."""
-    analysis = analyse(net, input_shapes=input_shapes)
+def _fit_weights(loaded, summary, weights_path, input_shapes, phase):
+    """(net, analysis, head): the loaded net without the size-bound layers whose weights
+    do not fit at this input size, and without what is computed from them (head: their
+    names, [] when none). Any other layer whose weights would not load is refused, naming
+    it; an engine would otherwise fail with its own, much less helpful, message."""
+    net, path = loaded.net, loaded.path
+
+    def analysed(net):
+        return analyse(net, input_shapes=input_shapes, phase=phase, unknowns=loaded.unknowns)
+
+    analysis = analysed(net)
     report = compare(whole_shapes(analysis.param_shapes), summary)
     nodes = [analysis.graph.node(row.name) for row in report.layers if row.status == MISMATCH]
     # A classifier sized for another input, or an upsampler a conversion gave another
@@ -260,7 +350,7 @@ def _fit_weights(net, path, summary, weights_path, input_shapes):
         kept.CopyFrom(net)
         del kept.layer[:]
         kept.layer.extend(layer for i, layer in enumerate(net.layer) if i not in gone)
-        net, analysis = kept, analyse(kept, input_shapes=input_shapes)
+        net, analysis = kept, analysed(kept)
         report = compare(whole_shapes(analysis.param_shapes), summary)
     problem = first_problem(report)
     if problem is not None:
@@ -269,17 +359,20 @@ def _fit_weights(net, path, summary, weights_path, input_shapes):
     return net, analysis, head
 
 
-def _random_inputs(orig, conv, path, seed):
+def _random_inputs(prepared, analyses, path, seed):
+    """Seeded normal values for each input of the prepared original, at its analysed
+    size; zeros for a label (a train net's, read by the layers that run)."""
     rng = np.random.default_rng(seed)
     inputs = {}
-    for name in orig.graph.inputs:
-        shape = orig.shapes.get(name)
+    for name in prepared[0].inputs:
+        shape = analyses[0].shapes.get(name)
         if shape is None or any(d is None for d in shape):
             raise SurgeryError("the input size is unknown; give it with --input-shape "
                                "NAME=N,C,H,W", file=path, blob=name)
-        if name not in conv.graph.inputs:
+        if name not in prepared[1].inputs:
             raise SurgeryError("the converted net has no such input", blob=name)
-        inputs[name] = rng.standard_normal(size=tuple(shape)).astype(np.float32)
+        inputs[name] = np.zeros(shape, np.float32) if name in prepared[0].labels else \
+            rng.standard_normal(size=tuple(shape)).astype(np.float32)
     return inputs
 
 
@@ -290,11 +383,13 @@ def _approximate_layers(orig_net, conv_net, input_shapes):
     return set(approximate_layers(orig_net, conv_net, input_shapes=input_shapes))
 
 
-def _deepest_exact(orig, conv, tainted, inputs):
-    """The last blob in the converted net's order that both nets share on a common grid."""
+def _deepest_exact(orig, conv, tainted, inputs, ran):
+    """The last blob in the converted net's order that both nets compute (`ran`) and
+    share on a common grid."""
     for node in reversed(conv.graph.nodes):
         for blob in reversed(node.tops):
-            if blob in tainted or blob in inputs or orig.graph.last_writer(blob) is None:
+            if blob in tainted or blob in inputs or blob not in ran or \
+                    orig.graph.last_writer(blob) is None:
                 continue
             if _grid(blob, orig, conv)[0] is not None:
                 return blob
