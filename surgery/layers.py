@@ -1684,14 +1684,15 @@ class Interp(LayerRule):
             return Regrid(grid=grid, issue="Interp has one factor for both axes, but the grids "
                                            "it joins differ per axis")
         ratio, = ratios
-        if ratio.numerator != 1 and ratio.denominator != 1:
+        both = has_field(ip, "zoom_factor") and has_field(ip, "shrink_factor")
+        if ratio.numerator != 1 and ratio.denominator != 1 and not both:
             return Regrid(grid=grid, issue=(f"no whole zoom_factor or shrink_factor scales by "
                                             f"{ratio} (the grid it must reach)"))
         nip.ClearField("zoom_factor")
         nip.ClearField("shrink_factor")
-        if ratio.denominator != 1:
+        if ratio.denominator != 1:      # an MSC score interp keeps zoom 4 with shrink 3
             nip.shrink_factor = ratio.denominator
-        elif ratio != 1 or has_field(ip, "zoom_factor"):
+        if ratio.numerator != 1 or (ratio == 1 and has_field(ip, "zoom_factor")):
             nip.zoom_factor = ratio.numerator
         if size is not None and step.in_shapes and step.in_shapes[0] is not None \
                 and has_field(nip, "shrink_factor") and not has_field(nip, "zoom_factor"):

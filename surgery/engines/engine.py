@@ -25,7 +25,7 @@ from ..errors import SurgeryError
 from ..analysis.graph import build_graph
 from ..layers import rule_for
 from ..io.prototxt import save_prototxt
-from ..io.netfile import load_prototxt
+from ..io.netfile import load_net
 
 INSTALL_HINT = "pip install 'caffe-surgery[verify]'"
 # The folder of the fork layers' Python module (layers.FORK_MODULE), for pycaffe's path.
@@ -83,7 +83,7 @@ class Engine:
             path = os.fspath(net)
             if not os.path.isfile(path):
                 raise SurgeryError("no such file", file=path)
-            net, label = load_prototxt(path), path
+            net, label = load_net(path).net, path
         else:
             path = os.path.join(folder, f"net-{index}.prototxt")
             save_prototxt(net, path)

@@ -164,13 +164,17 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
     for this run."""
     original_path, converted_path = str(original_path), str(converted_path)
     files, templates = _load((original_path, converted_path), defines or {})
-    approx_layers = _approximate_layers(files[0].net, files[1].net, input_shapes)
     weights = (str(weights_path), str(weights_converted or weights_path))
     summaries = {path: read_caffemodel(path) for path in weights}
     phase = _phase(files[0])
+    analysed = [_analysed(loaded, input_shapes, phase) for loaded in files]
+    for loaded, text, analysis in zip(files, templates, analysed):
+        _prepared(loaded, text, analysis, "caffe")    # an open placeholder: say so first
+    approx_layers = _approximate_layers(files[0].net, files[1].net, input_shapes, phase)
     (orig_net, orig, orig_head), (conv_net, conv, conv_head) = fitted = [
-        _fit_weights(loaded, summaries[path], path, input_shapes, phase)
-        for loaded, path in zip(files, weights)]
+        _fit_weights(loaded, analysis, summaries[path], path, input_shapes, phase)
+        for loaded, analysis, path in zip(files, analysed, weights)]
+
     def prepared_for(engine):
         return [_prepared(loaded, text, analysis, engine)
                 for loaded, text, (_, analysis, _) in zip(files, templates, fitted)]
@@ -202,7 +206,8 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
     report = VerifyReport(original_path, converted_path, runner.name, tol,
                           {k: v.shape for k, v in inputs.items()}, engine_note=note,
                           approximate_layers=sorted(approx_layers), strict=strict,
-                          caveats=runner.caveats(*(p.net for p in prepared)),
+                          caveats=runner.caveats(*(p.net for p in prepared))
+                          + _unknown_fields(files, prepared),
                           size_bound_heads={w: h for w, h in (("original", orig_head),
                                                               ("converted", conv_head)) if h})
     report.size_hints = size_hints(orig, conv, {k: v.shape for k, v in inputs.items()})
@@ -234,19 +239,52 @@ def _phase(loaded):
 
 
 def _prepared(loaded, text, analysis, engine):
-    """The net of `analysis` made runnable in `engine`; a placeholder left open in a
-    layer that runs is refused, naming it and where it is in the file as written (`text`)."""
+    """The net of `analysis` made runnable in `engine`; a placeholder left open in what
+    runs is refused, naming it and where it is in the file as written (`text`)."""
     as_is = {uf.layer for uf in loaded.binding.unknown_fields if uf.layer is not None}
     prepared = prepare(analysis, engine, as_is=as_is)
-    running = {node.name for node in analysis.graph.nodes} - set(prepared.left_out)
-    for ph in loaded.placeholders:
-        if loaded.binding.layer_name(ph.path) in running:
-            line, col = template.position_in(text, loaded.text, *loaded.position(ph), ph.text)
-            name = template.names(ph.text)
-            raise SurgeryError(f"template placeholder {ph.text} is open in a layer that runs; "
-                               f"give it with --define {next(iter(name), 'NAME')}=VALUE",
-                               file=loaded.path, line=line, col=col)
+    ph = _open_placeholder(loaded, prepared)
+    if ph is not None:
+        line, col = template.position_in(text, loaded.text, *loaded.position(ph), ph.text)
+        name = next(iter(sorted(template.names(ph.text))), "NAME")
+        raise SurgeryError(f"template placeholder {ph.text} is open in a layer that runs; "
+                           f"give it with --define {name}=VALUE", file=loaded.path,
+                           line=line, col=col)
     return prepared
+
+
+def _open_placeholder(loaded, prepared):
+    """The first placeholder the prepared net still depends on: text that still holds
+    it (a layer named `fc8_${EXP}`), or a number it leaves unset in a layer that runs,
+    but for a data layer's (the Input in its place is sized by the analysis)."""
+    texts = {layer.name: str(layer) for layer in prepared.net.layer}
+    fed = {layer.name for layer, form in prepared.forms
+           if not layer.bottom and not any(f.bottom for f in form)}
+    numeric = loaded.numeric_placeholders
+    for ph in loaded.placeholders:
+        name = loaded.binding.layer_name(ph.path)
+        if name not in texts:
+            continue
+        if ph in numeric:
+            if name not in fed:
+                return ph
+        elif any(f"${{{n}}}" in texts[name] for n in template.names(ph.text)):
+            return ph
+    return None
+
+
+def _unknown_fields(files, prepared):
+    """A line per field or value the schema lacks in a layer that runs: the engine runs
+    the layer without it (it is not in the net the engine reads)."""
+    lines = []
+    for loaded, p in zip(files, prepared):
+        running = {layer.name for layer in p.net.layer}
+        for uf in loaded.binding.unknown_fields:
+            if uf.layer in running:
+                line = (f"{uf}, in layer '{uf.layer}': the engine runs the layer without it")
+                if line not in lines:
+                    lines.append(line)
+    return lines
 
 
 def _prepared_weights(prepared, weights, summaries, folder):
@@ -324,17 +362,17 @@ def size_hints(orig, conv, inputs):
     return hints
 
 
-def _fit_weights(loaded, summary, weights_path, input_shapes, phase):
+def _analysed(loaded, input_shapes, phase, net=None):
+    return analyse(net or loaded.net, input_shapes=input_shapes, phase=phase,
+                   unknowns=loaded.unknowns)
+
+
+def _fit_weights(loaded, analysis, summary, weights_path, input_shapes, phase):
     """(net, analysis, head): the loaded net without the size-bound layers whose weights
     do not fit at this input size, and without what is computed from them (head: their
     names, [] when none). Any other layer whose weights would not load is refused, naming
     it; an engine would otherwise fail with its own, much less helpful, message."""
     net, path = loaded.net, loaded.path
-
-    def analysed(net):
-        return analyse(net, input_shapes=input_shapes, phase=phase, unknowns=loaded.unknowns)
-
-    analysis = analysed(net)
     report = compare(whole_shapes(analysis.param_shapes), summary)
     nodes = [analysis.graph.node(row.name) for row in report.layers if row.status == MISMATCH]
     # A classifier sized for another input, or an upsampler a conversion gave another
@@ -350,7 +388,7 @@ def _fit_weights(loaded, summary, weights_path, input_shapes, phase):
         kept.CopyFrom(net)
         del kept.layer[:]
         kept.layer.extend(layer for i, layer in enumerate(net.layer) if i not in gone)
-        net, analysis = kept, analysed(kept)
+        net, analysis = kept, _analysed(loaded, input_shapes, phase, kept)
         report = compare(whole_shapes(analysis.param_shapes), summary)
     problem = first_problem(report)
     if problem is not None:
@@ -376,11 +414,11 @@ def _random_inputs(prepared, analyses, path, seed):
     return inputs
 
 
-def _approximate_layers(orig_net, conv_net, input_shapes):
+def _approximate_layers(orig_net, conv_net, input_shapes, phase):
     """Layers of the converted net whose rewrite is not exact, as the dilate pass knows them."""
     from ..transform.dilate import approximate_layers
 
-    return set(approximate_layers(orig_net, conv_net, input_shapes=input_shapes))
+    return set(approximate_layers(orig_net, conv_net, input_shapes=input_shapes, phase=phase))
 
 
 def _deepest_exact(orig, conv, tainted, inputs, ran):
