@@ -454,9 +454,10 @@ class LayerRule:
         gives no size takes its sizes from the analysis of the original (`with_sizes`)."""
         return self.bvlc_form(layer)
 
-    def with_sizes(self, layer, out_shapes):
-        """`layer` with every size it would otherwise compute at run time written out, from
-        the analysed `out_shapes` of the layer it replaces (engines/prepare.py)."""
+    def with_sizes(self, layer, in_shapes, out_shapes):
+        """`layer` with the sizes it would otherwise compute at run time written out, from
+        the analysed shapes (of the layer it replaces, for a layer `for_engine` made):
+        engines/prepare.py asks it of every layer that runs."""
         return layer
 
 
@@ -1225,6 +1226,22 @@ class Pooling(LayerRule):
             return None
         return [self._rounding(layer, fork=True)]
 
+    def with_sizes(self, layer, in_shapes, out_shapes):
+        """A window wider than its padded input that gives one output (dilate keeps a
+        PSPNet one-bin pool at the map's scale): Caffe clips it to the input, OpenCV
+        refuses it; the window of exactly the padded input computes the same."""
+        win = self.window(layer)
+        shape = in_shapes[0] if in_shapes else None
+        out = out_shapes[0] if out_shapes else None
+        if win is None or shape is None or out is None or len(shape) != 4 or \
+                None in tuple(shape) + tuple(out):
+            return layer
+        kernel = Pair(*(min(k, n + 2 * p) if o == 1 else k
+                        for k, n, p, o in zip(win.kernel, shape[2:], win.pad, out[2:])))
+        if kernel == win.kernel:
+            return layer
+        return self.with_window(layer, win._replace(kernel=kernel))
+
     def _rounding(self, layer, *, fork):
         floor = self.floor_mode(layer)
         new = type(layer)()
@@ -1643,7 +1660,7 @@ class Interp(LayerRule):
         resized.ClearField("interp_param")
         return [resized]
 
-    def with_sizes(self, layer, out_shapes):
+    def with_sizes(self, layer, in_shapes, out_shapes):
         if layer.HasField("interp_param") or not out_shapes or out_shapes[0] is None:
             return layer
         new = type(layer)()
@@ -1936,7 +1953,7 @@ class Input(Source):
         shapes = [_blob_shape(s) for s in layer.input_param.shape]
         return _per_top(layer, shapes, "input_param { shape }")
 
-    def with_sizes(self, layer, out_shapes):
+    def with_sizes(self, layer, in_shapes, out_shapes):
         """An Input made from a data layer: one shape per top, as analysed."""
         if len(layer.input_param.shape):
             return layer

@@ -65,8 +65,11 @@ def prepare(analysis, engine, *, as_is=()):
     for node in analysis.graph.nodes:
         layer = node.layer
         form = None if node.name in as_is else node.rule.for_engine(layer, engine)
+        shapes = (analysis.in_shapes.get(node.name) or [],
+                  dict(zip(node.tops, analysis.out_shapes.get(node.name) or ())))
         if form is None:
             layers.append(_clean(layer, engine))
+            sizes[layer.name] = shapes
             continue
         if not form:
             left_out.append(node.name)
@@ -74,7 +77,7 @@ def prepare(analysis, engine, *, as_is=()):
         made = [_clean(new, engine) for new in form]
         for new in made:
             if list(new.top) == list(node.tops):     # it stands for the layer: same sizes
-                sizes[new.name] = dict(zip(node.tops, analysis.out_shapes.get(node.name) or ()))
+                sizes[new.name] = shapes
         if not node.bottoms and not any(new.bottom for new in made):
             labels.update(node.tops[1:])         # a data layer's tops after the image
         forms.append((layer, made))
@@ -82,14 +85,18 @@ def prepare(analysis, engine, *, as_is=()):
     layers = _without_label_only(layers, labels, left_out)
     _check_names(layers)
     # Sizes last: a label nobody reads is gone by now, so its size need not be known.
-    layers = [rule_for(layer.type).with_sizes(layer, [sizes[layer.name].get(t) for t in layer.top])
-              if layer.name in sizes else layer for layer in layers]
+    layers = [_sized(layer, *sizes[layer.name]) if layer.name in sizes else layer
+              for layer in layers]
     net = caffe_pb2.NetParameter()
     if analysis.graph.net.HasField("name"):
         net.name = analysis.graph.net.name
     net.layer.extend(layers)
     kept = {top for layer in layers for top in layer.top}
     return Prepared(net, tuple(forms), frozenset(labels & kept), tuple(left_out))
+
+
+def _sized(layer, in_shapes, out_shapes):
+    return rule_for(layer.type).with_sizes(layer, in_shapes, [out_shapes.get(t) for t in layer.top])
 
 
 def _clean(layer, engine):
