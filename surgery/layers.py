@@ -702,6 +702,8 @@ class BN(Affine):
         from .weights.plan import New, Reshaped     # late: io imports this module
 
         affine = self.channel_affine(layer, "TEST")
+        if affine.batch:        # no BVLC form: its Python layer reads the fork's blobs as they are
+            return {}
         used = [i for i in affine[:4] if i is not None]
         if len(shapes) <= max(used):
             raise _err(layer, f"its weights hold {len(shapes)} blobs; this BN reads blob "
