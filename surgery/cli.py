@@ -22,6 +22,7 @@ COMMANDS = [
     "report",
     "segment",
     "fold",
+    "bvlc",
 ]
 
 

@@ -446,7 +446,9 @@ def _grid(blob, orig, conv):
         if tuple(a) != tuple(b):
             return None, f"shapes {tuple(a)} and {tuple(b)} differ"
         return SAME, ""
-    ga, gb = orig.geometry.get(blob), conv.geometry.get(blob)
+    # carried: past a join with a resampled branch (PSPNet's Concat of the trunk and its
+    # upsampled bins), on the grid of the trunk it sits on
+    ga, gb = orig.carried_geometry().get(blob), conv.carried_geometry().get(blob)
     if ga is None or gb is None:
         return None, "no geometry (collapsed or misaligned)"
     grid = Grid.between(ga, gb)
