@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from measure import cli_argv, measure, measure_alternating, paired_ratio  # noqa: E402
 
 PY = sys.executable
-GROUPS = ("weights", "dilate", "verify", "init-fcn", "report")
+GROUPS = ("weights", "dilate", "verify", "forks", "init-fcn", "report")
 # Child scripts that also time the read itself, without interpreter start-up and imports.
 DECODE = """
 import json, sys, time
@@ -409,6 +409,122 @@ def bench_verify(table, workdir, repeat, sizes=VERIFY_SIZES):
                   note=f"verdict: {_verdict(run)}")
 
 
+# The engines' own forward of two prepared nets, as verify runs them (engines/engine.py):
+# the floor of verify's time. argv: JSON list of [prototxt, caffemodel, layer] and the
+# input shape.
+OPENCV_FORWARD = """
+import json, sys
+import cv2, numpy as np
+runs, shape = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+cv2.setNumThreads(2)
+x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+for proto, model, layer in runs:
+    net = cv2.dnn.readNetFromCaffe(proto, model)
+    net.enableFusion(False)
+    if hasattr(net, "enableWinograd"):
+        net.enableWinograd(False)
+    net.setInput(x, "data")
+    net.forward(layer)
+"""
+CAFFE_FORWARD = """
+import json, sys
+import numpy as np
+import caffe
+caffe.set_mode_cpu()
+runs, shape = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+for proto, model, layer in runs:
+    net = caffe.Net(proto, caffe.TEST, weights=model)
+    net.blobs["data"].data[...] = x
+    net.forward()
+"""
+
+
+def _prepared_pair(workdir, tag, original, converted, weights, blobs, engine):
+    """The two nets verify runs, prepared for `engine` as it prepares them, with their
+    weights and the layer that last writes each compared blob: [(prototxt, caffemodel,
+    layer)] for the engine's own forward (the baseline)."""
+    from surgery.analysis.analyse import analyse
+    from surgery.engines.prepare import prepare
+    from surgery.io.caffemodel import read_caffemodel
+    from surgery.io.netfile import load_net
+    from surgery.io.prototxt import save_prototxt
+    from surgery.transform.bvlc import form_weights
+    from surgery.weights.writer import write
+
+    summary = read_caffemodel(str(weights))
+    runs = []
+    for i, path in enumerate((original, converted)):
+        prepared = prepare(analyse(load_net(path).net), engine)
+        proto = Path(workdir) / f"{tag}-{engine}-{i}.prototxt"
+        save_prototxt(prepared.net, proto)
+        model = Path(workdir) / f"{tag}-{engine}-{i}.caffemodel"
+        write(form_weights(prepared.forms, summary, retype=False), model, source=summary)
+        writers = {top: layer.name for layer in prepared.net.layer for top in layer.top}
+        runs.append([str(proto), str(model), writers[blobs[-1]]])
+    return runs
+
+
+def bench_forks(table, workdir, repeat, size=473):
+    """verify on PSPNet-50 (its published 473 px, full width, fork BN and Interp) against
+    its OS-16 and OS-4 conversions: time and peak memory, and the ratio to the engine's own
+    forward of the same two prepared nets (loading them with their weights and computing
+    the blobs verify compares), round by round. Caffe runs the OS-16 pair only: at OS 4
+    its forward would need about 10 GB."""
+    from surgery.io.prototxt import save_prototxt
+    from surgery.models.segmentation import pspnet
+
+    cli = cli_argv()
+    missing = [c for c in ("init-weights", "dilate", "verify") if not _has_command(c)]
+    group = f"verify PSPNet-50 @{size}"
+    if missing:
+        table.add(group, f"skipped: command(s) {', '.join(missing)} not available yet")
+        return
+    net, weights = Path(workdir) / "psp50.prototxt", Path(workdir) / "psp50.caffemodel"
+    save_prototxt(pspnet(50, input_size=size), net)
+    init = measure(cli + ["init-weights", str(net), "-o", str(weights)])
+    table.add(group, "init-weights (46.6M parameters)", init,
+              note="" if init.returncode == 0 else f"FAILED: {init.stderr.strip()[:100]}")
+    caffe = caffe_build()
+    if caffe is not None:
+        os.environ["CAFFE_PYTHONPATH"] = caffe[1]
+        os.environ.setdefault("GLOG_minloglevel", "2")
+    for stride, flags in ((16, ["--dilation", "round"]), (4, [])):
+        converted = Path(workdir) / f"psp50-os{stride}.prototxt"
+        dil = measure(cli + ["dilate", str(net), "-s", str(stride), *flags, "-o", str(converted)])
+        if init.returncode or dil.returncode:
+            table.add(group, f"OS {stride} skipped: a preparation step failed",
+                      note=(init.stderr or dil.stderr).strip()[:100])
+            continue
+        engines = [("opencv", OPENCV_FORWARD, [PY])]
+        if caffe is not None and stride == 16:
+            pythonpath = os.pathsep.join([caffe[1], str(ROOT / "surgery" / "engines" / "pylayers")])
+            engines.append(("caffe", CAFFE_FORWARD, ["env", f"PYTHONPATH={pythonpath}", caffe[0]]))
+        for engine, script, python in engines:
+            argv = cli + ["verify", str(net), str(converted), "--weights", str(weights),
+                          "--engine", engine, "--json"]
+            if engine == "caffe":
+                argv += ["--caffe-python", caffe[0]]
+            first = measure(argv)
+            if first.returncode not in (0, 1):
+                table.add(group, f"verify OS {stride} ({engine}) FAILED", first,
+                          note=first.stderr.strip()[:100])
+                continue
+            blobs = [b["blob"] for b in json.loads(first.stdout)["blobs"]]
+            runs = _prepared_pair(workdir, f"os{stride}", net, converted, weights, blobs, engine)
+            forward = python + ["-c", script, json.dumps(runs), json.dumps([1, 3, size, size])]
+            ver, base = measure_alternating([argv, forward], repeat=repeat)
+            ratio = paired_ratio(ver, base)
+            table.add(group, f"{engine}: its own forward of both nets (OS 8, OS {stride})", base,
+                      note="" if base.returncode == 0 else f"FAILED: {base.stderr.strip()[-100:]}")
+            table.add(group, f"{engine}: verify OS 8 vs OS {stride}", ver,
+                      ratio=f"{ratio:.2f}x the engine's forward", target="<= 1.5x, PASS",
+                      ok=ratio <= 1.5 and ver.returncode == 0,
+                      note=f"verdict: {_verdict(ver)}; blobs {', '.join(blobs)}")
+        for path in Path(workdir).glob(f"os{stride}-*"):
+            path.unlink()
+
+
 def _verdict(sample):
     return {0: "PASS", 1: "FAIL (outputs differ)"}.get(
         sample.returncode, f"error: {sample.stderr.strip()[:100]}")
@@ -533,6 +649,8 @@ def main(argv=None):
             bench_dilate(table, workdir, args.repeat)
         if "verify" in groups:
             bench_verify(table, workdir, args.repeat, (224,) if args.quick else VERIFY_SIZES)
+        if "forks" in groups and not args.quick:
+            bench_forks(table, workdir, args.repeat)
         if "report" in groups:
             bench_report(table, workdir, args.repeat)
         if "init-fcn" in groups:
