@@ -421,12 +421,12 @@ def _approximate_layers(orig_net, conv_net, input_shapes, phase):
     return set(approximate_layers(orig_net, conv_net, input_shapes=input_shapes, phase=phase))
 
 
-def _deepest_exact(orig, conv, tainted, inputs, ran):
-    """The last blob in the converted net's order that both nets compute (`ran`) and
-    share on a common grid."""
+def _deepest_exact(orig, conv, tainted, inputs, ran=None):
+    """The last blob in the converted net's order that both nets compute (`ran`, when
+    given: the blobs of the nets that run) and share on a common grid."""
     for node in reversed(conv.graph.nodes):
         for blob in reversed(node.tops):
-            if blob in tainted or blob in inputs or blob not in ran or \
+            if blob in tainted or blob in inputs or (ran is not None and blob not in ran) or \
                     orig.graph.last_writer(blob) is None:
                 continue
             if _grid(blob, orig, conv)[0] is not None:

@@ -57,7 +57,7 @@ def to_bvlc(net, *, unknown_layers=()):
             new.layer.add().CopyFrom(layer)
             if layer.type in rule.fork_types:
                 why = ("it holds a field the schema lacks" if layer.name in unknown_layers
-                       else "no BVLC layer computes it exactly")
+                       else "BVLC Caffe has no layer for it")
                 kept.append(Kept(layer.name, layer.type, why))
             continue
         new.layer.extend(form)
