@@ -61,6 +61,24 @@ def _converted(tmp_path, capsys, net, stride, *flags, shapes=()):
     return original, converted, weights
 
 
+def _filled(tmp_path, capsys, rel, shapes):
+    """(template, its weights): a corpus template, and random weights made from the file
+    a pipeline's sed would write from it (NUM_LABELS 21, EXP voc12)."""
+    template = CORPUS / rel
+    if not template.exists():
+        pytest.skip("corpus absent")
+    filled = tmp_path / "filled.prototxt"
+    filled.write_text(template.read_text().replace("${NUM_LABELS}", "21")
+                      .replace("${EXP}", "voc12"))
+    weights = tmp_path / "w.caffemodel"
+    code, _, err = _run(capsys, "init-weights", filled, "-o", weights, *shapes)
+    assert code == 0, err
+    return template, weights
+
+
+DEFINES = ("--define", "NUM_LABELS=21", "--define", "EXP=voc12")
+
+
 def _verify(capsys, original, converted, weights, engine, *extra):
     code, out, err = _run(capsys, "verify", original, converted, "--weights", weights,
                           "--engine", engine, *extra)
@@ -91,22 +109,13 @@ def test_pspnet_to_os4_verifies_in_opencv(tmp_path, capsys, engine_env):
 def test_deeplab_v1_largefov_template_verifies_with_define(tmp_path, capsys, engine_env, engine):
     """The corpus' V1 LargeFOV test net keeps its ${...} placeholders through dilate; the
     weights are made from the filled file a pipeline's sed would write."""
-    template = CORPUS / "deeplab_v1" / "DeepLab-LargeFOV_test.prototxt"
-    if not template.exists():
-        pytest.skip("corpus absent")
-    filled = tmp_path / "filled.prototxt"
-    filled.write_text(template.read_text().replace("${NUM_LABELS}", "21")
-                      .replace("${EXP}", "voc12"))
-    shape = "data=1,3,97,97"
-    weights = tmp_path / "w.caffemodel"
-    code, _, err = _run(capsys, "init-weights", filled, "-o", weights, "--input-shape", shape)
-    assert code == 0, err
+    shape = ("--input-shape", "data=1,3,97,97")
+    template, weights = _filled(tmp_path, capsys, "deeplab_v1/DeepLab-LargeFOV_test.prototxt", shape)
     converted = tmp_path / "os16.prototxt"
     code, _, err = _run(capsys, "dilate", template, "-s", "16", "-o", converted)
     assert code == 0, err
     assert "${NUM_LABELS}" in converted.read_text()
-    defines = ["--define", "NUM_LABELS=21", "--define", "EXP=voc12", "--input-shape", shape]
-    out = _verify(capsys, template, converted, weights, engine, *defines)
+    out = _verify(capsys, template, converted, weights, engine, *DEFINES, *shape)
     assert "fc8_voc12      1/2" in out
 
 
@@ -124,23 +133,13 @@ def test_deeplab_v2_test_nets_to_os16_verify(tmp_path, capsys, engine_env, engin
 def test_deeplab_v2_train_net_verifies(tmp_path, capsys, engine_env, engine):
     """The corpus' train net: its data layer is TRAIN-only, its label feeds a shrink, the
     loss and SegAccuracy; the run is the TRAIN phase's net without them."""
-    template = CORPUS / "deeplab_v2" / "vgg16_train.prototxt"
-    if not template.exists():
-        pytest.skip("corpus absent")
-    filled = tmp_path / "filled.prototxt"
-    filled.write_text(template.read_text().replace("${NUM_LABELS}", "21")
-                      .replace("${EXP}", "voc12"))
-    shapes = ("data=1,3,97,97", "label=1,1,97,97")
-    weights = tmp_path / "w.caffemodel"
-    given = [a for s in shapes for a in ("--input-shape", s)]
-    code, _, err = _run(capsys, "init-weights", filled, "-o", weights, *given)
-    assert code == 0, err
+    given = ("--input-shape", "data=1,3,97,97", "--input-shape", "label=1,1,97,97")
+    template, weights = _filled(tmp_path, capsys, "deeplab_v2/vgg16_train.prototxt", given)
     converted = tmp_path / "os16.prototxt"
     code, _, err = _run(capsys, "dilate", template, "-s", "16", "--pooling", "cover",
                         "-o", converted, *given)
     assert code == 0, err
-    out = _verify(capsys, template, converted, weights, engine, "--define", "NUM_LABELS=21",
-                  "--define", "EXP=voc12", *given)
+    out = _verify(capsys, template, converted, weights, engine, *DEFINES, *given)
     assert "conv5_3      1/2" in out and "not exact by construction: pool5" in out
 
 
