@@ -39,7 +39,7 @@ from ..errors import SurgeryError
 from ..io.caffemodel import read_blob
 from ..weights.plan import LayerWeights, Replaced, WeightPlan
 
-BAND_BYTES = 8 << 20     # weight bytes read at a time when a folded weight streams
+BAND_BYTES = 1 << 20     # weight bytes read at a time when a folded weight streams
 SCALE_TYPE = registry.Scale.types[0]
 
 
@@ -295,15 +295,21 @@ def _multiplier(layout, shape, a, first, rows):
 
 
 def _scaled_weight(layout, shape, a):
-    """Replaced values: the weight, band by band of rows, times each output's a_o."""
+    """Replaced values: the weight, band by band of rows, times each output's a_o (in the
+    weight's own precision, in place in one buffer the writer has written before it asks
+    for the next band: memory stays at one band)."""
     def values(inputs):
         with inputs.open(0) as reader:
+            scale = a.astype(reader.native)
             row = int(np.prod(shape[1:], dtype=np.int64))
             per_band = max(1, BAND_BYTES // max(1, row * reader.dtype.itemsize))
+            buffer = np.empty(min(per_band, shape[0]) * row, reader.native)
             for first in range(0, shape[0], per_band):
                 rows = min(per_band, shape[0] - first)
-                band = reader.read(first * row, rows * row).reshape((rows,) + shape[1:])
-                yield (band * _multiplier(layout, shape, a, first, rows)).astype(reader.native)
+                band = reader.read(first * row, rows * row, out=buffer)
+                band = band.reshape((rows,) + shape[1:])
+                band *= _multiplier(layout, shape, scale, first, rows)
+                yield band
     return values
 
 
