@@ -372,16 +372,19 @@ def _into_scale(summary, group, a, b, new):
 
 
 def format_folded(result):
-    """The text summary."""
+    """The text summary: one line per group, then what was left and why."""
     into = sum(f.kind == "weights" for f in result.folds)
-    scales = len(result.folds) - into
     lines = [f"fold ({result.phase}): {into} group(s) folded into the layer before them, "
-             f"{scales} made one Scale, {len(result.plan.drop)} layer(s) removed"]
+             f"{len(result.folds) - into} made one Scale, {len(result.plan.drop)} layer(s) "
+             "removed"]
     for f in result.folds:
-        verb = "<-" if f.kind == "weights" else "= Scale of"
-        extra = " (bias added)" if f.bias_added and f.kind == "weights" else ""
-        removed = " + ".join(f.removed) or "itself"
-        lines.append(f"  {f.into} {verb} {removed}{extra}")
+        if f.kind == "weights":
+            extra = " (bias added)" if f.bias_added else ""
+            lines.append(f"  {f.into} <- {' + '.join(f.removed)}{extra}")
+        elif f.removed:
+            lines.append(f"  {f.into} <- {' + '.join(f.removed)} (one Scale)")
+        else:
+            lines.append(f"  {f.into} -> one Scale")
     for item in result.left:
         lines.append(f"  left: {item.layer}: {item.why}")
     return "\n".join(lines) + "\n"
