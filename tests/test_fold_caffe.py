@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 import _fold_nets as nets
-from _caffe import caffe_build
+from _caffe import build  # noqa: F401 (a fixture)
 from surgery.cli import main
 
 pytestmark = pytest.mark.caffe
@@ -25,16 +25,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "models")
 TESTS = os.path.join(ROOT, "tests")
 TOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def build():
-    values = caffe_build()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CAFFE_PYTHON", values["CAFFE_PYTHON"])
-        patch.setenv("CAFFE_PYTHONPATH", values["CAFFE_PYTHONPATH"])
-        patch.setenv("GLOG_minloglevel", "2")
-        yield values
 
 
 def compare(build, original, weights, folded, folded_weights, blobs):
