@@ -230,3 +230,14 @@ def test_docs_fold_shows_what_its_commands_print(tmp_path, monkeypatch, capsys):
         assert main(argv) == 0
         printed = capsys.readouterr().out.splitlines()
         assert shown_lines_appear(shown, printed), (argv, "\n".join(printed))
+
+
+def test_a_convolution_sharing_its_weights_is_not_folded_into(tmp_path, capsys):
+    proto = tmp_path / "shared.prototxt"
+    proto.write_text(TRAIN_VAL.replace(' include { phase: TRAIN }', '').replace(
+        'convolution_param', 'param { name: "w" } convolution_param') % ("", ""))
+    weights = nets.trained_weights(proto, tmp_path / "shared.caffemodel")
+    status, text, _ = run(capsys, "fold", proto, "--weights", weights, "--dry-run",
+                          "--phase", "TEST")
+    assert status == 0 and "left: conv: its weights are shared" in text
+    assert "scale <- bn (one Scale)" in text

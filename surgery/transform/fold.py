@@ -213,6 +213,10 @@ def _foldable(target, node, flow):
         return ""
     if len(target.tops) != 1 or target.tops[0] != node.bottoms[0]:
         return ""
+    shared = [p.name for p in target.layer.param if p.name]
+    if shared:
+        return (f"its weights are shared with other layers (param {{ name: '{shared[0]}' }}), "
+                f"so '{node.name}' cannot fold into it (it became one Scale instead)")
     others = [r.name for r in flow.readers_of(target, node.bottoms[0]) if r is not node]
     if others:
         return (f"its output also feeds {', '.join(others)}, so '{node.name}' cannot fold "
