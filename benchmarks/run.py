@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from measure import cli_argv, measure, measure_alternating, paired_ratio  # noqa: E402
 
 PY = sys.executable
-GROUPS = ("weights", "dilate", "verify", "forks", "init-fcn", "report")
+GROUPS = ("weights", "dilate", "verify", "forks", "init-fcn", "report", "fold")
 # Child scripts that also time the read itself, without interpreter start-up and imports.
 DECODE = """
 import json, sys, time
@@ -525,6 +525,83 @@ def bench_forks(table, workdir, repeat, size=473):
             path.unlink()
 
 
+# The pycaffe recipe fold replaces (MobileNet-SSD's merge_bn.py and its copies): load the
+# net and its weights, load the folded net, compute each folded conv's weights and bias
+# from the BatchNorm/Scale after it, copy the rest, save. Runs under Caffe's interpreter.
+PYCAFFE_FOLD = """
+import sys
+import numpy as np
+import caffe
+original, weights, folded, out = sys.argv[1:5]
+net = caffe.Net(original, weights, caffe.TEST)
+new = caffe.Net(folded, caffe.TEST)
+chain, fold = {}, {}     # blob -> [conv, BN/Scale layers applied since]; conv -> those layers
+for name, layer in zip(net._layer_names, net.layers):
+    bottom, top = net.bottom_names[name], net.top_names[name]
+    if layer.type in ("Convolution", "InnerProduct"):
+        chain[top[0]] = [name]
+    elif layer.type in ("BatchNorm", "Scale") and bottom and bottom[0] in chain:
+        chain[top[0]] = chain.pop(bottom[0]) + [name]
+        fold[chain[top[0]][0]] = chain[top[0]][1:]
+    else:
+        for blob in top:
+            chain.pop(blob, None)
+for name in new.params:
+    params = net.params[name]
+    if name not in fold:
+        for i, blob in enumerate(params):
+            new.params[name][i].data[...] = blob.data
+        continue
+    a, b = 1.0, 0.0
+    for member in fold[name]:
+        p = [blob.data for blob in net.params[member]]
+        if len(p) == 3:       # BatchNorm: mean*f, var*f, f
+            k = 0 if p[2][0] == 0 else 1 / p[2][0]
+            mul = 1 / np.sqrt(p[1] * k + 1e-5)
+            add = -p[0] * k * mul
+        else:                 # Scale
+            mul, add = p[0], p[1] if len(p) > 1 else 0
+        a, b = a * mul, b * mul + add
+    w = params[0].data
+    new.params[name][0].data[...] = w * a.reshape((-1,) + (1,) * (w.ndim - 1))
+    new.params[name][1].data[...] = (params[1].data * a if len(params) > 1 else 0) + b
+new.save(out)
+"""
+
+
+def bench_fold(table, workdir, repeat):
+    """fold on ResNet-152 against the pycaffe recipe (PYCAFFE_FOLD), in turn, same run."""
+    group = "fold ResNet-152"
+    net = resnet152_prototxt(workdir)
+    caffe = caffe_build()
+    if net is None or caffe is None:
+        table.add(group, "skipped: " + ("no ResNet-152 prototxt" if net is None else
+                                        "no Caffe build (tools/build_caffe.sh)"))
+        return
+    cli = cli_argv()
+    weights = Path(workdir) / "r152.caffemodel"
+    init = measure(cli + ["init-weights", str(net), "-o", str(weights)])
+    folded, out = Path(workdir) / "r152_folded.prototxt", Path(workdir) / "r152_folded.caffemodel"
+    recipe_out = Path(workdir) / "r152_recipe.caffemodel"
+    argv = cli + ["fold", str(net), "--weights", str(weights), "-o", str(folded),
+                  "--weights-out", str(out)]
+    first = measure(argv)          # the folded prototxt the recipe loads
+    if init.returncode or first.returncode:
+        table.add(group, "skipped: " + (init.stderr or first.stderr).strip()[:100])
+        return
+    python, pythonpath = caffe
+    recipe = ["env", f"PYTHONPATH={pythonpath}", "GLOG_minloglevel=2", python, "-c",
+              PYCAFFE_FOLD, str(net), str(weights), str(folded), str(recipe_out)]
+    base, run = measure_alternating([recipe, argv], repeat=max(repeat, 3))
+    table.add(group, "baseline: pycaffe recipe (load, compute, save)", base, note=_failed(base))
+    ratio, memory = paired_ratio(base, run), base.rss_mb / max(run.rss_mb, 1e-9)
+    table.add(group, f"fold --weights-out ({weights.stat().st_size / 1e6:.0f} MB of weights)",
+              run, ratio=f"{ratio:.1f}x faster, {memory:.0f}x less memory",
+              target=">= 5x faster, >= 20x less memory, < 100 MB",
+              ok=run.returncode == 0 and base.returncode == 0 and ratio >= 5 and memory >= 20
+              and run.rss_mb < 100, note=_failed(run))
+
+
 def _verdict(sample):
     return {0: "PASS", 1: "FAIL (outputs differ)"}.get(
         sample.returncode, f"error: {sample.stderr.strip()[:100]}")
@@ -655,6 +732,8 @@ def main(argv=None):
             bench_report(table, workdir, args.repeat)
         if "init-fcn" in groups:
             bench_init_fcn(table, workdir, args.repeat, args.big)
+        if "fold" in groups:
+            bench_fold(table, workdir, args.repeat)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:

@@ -47,7 +47,7 @@ from surgery.models.vgg import vgg16
 from surgery.transform.dilate import dilate
 from surgery.engines.verify import verify
 
-from _caffe import caffe_build
+from _caffe import build  # noqa: F401 (a fixture)
 from _corpus import CORPUS
 
 pytestmark = pytest.mark.caffe
@@ -55,17 +55,6 @@ pytestmark = pytest.mark.caffe
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "models")
 TOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def build():
-    """The build's settings, exported as the CLI's users would (CAFFE_PYTHON...)."""
-    values = caffe_build()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CAFFE_PYTHON", values["CAFFE_PYTHON"])
-        patch.setenv("CAFFE_PYTHONPATH", values["CAFFE_PYTHONPATH"])
-        patch.setenv("GLOG_minloglevel", "2")
-        yield values
 
 
 @pytest.fixture(scope="module")

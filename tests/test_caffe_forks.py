@@ -18,20 +18,15 @@ from surgery.io.prototxt import parse_prototxt
 from surgery.transform.bvlc import form_weights
 from surgery.weights.writer import write as write_weights
 
-from _caffe import caffe_build
+from _caffe import build  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.caffe
 F32 = np.float32
 
 
 @pytest.fixture(scope="module")
-def caffe():
-    values = caffe_build()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CAFFE_PYTHON", values["CAFFE_PYTHON"])
-        patch.setenv("CAFFE_PYTHONPATH", values["CAFFE_PYTHONPATH"])
-        patch.setenv("GLOG_minloglevel", "2")
-        yield get_engine("caffe")
+def caffe(build):
+    return get_engine("caffe")
 
 
 def _inputs(shapes):

@@ -42,37 +42,32 @@ def _layer(*parts):
     return b"".join(parts)
 
 
+def _read_varint(message, pos):
+    value, shift = 0, 0
+    while True:
+        b = message[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, pos
+
+
 def _fields(message):
     """The top-level (field number, raw bytes) of a message, in file order."""
     out, pos = [], 0
     while pos < len(message):
         start = pos
-        key, shift = 0, 0
-        while True:
-            b = message[pos]
-            pos += 1
-            key |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                break
-        number, wire = key >> 3, key & 7
+        key, pos = _read_varint(message, pos)
+        wire = key & 7
         if wire == 0:
-            while message[pos] & 0x80:
-                pos += 1
-            pos += 1
+            pos = _read_varint(message, pos)[1]
         elif wire == 2:
-            n, shift = 0, 0
-            while True:
-                b = message[pos]
-                pos += 1
-                n |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
+            n, pos = _read_varint(message, pos)
             pos += n
         else:
             pos += {1: 8, 5: 4}[wire]
-        out.append((number, message[start:pos]))
+        out.append((key >> 3, message[start:pos]))
     return out
 
 
@@ -84,15 +79,8 @@ def _layers(path):
 
 def _payload(raw):
     """A length-delimited field's payload (its tag and length cut off)."""
-    (number, _), = _fields(raw)
-    n, shift, pos = 0, 0, len(_varint(number << 3 | 2))
-    while True:
-        b = raw[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            return raw[pos:pos + n]
+    n, pos = _read_varint(raw, _read_varint(raw, 0)[1])
+    return raw[pos:pos + n]
 
 
 W0, B0, W1 = (RNG.standard_normal(s).astype(np.float32) for s in ((4, 3, 3, 3), (4,), (2, 4)))

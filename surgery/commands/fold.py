@@ -53,6 +53,7 @@ def run(args):
         if not args.weights_out:
             raise SurgeryError("give --weights-out OUT.caffemodel for the folded weights (the "
                                "folded net does not load the old ones), or --dry-run")
+        guard_output(args.output, inputs, in_place=args.in_place)
         guard_output(args.weights_out, inputs, in_place=args.in_place)
         if os.path.abspath(args.output) == os.path.abspath(args.weights_out):
             raise SurgeryError("-o and --weights-out name the same file")

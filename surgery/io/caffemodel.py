@@ -526,8 +526,11 @@ class BlobReader:
         raise SurgeryError(f"blob {self.index} data ends early (file changed or truncated)",
                            file=self.path, layer=self.layer)
 
-    def read(self, start, count):
-        out = np.empty(count, self.native)
+    def read(self, start, count, out=None):
+        """Values start..start+count-1; into `out` (a flat array of at least `count`
+        values of this blob's dtype) when given, so a caller streaming a large blob can
+        reuse one buffer instead of faulting in fresh pages for every piece."""
+        out = np.empty(count, self.native) if out is None else out[:count]
         done = 0
         run_index = int(np.searchsorted(self._starts, start, side="right")) - 1
         f = self._file

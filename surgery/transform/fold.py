@@ -39,7 +39,7 @@ from ..errors import SurgeryError
 from ..io.caffemodel import read_blob
 from ..weights.plan import LayerWeights, Replaced, WeightPlan
 
-BAND_BYTES = 8 << 20     # weight bytes read at a time when a folded weight streams
+BAND_BYTES = 1 << 20     # weight bytes read at a time when a folded weight streams
 SCALE_TYPE = registry.Scale.types[0]
 
 
@@ -213,6 +213,10 @@ def _foldable(target, node, flow):
         return ""
     if len(target.tops) != 1 or target.tops[0] != node.bottoms[0]:
         return ""
+    shared = [p.name for p in target.layer.param if p.name]
+    if shared:
+        return (f"its weights are shared with other layers (param {{ name: '{shared[0]}' }}), "
+                f"so '{node.name}' cannot fold into it (it became one Scale instead)")
     others = [r.name for r in flow.readers_of(target, node.bottoms[0]) if r is not node]
     if others:
         return (f"its output also feeds {', '.join(others)}, so '{node.name}' cannot fold "
@@ -295,15 +299,21 @@ def _multiplier(layout, shape, a, first, rows):
 
 
 def _scaled_weight(layout, shape, a):
-    """Replaced values: the weight, band by band of rows, times each output's a_o."""
+    """Replaced values: the weight, band by band of rows, times each output's a_o (in the
+    weight's own precision, in place in one buffer the writer has written before it asks
+    for the next band: memory stays at one band)."""
     def values(inputs):
         with inputs.open(0) as reader:
+            scale = a.astype(reader.native)
             row = int(np.prod(shape[1:], dtype=np.int64))
             per_band = max(1, BAND_BYTES // max(1, row * reader.dtype.itemsize))
+            buffer = np.empty(min(per_band, shape[0]) * row, reader.native)
             for first in range(0, shape[0], per_band):
                 rows = min(per_band, shape[0] - first)
-                band = reader.read(first * row, rows * row).reshape((rows,) + shape[1:])
-                yield (band * _multiplier(layout, shape, a, first, rows)).astype(reader.native)
+                band = reader.read(first * row, rows * row, out=buffer)
+                band = band.reshape((rows,) + shape[1:])
+                band *= _multiplier(layout, shape, scale, first, rows)
+                yield band
     return values
 
 
@@ -366,16 +376,19 @@ def _into_scale(summary, group, a, b, new):
 
 
 def format_folded(result):
-    """The text summary."""
+    """The text summary: one line per group, then what was left and why."""
     into = sum(f.kind == "weights" for f in result.folds)
-    scales = len(result.folds) - into
     lines = [f"fold ({result.phase}): {into} group(s) folded into the layer before them, "
-             f"{scales} made one Scale, {len(result.plan.drop)} layer(s) removed"]
+             f"{len(result.folds) - into} made one Scale, {len(result.plan.drop)} layer(s) "
+             "removed"]
     for f in result.folds:
-        verb = "<-" if f.kind == "weights" else "= Scale of"
-        extra = " (bias added)" if f.bias_added and f.kind == "weights" else ""
-        removed = " + ".join(f.removed) or "itself"
-        lines.append(f"  {f.into} {verb} {removed}{extra}")
+        if f.kind == "weights":
+            extra = " (bias added)" if f.bias_added else ""
+            lines.append(f"  {f.into} <- {' + '.join(f.removed)}{extra}")
+        elif f.removed:
+            lines.append(f"  {f.into} <- {' + '.join(f.removed)} (one Scale)")
+        else:
+            lines.append(f"  {f.into} -> one Scale")
     for item in result.left:
         lines.append(f"  left: {item.layer}: {item.why}")
     return "\n".join(lines) + "\n"
