@@ -20,7 +20,7 @@ from surgery.io.prototxt import save_prototxt
 from surgery.io.netfile import load_net
 from surgery.models.segmentation import pspnet
 
-from _caffe import caffe_build
+from _caffe import build  # noqa: F401 (a fixture)
 from _corpus import CORPUS
 
 
@@ -169,16 +169,26 @@ def test_corpus_fork_nets(tmp_path, capsys, rel, rewritten, kept):
 
 
 @pytest.mark.caffe
-def test_a_net_left_with_no_fork_layer_loads_in_bvlc_caffe_as_it_is(tmp_path, capsys):
+def test_a_net_left_with_no_fork_layer_loads_in_bvlc_caffe_as_it_is(tmp_path, capsys, build):
     """No preparation: BVLC Caffe reads the written prototxt and caffemodel themselves."""
-    values = caffe_build()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GLOG_minloglevel", "2")
-        from surgery.engines.engine import CaffeEngine
+    from surgery.engines.engine import get_engine
 
-        net = _mobile(tmp_path)
-        weights, out, model = (tmp_path / n for n in ("m.caffemodel", "b.prototxt", "b.caffemodel"))
-        assert _run(capsys, "init-weights", net, "-o", weights)[0] == 0
-        assert _run(capsys, "bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)[0] == 0
-        shapes = CaffeEngine(python=values["CAFFE_PYTHON"]).blob_shapes(out, model)
-        assert shapes["pw3"] == (1, 16, 7, 7)      # FLOOR: 16 -> 7 (CEIL would give 8)
+    net = _mobile(tmp_path)
+    weights, out, model = (tmp_path / n for n in ("m.caffemodel", "b.prototxt", "b.caffemodel"))
+    assert _run(capsys, "init-weights", net, "-o", weights)[0] == 0
+    assert _run(capsys, "bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)[0] == 0
+    shapes = get_engine("caffe").blob_shapes(out, model)
+    assert shapes["pw3"] == (1, 16, 7, 7)      # FLOOR: 16 -> 7 (CEIL would give 8)
+
+
+@pytest.mark.caffe
+def test_the_result_verifies_in_caffe(tmp_path, capsys, psp, build):
+    """The original's Interps run as the fork's Python layers, the rewritten net's too;
+    its BatchNorm + Scale read the weights bvlc wrote."""
+    net, weights = psp
+    out, model = tmp_path / "bvlc.prototxt", tmp_path / "bvlc.caffemodel"
+    assert _run(capsys, "bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)[0] == 0
+    code, text, err = _run(capsys, "verify", net, out, "--weights", weights,
+                           "--weights-converted", model, "--blob", "conv5_4")
+    assert code == 0 and text.splitlines()[1].startswith("engine caffe, "), text + err
+    assert "PASS: 2/2" in text
