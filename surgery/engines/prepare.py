@@ -26,8 +26,7 @@ from typing import NamedTuple
 from .. import caffe_pb2
 from ..errors import SurgeryError
 from ..layers import rule_for
-
-ENGINES = ("caffe", "opencv")
+from .engine import ENGINES
 
 # BVLC master's LayerParameter ends at clip_param = 148; proto/caffe.proto puts the forks'
 # layer fields after it (DeepLab v1's strict_dim, interp_param, bn_param, ...), which

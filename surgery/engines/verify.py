@@ -171,12 +171,12 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
     for loaded, text, analysis in zip(files, templates, analysed):
         _prepared(loaded, text, analysis, "caffe")    # an open placeholder: say so first
     approx_layers = _approximate_layers(files[0].net, files[1].net, input_shapes, phase)
-    (orig_net, orig, orig_head), (conv_net, conv, conv_head) = fitted = [
+    (_, orig, orig_head), (_, conv, conv_head) = fitted = [
         _fit_weights(loaded, analysis, summaries[path], path, input_shapes, phase)
         for loaded, analysis, path in zip(files, analysed, weights)]
 
-    def prepared_for(engine):
-        return [_prepared(loaded, text, analysis, engine)
+    def prepared_for(kind):
+        return [_prepared(loaded, text, analysis, kind)
                 for loaded, text, (_, analysis, _) in zip(files, templates, fitted)]
 
     for_caffe = prepared_for("caffe")
@@ -446,11 +446,15 @@ def _grid(blob, orig, conv):
         if tuple(a) != tuple(b):
             return None, f"shapes {tuple(a)} and {tuple(b)} differ"
         return SAME, ""
-    # carried: past a join with a resampled branch (PSPNet's Concat of the trunk and its
-    # upsampled bins), on the grid of the trunk it sits on
-    ga, gb = orig.carried_geometry().get(blob), conv.carried_geometry().get(blob)
+    ga, gb = orig.geometry.get(blob), conv.geometry.get(blob)
     if ga is None or gb is None:
-        return None, "no geometry (collapsed or misaligned)"
+        # Past a join with a resampled branch (PSPNet's Concat of the trunk and its
+        # upsampled bins) the blob sits on its trunk's grid, but where that grid moved the
+        # branch's resampling is not exact: compared only where the grid is unchanged (a
+        # bvlc rewrite, a conversion that stops before the join).
+        ga, gb = orig.carried_geometry().get(blob), conv.carried_geometry().get(blob)
+        if ga is None or gb is None or not Grid.between(ga, gb).identity:
+            return None, "no geometry (collapsed or misaligned)"
     grid = Grid.between(ga, gb)
     if None in grid.common(a[2:], b[2:]):
         return None, (f"stride {tuple(ga.stride)}->{tuple(gb.stride)}, centre "

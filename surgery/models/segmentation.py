@@ -170,9 +170,10 @@ def deeplab_v2_resnet(depth=101, *, width=1.0, crop=513, num_classes=21,
     inputs = {"": data,
               "_res075": b.interp("data_res075", data, shrink_factor=4, zoom_factor=3),
               "_res05": b.interp("data_res05", data, shrink_factor=2)}
+    trunks = {suffix: _msra_trunk(b, depth, suffix, image, width)
+              for suffix, image in inputs.items()}      # the file's order: trunks, then ASPPs
     scores = {}
-    for suffix, image in inputs.items():
-        trunk = _msra_trunk(b, depth, suffix, image, width)
+    for suffix, trunk in trunks.items():
         branch = "fc1_voc12" + suffix
         aspp = [b.conv(f"{branch}_c{k}", trunk, num_output=num_classes, kernel=3, pad=rate,
                        dilation=rate, param=[{"name": f"fc1_voc12_c{k}_w"},
