@@ -42,6 +42,7 @@ BASE = {
                 ("output", ["-o", "O"])],
     "fold": [("net", ["N"]), ("weights", ["--weights", "M"]), ("output", ["-o", "O"]),
              ("weights_out", ["--weights-out", "W"])],
+    "bvlc": [("net", ["N"]), ("output", ["-o", "O"])],
 }
 
 FLAG = [["=yes"]]          # a value given to an option that takes none
@@ -101,6 +102,8 @@ BAD = {
     ("verify", "tol"): [["--tol", v] for v in ("a", "-1", "nan", "inf", "")],
     ("verify", "weights_converted"): [["--weights-converted", v] for v in ("X", "D", "E", "T")],
     ("verify", "seed"): SEEDS, ("verify", "strict"): FLAG, ("verify", "json"): FLAG,
+    ("verify", "define"): [["--define", v] for v in ("NOEQUALS", "=1", "${A}=1", "A B=1",
+                                                     "nosuch=1")],
 
     ("fcn", "net"): NET_FILES,
     ("fcn", "weights"): [["--weights", v, "--weights-out", "W"] for v in ("X", "D", "T")],
@@ -148,6 +151,18 @@ BAD = {
     + [["--diff", "-", "--json"]],
     ("fold", "dry_run"): FLAG, ("fold", "json"): FLAG, ("fold", "in_place"): FLAG,
     ("fold", "canonical"): FLAG, ("fold", "strict"): FLAG,
+
+    ("bvlc", "net"): NET_FILES,
+    ("bvlc", "weights"): [["--weights", v, "--weights-out", "W"] for v in ("X", "D", "E", "T")]
+    + [["--weights", "M"]],
+    ("bvlc", "weights_out"): [["--weights", "M", "--weights-out", v]
+                              for v in ("", "D", "nodir/w", "M", "N", "O")]
+    + [["--weights-out", "W"]],
+    ("bvlc", "output"): OUTPUTS,
+    ("bvlc", "diff"): [["--diff", v] for v in ("", "D", "nodir/out", "N", "O")]
+    + [["--diff", "-", "--json"]],
+    ("bvlc", "strict"): FLAG, ("bvlc", "dry_run"): FLAG, ("bvlc", "json"): FLAG,
+    ("bvlc", "in_place"): FLAG, ("bvlc", "canonical"): FLAG,
 }
 
 
