@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from measure import cli_argv, measure, measure_alternating, paired_ratio  # noqa: E402
 
 PY = sys.executable
-GROUPS = ("weights", "dilate", "verify", "init-fcn", "report")
+GROUPS = ("weights", "dilate", "verify", "forks", "init-fcn", "report", "fold")
 # Child scripts that also time the read itself, without interpreter start-up and imports.
 DECODE = """
 import json, sys, time
@@ -409,6 +409,199 @@ def bench_verify(table, workdir, repeat, sizes=VERIFY_SIZES):
                   note=f"verdict: {_verdict(run)}")
 
 
+# The engines' own forward of two prepared nets, as verify runs them (engines/engine.py):
+# the floor of verify's time. argv: JSON list of [prototxt, caffemodel, layer] and the
+# input shape.
+OPENCV_FORWARD = """
+import json, sys
+import cv2, numpy as np
+runs, shape = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+cv2.setNumThreads(2)
+x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+for proto, model, layer in runs:
+    net = cv2.dnn.readNetFromCaffe(proto, model)
+    net.enableFusion(False)
+    if hasattr(net, "enableWinograd"):
+        net.enableWinograd(False)
+    net.setInput(x, "data")
+    net.forward(layer)
+"""
+CAFFE_FORWARD = """
+import json, sys
+import numpy as np
+import caffe
+caffe.set_mode_cpu()
+runs, shape = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+for proto, model, layer in runs:
+    net = caffe.Net(proto, caffe.TEST, weights=model)
+    net.blobs["data"].data[...] = x
+    net.forward()
+"""
+
+
+def _prepared_pair(workdir, tag, original, converted, weights, blobs, engine):
+    """The two nets verify runs, prepared for `engine` as it prepares them, with their
+    weights and the layer that last writes each compared blob: [(prototxt, caffemodel,
+    layer)] for the engine's own forward (the baseline)."""
+    from surgery.analysis.analyse import analyse
+    from surgery.engines.prepare import prepare
+    from surgery.io.caffemodel import read_caffemodel
+    from surgery.io.netfile import load_net
+    from surgery.io.prototxt import save_prototxt
+    from surgery.transform.bvlc import form_weights
+    from surgery.weights.writer import write
+
+    summary = read_caffemodel(str(weights))
+    runs = []
+    for i, path in enumerate((original, converted)):
+        prepared = prepare(analyse(load_net(path).net), engine)
+        proto = Path(workdir) / f"{tag}-{engine}-{i}.prototxt"
+        save_prototxt(prepared.net, proto)
+        model = Path(workdir) / f"{tag}-{engine}-{i}.caffemodel"
+        write(form_weights(prepared.forms, summary, retype=False), model, source=summary)
+        writers = {top: layer.name for layer in prepared.net.layer for top in layer.top}
+        runs.append([str(proto), str(model), writers[blobs[-1]]])
+    return runs
+
+
+def bench_forks(table, workdir, repeat, size=473):
+    """verify on PSPNet-50 (its published 473 px, full width, fork BN and Interp) against
+    its OS-16 and OS-4 conversions: time and peak memory, and the ratio to the engine's own
+    forward of the same two prepared nets (loading them with their weights and computing
+    the blobs verify compares), round by round. Caffe runs the OS-16 pair only: at OS 4
+    its forward would need about 10 GB."""
+    from surgery.io.prototxt import save_prototxt
+    from surgery.models.segmentation import pspnet
+
+    cli = cli_argv()
+    missing = [c for c in ("init-weights", "dilate", "verify") if not _has_command(c)]
+    group = f"verify PSPNet-50 @{size}"
+    if missing:
+        table.add(group, f"skipped: command(s) {', '.join(missing)} not available yet")
+        return
+    net, weights = Path(workdir) / "psp50.prototxt", Path(workdir) / "psp50.caffemodel"
+    save_prototxt(pspnet(50, input_size=size), net)
+    init = measure(cli + ["init-weights", str(net), "-o", str(weights)])
+    table.add(group, "init-weights (46.6M parameters)", init,
+              note="" if init.returncode == 0 else f"FAILED: {init.stderr.strip()[:100]}")
+    caffe = caffe_build()
+    if caffe is not None:
+        os.environ["CAFFE_PYTHONPATH"] = caffe[1]
+        os.environ.setdefault("GLOG_minloglevel", "2")
+    for stride, flags in ((16, ["--dilation", "round"]), (4, [])):
+        converted = Path(workdir) / f"psp50-os{stride}.prototxt"
+        dil = measure(cli + ["dilate", str(net), "-s", str(stride), *flags, "-o", str(converted)])
+        if init.returncode or dil.returncode:
+            table.add(group, f"OS {stride} skipped: a preparation step failed",
+                      note=(init.stderr or dil.stderr).strip()[:100])
+            continue
+        engines = [("opencv", OPENCV_FORWARD, [PY])]
+        if caffe is not None and stride == 16:
+            pythonpath = os.pathsep.join([caffe[1], str(ROOT / "surgery" / "engines" / "pylayers")])
+            engines.append(("caffe", CAFFE_FORWARD, ["env", f"PYTHONPATH={pythonpath}", caffe[0]]))
+        for engine, script, python in engines:
+            argv = cli + ["verify", str(net), str(converted), "--weights", str(weights),
+                          "--engine", engine, "--json"]
+            if engine == "caffe":
+                argv += ["--caffe-python", caffe[0]]
+            first = measure(argv)
+            if first.returncode not in (0, 1):
+                table.add(group, f"verify OS {stride} ({engine}) FAILED", first,
+                          note=first.stderr.strip()[:100])
+                continue
+            blobs = [b["blob"] for b in json.loads(first.stdout)["blobs"]]
+            runs = _prepared_pair(workdir, f"os{stride}", net, converted, weights, blobs, engine)
+            forward = python + ["-c", script, json.dumps(runs), json.dumps([1, 3, size, size])]
+            ver, base = measure_alternating([argv, forward], repeat=repeat)
+            ratio = paired_ratio(ver, base)
+            table.add(group, f"{engine}: its own forward of both nets (OS 8, OS {stride})", base,
+                      note="" if base.returncode == 0 else f"FAILED: {base.stderr.strip()[-100:]}")
+            table.add(group, f"{engine}: verify OS 8 vs OS {stride}", ver,
+                      ratio=f"{ratio:.2f}x the engine's forward", target="<= 1.5x, PASS",
+                      ok=ratio <= 1.5 and ver.returncode == 0,
+                      note=f"verdict: {_verdict(ver)}; blobs {', '.join(blobs)}")
+        for path in Path(workdir).glob(f"os{stride}-*"):
+            path.unlink()
+
+
+# The pycaffe recipe fold replaces (MobileNet-SSD's merge_bn.py and its copies): load the
+# net and its weights, load the folded net, compute each folded conv's weights and bias
+# from the BatchNorm/Scale after it, copy the rest, save. Runs under Caffe's interpreter.
+PYCAFFE_FOLD = """
+import sys
+import numpy as np
+import caffe
+original, weights, folded, out = sys.argv[1:5]
+net = caffe.Net(original, weights, caffe.TEST)
+new = caffe.Net(folded, caffe.TEST)
+chain, fold = {}, {}     # blob -> [conv, BN/Scale layers applied since]; conv -> those layers
+for name, layer in zip(net._layer_names, net.layers):
+    bottom, top = net.bottom_names[name], net.top_names[name]
+    if layer.type in ("Convolution", "InnerProduct"):
+        chain[top[0]] = [name]
+    elif layer.type in ("BatchNorm", "Scale") and bottom and bottom[0] in chain:
+        chain[top[0]] = chain.pop(bottom[0]) + [name]
+        fold[chain[top[0]][0]] = chain[top[0]][1:]
+    else:
+        for blob in top:
+            chain.pop(blob, None)
+for name in new.params:
+    params = net.params[name]
+    if name not in fold:
+        for i, blob in enumerate(params):
+            new.params[name][i].data[...] = blob.data
+        continue
+    a, b = 1.0, 0.0
+    for member in fold[name]:
+        p = [blob.data for blob in net.params[member]]
+        if len(p) == 3:       # BatchNorm: mean*f, var*f, f
+            k = 0 if p[2][0] == 0 else 1 / p[2][0]
+            mul = 1 / np.sqrt(p[1] * k + 1e-5)
+            add = -p[0] * k * mul
+        else:                 # Scale
+            mul, add = p[0], p[1] if len(p) > 1 else 0
+        a, b = a * mul, b * mul + add
+    w = params[0].data
+    new.params[name][0].data[...] = w * a.reshape((-1,) + (1,) * (w.ndim - 1))
+    new.params[name][1].data[...] = (params[1].data * a if len(params) > 1 else 0) + b
+new.save(out)
+"""
+
+
+def bench_fold(table, workdir, repeat):
+    """fold on ResNet-152 against the pycaffe recipe (PYCAFFE_FOLD), in turn, same run."""
+    group = "fold ResNet-152"
+    net = resnet152_prototxt(workdir)
+    caffe = caffe_build()
+    if net is None or caffe is None:
+        table.add(group, "skipped: " + ("no ResNet-152 prototxt" if net is None else
+                                        "no Caffe build (tools/build_caffe.sh)"))
+        return
+    cli = cli_argv()
+    weights = Path(workdir) / "r152.caffemodel"
+    init = measure(cli + ["init-weights", str(net), "-o", str(weights)])
+    folded, out = Path(workdir) / "r152_folded.prototxt", Path(workdir) / "r152_folded.caffemodel"
+    recipe_out = Path(workdir) / "r152_recipe.caffemodel"
+    argv = cli + ["fold", str(net), "--weights", str(weights), "-o", str(folded),
+                  "--weights-out", str(out)]
+    first = measure(argv)          # the folded prototxt the recipe loads
+    if init.returncode or first.returncode:
+        table.add(group, "skipped: " + (init.stderr or first.stderr).strip()[:100])
+        return
+    python, pythonpath = caffe
+    recipe = ["env", f"PYTHONPATH={pythonpath}", "GLOG_minloglevel=2", python, "-c",
+              PYCAFFE_FOLD, str(net), str(weights), str(folded), str(recipe_out)]
+    base, run = measure_alternating([recipe, argv], repeat=max(repeat, 3))
+    table.add(group, "baseline: pycaffe recipe (load, compute, save)", base, note=_failed(base))
+    ratio, memory = paired_ratio(base, run), base.rss_mb / max(run.rss_mb, 1e-9)
+    table.add(group, f"fold --weights-out ({weights.stat().st_size / 1e6:.0f} MB of weights)",
+              run, ratio=f"{ratio:.1f}x faster, {memory:.0f}x less memory",
+              target=">= 5x faster, >= 20x less memory, < 100 MB",
+              ok=run.returncode == 0 and base.returncode == 0 and ratio >= 5 and memory >= 20
+              and run.rss_mb < 100, note=_failed(run))
+
+
 def _verdict(sample):
     return {0: "PASS", 1: "FAIL (outputs differ)"}.get(
         sample.returncode, f"error: {sample.stderr.strip()[:100]}")
@@ -533,10 +726,14 @@ def main(argv=None):
             bench_dilate(table, workdir, args.repeat)
         if "verify" in groups:
             bench_verify(table, workdir, args.repeat, (224,) if args.quick else VERIFY_SIZES)
+        if "forks" in groups and not args.quick:
+            bench_forks(table, workdir, args.repeat)
         if "report" in groups:
             bench_report(table, workdir, args.repeat)
         if "init-fcn" in groups:
             bench_init_fcn(table, workdir, args.repeat, args.big)
+        if "fold" in groups:
+            bench_fold(table, workdir, args.repeat)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:

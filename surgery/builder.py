@@ -98,8 +98,9 @@ class NetBuilder:
         return name
 
     def conv(self, name, bottom, *, num_output, kernel, stride=1, pad=0, dilation=1,
-             group=1, bias=True, top=None, type="Convolution"):
-        """A convolution; square windows use `kernel_size`, others `kernel_h/kernel_w`."""
+             group=1, bias=True, top=None, type="Convolution", **fields):
+        """A convolution; square windows use `kernel_size`, others `kernel_h/kernel_w`.
+        `fields`: other LayerParameter fields (param specs, phase rules)."""
         params = {"num_output": num_output}
         params.update(_repeated(window_fields(kernel=kernel, stride=stride, pad=pad)))
         dh, dw = _pair(dilation)
@@ -110,17 +111,56 @@ class NetBuilder:
         if not bias:
             params["bias_term"] = False
         top = top or name
-        self.layer(type, name, [bottom], [top], convolution_param=params)
+        self.layer(type, name, [bottom], [top], convolution_param=params, **fields)
         return top
 
-    def bn(self, name, blob):
+    def bn(self, name, blob, **fields):
         """Inference BatchNorm in place (stats from the weights file)."""
-        self.layer("BatchNorm", name, [blob], [blob], batch_norm_param={"use_global_stats": True})
+        self.layer("BatchNorm", name, [blob], [blob], batch_norm_param={"use_global_stats": True},
+                   **fields)
         return blob
 
-    def scale(self, name, blob, *, bias=True):
-        self.layer("Scale", name, [blob], [blob], scale_param={"bias_term": bias})
+    def scale(self, name, blob, *, bias=True, **fields):
+        self.layer("Scale", name, [blob], [blob], scale_param={"bias_term": bias}, **fields)
         return blob
+
+    def bn_fork(self, name, blob, *, eps=None):
+        """PSPNet's fork BN in place, as its files write it: frozen, with slope and bias
+        fillers and four param specs (lr 1 for slope and bias, 0 for the statistics)."""
+        params = {"slope_filler": {"type": "constant", "value": 1},
+                  "bias_filler": {"type": "constant", "value": 0},
+                  "frozen": True, "momentum": 0.95}
+        if eps is not None:
+            params["eps"] = eps
+        specs = [{"lr_mult": m, "decay_mult": m} for m in (1, 1, 0, 0)]
+        self.layer("BN", name, [blob], [blob], bn_param=params, param=specs)
+        return blob
+
+    def interp(self, name, bottom, *, top=None, **interp_param):
+        """DeepLab v2 / PSPNet Interp: zoom_factor, shrink_factor, height/width, pads."""
+        top = top or name
+        self.layer("Interp", name, [bottom], [top], interp_param=interp_param)
+        return top
+
+    def seg_data(self, name, tops, *, crop, source, batch=1, phase=None):
+        """DeepLab's ImageSegData reader (image, label[, data_dim]) with a crop."""
+        fields = {"transform_param": {"crop_size": crop, "mirror": False,
+                                      "mean_value": [104.008, 116.669, 122.675]},
+                  "image_data_param": {"source": source, "batch_size": batch,
+                                       "label_type": "PIXEL"}}
+        if phase:
+            fields["include"] = [{"phase": phase}]
+        self.layer("ImageSegData", name, (), list(tops), **fields)
+        return tops[0]
+
+    def mat_write(self, name, bottom, *, prefix, source):
+        """DeepLab's MatWrite: dumps a blob to .mat files (only writes)."""
+        self.layer("MatWrite", name, [bottom], [],
+                   mat_write_param={"prefix": prefix, "source": source, "strip": 0,
+                                    "period": 1}, include=[{"phase": "TEST"}])
+
+    def silence(self, name, bottoms):
+        self.layer("Silence", name, list(bottoms), [])
 
     def relu(self, name, blob):
         self.layer("ReLU", name, [blob], [blob])
@@ -146,6 +186,7 @@ class NetBuilder:
         return top
 
     def eltwise(self, name, bottoms, *, operation=None, top=None):
+        """Eltwise (SUM unless `operation`, e.g. "MAX")."""
         params = {"eltwise_param": {"operation": operation}} if operation else {}
         top = top or name
         self.layer("Eltwise", name, list(bottoms), [top], **params)

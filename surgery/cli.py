@@ -21,6 +21,8 @@ COMMANDS = [
     "fcn",
     "report",
     "segment",
+    "fold",
+    "bvlc",
 ]
 
 

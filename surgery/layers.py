@@ -17,6 +17,7 @@ import enum
 
 import math
 from fractions import Fraction
+from typing import NamedTuple, Optional
 
 from .errors import SurgeryError
 from .transform.grid import SAME
@@ -39,6 +40,34 @@ class Role(enum.Enum):
 
 class Unknown(Exception):
     """A rule cannot tell (missing size, runtime-dependent, unsupported form); not a user error."""
+
+
+class ChannelAffine(NamedTuple):
+    """What a layer computes per channel c of axis 1 at inference, read from its blobs:
+    y = scale_c * (x - mean_c) / sqrt(var_c + eps) + shift_c. Each term is a blob index;
+    None means scale 1, shift 0, mean 0, and without `var` no normalisation (and no eps).
+    `factor` is BVLC BatchNorm's moving-average factor f: mean and var are stored times f
+    (f = 0 means zero statistics). `batch` says why the layer normalises with each batch's
+    own statistics instead (then no fixed map exists), "" when it does not."""
+
+    scale: Optional[int] = None
+    shift: Optional[int] = None
+    mean: Optional[int] = None
+    var: Optional[int] = None
+    factor: Optional[int] = None
+    eps: float = 0.0
+    batch: str = ""
+
+
+class WeightLayout(NamedTuple):
+    """Where a layer's output channels sit in its weight blob (the first `rank` axes that
+    count; legacy 4-D blobs carry leading 1s): output channel o of element (i, j, ...) is
+    i when `axis` is 0, and (i // (shape[0] / groups)) * shape[1] + j when `axis` is 1
+    (a Deconvolution's (C_in, C_out/group, kh, kw), a transposed InnerProduct's (K, N))."""
+
+    axis: int
+    groups: int
+    rank: int
 
 
 # ---------------------------------------------------------------------------
@@ -222,6 +251,30 @@ class LayerRule:
         no filler fields (its blobs cannot be initialised from the prototxt)."""
         return None
 
+    # fold (surgery/transform/fold.py): a normaliser (BatchNorm, the forks' BN) starts a
+    # group that folds into the layer before it, or becomes one Scale.
+    normalizes = False
+
+    def channel_affine(self, layer, phase="TEST"):
+        """The per-channel map the layer computes at `phase` (ChannelAffine), None when it
+        is not one (a Scale on two bottoms or another axis, any other type)."""
+        return None
+
+    def training_updates(self, layer):
+        """Why training changes this layer's blobs in TRAIN (statistics it updates, an
+        lr_mult that is not 0), "" when it does not."""
+        return ""
+
+    def output_layout(self, layer):
+        """WeightLayout of the weight blob, for scaling each output channel; None when the
+        layer's outputs cannot absorb a per-channel scale and shift (no such weights, or
+        its output channels are not on axis 1)."""
+        return None
+
+    def with_bias_term(self, layer):
+        """A copy of `layer` that has a bias blob."""
+        raise _err(layer, f"type '{layer.type}' has no bias term to add")
+
     def new_weights(self, before, after):
         """Whether a rewrite from window `before` to `after` needs new weights (a dilation
         or a stride kept or removed never does: the kernel sees the same taps)."""
@@ -386,14 +439,55 @@ class LayerRule:
         mean and variance through this layer, with the settings of the layer it needs."""
         return self.moment, {}
 
+    # -- other layers for the same arithmetic (transform/bvlc.py, engines/prepare.py) --------
+
+    def bvlc_form(self, layer):
+        """Layers of BVLC Caffe's own types that compute exactly what `layer` computes (up
+        to float rounding order), in run order, writing its tops; the one that keeps its
+        name takes the place of its weights. None when the type is BVLC's, or a fork's
+        with no such form. `form_blobs` says what their weights are."""
+        return None
+
+    def form_blobs(self, layer, form, shapes):
+        """{name of a layer of `form`: its blobs as a weights.plan list (Copied, Reshaped,
+        New)}, made from `layer`'s blobs, whose shapes in the weights file are `shapes`.
+        A form layer not named keeps the blobs of the layer of its name unchanged."""
+        return {}
+
+    def for_engine(self, layer, engine):
+        """What `engine` ("caffe": BVLC Caffe with Python layers; "opencv": OpenCV DNN)
+        runs in place of `layer` to compute what it computes: a list of LayerParameter
+        (empty: the layer only writes or scores, and is left out of the run), or None to
+        run it as it is. By default its exact BVLC form. A returned Input or Interp that
+        gives no size takes its sizes from the analysis of the original (`with_sizes`)."""
+        return self.bvlc_form(layer)
+
+    def with_sizes(self, layer, in_shapes, out_shapes):
+        """`layer` with the sizes it would otherwise compute at run time written out, from
+        the analysed shapes (of the layer it replaces, for a layer `for_engine` made):
+        engines/prepare.py asks it of every layer that runs."""
+        return layer
+
 
 class UnknownRule(LayerRule):
-    """Any type the registry does not know (and Python layers): inference stops here."""
+    """Any type the registry does not know: inference stops here."""
 
     def out_shapes(self, layer, in_shapes):
-        if layer.type == "Python":
-            raise Unknown("Python layer: its outputs are defined by user code")
         raise Unknown(f"type '{layer.type}' is not in the registry{type_hint(layer.type)}")
+
+
+class PythonLayer(UnknownRule):
+    """Caffe's `Python` layer runs user code, so inference stops here as for an unknown
+    type. One with no bottoms is a data layer (FCN's VOC readers): an engine run feeds an
+    Input of the same tops instead."""
+
+    types = ("Python",)
+
+    def out_shapes(self, layer, in_shapes):
+        raise Unknown("Python layer: its outputs are defined by user code")
+
+    def for_engine(self, layer, engine):
+        return None if len(layer.bottom) else [_input_form(layer)]
 
 
 def type_hint(type_string):
@@ -407,10 +501,10 @@ def type_hint(type_string):
 class Pointwise(LayerRule):
     """Every top has the shape of bottom 0 (in-place capable)."""
 
-    types = ("ReLU", "ELU", "Sigmoid", "TanH", "Power", "AbsVal", "BNLL", "Dropout", "Clip",
-             "Swish", "Threshold", "Exp", "Log", "LRN", "MVN", "Softmax", "ReLU6", "Mish",
+    types = ("ReLU", "ELU", "Sigmoid", "TanH", "Power", "AbsVal", "BNLL", "Dropout",
+             "Swish", "Threshold", "Exp", "Log", "LRN", "MVN", "Softmax", "Mish",
              "HardSigmoid", "Sign")
-    fork_types = ("ReLU6", "Mish", "HardSigmoid", "Sign")
+    fork_types = ("Mish", "HardSigmoid", "Sign")
     role = Role.POINTWISE
     moment = "keep"
 
@@ -421,6 +515,37 @@ class Pointwise(LayerRule):
 
     def out_shapes(self, layer, in_shapes):
         return [tuple(in_shapes[0]) for _ in layer.top]
+
+
+class ReLU6(Pointwise):
+    """MobileNet forks' ReLU6, min(max(x, 0), 6): exactly BVLC's Clip{min 0, max 6}. (The
+    forks' negative_slope variant is a field the schema lacks: a layer that sets it holds
+    an unknown field, and such a layer is never rewritten.) OpenCV has ReLU6 itself and
+    no Clip, so it runs the layer as it is."""
+
+    types = ("ReLU6",)
+    fork_types = types
+
+    def bvlc_form(self, layer):
+        clip = _form(layer, "Clip")
+        clip.clip_param.min, clip.clip_param.max = 0.0, 6.0
+        return [clip]
+
+    def for_engine(self, layer, engine):
+        return None if engine == "opencv" else self.bvlc_form(layer)
+
+
+class Clip(Pointwise):
+    """BVLC Clip: max(min, min(x, max)). OpenCV's importer lacks it; its ReLU6 is the
+    same arithmetic for the bounds 0 and 6 (what `bvlc` makes of a ReLU6)."""
+
+    types = ("Clip",)
+
+    def for_engine(self, layer, engine):
+        p = layer.clip_param
+        if engine == "opencv" and (p.min, p.max) == (0.0, 6.0):
+            return [_form(layer, "ReLU6")]
+        return None
 
 
 class Affine(Pointwise):
@@ -469,6 +594,30 @@ class BatchNorm(Affine):
         factor 1) make an untrained BatchNorm pass its input through."""
         return [_constant(0.0), _constant(1.0), _constant(1.0)]
 
+    normalizes = True
+
+    @staticmethod
+    def _global_stats(layer, phase):
+        """Caffe's LayerSetUp: the stored statistics at TEST, the batch's at TRAIN, unless
+        use_global_stats is written (then it decides, in either phase)."""
+        p = layer.batch_norm_param
+        return p.use_global_stats if p.HasField("use_global_stats") else phase == "TEST"
+
+    def channel_affine(self, layer, phase="TEST"):
+        batch = "" if self._global_stats(layer, phase) else (
+            f"it normalises with each batch's own statistics in {phase} (use_global_stats "
+            f"{'false' if layer.batch_norm_param.HasField('use_global_stats') else 'unset'})")
+        return ChannelAffine(mean=0, var=1, factor=2, eps=layer.batch_norm_param.eps, batch=batch)
+
+    def training_updates(self, layer):
+        """Caffe forces its lr_mult to 0; only the statistics can change, in TRAIN."""
+        if self._global_stats(layer, "TRAIN"):
+            return ""
+        return "TRAIN updates its mean and variance (use_global_stats is not true)"
+
+    def as_scale(self, layer):
+        return _as_scale(layer, "batch_norm_param")
+
 
 class BN(Affine):
     """Fork 'BN'. Two dialects share the type name:
@@ -484,18 +633,131 @@ class BN(Affine):
     def moment_of(self, layer):
         return "bn_fork", {"eps": field(sub(layer, "bn_param"), "eps", 1e-5)}
 
+    def _segnet(self, layer):
+        bn = field(layer, "bn_param")
+        return bn is not None and any(has_field(bn, f) for f in self.SEGNET_FIELDS)
+
     def param_shapes(self, layer, in_shapes):
         c = in_shapes[0][1]
         blob = (1, c, 1, 1)
-        bn = field(layer, "bn_param")
-        if bn is not None and any(has_field(bn, f) for f in self.SEGNET_FIELDS):
-            return [blob, blob]
-        return [blob, blob, blob, blob]
+        return [blob, blob] if self._segnet(layer) else [blob, blob, blob, blob]
+
+    normalizes = True
+    INFERENCE = 1    # SegNet's BNMode: LEARN = 0 normalises with the batch, INFERENCE = 1 does not
+
+    def channel_affine(self, layer, phase="TEST"):
+        """PSPNet: scale·(x−mean)/sqrt(var+eps)+shift, eps from bn_param (default 1e-5),
+        stored statistics at TEST or when frozen (its cuDNN engine clamps eps to at least
+        1e-5; the CPU layer does not). SegNet: x·scale+shift in INFERENCE mode; LEARN
+        normalises with the batch's statistics in every phase."""
+        bn = sub(layer, "bn_param")
+        if self._segnet(layer):
+            if field(bn, "bn_mode", 0) == self.INFERENCE:
+                return ChannelAffine(scale=0, shift=1)
+            return ChannelAffine(scale=0, shift=1, batch=(
+                "SegNet's bn_mode LEARN normalises with each batch's own statistics, at TEST "
+                "too (bn_mode: INFERENCE uses the stored scale and shift)"))
+        stored = field(bn, "frozen", False) or phase == "TEST"
+        return ChannelAffine(scale=0, shift=1, mean=2, var=3, eps=field(bn, "eps", 1e-5),
+                             batch="" if stored else
+                             f"it normalises with each batch's statistics in {phase} "
+                             "(bn_param.frozen is false)")
+
+    def training_updates(self, layer):
+        if self._segnet(layer):
+            return _learned(layer, 2)
+        if field(sub(layer, "bn_param"), "frozen", False):
+            return ""       # the fork forces every lr_mult to 0 and keeps its statistics
+        return "TRAIN updates its statistics and learns its scale and shift (bn_param.frozen is false)"
+
+    def as_scale(self, layer):
+        return _as_scale(layer, "bn_param")
+
+    def bvlc_form(self, layer):
+        """The fixed map `channel_affine` reads (hszhao/PSPNet and caffe-segnet
+        bn_layer.cpp) in BVLC layers. PSPNet's (x - mean) * (var + eps)^-0.5 * slope +
+        bias: BVLC's BatchNorm (stored statistics, eps inside the root as there) then a
+        Scale with a bias, in place on its top; the Scale carries the slope and bias specs
+        (lr 0 when frozen, as the fork forces). SegNet's INFERENCE x * scale + shift: one
+        Scale with a bias, bit for bit. SegNet's LEARN mode normalises with the live batch's
+        statistics, which no BVLC layer does: None."""
+        affine = self.channel_affine(layer, "TEST")
+        if affine.batch:
+            return None
+        if affine.var is None:
+            scale = _form(layer, "Scale")
+            scale.param.extend(layer.param)
+            scale.scale_param.bias_term = True
+            return [scale]
+        norm = _form(layer, "BatchNorm")
+        norm.batch_norm_param.use_global_stats = True
+        if affine.eps != norm.batch_norm_param.eps:
+            norm.batch_norm_param.eps = affine.eps
+        scale = _form(layer, "Scale", name=f"{layer.name}_scale", bottoms=layer.top[:1],
+                      tops=layer.top[:1])
+        if field(sub(layer, "bn_param"), "frozen", False):
+            for _ in range(2):
+                scale.param.add(lr_mult=0, decay_mult=0)
+        else:
+            scale.param.extend(layer.param[:2])
+        scale.scale_param.bias_term = True
+        return [norm, scale]
+
+    def form_blobs(self, layer, form, shapes):
+        """BVLC checks blob shapes exactly on load, so the fork's (1, C, 1, 1) blobs go in
+        as (C,): BatchNorm's mean and variance with a moving-average factor 1 (statistics
+        used as stored), the Scale's scale and shift."""
+        from .weights.plan import New, Reshaped     # late: io imports this module
+
+        affine = self.channel_affine(layer, "TEST")
+        if affine.batch:        # no BVLC form: its Python layer reads the fork's blobs as they are
+            return {}
+        used = [i for i in affine[:4] if i is not None]
+        if len(shapes) <= max(used):
+            raise _err(layer, f"its weights hold {len(shapes)} blobs; this BN reads blob "
+                              f"{max(used)}")
+        flat = (count(shapes[affine.scale]),)
+        scale = [Reshaped(affine.scale, flat), Reshaped(affine.shift, flat)]
+        if affine.var is None:
+            return {form[0].name: scale}
+        return {form[0].name: [Reshaped(affine.mean, flat), Reshaped(affine.var, flat),
+                               New((1,), filler=_constant(1.0))],
+                form[1].name: scale}
+
+    def for_engine(self, layer, engine):
+        form = self.bvlc_form(layer)
+        if form is None and engine == "caffe":    # SegNet LEARN: the batch statistics
+            return [_python_form(layer, "BatchBN", {})]
+        return form
 
 
 def _constant(value):
     from .caffe_pb2 import FillerParameter
     return FillerParameter(type="constant", value=value)
+
+
+def _learned(layer, blobs):
+    """Why a layer's first `blobs` blobs are learned ("" when every lr_mult is 0); a blob
+    with no `param` spec has lr_mult 1."""
+    mults = [layer.param[i].lr_mult if i < len(layer.param) else 1.0 for i in range(blobs)]
+    learned = [i for i, m in enumerate(mults) if m != 0]
+    if not learned:
+        return ""
+    return f"TRAIN learns its blob(s) {', '.join(map(str, learned))} (lr_mult not 0)"
+
+
+def _as_scale(layer, param):
+    """A normaliser rewritten as the one Scale (with bias) that computes its fixed map: the
+    same name, bottom, top and phase rules; its own parameter block and param specs go
+    (a Scale has two blobs, and Caffe refuses more param specs than blobs)."""
+    new = type(layer)()
+    new.CopyFrom(layer)
+    new.type = Scale.types[0]
+    if param in new.DESCRIPTOR.fields_by_name:
+        new.ClearField(param)
+    del new.param[:]
+    new.scale_param.bias_term = True
+    return new
 
 
 def _broadcast_shape(layer, shape, axis, num_axes):
@@ -540,6 +802,24 @@ class Scale(Affine):
         shape = _broadcast_shape(layer, in_shapes[0], p.axis, p.num_axes)
         return [shape, shape] if p.bias_term else [shape]
 
+    def channel_affine(self, layer, phase="TEST"):
+        """γ·x (+ β) per channel, when it has one bottom and scales axis 1 alone."""
+        p = layer.scale_param
+        if len(layer.bottom) != 1 or p.axis != 1 or p.num_axes != 1:
+            return None
+        return ChannelAffine(scale=0, shift=1 if p.bias_term else None)
+
+    def training_updates(self, layer):
+        if len(layer.bottom) != 1:
+            return ""
+        return _learned(layer, 2 if layer.scale_param.bias_term else 1)
+
+    def with_bias_term(self, layer):
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.scale_param.bias_term = True
+        return new
+
     def fillers(self, layer):
         """Caffe's defaults: scale 1 when scale_param has no filler, bias 0."""
         p = layer.scale_param
@@ -582,6 +862,13 @@ class Normalize(Affine):
         shared = field(sub(layer, "norm_param"), "channel_shared", True)
         return [()] if shared else [(in_shapes[0][1],)]
 
+    def for_engine(self, layer, engine):
+        """No BVLC layer sums squares across channels and broadcasts the root back: a
+        Python layer in Caffe (its scale blob loads by name); OpenCV has Normalize."""
+        if engine != "caffe":
+            return None
+        return [_python_form(layer, "Normalize", _set_fields(sub(layer, "norm_param")))]
+
 
 class ShuffleChannel(Pointwise):
     types = ("ShuffleChannel",)
@@ -592,6 +879,13 @@ class ShuffleChannel(Pointwise):
         if in_shapes[0][1] % group:
             raise _err(layer, f"{in_shapes[0][1]} channels do not split into {group} groups")
         return [tuple(in_shapes[0])]
+
+    def for_engine(self, layer, engine):
+        """A Python layer in Caffe; OpenCV has ShuffleChannel (the same permutation)."""
+        if engine != "caffe":
+            return None
+        group = field(sub(layer, "shuffle_channel_param"), "group", 1)
+        return [_python_form(layer, "ShuffleChannel", {"group": group})]
 
 
 # ---------------------------------------------------------------------------
@@ -746,6 +1040,18 @@ class Convolution(LayerRule):
         cp = layer.convolution_param
         return [cp.weight_filler] + ([cp.bias_filler] if cp.bias_term else [])
 
+    def output_layout(self, layer):
+        """Weight (num_output, C_in/group, kh, kw): output channel = row."""
+        if layer.convolution_param.axis != 1:
+            return None
+        return WeightLayout(axis=0, groups=1, rank=4)
+
+    def with_bias_term(self, layer):
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.convolution_param.bias_term = True
+        return new
+
 
 class ConvolutionDepthwise(Convolution):
     """Depthwise fork: output channels = input channels whatever num_output says;
@@ -759,6 +1065,17 @@ class ConvolutionDepthwise(Convolution):
 
     def _check_groups(self, layer, c_in):
         pass
+
+    def bvlc_form(self, layer):
+        """A Convolution with one group per channel: the same weight (C, 1, kh, kw) and
+        bias (C,). The fork ignores num_output (its output has the input's C channels), so
+        the form takes num_output as C: real files set it so; where they do not, the
+        weights no longer fit and the check says so."""
+        conv = type(layer)()
+        conv.CopyFrom(layer)
+        conv.type = Convolution.types[0]
+        conv.convolution_param.group = conv.convolution_param.num_output
+        return [conv]
 
     def param_shapes(self, layer, in_shapes):
         k = self.window(layer).kernel
@@ -819,6 +1136,14 @@ class Deconvolution(Convolution):
         cp = layer.convolution_param
         return self.moment, {"stride": tuple(self.window(layer).stride), "group": cp.group,
                              "every_slot": cp.weight_filler.type == "bilinear"}
+
+    def output_layout(self, layer):
+        """Weight (C_in, num_output/group, kh, kw): the output channel is on axis 1, within
+        the group its row belongs to."""
+        cp = layer.convolution_param
+        if cp.axis != 1:
+            return None
+        return WeightLayout(axis=1, groups=max(cp.group, 1), rank=4)
 
     def new_weights(self, before, after):
         """Bilinear upsampling weights belong to their stride and kernel."""
@@ -916,6 +1241,51 @@ class Pooling(LayerRule):
     def rounds_down(self, layer):
         pp = layer.pooling_param
         return pp.round_mode == 1 or (has_field(pp, "ceil_mode") and not pp.ceil_mode)
+
+    def bvlc_form(self, layer):
+        """The fork field `ceil_mode` (BVLC PR 3057: DenseNet, ResNeXt files) as BVLC's
+        `round_mode`: false is FLOOR, true the default CEIL."""
+        if not has_field(layer.pooling_param, "ceil_mode"):
+            return None
+        return [self._rounding(layer, fork=False)]
+
+    def for_engine(self, layer, engine):
+        """OpenCV's Caffe schema has the fork's ceil_mode and not round_mode (a round_mode
+        makes it drop the whole pooling_param): it gets ceil_mode."""
+        if engine != "opencv":
+            return self.bvlc_form(layer)
+        if not layer.pooling_param.HasField("round_mode"):
+            return None
+        return [self._rounding(layer, fork=True)]
+
+    def with_sizes(self, layer, in_shapes, out_shapes):
+        """A window wider than its padded input that gives one output (dilate keeps a
+        PSPNet one-bin pool at the map's scale): Caffe clips it to the input, OpenCV
+        refuses it; the window of exactly the padded input computes the same."""
+        win = self.window(layer)
+        shape = in_shapes[0] if in_shapes else None
+        out = out_shapes[0] if out_shapes else None
+        if win is None or shape is None or out is None or len(shape) != 4 or \
+                None in tuple(shape) + tuple(out):
+            return layer
+        kernel = Pair(*(min(k, n + 2 * p) if o == 1 else k
+                        for k, n, p, o in zip(win.kernel, shape[2:], win.pad, out[2:])))
+        if kernel == win.kernel:
+            return layer
+        return self.with_window(layer, win._replace(kernel=kernel))
+
+    def _rounding(self, layer, *, fork):
+        floor = self.rounds_down(layer)
+        new = type(layer)()
+        new.CopyFrom(layer)
+        pp = new.pooling_param
+        pp.ClearField("round_mode")
+        pp.ClearField("ceil_mode")
+        if floor and fork:
+            pp.ceil_mode = False
+        elif floor:
+            pp.round_mode = pp.FLOOR
+        return new
 
     @staticmethod
     def _scalar_group(pp, layer, name, h_name, w_name, default):
@@ -1032,6 +1402,17 @@ class Axpy(LayerRule):
 
     def grid_bottoms(self, layer):
         return (1, 2)
+
+    def for_engine(self, layer, engine):
+        """A Python layer in Caffe. OpenCV's importer computes a*bottom[2] + bottom[1], the
+        two operands swapped: fed (a, y, x) it computes SENet's a*x + y."""
+        if engine == "caffe":
+            return [_python_form(layer, "Axpy", {})]
+        swapped = type(layer)()
+        swapped.CopyFrom(layer)
+        if len(layer.bottom) == 3:
+            swapped.bottom[1], swapped.bottom[2] = layer.bottom[2], layer.bottom[1]
+        return [swapped]
 
     def out_shapes(self, layer, in_shapes):
         if len(in_shapes) != 3:
@@ -1178,6 +1559,11 @@ class Permute(LayerRule):
         order += [i for i in range(len(shape)) if i not in order]
         return [tuple(shape[o] for o in order)]
 
+    def for_engine(self, layer, engine):
+        if engine != "caffe":
+            return None           # OpenCV has Permute
+        return [_python_form(layer, "Permute", _set_fields(sub(layer, "permute_param")))]
+
 
 class Crop(LayerRule):
     """Crop bottom 0 to bottom 1's extents from `axis` on, at `offset` (one value or one per axis).
@@ -1285,6 +1671,35 @@ class Interp(LayerRule):
     def grid_bottoms(self, layer):
         return (0,)
 
+    def for_engine(self, layer, engine):
+        """Caffe: a Python layer with the fork's arithmetic (every case). OpenCV has an
+        Interp of its own (bilinear, corners aligned) that reads height/width and
+        zoom_factor only: a shrink, or a second bottom, becomes the height/width they
+        give (`with_sizes`), which is the same resize; a crop (pad_beg/pad_end) it cannot do."""
+        ip = sub(layer, "interp_param")
+        if engine == "caffe":
+            return [_python_form(layer, "Interp", _set_fields(ip))]
+        if field(ip, "pad_beg", 0) or field(ip, "pad_end", 0):
+            raise _err(layer, "OpenCV's Interp ignores pad_beg/pad_end, so it would resize "
+                              "the uncropped map; use --engine caffe")
+        sized = has_field(ip, "height") and has_field(ip, "width")
+        if len(layer.bottom) == 1 and not has_field(ip, "shrink_factor") and \
+                sized != has_field(ip, "zoom_factor"):
+            return None
+        resized = type(layer)()
+        resized.CopyFrom(layer)
+        del resized.bottom[1:]
+        resized.ClearField("interp_param")
+        return [resized]
+
+    def with_sizes(self, layer, in_shapes, out_shapes):
+        if layer.HasField("interp_param") or not out_shapes or out_shapes[0] is None:
+            return layer
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.interp_param.height, new.interp_param.width = out_shapes[0][2:4]
+        return new
+
     def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
         return Pair(0, 0)       # it follows any grid (regrid below), adapted
 
@@ -1376,6 +1791,13 @@ class Upsample(LayerRule):
                    w * sw - int(bool(field(up, "pad_out_w", False))))
         return [_positive(layer, (n, c) + tuple(out))]
 
+    def for_engine(self, layer, engine):
+        """Scattering by the pooling mask has no BVLC form: a Python layer in Caffe (which
+        also runs the one-bottom nearest Upsample of the YOLO forks). OpenCV has neither."""
+        if engine != "caffe":
+            return None
+        return [_python_form(layer, "Upsample", _set_fields(sub(layer, "upsample_param")))]
+
 
 class InnerProduct(LayerRule):
     """Flattens from `axis`: weight (num_output, K) or (K, num_output) when transpose; bias (num_output)."""
@@ -1410,6 +1832,20 @@ class InnerProduct(LayerRule):
     def flops(self, layer, in_shapes, out_shapes):
         _, k = self._split(layer, tuple(in_shapes[0]))
         return count(out_shapes[0]) * k
+
+    def output_layout(self, layer):
+        """Weight (num_output, K), or (K, num_output) when transpose; only an axis-1 layer
+        puts its outputs where a BatchNorm after it normalises."""
+        p = layer.inner_product_param
+        if p.axis != 1:
+            return None
+        return WeightLayout(axis=1 if p.transpose else 0, groups=1, rank=2)
+
+    def with_bias_term(self, layer):
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.inner_product_param.bias_term = True
+        return new
 
     def as_convolution(self, layer, name, bottom, window, num_output):
         """The Convolution computing this layer on its map (fcn): same param specs,
@@ -1527,7 +1963,16 @@ class Source(LayerRule):
         return None
 
 
-class ImageReader(Source):
+class Reader(Source):
+    """A layer that reads data from files or a database: an engine run feeds an Input of
+    the same tops instead (their sizes from the analysis or --input-shape; tops after
+    the first are labels)."""
+
+    def for_engine(self, layer, engine):
+        return [_input_form(layer)]
+
+
+class ImageReader(Reader):
     """Readers whose tops are (data, label (N,))."""
 
     def tops_from_data(self, layer, data):
@@ -1542,6 +1987,21 @@ class Input(Source):
     def out_shapes(self, layer, in_shapes):
         shapes = [_blob_shape(s) for s in layer.input_param.shape]
         return _per_top(layer, shapes, "input_param { shape }")
+
+    def with_sizes(self, layer, in_shapes, out_shapes):
+        """An Input made from a data layer: one shape per top, as analysed."""
+        if len(layer.input_param.shape):
+            return layer
+        unknown = [top for top, shape in zip(layer.top, out_shapes)
+                   if shape is None or None in shape]
+        if unknown:
+            raise _err(layer, f"the size of its top '{unknown[0]}' is unknown; give it with "
+                              f"--input-shape {unknown[0]}=N,C,H,W")
+        new = type(layer)()
+        new.CopyFrom(layer)
+        for shape in out_shapes:
+            new.input_param.shape.add().dim.extend(shape)
+        return new
 
 
 def _per_top(layer, shapes, what):
@@ -1604,7 +2064,7 @@ class ImageData(ImageReader):
         return [data, (data[0],)][:len(layer.top)]
 
 
-class SegData(Source):
+class SegData(Reader):
     """DeepLab ImageSegData / SegNet DenseImageData: (N,3,H,W) image, (N,1,H,W) label,
     DeepLab's optional third top data_dim (N,1,1,2)."""
 
@@ -1635,14 +2095,23 @@ class DataLayer(ImageReader):
         raise Unknown(f"a '{layer.type}' layer reads its sizes from the data")
 
 
-class Loss(LayerRule):
+class ScoreOrWrite(LayerRule):
+    """A layer that only scores (losses, accuracies) or writes out (MatWrite, HDF5Output,
+    Silence): an engine run leaves it out."""
+
+    role = Role.SINK
+
+    def for_engine(self, layer, engine):
+        return []
+
+
+class Loss(ScoreOrWrite):
     """Losses: top 0 is a scalar (); SoftmaxWithLoss may add the probabilities as top 1."""
 
     types = ("EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss",
              "InfogainLoss", "MultinomialLogisticLoss", "ContrastiveLoss", "SmoothL1Loss",
              "MultiBoxLoss")
     fork_types = ("SmoothL1Loss", "MultiBoxLoss")
-    role = Role.SINK
 
     def out_shapes(self, layer, in_shapes):
         # Caffe adds an anonymous loss top when none is listed.
@@ -1674,11 +2143,10 @@ class SoftmaxLoss(Loss):
         return super().out_shapes(layer, in_shapes)
 
 
-class Accuracy(LayerRule):
+class Accuracy(ScoreOrWrite):
     """Accuracy: (), plus per-class accuracies (num_classes) as an optional second top."""
 
     types = ("Accuracy",)
-    role = Role.SINK
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
@@ -1687,13 +2155,12 @@ class Accuracy(LayerRule):
         return [(), (classes,)][:len(layer.top)]
 
 
-class SegAccuracy(LayerRule):
+class SegAccuracy(ScoreOrWrite):
     """DeepLab SegAccuracy: label (N,1,H,W) must match the scores' grid; top (1,1,1,3) holds
     pixel accuracy, mean recall and mean IoU."""
 
     types = ("SegAccuracy",)
     fork_types = types
-    role = Role.SINK
 
     def out_shapes(self, layer, in_shapes):
         scores, label = tuple(in_shapes[0]), tuple(in_shapes[1])
@@ -1703,10 +2170,9 @@ class SegAccuracy(LayerRule):
         return [(1, 1, 1, 3)][:len(layer.top)]
 
 
-class Silence(LayerRule):
+class Silence(ScoreOrWrite):
     types = ("Silence", "MatWrite", "HDF5Output")
     fork_types = ("MatWrite",)
-    role = Role.SINK
 
     def out_shapes(self, layer, in_shapes):
         return [None] * len(layer.top) if layer.top else []
@@ -1724,6 +2190,50 @@ class RuntimeSink(LayerRule):
 
 
 # ---------------------------------------------------------------------------
+# Layers made for another layer's arithmetic (bvlc_form, for_engine)
+# ---------------------------------------------------------------------------
+
+# The Caffe Python module holding the fork layers (surgery/engines/pylayers/forklayers.py;
+# the caffe engine puts its folder on the pycaffe child's path).
+FORK_MODULE = "forklayers"
+
+
+def _form(layer, type_, *, name=None, bottoms=None, tops=None):
+    """A layer of `type_` in `layer`'s place: its name, bottoms, tops and phase rules."""
+    new = type(layer)()
+    new.name, new.type = name or layer.name, type_
+    new.bottom.extend(layer.bottom if bottoms is None else bottoms)
+    new.top.extend(layer.top if tops is None else tops)
+    new.include.extend(layer.include)
+    new.exclude.extend(layer.exclude)
+    if layer.HasField("phase"):
+        new.phase = layer.phase
+    return new
+
+
+def _input_form(layer):
+    """An Input with `layer`'s tops; its shapes come from `Input.with_sizes`."""
+    return _form(layer, "Input", bottoms=())
+
+
+def _python_form(layer, cls, params):
+    """`layer` as the Python layer `cls` of FORK_MODULE, the fork's parameters as JSON."""
+    import json
+
+    new = _form(layer, "Python")
+    p = new.python_param
+    p.module, p.layer, p.param_str = FORK_MODULE, cls, json.dumps(params, sort_keys=True)
+    return new
+
+
+def _set_fields(message):
+    """{field: value} of what a parameter message sets explicitly (the forks test has_),
+    sub-messages (fillers) aside."""
+    return {fd.name: list(value) if fd.is_repeated else value
+            for fd, value in message.ListFields() if fd.message_type is None}
+
+
+# ---------------------------------------------------------------------------
 # The registry
 # ---------------------------------------------------------------------------
 
@@ -1738,8 +2248,8 @@ def register(rule):
     return rule
 
 
-for _cls in (Pointwise, Split, PReLU, BatchNorm, BN, Scale, Bias, Normalize, ShuffleChannel,
-             Convolution, ConvolutionDepthwise, Deconvolution, Pooling, Eltwise, Axpy, Concat,
+for _cls in (PythonLayer, Pointwise, ReLU6, Clip, Split, PReLU, BatchNorm, BN, Scale, Bias,
+             Normalize, ShuffleChannel, Convolution, ConvolutionDepthwise, Deconvolution, Pooling, Eltwise, Axpy, Concat,
              Slice, Flatten, Reshape, Permute, Crop, Interp, Upsample, InnerProduct, Embed, Tile,
              Reduction, ArgMax, PriorBox, ROIPooling, Input, DummyData, MemoryData, ImageData,
              SegData, DataLayer, Loss, SoftmaxLoss, Accuracy, SegAccuracy, Silence, RuntimeSink):

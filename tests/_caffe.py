@@ -27,3 +27,14 @@ def caffe_build():
     if os.environ.get("CAFFE_SURGERY_REQUIRE_CAFFE") == "1":
         pytest.fail(why + "; CAFFE_SURGERY_REQUIRE_CAFFE=1 asks for it")
     pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def build():
+    """The build's settings, exported as the CLI's users would (CAFFE_PYTHON...)."""
+    values = caffe_build()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CAFFE_PYTHON", values["CAFFE_PYTHON"])
+        patch.setenv("CAFFE_PYTHONPATH", values["CAFFE_PYTHONPATH"])
+        patch.setenv("GLOG_minloglevel", "2")
+        yield values

@@ -232,6 +232,9 @@ RECIPES = {
     "init-weights": _init_weights,
     "verify": _verify,
     "fcn": lambda c: [[c.path, "--dry-run"]],
+    "fold": lambda c: [[c.path, "--weights", w, "--dry-run"] for w in _weights_for(c)],
+    "bvlc": lambda c: [[c.path, "--dry-run"]] + [[c.path, "--weights", w, "--dry-run"]
+                                                 for w in _weights_for(c)],
     "report": _report,
     "segment": lambda c: [[c.path, "--head", head, "--classes", "3", "-o", c.out("seg.prototxt"),
                            "--deploy", c.out("seg-deploy.prototxt")]

@@ -47,7 +47,7 @@ from surgery.models.vgg import vgg16
 from surgery.transform.dilate import dilate
 from surgery.engines.verify import verify
 
-from _caffe import caffe_build
+from _caffe import build  # noqa: F401 (a fixture)
 from _corpus import CORPUS
 
 pytestmark = pytest.mark.caffe
@@ -55,17 +55,6 @@ pytestmark = pytest.mark.caffe
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "models")
 TOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def build():
-    """The build's settings, exported as the CLI's users would (CAFFE_PYTHON...)."""
-    values = caffe_build()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CAFFE_PYTHON", values["CAFFE_PYTHON"])
-        patch.setenv("CAFFE_PYTHONPATH", values["CAFFE_PYTHONPATH"])
-        patch.setenv("GLOG_minloglevel", "2")
-        yield values
 
 
 @pytest.fixture(scope="module")
@@ -138,34 +127,37 @@ def _with_layer(path, tmp_path, name, old, new):
 
 
 def test_a_fork_layer_is_refused_by_caffe_and_sends_auto_to_opencv(mobilenet, tmp_path, capsys):
+    """Mish: a fork type with neither a BVLC form nor a Python layer of ours."""
     pytest.importorskip("cv2")
     orig, conv, weights = mobilenet
-    fork = _with_layer(conv, tmp_path, "relu6.prototxt", 'type: "ReLU"', 'type: "ReLU6"')
+    fork = _with_layer(conv, tmp_path, "mish.prototxt", 'type: "ReLU"', 'type: "Mish"')
     capsys.readouterr()
     assert main(["verify", orig, str(fork), "--weights", str(weights), "--engine", "caffe"]) == 2
     line = _one_line_error(capsys)
-    assert "has no layer type ReLU6 (layer '" in line and "--engine opencv" in line
+    assert "has no layer type Mish (layer '" in line and "--engine opencv" in line
     assert main(["verify", orig, str(fork), "--weights", str(weights)]) in (0, 1)
     out = capsys.readouterr().out
-    assert "engine opencv (auto: BVLC Caffe has no layer type ReLU6 (layer '" in out
+    assert "engine opencv (auto: BVLC Caffe has no layer type Mish (layer '" in out
 
 
 def test_a_fork_field_caffe_cannot_parse(mobilenet, tmp_path, capsys):
-    """DenseNet's `ceil_mode`: Caffe's parser refuses it; auto runs OpenCV and says why."""
+    """The Faster R-CNN fork's `dropout_param.scale_train` on a layer that runs: Caffe's
+    parser refuses it, naming the layer of the prepared net; auto runs OpenCV and says why.
+    (A fork field with a BVLC form, DenseNet's ceil_mode, is rewritten instead.)"""
     pytest.importorskip("cv2")
     orig, _, weights = mobilenet
     text = open(orig, encoding="utf-8").read()
-    net = load_prototxt(orig)
-    pool = next(l for l in net.layer if l.type == "Pooling")
-    assert text.count("pool: AVE") == 1 and pool.pooling_param.global_pooling
-    fork = _with_layer(orig, tmp_path, "ceil.prototxt", "pool: AVE", "pool: AVE ceil_mode: true")
+    assert text.count('type: "Softmax"') == 1
+    fork = _with_layer(orig, tmp_path, "scale-train.prototxt", 'type: "Softmax"',
+                       'type: "Softmax" dropout_param { scale_train: false }')
     capsys.readouterr()
     assert main(["verify", orig, str(fork), "--weights", str(weights), "--engine", "caffe"]) == 2
     line = _one_line_error(capsys)
-    assert 'no field named "ceil_mode"' in line and "--engine opencv" in line
+    assert 'no field named "scale_train"' in line and "--engine opencv" in line
+    assert "the net prepared from " in line and "(layer 'prob')" in line, line
     assert main(["verify", orig, str(fork), "--weights", str(weights)]) == 0
     out = capsys.readouterr().out
-    assert "engine opencv (auto: Caffe cannot read " in out and "ceil_mode" in out
+    assert "engine opencv (auto: Caffe cannot read " in out and "scale_train" in out
 
 
 def test_a_caffe_failure_is_one_line(caffe, mobilenet, tmp_path):

@@ -112,18 +112,6 @@ def test_missing_pycaffe_says_what_to_do(monkeypatch):
         get_engine("caffe")
 
 
-def test_opencv_engine_names_the_layer_types_it_computes_differently():
-    from surgery.engines.engine import get_engine
-    from surgery.io.prototxt import parse_prototxt
-
-    engine = get_engine("opencv")
-    se = parse_prototxt('layer { name: "s" type: "Axpy" bottom: "a" bottom: "x" bottom: "y" top: "z" }')
-    plain = parse_prototxt('layer { name: "r" type: "ReLU" bottom: "a" top: "a" }')
-    assert engine.caveats(plain) == []
-    (line,) = engine.caveats(plain, se)
-    assert "Axpy" in line and "bottom[1]" in line
-
-
 def test_opencv_engine_names_the_depthwise_layers_it_miscomputes():
     from surgery.engines.engine import get_engine
     from surgery.io.prototxt import parse_prototxt

@@ -222,7 +222,8 @@ def test_every_parameter_block_the_registry_reads_is_classified():
 
     read = set(re.findall(r"\b([a-z_]+_param)\b", inspect.getsource(layers)))
     leaves_shapes_alone = {"accuracy_param", "softmax_param", "eltwise_param", "loss_param", "dropout_param",
-                           "relu_param", "batch_norm_param"}   # values, not shapes
+                           "relu_param", "batch_norm_param", "clip_param",
+                           "python_param"}   # values, not shapes
     data_sources = {"data_param", "image_data_param", "dense_image_data_param",
                     "memory_data_param", "window_data_param", "transform_param"}
     assert read - layers.SHAPE_PARAMS - leaves_shapes_alone - data_sources == set()

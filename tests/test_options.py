@@ -40,6 +40,9 @@ BASE = {
     "segment": [("net", ["N"]), ("head", ["--head", "aspp"]), ("classes", ["--classes", "3"]),
                 ("output_stride", ["-s", "2"]), ("crop", ["--crop", "12"]),
                 ("output", ["-o", "O"])],
+    "fold": [("net", ["N"]), ("weights", ["--weights", "M"]), ("output", ["-o", "O"]),
+             ("weights_out", ["--weights-out", "W"])],
+    "bvlc": [("net", ["N"]), ("output", ["-o", "O"])],
 }
 
 FLAG = [["=yes"]]          # a value given to an option that takes none
@@ -97,7 +100,10 @@ BAD = {
     ("verify", "engine"): [["--engine", "torch"]],
     ("verify", "caffe_python"): [["--caffe-python", v] for v in ("", "X", "D", "T")],
     ("verify", "tol"): [["--tol", v] for v in ("a", "-1", "nan", "inf", "")],
+    ("verify", "weights_converted"): [["--weights-converted", v] for v in ("X", "D", "E", "T")],
     ("verify", "seed"): SEEDS, ("verify", "strict"): FLAG, ("verify", "json"): FLAG,
+    ("verify", "define"): [["--define", v] for v in ("NOEQUALS", "=1", "${A}=1", "A B=1",
+                                                     "nosuch=1")],
 
     ("fcn", "net"): NET_FILES,
     ("fcn", "weights"): [["--weights", v, "--weights-out", "W"] for v in ("X", "D", "T")],
@@ -135,6 +141,28 @@ BAD = {
     ("segment", "seed"): SEEDS, ("segment", "output"): OUTPUTS,
     ("segment", "deploy"): [["--deploy", v] for v in ("", "D", "nodir/out", "N", "O")],
     ("segment", "json"): FLAG, ("segment", "strict"): FLAG,
+
+    ("fold", "net"): NET_FILES,
+    ("fold", "weights"): [["--weights", v] for v in ("X", "D", "E", "T")],
+    ("fold", "weights_out"): [["--weights-out", v] for v in ("", "D", "nodir/w", "M", "N", "O")],
+    ("fold", "phase"): [["--phase", "TRAIN"], ["--phase", ""]],
+    ("fold", "output"): OUTPUTS,
+    ("fold", "diff"): [["--diff", v] for v in ("", "D", "nodir/out", "N", "O")]
+    + [["--diff", "-", "--json"]],
+    ("fold", "dry_run"): FLAG, ("fold", "json"): FLAG, ("fold", "in_place"): FLAG,
+    ("fold", "canonical"): FLAG, ("fold", "strict"): FLAG,
+
+    ("bvlc", "net"): NET_FILES,
+    ("bvlc", "weights"): [["--weights", v, "--weights-out", "W"] for v in ("X", "D", "E", "T")]
+    + [["--weights", "M"]],
+    ("bvlc", "weights_out"): [["--weights", "M", "--weights-out", v]
+                              for v in ("", "D", "nodir/w", "M", "N", "O")]
+    + [["--weights-out", "W"]],
+    ("bvlc", "output"): OUTPUTS,
+    ("bvlc", "diff"): [["--diff", v] for v in ("", "D", "nodir/out", "N", "O")]
+    + [["--diff", "-", "--json"]],
+    ("bvlc", "strict"): FLAG, ("bvlc", "dry_run"): FLAG, ("bvlc", "json"): FLAG,
+    ("bvlc", "in_place"): FLAG, ("bvlc", "canonical"): FLAG,
 }
 
 

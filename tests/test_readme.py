@@ -23,10 +23,10 @@ pytest.importorskip("cv2")
 pytestmark = pytest.mark.slow
 
 
-def readme_commands():
-    """[(argv, shown output lines or None)] for every runnable command, in README order."""
+def readme_commands(page=ROOT / "README.md"):
+    """[(argv, shown output lines or None)] for every runnable command, in page order."""
     found = []
-    for block in FENCE.findall((ROOT / "README.md").read_text(encoding="utf-8")):
+    for block in FENCE.findall(page.read_text(encoding="utf-8")):
         current = None
         for line in block.replace("\\\n", " ").splitlines():    # join continued lines
             if line.startswith("$ "):

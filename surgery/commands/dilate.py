@@ -104,11 +104,13 @@ def run(args):
     if ok and summary is not None and (report.resized or args.weights_out):
         from ..weights import reweight
 
-        planned = reweight.entries(summary, loaded.net, new, report.resized)  # raises first
+        planned = reweight.plan(summary, loaded.net, new, report.resized)  # raises first
     diff = write_net(args, loaded, new, write=not args.dry_run) \
         if ok and (not args.dry_run or args.diff) else None
     if planned is not None and args.weights_out and not args.dry_run:
-        reweight.write(args.weights_out, summary, planned, in_place=args.in_place)
+        from ..weights import writer
+
+        writer.write(planned, args.weights_out, source=summary, in_place=args.in_place)
     if args.json:
         import json     # only for --json: a plain run does not pay for the import
 

@@ -28,7 +28,7 @@ from ..analysis.analyse import parse_input_shapes
 from ..errors import SurgeryError
 from ..io.atomic import guard_output
 from ..transform.fcn import (PAD_CHOICES, convolutionalize, format_plan, parse_decimate,
-                          transplant, weight_entries)
+                          transplant, weight_plan)
 from . import options
 from .output import add_output_arguments, finish, load, output_target, write_net
 
@@ -79,7 +79,7 @@ def run(args):
     if args.weights:
         from ..io.caffemodel import read_caffemodel
 
-        weight_entries(plan, read_caffemodel(args.weights))   # fits? (raises before writing)
+        weight_plan(plan, read_caffemodel(args.weights))   # fits? (raises before writing)
     if not args.dry_run and args.weights_out:
         transplant(plan, args.weights, args.weights_out, in_place=args.in_place)
     diff = write_net(args, loaded, new, write=not args.dry_run) \

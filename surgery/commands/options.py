@@ -148,3 +148,12 @@ def crop(text):
         raise _refuse(f"'{text}': a crop size is one or two positive integers, "
                       "like 321 or 321,481") from None
     return (values[0], values[-1])
+
+
+def define(text):
+    """'NAME=VALUE' -> (NAME, VALUE): fills `${NAME}` of a template net for the run."""
+    name, eq, value = text.partition("=")
+    if not eq or not name or any(c in name for c in "${} \t") or "\n" in value:
+        raise _refuse(f"'{text}': expected NAME=VALUE, like NUM_LABELS=21 (NAME as in "
+                      "${NAME}, a value on one line)")
+    return name, value

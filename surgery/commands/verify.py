@@ -8,8 +8,11 @@ add others with --blob. Blobs downstream of a layer that cannot be rewritten
 exactly are reported as approximate, never as failures.
 
 Engines: opencv (OpenCV DNN), caffe (pycaffe: in this process when `import caffe` works,
-else in a child process under --caffe-python or $CAFFE_PYTHON), auto (the default: Caffe
-when it is available and has every layer type of both nets, else OpenCV).
+else in a child process under --caffe-python or $CAFFE_PYTHON; fork layers run as Python
+layers), auto (the default: Caffe when it is available and runs every layer of both nets,
+else OpenCV). Neither reads the files as written: each net is made runnable first, in
+memory (data layers become inputs, losses and writers are left out, fork layers become
+their BVLC form; see docs/engines.md). --define NAME=VALUE fills a template's ${NAME}.
 
 Exit status: 0 all exact blobs within --tol (relative to the largest value of
 the original blob; with --strict the approximate ones too), 1 otherwise, 2 bad
@@ -33,6 +36,13 @@ def add_arguments(parser):
                         help="the converted net (e.g. from dilate)")
     parser.add_argument("--weights", required=True, metavar="MODEL.caffemodel",
                         help="weights for both nets (e.g. from init-weights)")
+    parser.add_argument("--weights-converted", metavar="OUT.caffemodel",
+                        help="the converted net's own weights, when it does not run with "
+                             "--weights (e.g. from fold)")
+    parser.add_argument("--define", action="append", default=[], metavar="NAME=VALUE",
+                        type=options.define,
+                        help="fill the template placeholder ${NAME} of either net with VALUE "
+                             "for this run (repeatable; the files are not changed)")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
                         type=options.input_shape,
                         help="input size, when not declared or to test another size (repeatable)")
@@ -57,6 +67,7 @@ def run(args):
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
     report = verify(args.original, args.converted, args.weights, input_shapes=shapes,
                     blobs=args.blob, engine=args.engine, tol=args.tol, seed=args.seed,
-                    strict=args.strict, caffe_python=args.caffe_python)
+                    strict=args.strict, caffe_python=args.caffe_python,
+                    weights_converted=args.weights_converted, defines=dict(args.define))
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
     return 0 if report.passed else 1

@@ -30,9 +30,11 @@ def _phase_excludes(layer, phase_test):
     return any(rule.HasField("phase") and rule.phase == phase_test for rule in layer.exclude)
 
 
-def readable(caffe, prototxt):
+def readable(caffe, prototxt, label=None):
     """None, or why this Caffe cannot build the net: its text parser refuses the file (a
-    field or value its schema lacks), or a layer type is not registered in this build."""
+    field or value its schema lacks), or a layer type is not registered in this build.
+    `label` names the net in the answer when the file is a copy made for the run (then
+    the layer at fault is named instead of a line of the copy)."""
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
 
@@ -43,6 +45,9 @@ def readable(caffe, prototxt):
         text_format.Merge(text, net)
     except text_format.ParseError as exc:      # str(exc): '62:5 : Message type ... .'
         where, _, what = " ".join(str(exc).split()).partition(" : ")
+        if label:
+            layer = _layer_at(text, where.split(":")[0])
+            return f"{label}{f' (layer {layer!r})' if layer else ''}: {what.rstrip('.')}"
         return f"{prototxt}:{where}: {what.rstrip('.')}" if what else f"{prototxt}: {where}"
     known = set(caffe.layer_type_list())
     missing = {}
@@ -51,8 +56,22 @@ def readable(caffe, prototxt):
             missing.setdefault(layer.type, layer.name)
     if missing:
         listed = ", ".join(f"{t} (layer '{n}')" for t, n in sorted(missing.items()))
-        return f"{prototxt}: this Caffe has no layer type {listed}"
+        return f"{label or prototxt}: this Caffe has no layer type {listed}"
     return None
+
+
+def _layer_at(text, line):
+    """The name of the layer whose block holds `line` of a canonically written net (a
+    `layer {` line, then its `  name: "..."`), or None."""
+    if not line.isdigit():
+        return None
+    name = None
+    for content in text.splitlines()[:int(line)]:
+        if content.startswith("layer {"):
+            name = None
+        elif name is None and content.startswith("  name:"):
+            name = content.split(":", 1)[1].strip().strip('"')
+    return name
 
 
 def run_job(caffe, job, folder, tag):
@@ -61,9 +80,7 @@ def run_job(caffe, job, folder, tag):
     {"unreadable": why}."""
     import numpy as np
 
-    # "source": the user's file when "prototxt" is a copy of it with other input sizes
-    # (so that a refusal names the user's file and line)
-    why = readable(caffe, job.get("source") or job["prototxt"])
+    why = readable(caffe, job["prototxt"], job.get("label"))
     if why is not None:
         return {"unreadable": why}
     if job.get("weights"):

@@ -1,9 +1,14 @@
 """Run a Caffe net forward: one small interface over OpenCV DNN and pycaffe.
 
-`get_engine(name).run(prototxt, caffemodel, inputs, blobs)` returns the named
-blobs as float32 arrays with Caffe's meaning of a blob name: the value after
-every in-place layer (BatchNorm, Scale, ReLU) has rewritten it. OpenCV's
-forward() takes layer names, so blobs are mapped to their last writer.
+`get_engine(name).run(net, caffemodel, inputs, blobs)` returns the named blobs as
+float32 arrays with Caffe's meaning of a blob name: the value after every in-place
+layer (BatchNorm, Scale, ReLU) has rewritten it. OpenCV's forward() takes layer names,
+so blobs are mapped to their last writer. `net` is a prototxt path, or a NetParameter
+(a net prepared for the engine, engines/prepare.py), which is written to a temporary
+folder for the engine to read.
+
+The caffe engine runs fork layers as Python layers (engines/pylayers/forklayers.py):
+their folder goes on the pycaffe child's PYTHONPATH.
 """
 
 import json
@@ -11,6 +16,7 @@ import os
 import re
 import subprocess
 import tempfile
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,29 +25,27 @@ from ..errors import SurgeryError
 from ..analysis.graph import build_graph
 from ..layers import rule_for
 from ..io.prototxt import save_prototxt
-from ..io.netfile import load_prototxt
+from ..io.netfile import load_net
 
 INSTALL_HINT = "pip install 'caffe-surgery[verify]'"
+# The folder of the fork layers' Python module (layers.FORK_MODULE), for pycaffe's path.
+PYLAYERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pylayers")
 
 
 class Engine:
     """Forward a net; subclasses implement `_forward`."""
 
     name = "?"
-    # Layer types this engine is known to compute differently from Caffe: rule class -> how.
-    differs_from_caffe = {}
-
     # Layer settings this engine is known to miscompute: rule class -> check(layer) -> reason.
+    # (Where a different form of the layer computes right, engines/prepare.py uses that
+    # form instead: OpenCV's Axpy with its operands swapped.)
     miscomputes = {}
 
     def caveats(self, *nets):
-        """One line per layer type, or layer, in `nets` that this engine does not compute
-        as Caffe does: its numbers there say nothing about the conversion. Both tables
-        are keyed by registry rule class, so every type a rule serves is covered."""
-        types = {layer.type for net in nets for layer in net.layer}
-        lines = [f"{self.name} computes {t} differently from Caffe: {how}"
-                 for t in sorted(types)
-                 for how in [self.differs_from_caffe.get(type(rule_for(t)))] if how]
+        """One line per layer in `nets` that this engine does not compute as Caffe does:
+        its numbers there say nothing about the conversion. The table is keyed by
+        registry rule class, so every type a rule serves is covered."""
+        lines = []
         for net in nets:
             for layer in net.layer:
                 check = self.miscomputes.get(type(rule_for(layer.type)))
@@ -50,60 +54,81 @@ class Engine:
                     lines.append(f"{self.name} miscomputes layer '{layer.name}': {reason}")
         return lines
 
-    def run(self, prototxt_path, caffemodel_path, inputs, blobs):
+    def run(self, net, caffemodel_path, inputs, blobs):
         """{blob: ndarray} for each of `blobs`, after feeding `inputs` ({name: ndarray})."""
-        return self.run_many([(prototxt_path, caffemodel_path, inputs, blobs)])[0]
+        return self.run_many([(net, caffemodel_path, inputs, blobs)])[0]
 
-    def run_many(self, runs):
-        """`run` for each (prototxt, caffemodel, inputs, blobs) in `runs`, in one go where
-        the engine gains from it (the caffe engine starts one child process for all)."""
-        plans, asked = [], []
-        for prototxt_path, caffemodel_path, inputs, blobs in runs:
-            plans.append(self._plan(prototxt_path, caffemodel_path, inputs, blobs))
-            asked.append(list(blobs))
-        outputs = []
-        for (_, _, inputs, _), blobs, results in zip(plans, asked, self._forward_many(plans)):
-            results.update({b: inputs[b].copy() for b in blobs if b in inputs})
-            outputs.append({b: results[b] for b in blobs})
-        return outputs
+    def run_many(self, runs, *, labels=()):
+        """`run` for each (net, caffemodel, inputs, blobs) in `runs`, in one go where the
+        engine gains from it (the caffe engine starts one child process for all).
+        `labels`: what to call each NetParameter in messages (its source file)."""
+        with tempfile.TemporaryDirectory(prefix="caffe-surgery-nets-") as folder:
+            plans, asked = [], []
+            for i, (net, caffemodel_path, inputs, blobs) in enumerate(runs):
+                label = labels[i] if i < len(labels) else None
+                plans.append(self._plan(net, caffemodel_path, inputs, blobs, folder, i, label))
+                asked.append(list(blobs))
+            outputs = []
+            for plan, blobs, results in zip(plans, asked, self._forward_many(plans)):
+                results.update({b: plan.inputs[b].copy() for b in blobs if b in plan.inputs})
+                outputs.append({b: results[b] for b in blobs})
+            return outputs
 
-    def _plan(self, prototxt_path, caffemodel_path, inputs, blobs):
-        """(prototxt, caffemodel, inputs as float32, [(blob, last writer)]), checked."""
-        prototxt_path, caffemodel_path = os.fspath(prototxt_path), os.fspath(caffemodel_path)
-        for path in (prototxt_path, caffemodel_path):
+    def _plan(self, net, caffemodel_path, inputs, blobs, folder, index, label=None):
+        """The run, checked: a Plan(net, path, label, caffemodel, inputs as float32,
+        [(blob, last writer)]). A path is loaded (the one loader); a NetParameter is
+        written to `folder`."""
+        caffemodel_path = os.fspath(caffemodel_path)
+        if isinstance(net, (str, os.PathLike)):
+            path = os.fspath(net)
             if not os.path.isfile(path):
                 raise SurgeryError("no such file", file=path)
-        graph = build_graph(load_prototxt(prototxt_path))
+            net, label = load_net(path).net, path
+        else:
+            path = os.path.join(folder, f"net-{index}.prototxt")
+            save_prototxt(net, path)
+            label = label or "the prepared net"
+        if not os.path.isfile(caffemodel_path):
+            raise SurgeryError("no such file", file=caffemodel_path)
+        graph = build_graph(net)
         inputs = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
         for name in inputs:
             if name not in graph.inputs:
                 raise SurgeryError(f"not an input of the net (inputs: {', '.join(graph.inputs)})",
-                                   file=prototxt_path, blob=name)
+                                   file=label, blob=name)
         wanted = []
         for blob in dict.fromkeys(blobs):
             if blob in inputs:
                 continue
             writer = graph.last_writer(blob)
             if writer is None:
-                raise SurgeryError("no layer writes this blob", file=prototxt_path, blob=blob)
+                raise SurgeryError("no layer writes this blob", file=label, blob=blob)
             wanted.append((blob, writer))
-        return prototxt_path, caffemodel_path, inputs, wanted
+        return Plan(net, path, label, caffemodel_path, inputs, wanted)
 
     def _forward_many(self, plans):
-        return [self._forward(*plan) for plan in plans]
+        return [self._forward(plan) for plan in plans]
 
-    def _forward(self, prototxt_path, caffemodel_path, inputs, wanted):
+    def _forward(self, plan):
         raise NotImplementedError
+
+
+class Plan(NamedTuple):
+    """One net to run: the NetParameter, the file the engine reads, what to call it in
+    messages, the weights, the inputs, and [(blob, the layer that last writes it)]."""
+
+    net: object
+    path: str
+    label: str
+    caffemodel: str
+    inputs: dict
+    wanted: list
 
 
 class OpenCVEngine(Engine):
     """cv2.dnn on the CPU in float32, single-threaded enough to be reproducible."""
 
     name = "opencv"
-    differs_from_caffe = {
-        layers.Axpy: "a*bottom[2] + bottom[1] where SENet's layer computes a*bottom[1] + "
-                     "bottom[2] (both nets run the same variant, so a rewrite check still holds)",
-    }
     miscomputes = {layers.Convolution: lambda layer: _depthwise_3x3_gap(layer)}
 
     def __init__(self, *, threads=2):
@@ -121,13 +146,14 @@ class OpenCVEngine(Engine):
         if logging is not None:   # errors come back as cv2.error; its log lines are noise
             logging.setLogLevel(logging.LOG_LEVEL_SILENT)
 
-    def _forward(self, prototxt_path, caffemodel_path, inputs, wanted):
+    def _forward(self, plan):
         cv2 = self.cv2
+        inputs, wanted = plan.inputs, plan.wanted
         try:
-            net = cv2.dnn.readNetFromCaffe(prototxt_path, caffemodel_path)
+            net = cv2.dnn.readNetFromCaffe(plan.path, plan.caffemodel)
         except cv2.error as exc:
-            raise SurgeryError(f"OpenCV cannot load the net with these weights: {_cv_message(exc)}",
-                               file=caffemodel_path) from None
+            raise SurgeryError(f"OpenCV cannot load {plan.label} with these weights: "
+                               f"{_cv_message(exc)}", file=plan.caffemodel) from None
         # Fusion writes Concat inputs straight into the Concat buffer (and folds ReLU
         # into convolutions), so the intermediate blobs verify reads would be wrong.
         net.enableFusion(False)
@@ -145,7 +171,7 @@ class OpenCVEngine(Engine):
             outputs = net.forward(layer_names)
         except cv2.error as exc:
             raise SurgeryError(f"OpenCV forward pass failed: {_cv_message(exc)}",
-                               file=prototxt_path) from None
+                               file=plan.label) from None
         return {blob: np.array(out, dtype=np.float32) for (blob, _), out in zip(wanted, outputs)}
 
 
@@ -182,10 +208,14 @@ class CaffeEngine(Engine):
         else:
             self.python = _interpreter(python, "--caffe-python")
         if self.caffe is not None:
+            import sys
+
             from . import caffe_child
 
             self.caffe.set_mode_cpu()
             self._child = caffe_child
+            if PYLAYERS not in sys.path:
+                sys.path.append(PYLAYERS)
 
     @property
     def where(self):
@@ -193,12 +223,15 @@ class CaffeEngine(Engine):
 
     def _forward_many(self, plans):
         with tempfile.TemporaryDirectory(prefix="caffe-surgery-nets-") as folder:
-            jobs = [{"prototxt": _declaring(proto, inputs, os.path.join(folder, f"{i}.prototxt")),
-                     "source": os.path.abspath(proto),
-                     "weights": os.path.abspath(model), "inputs": inputs,
-                     "blobs": [blob for blob, _ in wanted]}
-                    for i, (proto, model, inputs, wanted) in enumerate(plans)]
-            return [{blob: answer["blobs"][blob] for blob, _ in plan[3]}
+            jobs = []
+            for i, plan in enumerate(plans):
+                path = _declaring(plan, os.path.join(folder, f"{i}.prototxt"))
+                # a refusal names the user's own file by line, a copy made for the run by layer
+                label = None if path == os.path.abspath(plan.label) else plan.label
+                jobs.append({"prototxt": path, "label": label,
+                             "weights": os.path.abspath(plan.caffemodel), "inputs": plan.inputs,
+                             "blobs": [blob for blob, _ in plan.wanted]})
+            return [{blob: answer["blobs"][blob] for blob, _ in plan.wanted}
                     for plan, answer in zip(plans, self._jobs(jobs))]
 
     def blob_shapes(self, prototxt_path, caffemodel_path=None):
@@ -244,8 +277,8 @@ class CaffeEngine(Engine):
         env = dict(os.environ)
         env.setdefault("GLOG_minloglevel", "2")
         extra = os.environ.get("CAFFE_PYTHONPATH")
-        if extra:
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH"), PYLAYERS)
+                                            if p)
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "caffe_child.py")
         try:
             proc = subprocess.run([self.python, script, folder], cwd=folder, env=env,
@@ -263,12 +296,15 @@ class CaffeEngine(Engine):
         return answer["results"]
 
 
-def _declaring(prototxt_path, inputs, copy_path):
-    """A prototxt that declares the shapes of `inputs`: the file itself when it does, else
-    a copy at `copy_path` with its declarations changed. Caffe builds the net, and loads
-    its weights, at the declared sizes before any input is fed; a size-bound layer
-    (InnerProduct on a map) would be refused at another size than the weights were made for."""
-    net = load_prototxt(prototxt_path)
+def _declaring(plan, copy_path):
+    """A prototxt that declares the shapes of the plan's inputs: the plan's file itself
+    when it does, else a copy at `copy_path` with its declarations changed. Caffe builds
+    the net, and loads its weights, at the declared sizes before any input is fed; a
+    size-bound layer (InnerProduct on a map) would be refused at another size than the
+    weights were made for."""
+    net = type(plan.net)()
+    net.CopyFrom(plan.net)
+    inputs = plan.inputs
     changed = False
     for layer in net.layer:
         if isinstance(rule_for(layer.type), layers.Input):
@@ -293,7 +329,7 @@ def _declaring(prototxt_path, inputs, copy_path):
                 net.input_shape.add().dim.extend(shape)
             changed = True
     if not changed:
-        return os.path.abspath(prototxt_path)
+        return os.path.abspath(plan.path)
     save_prototxt(net, copy_path)
     return copy_path
 
@@ -365,7 +401,9 @@ def caffe_available(caffe_python=None):
 
 def bvlc_gaps(*nets):
     """The layer types in `nets` that BVLC Caffe has no layer for (the registry's
-    `fork_types`), each with its first layer, as text ("Interp (layer 'interp5'), BN (layer 'bn1')"); '' when there are none."""
+    `fork_types`), each with its first layer, as text ("PriorBox (layer 'mbox_prior')");
+    '' when there are none. Asked of nets prepared for Caffe, where the fork layers
+    caffe-surgery can run are Python layers already."""
     found = {}
     for net in nets:
         for layer in net.layer:
@@ -375,9 +413,10 @@ def bvlc_gaps(*nets):
 
 
 def choose_engine(name, nets, *, caffe_python=None):
-    """(engine, note) for `verify --engine NAME` on `nets`. caffe refuses nets with layer
-    types BVLC Caffe lacks, naming them; auto takes Caffe when it is available and can
-    run the nets, else OpenCV, and the note says why when it had to fall back."""
+    """(engine, note) for `verify --engine NAME` on `nets` (prepared for Caffe). caffe
+    refuses nets with layer types neither BVLC Caffe nor a Python layer of ours runs,
+    naming them; auto takes Caffe when it is available and can run the nets, else OpenCV,
+    and the note says why it had to fall back."""
     if name not in CHOICES:
         raise SurgeryError(f"unknown engine '{name}'; choose one of {', '.join(CHOICES)}")
     gaps = bvlc_gaps(*nets) if name != "opencv" else ""

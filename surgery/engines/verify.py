@@ -16,6 +16,12 @@ At an input size other than the one the weights were made for, a classifier's
 InnerProduct on a map expects other weight shapes (its weights are size-bound). Such a
 head, and all computed from it, is left out of the run: only the blobs before it are
 compared, and the report says so. Weights that do not fit anywhere else are refused.
+
+Neither engine reads the user's files as they are: each net is loaded once (`load_net`,
+with `--define` filling a template), made runnable for the engine (engines/prepare.py:
+data layers become Inputs, layers that only score or write are left out, fork layers
+become their BVLC form or a Python layer), and written to a temporary folder; where the
+rewritten layers need other blobs, a copy of the weights with them made goes there too.
 """
 
 import os
@@ -27,13 +33,18 @@ import numpy as np
 
 from ..analysis.analyse import analyse
 from ..analysis.check import MISMATCH, compare, first_problem, whole_shapes
+from ..analysis.graph import complete_phases
 from .engine import CaffeUnreadable, choose_engine, get_engine
+from .prepare import prepare
 from ..errors import SurgeryError
+from ..transform.bvlc import form_weights
 from ..transform.grid import SAME, Grid, num
+from ..io import template
 from ..io.caffemodel import read_caffemodel
-from ..io.prototxt import save_prototxt
-from ..io.netfile import load_net
+from ..io.netfile import load_text
+from ..io.prototxt import read_text
 from ..transform.judge import judge
+from ..weights.writer import write as write_weights
 
 OK, FAIL, APPROXIMATE, NO_GRID = "ok", "FAIL", "approximate", "no-grid"
 
@@ -146,63 +157,67 @@ def _num(value):
 
 
 def verify(original_path, converted_path, weights_path, *, input_shapes=None, blobs=(),
-           engine="opencv", tol=1e-4, seed=0, strict=False, caffe_python=None):
+           engine="opencv", tol=1e-4, seed=0, strict=False, caffe_python=None,
+           weights_converted=None, defines=None):
     """Run both nets and compare blobs on their common grid; returns a VerifyReport.
 
     engine: "opencv", "caffe" (pycaffe; in a child under `caffe_python` or $CAFFE_PYTHON
-    when it does not import here) or "auto" (Caffe when available and the nets are BVLC
-    Caffe's, else OpenCV; the report's engine_note says why it fell back).
+    when it does not import here; fork layers run as Python layers) or "auto" (Caffe when
+    it is available and runs both nets, else OpenCV; the report's engine_note says why it
+    fell back). Each net is made runnable for the engine first (engines/prepare.py).
 
     strict=True holds blobs downstream of a known approximation to the tolerance too
-    (for checking that a conversion is exact everywhere, e.g. a pspnet-convention one)."""
+    (for checking that a conversion is exact everywhere, e.g. a pspnet-convention one).
+
+    weights_converted: the converted net's own weights (fold's, bvlc's output), when they
+    are not `weights_path`. defines: {NAME: VALUE} filling the `${NAME}` of template nets
+    for this run."""
     original_path, converted_path = str(original_path), str(converted_path)
-    first, second = load_net(original_path), load_net(converted_path)
-    orig_net, conv_net = first.net, second.net
-    judged = judge(orig_net, conv_net, input_shapes=input_shapes,
-                   unknowns=(first.unknowns, second.unknowns))
-    approx_layers = judged.not_exact()
-    summary = read_caffemodel(str(weights_path))
-    fitted = {}
-    for which, path, net in (("original", original_path, orig_net),
-                             ("converted", converted_path, conv_net)):
-        fitted[which] = _fit_weights(net, path, summary, weights_path, input_shapes)
-    (orig_net, orig, orig_head), (conv_net, conv, conv_head) = fitted.values()
-    inputs = _random_inputs(orig, conv, original_path, seed)
-    tainted = judged.excused
+    files, templates = _load((original_path, converted_path), defines or {})
+    weights = (str(weights_path), str(weights_converted or weights_path))
+    summaries = {path: read_caffemodel(path) for path in weights}
+    phase = _phase(files[0])
+    analysed = [_analysed(loaded, input_shapes, phase) for loaded in files]
+    for loaded, text, analysis in zip(files, templates, analysed):
+        _prepared(loaded, text, analysis, "caffe")    # an open placeholder: say so first
+    judged = judge(files[0].net, files[1].net, input_shapes=input_shapes, phase=phase,
+                   unknowns=(files[0].unknowns, files[1].unknowns))
+    (_, orig, orig_head), (_, conv, conv_head) = fitted = [
+        _fit_weights(loaded, analysis, summaries[path], path, input_shapes, phase)
+        for loaded, analysis, path in zip(files, analysed, weights)]
 
-    chosen = list(dict.fromkeys(blobs))
-    for blob in chosen:
-        for analysis, path in ((orig, original_path), (conv, converted_path)):
-            if analysis.graph.last_writer(blob) is None and blob not in analysis.graph.inputs:
-                raise SurgeryError("no such blob in the net", file=path, blob=blob)
-    default, touched = _deepest_changed(judged, orig, conv, inputs)
-    if default is None and not chosen:
-        raise SurgeryError("no blob is shared by both nets on a common grid outside what the "
-                           "conversion made approximate; name blobs to compare with --blob")
-    if default is not None and default not in chosen:
-        chosen.insert(0, default)
+    def prepared_for(kind):
+        return [_prepared(loaded, text, analysis, kind)
+                for loaded, text, (_, analysis, _) in zip(files, templates, fitted)]
 
-    runner, note = choose_engine(engine, (orig_net, conv_net), caffe_python=caffe_python)
-    with tempfile.TemporaryDirectory(prefix="caffe-surgery-verify-") as folder:
-        runs = []
-        for which, path, net, head in (("original", original_path, orig_net, orig_head),
-                                       ("converted", converted_path, conv_net, conv_head)):
-            if head:    # run the net without its size-bound head
-                path = os.path.join(folder, f"{which}.prototxt")
-                save_prototxt(net, path)
-            runs.append((path, weights_path, inputs, chosen))
-        try:
-            orig_out, conv_out = runner.run_many(runs)
-        except CaffeUnreadable as exc:
-            if engine != "auto":
-                raise
-            # e.g. a fork field Caffe's parser lacks; OpenCV's importer skips those
-            runner, note = get_engine("opencv"), f"auto: {exc.reason}"
-            orig_out, conv_out = runner.run_many(runs)
+    for_caffe = prepared_for("caffe")
+    runner, note = choose_engine(engine, [p.net for p in for_caffe], caffe_python=caffe_python)
+    prepared = for_caffe if runner.name == "caffe" else prepared_for("opencv")
+    inputs = _random_inputs(prepared, (orig, conv), original_path, seed)
+    chosen, default, touched = _chosen_blobs(blobs, judged, (orig, conv), for_caffe,
+                                             (original_path, converted_path), inputs)
+
+    def run(runner, prepared):
+        with tempfile.TemporaryDirectory(prefix="caffe-surgery-verify-") as folder:
+            models = _prepared_weights(prepared, weights, summaries, folder)
+            runs = [(p.net, model, inputs, chosen) for p, model in zip(prepared, models)]
+            labels = [f"the net prepared from {path}" for path in (original_path, converted_path)]
+            return runner.run_many(runs, labels=labels)
+
+    try:
+        orig_out, conv_out = run(runner, prepared)
+    except CaffeUnreadable as exc:
+        if engine != "auto":
+            raise
+        # e.g. a fork field Caffe's parser lacks; OpenCV's importer skips those
+        runner, note = get_engine("opencv"), f"auto: {exc.reason}"
+        prepared = prepared_for("opencv")
+        orig_out, conv_out = run(runner, prepared)
     report = VerifyReport(original_path, converted_path, runner.name, tol,
                           {k: v.shape for k, v in inputs.items()}, engine_note=note,
-                          approximate_layers=sorted(approx_layers), strict=strict,
-                          caveats=runner.caveats(orig_net, conv_net),
+                          approximate_layers=judged.not_exact(), strict=strict,
+                          caveats=runner.caveats(*(p.net for p in prepared))
+                          + _unknown_fields(files, prepared),
                           size_bound_heads={w: h for w, h in (("original", orig_head),
                                                               ("converted", conv_head)) if h})
     shape = ", ".join(f"{k}={','.join(map(str, v.shape))}" for k, v in inputs.items())
@@ -215,18 +230,145 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
                             "which proves nothing about the change")
     for blob in chosen:
         result = _compare(blob, orig, conv, orig_out[blob], conv_out[blob],
-                          approximate=blob in tainted, tol=tol)
+                          approximate=blob in judged.excused, tol=tol)
         result.claimed = blob in judged.exact_blobs
         report.blobs.append(result)
     return report
 
 
-def _fit_weights(net, path, summary, weights_path, input_shapes):
-    """(net, analysis, head): `net` without the size-bound layers whose weights do not fit
-    at this input size, and without what is computed from them (head: their names, [] when
-    none). Any other layer whose weights would not load is refused, naming it; an engine
-    would otherwise fail with its own, much less helpful, message."""
-    analysis = analyse(net, input_shapes=input_shapes)
+def _load(paths, defines):
+    """([NetFile], [text as written]) for the paths, `defines` filled in; a NAME neither
+    file uses is refused (a misspelt name would leave its placeholder open)."""
+    texts = [read_text(path) for path in paths]
+    used = set().union(*(template.names(t) for t in texts))
+    unused = sorted(set(defines) - used)
+    if unused:
+        raise SurgeryError(f"--define {unused[0]}: neither net has the placeholder "
+                           f"${{{unused[0]}}} (they have: {', '.join(sorted(used)) or 'none'})")
+    return [load_text(template.fill(t, defines), p) for p, t in zip(paths, texts)], texts
+
+
+def _phase(loaded):
+    """TEST, unless only TRAIN has every layer the net needs (a train net whose data
+    layer is TRAIN-only): the phase both nets run in."""
+    built, failed = complete_phases(loaded.net)
+    if not built:
+        raise failed["TEST"]
+    return next(iter(built))
+
+
+def _prepared(loaded, text, analysis, engine):
+    """The net of `analysis` made runnable in `engine`; a placeholder left open in what
+    runs is refused, naming it and where it is in the file as written (`text`)."""
+    as_is = {uf.layer for uf in loaded.binding.unknown_fields if uf.layer is not None}
+    prepared = prepare(analysis, engine, as_is=as_is)
+    ph = _open_placeholder(loaded, prepared)
+    if ph is not None:
+        line, col = template.position_in(text, loaded.text, *loaded.position(ph), ph.text)
+        name = next(iter(sorted(template.names(ph.text))), "NAME")
+        raise SurgeryError(f"template placeholder {ph.text} is open in a layer that runs; "
+                           f"give it with --define {name}=VALUE", file=loaded.path,
+                           line=line, col=col)
+    return prepared
+
+
+def _open_placeholder(loaded, prepared):
+    """The first placeholder the prepared net still depends on: text that still holds
+    it (a layer named `fc8_${EXP}`), or a number it leaves unset in a layer that runs,
+    but for a data layer's (the Input in its place is sized by the analysis)."""
+    texts = {layer.name: str(layer) for layer in prepared.net.layer}
+    fed = {layer.name for layer, form in prepared.forms
+           if not layer.bottom and not any(f.bottom for f in form)}
+    numeric = loaded.numeric_placeholders
+    for ph in loaded.placeholders:
+        name = loaded.binding.layer_name(ph.path)
+        if name not in texts:
+            continue
+        if ph in numeric:
+            if name not in fed:
+                return ph
+        elif any(f"${{{n}}}" in texts[name] for n in template.names(ph.text)):
+            return ph
+    return None
+
+
+def _unknown_fields(files, prepared):
+    """A line per field or value the schema lacks in a layer that runs: the engine runs
+    the layer without it (it is not in the net the engine reads)."""
+    lines = []
+    for loaded, p in zip(files, prepared):
+        running = {layer.name for layer in p.net.layer}
+        for uf in loaded.binding.unknown_fields:
+            if uf.layer in running:
+                line = (f"{uf}, in layer '{uf.layer}': the engine runs the layer without it")
+                if line not in lines:
+                    lines.append(line)
+    return lines
+
+
+def _prepared_weights(prepared, weights, summaries, folder):
+    """The weights file each prepared net runs with: its own file, or, where rewritten
+    layers need other blobs (PSPNet's BN as BatchNorm + Scale), one copy of that file
+    with them made, shared by the nets that use it (written to `folder`)."""
+    models, written = [], {}
+    for i, (p, path) in enumerate(zip(prepared, weights)):
+        if path not in written:
+            forms = {layer.name: (layer, form) for q, other in zip(prepared, weights)
+                     if other == path for layer, form in q.forms}
+            plan = form_weights(tuple(forms.values()), summaries[path], retype=False)
+            if plan.edit or plan.add or plan.drop:
+                out = os.path.join(folder, f"weights-{i}.caffemodel")
+                write_weights(plan, out, source=summaries[path])
+                written[path] = out
+            else:
+                written[path] = path
+        models.append(written[path])
+    return models
+
+
+def _chosen_blobs(blobs, judged, analyses, prepared, paths, inputs):
+    """(chosen, default, touched): the blobs to compare, the default first, then `blobs`;
+    each must be one that runs in both prepared nets. The default is the deepest blob the
+    conversion changed and did not mark APPROXIMATE or ADAPTED that both nets run and
+    share on a common grid; failing that, the deepest such blob it left alone (touched
+    False: comparing it proves nothing about the change, and the report says so)."""
+    runs = [p.blobs for p in prepared]
+    chosen = list(dict.fromkeys(blobs))
+    for blob in chosen:
+        for analysis, ran, path in zip(analyses, runs, paths):
+            if analysis.graph.last_writer(blob) is None and blob not in analysis.graph.inputs:
+                raise SurgeryError("no such blob in the net", file=path, blob=blob)
+            if blob not in ran:
+                raise SurgeryError("this blob only feeds layers that score or write, which "
+                                   "do not run", file=path, blob=blob)
+    orig, conv = analyses
+    changed = judged.after.graph.downstream_blobs({c.layer for c in judged.changes})
+    shared = [blob for node in reversed(conv.graph.nodes) for blob in reversed(node.tops)
+              if blob not in judged.excused and blob not in inputs and blob in runs[0] & runs[1]
+              and orig.graph.last_writer(blob) is not None
+              and _grid(blob, orig, conv)[0] is not None]
+    default = next((b for b in shared if b in changed), None)
+    touched = default is not None
+    default = default or next(iter(shared), None)
+    if default is None and not chosen:
+        raise SurgeryError("no blob is shared by both nets on a common grid outside what the "
+                           "conversion made approximate; name blobs to compare with --blob")
+    if default is not None and default not in chosen:
+        chosen.insert(0, default)
+    return chosen, default, touched
+
+
+def _analysed(loaded, input_shapes, phase, net=None):
+    return analyse(net or loaded.net, input_shapes=input_shapes, phase=phase,
+                   unknowns=loaded.unknowns)
+
+
+def _fit_weights(loaded, analysis, summary, weights_path, input_shapes, phase):
+    """(net, analysis, head): the loaded net without the size-bound layers whose weights
+    do not fit at this input size, and without what is computed from them (head: their
+    names, [] when none). Any other layer whose weights would not load is refused, naming
+    it; an engine would otherwise fail with its own, much less helpful, message."""
+    net, path = loaded.net, loaded.path
     report = compare(whole_shapes(analysis.param_shapes), summary)
     nodes = [analysis.graph.node(row.name) for row in report.layers if row.status == MISMATCH]
     # A classifier sized for another input, or an upsampler a conversion gave another
@@ -242,7 +384,7 @@ def _fit_weights(net, path, summary, weights_path, input_shapes):
         kept.CopyFrom(net)
         del kept.layer[:]
         kept.layer.extend(layer for i, layer in enumerate(net.layer) if i not in gone)
-        net, analysis = kept, analyse(kept, input_shapes=input_shapes)
+        net, analysis = kept, _analysed(loaded, input_shapes, phase, kept)
         report = compare(whole_shapes(analysis.param_shapes), summary)
     problem = first_problem(report)
     if problem is not None:
@@ -251,34 +393,21 @@ def _fit_weights(net, path, summary, weights_path, input_shapes):
     return net, analysis, head
 
 
-def _random_inputs(orig, conv, path, seed):
+def _random_inputs(prepared, analyses, path, seed):
+    """Seeded normal values for each input of the prepared original, at its analysed
+    size; zeros for a label (a train net's, read by the layers that run)."""
     rng = np.random.default_rng(seed)
     inputs = {}
-    for name in orig.graph.inputs:
-        shape = orig.shapes.get(name)
+    for name in prepared[0].inputs:
+        shape = analyses[0].shapes.get(name)
         if shape is None or any(d is None for d in shape):
             raise SurgeryError("the input size is unknown; give it with --input-shape "
                                "NAME=N,C,H,W", file=path, blob=name)
-        if name not in conv.graph.inputs:
+        if name not in prepared[1].inputs:
             raise SurgeryError("the converted net has no such input", blob=name)
-        inputs[name] = rng.standard_normal(size=tuple(shape)).astype(np.float32)
+        inputs[name] = np.zeros(shape, np.float32) if name in prepared[0].labels else \
+            rng.standard_normal(size=tuple(shape)).astype(np.float32)
     return inputs
-
-
-def _deepest_changed(judged, orig, conv, inputs):
-    """(blob, changed): the default blob, the deepest that the conversion changed and did
-    not mark APPROXIMATE or ADAPTED and that both nets (as run) share on a common grid;
-    failing that, the deepest such blob it left alone (changed False: the run then proves
-    nothing about the change, and the report says so); (None, False) when none."""
-    changed = judged.after.graph.downstream_blobs({c.layer for c in judged.changes})
-    shared = [blob for node in reversed(conv.graph.nodes) for blob in reversed(node.tops)
-              if blob not in judged.excused and blob not in inputs
-              and orig.graph.last_writer(blob) is not None
-              and _grid(blob, orig, conv)[0] is not None]
-    touched = next((b for b in shared if b in changed), None)
-    if touched is not None:
-        return touched, True
-    return next(iter(shared), None), False
 
 
 def _grid(blob, orig, conv):
@@ -294,10 +423,17 @@ def _grid(blob, orig, conv):
             return None, f"shapes {tuple(a)} and {tuple(b)} differ"
         return SAME, ""
     ga, gb = orig.geometry.get(blob), conv.geometry.get(blob)
-    if ga is None and gb is None and tuple(a) == tuple(b):
+    if ga is None and gb is None and tuple(a) == tuple(b) and \
+            orig.carried_geometry().get(blob) is None:
         return SAME, ""         # off the image grid in both (after a global pooling)
     if ga is None or gb is None:
-        return None, "no geometry (collapsed or misaligned)"
+        # Past a join with a resampled branch (PSPNet's Concat of the trunk and its
+        # upsampled bins) the blob sits on its trunk's grid, but where that grid moved the
+        # branch's resampling is not exact: compared only where the grid is unchanged (a
+        # bvlc rewrite, a conversion that stops before the join).
+        ga, gb = orig.carried_geometry().get(blob), conv.carried_geometry().get(blob)
+        if ga is None or gb is None or not Grid.between(ga, gb).identity:
+            return None, "no geometry (collapsed or misaligned)"
     grid = Grid.between(ga, gb)
     if None in grid.common(a[2:], b[2:]):
         return None, (f"stride {tuple(ga.stride)}->{tuple(gb.stride)}, centre "

@@ -87,6 +87,7 @@ class BlobInfo:
     start: int              # byte range of the whole blobs field, tag included
     end: int
     runs: tuple = ()
+    content_start: int = 0  # first byte after the field's tag and length
 
     @property
     def size(self):
@@ -309,6 +310,7 @@ def _read_shape(w, end, dims):
 
 
 def _read_blob(w, end, index, start):
+    content_start = w.pos
     legacy = {}
     dims = None
     float_runs, double_runs = [], []
@@ -356,7 +358,8 @@ def _read_blob(w, end, index, start):
     return BlobInfo(index=index, shape=shape, legacy=legacy_dims is not None,
                     legacy_dims=legacy_dims, shape_dims=None if dims is None else tuple(dims),
                     count=count, dtype=dtype, data_offset=first, diff_count=diff_count,
-                    start=start, end=end, runs=tuple(r for r in runs if r.count))
+                    start=start, end=end, runs=tuple(r for r in runs if r.count),
+                    content_start=content_start)
 
 
 def _read_layer(w, end, index, start, v1):
@@ -523,8 +526,11 @@ class BlobReader:
         raise SurgeryError(f"blob {self.index} data ends early (file changed or truncated)",
                            file=self.path, layer=self.layer)
 
-    def read(self, start, count):
-        out = np.empty(count, self.native)
+    def read(self, start, count, out=None):
+        """Values start..start+count-1; into `out` (a flat array of at least `count`
+        values of this blob's dtype) when given, so a caller streaming a large blob can
+        reuse one buffer instead of faulting in fresh pages for every piece."""
+        out = np.empty(count, self.native) if out is None else out[:count]
         done = 0
         run_index = int(np.searchsorted(self._starts, start, side="right")) - 1
         f = self._file
@@ -627,6 +633,41 @@ class StreamBlob:
         return int(np.prod(self.shape, dtype=np.int64)) * (8 if self.double else 4)
 
 
+@dataclass(frozen=True)
+class RawBlob:
+    """A blob of the source file, copied byte for byte. `field` is the blobs field number
+    it is written under (7 in a `layer`, 6 in a V1 `layers` entry); when it differs from the
+    one the blob had, only the tag is new."""
+
+    blob: BlobInfo
+    field: int
+
+
+class _RawEncoded:
+    """A RawBlob with its length known up front, written from the open source file."""
+
+    def __init__(self, raw, field_number):
+        blob = raw.blob
+        self.start, self.body, self.end = blob.start, blob.content_start, blob.end
+        self.header = None if field_number == raw.field else \
+            _len_header(field_number, self.end - self.body)
+        self.total = (self.end - self.start if self.header is None
+                      else len(self.header) + self.end - self.body)
+
+    def write(self, out, src):
+        if self.header is None:
+            _copy(src, out, self.start, self.end)
+        else:
+            out.write(self.header)
+            _copy(src, out, self.body, self.end)
+
+
+def _encoded(blob, field_number):
+    if isinstance(blob, RawBlob):
+        return _RawEncoded(blob, field_number)
+    return _EncodedBlob(_as_spec(blob), field_number)
+
+
 def _as_spec(blob):
     if isinstance(blob, StreamBlob):
         if blob.legacy and len(blob.shape) > 4:
@@ -678,7 +719,7 @@ class _EncodedBlob:
         self.header = _len_header(field_number, body)
         self.total = len(self.header) + body
 
-    def write(self, out):
+    def write(self, out, src=None):
         out.write(self.header)
         out.write(self.before)
         if isinstance(self.spec, StreamBlob):
@@ -762,21 +803,21 @@ def _new_layer_fields(entry):
         head = b"".join(_string_field(V1_BOTTOM, b) for b in entry.bottoms)
         head += b"".join(_string_field(V1_TOP, t) for t in entry.tops)
         head += _string_field(V1_NAME, entry.name) + _key(V1_TYPE, VARINT) + _varint(enum)
-        blobs = [_EncodedBlob(_as_spec(b), V1_BLOBS) for b in entry.blobs]
+        blobs = [_encoded(b, V1_BLOBS) for b in entry.blobs]
         return head, blobs, NET_LAYERS_V1
     head = _string_field(L_NAME, entry.name) + _string_field(L_TYPE, entry.type)
     head += b"".join(_string_field(L_BOTTOM, b) for b in entry.bottoms)
     head += b"".join(_string_field(L_TOP, t) for t in entry.tops)
-    blobs = [_EncodedBlob(_as_spec(b), L_BLOBS) for b in entry.blobs]
+    blobs = [_encoded(b, L_BLOBS) for b in entry.blobs]
     return head, blobs, NET_LAYER
 
 
-def _write_new_layer(out, entry):
+def _write_new_layer(out, entry, src=None):
     head, blobs, number = _new_layer_fields(entry)
     out.write(_len_header(number, len(head) + sum(b.total for b in blobs)))
     out.write(head)
     for blob in blobs:
-        blob.write(out)
+        blob.write(out, src)
 
 
 def _write_edit(out, src, entry):
@@ -789,7 +830,7 @@ def _write_edit(out, src, entry):
         for i, (s, e) in enumerate(ranges):
             cuts.append((s, e, new_name if i == 0 else b""))
     if entry.blobs is not None:
-        new_blobs = [_EncodedBlob(_as_spec(b), V1_BLOBS if v1 else L_BLOBS) for b in entry.blobs]
+        new_blobs = [_encoded(b, V1_BLOBS if v1 else L_BLOBS) for b in entry.blobs]
         ranges = [(b.start, b.end) for b in layer.blobs] or [(layer.end, layer.end)]
         for i, (s, e) in enumerate(ranges):
             cuts.append((s, e, new_blobs if i == 0 else b""))
@@ -808,7 +849,7 @@ def _write_edit(out, src, entry):
             out.write(rep)
         else:
             for blob in rep:
-                blob.write(out)
+                blob.write(out, src)
         pos = e
     _copy(src, out, pos, layer.end)
 
@@ -819,7 +860,9 @@ def write_entries(path, entries, *, source=None, inputs=(), in_place=False):
     Copy and EditLayer entries read from `source` (a path).
     """
     entries = list(entries)
-    needs_source = any(isinstance(e, (Copy, EditLayer)) for e in entries)
+    needs_source = any(isinstance(e, (Copy, EditLayer)) or
+                       (isinstance(e, NewLayer) and any(isinstance(b, RawBlob) for b in e.blobs))
+                       for e in entries)
     if needs_source and source is None:
         raise SurgeryError("copying layers needs the source caffemodel")
 
@@ -830,7 +873,7 @@ def write_entries(path, entries, *, source=None, inputs=(), in_place=False):
                 if isinstance(entry, Copy):
                     _copy(src, out, entry.start, entry.end)
                 elif isinstance(entry, NewLayer):
-                    _write_new_layer(out, entry)
+                    _write_new_layer(out, entry, src)
                 elif isinstance(entry, EditLayer):
                     _write_edit(out, src, entry)
                 else:

@@ -208,11 +208,16 @@ def _field_edits(old, new, prefix="", skip=()):
             if list(a) == list(b):
                 continue
             if fd.type == MESSAGE:
-                if len(a) != len(b):
-                    raise _Fallback(f"repeated message field '{path}' changed length")
+                if len(b) > len(a):
+                    raise _Fallback(f"repeated message field '{path}' grew")
                 for i, (x, y) in enumerate(zip(a, b)):
                     if x != y:
                         edits.extend(_field_edits(x, y, f"{path}[{i}]."))
+                # entries gone from the end (a BN's four param specs on its BatchNorm): the
+                # last first, so the indices of the others hold
+                if len(b) < len(a):
+                    edits.extend([(path, None)] if not len(b) else
+                                 [(f"{path}[{i}]", None) for i in reversed(range(len(b), len(a)))])
                 continue
             edits.append((path, list(b) if len(b) else None))
         elif fd.type == MESSAGE:

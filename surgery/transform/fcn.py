@@ -138,6 +138,15 @@ class LayerPlan(NamedTuple):
                     band[i] = reader.read(r * k, k)
             yield self._select(band.reshape(len(rows), c, h, w))
 
+    def weight_values(self, inputs):
+        """The converted weight's pieces, read from the source layer's weight blob
+        (`inputs`: surgery.weights.writer.Inputs) as they are written."""
+        with inputs.open(0) as reader:
+            yield from self.weight_pieces(reader)
+
+    def bias_values(self, inputs):
+        yield self.bias_blob(inputs.read(1))
+
     def _columns(self, reader, rows, k, n):
         """Source columns `rows` of a transposed (K, N) weight, as (len(rows), K) rows."""
         lo, hi = rows[0], rows[-1] + 1
@@ -526,16 +535,17 @@ def _downstream_of_conv(analysis, node, targets):
 # Weights
 # ---------------------------------------------------------------------------
 
-def weight_entries(plan, summary):
-    """Caffemodel entries (Copy / NewLayer, see io.caffemodel.write_entries) applying `plan`.
+def weight_plan(plan, summary):
+    """The WeightPlan (surgery.weights.plan) that applies `plan` to `summary`'s weights.
 
     Converted layers become new Convolution layers at the same place in the file; every
-    other byte range is copied verbatim. Their blobs stream: the writer pulls the weight
-    in pieces from the source as it encodes it (a plain reshape copies the bytes), so
+    other layer is copied byte for byte. A plain reshape is `Reshaped` (the bytes copied);
+    a decimated or transposed weight is `Replaced`, read in bands as it is written, so
     memory stays bounded whatever the size of a layer. Every source layer is checked
     first, so a mismatch is found before anything is written.
     """
-    from ..io.caffemodel import Copy, NewLayer, StreamBlob
+    from ..weights.plan import LayerWeights, Replaced, Reshaped, WeightPlan
+    from ..weights.writer import check
 
     by_name = {}
     for layer in summary.layers:
@@ -561,49 +571,20 @@ def weight_entries(plan, summary):
         if layer.name in targets and layer.name not in sources:
             raise SurgeryError(f"the weights ({summary.path}) already hold a layer called "
                                f"'{layer.name}'; choose another --rename pattern", layer=layer.name)
-    plans = {p.source: p for p in plan.layers}
-    starts = {layer.start: layer for layer in summary.layers}
-    entries, done = [], set()
-    for _number, start, end in summary.items:
-        layer = starts.get(start)
-        p = plans.get(layer.name) if layer is not None else None
-        if p is None or layer.name in done:
-            if entries and isinstance(entries[-1], Copy) and entries[-1].end == start:
-                entries[-1] = Copy(entries[-1].start, end)
-            else:
-                entries.append(Copy(start, end))
-            continue
-        done.add(layer.name)
-        blobs = [StreamBlob(p.weight_shape, _Pieces(summary, layer, 0, p.weight_pieces),
-                            double=layer.blobs[0].dtype == "double",
-                            legacy=layer.blobs[0].legacy)]
+    edits = []
+    for p in plan.layers:
+        weight = Reshaped(0, p.weight_shape) if p.reshape_only else \
+            Replaced(p.weight_shape, p.weight_values)
+        blobs = (weight,)
         if p.bias:
-            blobs.append(StreamBlob((p.num_output // p.out_step,),
-                                    _Pieces(summary, layer, 1, _bias_pieces(p)),
-                                    double=layer.blobs[1].dtype == "double",
-                                    legacy=layer.blobs[1].legacy))
-        entries.append(NewLayer(p.target, CONV_TYPE, tuple(blobs), p.bottoms, p.tops,
-                                legacy=summary.legacy))
-    return entries
-
-
-def _bias_pieces(plan):
-    def pieces(reader):
-        yield plan.bias_blob(reader.read(0, reader.blob.count))
-    return pieces
-
-
-class _Pieces:
-    """An iterable that opens the source blob only when the writer gets to it."""
-
-    def __init__(self, summary, layer, index, pieces):
-        self.summary, self.layer, self.index, self.pieces = summary, layer, index, pieces
-
-    def __iter__(self):
-        from ..io.caffemodel import BlobReader
-
-        with BlobReader(self.summary, self.layer, self.index) as reader:
-            yield from self.pieces(reader)
+            n = p.num_output // p.out_step
+            blobs += (Reshaped(1, (n,)) if p.out_step == 1 else
+                      Replaced((n,), p.bias_values, like=1),)
+        edits.append(LayerWeights(p.target, blobs, source=p.source, type=CONV_TYPE,
+                                  bottoms=p.bottoms, tops=p.tops))
+    planned = WeightPlan(edit=tuple(edits))
+    check(planned, summary)
+    return planned
 
 
 def transplant(plan, weights_in, weights_out, *, in_place=False):
@@ -611,11 +592,11 @@ def transplant(plan, weights_in, weights_out, *, in_place=False):
 
     Returns the source Summary. Raises SurgeryError, writing nothing, when the weights do
     not fit the plan."""
-    from ..io.caffemodel import read_caffemodel, write_entries
+    from ..io.caffemodel import read_caffemodel
+    from ..weights import writer
 
     summary = read_caffemodel(weights_in)
-    entries = weight_entries(plan, summary)
-    write_entries(weights_out, entries, source=summary.path, in_place=in_place)
+    writer.write(weight_plan(plan, summary), weights_out, source=summary, in_place=in_place)
     return summary
 
 

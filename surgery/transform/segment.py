@@ -39,7 +39,6 @@ from .. import caffe_pb2
 from ..analysis.analyse import analyse
 from ..builder import NetBuilder, fill
 from ..errors import SurgeryError
-from ..weights.fillers import pieces as filler_pieces
 from ..pair import Pair
 from . import fcn as fcn_pass
 from .dilate import dilate
@@ -562,32 +561,22 @@ def _signed(x):
 # ---------------------------------------------------------------------------
 
 def head_weights(segmented, *, seed=0):
-    """NewLayer entries for every new head layer with params, valued from its fillers."""
-    from ..io.caffemodel import NewLayer, StreamBlob
+    """LayerWeights (surgery.weights.plan) for every new head layer with params, each blob
+    `New`, drawn from its filler seeded by (seed, layer, blob)."""
     from ..layers import rule_for
+    from ..weights.plan import LayerWeights, New
 
     layers = {layer.name: layer for n in (segmented.train, segmented.deploy) for layer in n.layer}
-    entries = []
+    out = []
     for name, shapes in segmented.report.new_params.items():
         layer = layers[name]
         fillers = rule_for(layer.type).fillers(layer)
         if fillers is None or len(fillers) != len(shapes):
             raise SurgeryError("no filler tells how to initialise this new layer", layer=name)
-        blobs = tuple(StreamBlob(tuple(s), _Pieces(f, s, seed, name, i))
-                      for i, (f, s) in enumerate(zip(fillers, shapes)))
-        entries.append(NewLayer(name, layer.type, blobs, tuple(layer.bottom), tuple(layer.top)))
-    return entries
-
-
-class _Pieces:
-    """A filler's values, made when the writer gets to the blob (and again if asked)."""
-
-    def __init__(self, filler, shape, seed, layer, index):
-        self.args = filler, shape, dict(seed=seed, layer=layer, index=index)
-
-    def __iter__(self):
-        filler, shape, kw = self.args
-        return filler_pieces(filler, shape, **kw)
+        blobs = tuple(New(tuple(s), filler=f, seed=seed) for f, s in zip(fillers, shapes))
+        out.append(LayerWeights(name, blobs, type=layer.type, bottoms=tuple(layer.bottom),
+                                tops=tuple(layer.top)))
+    return out
 
 
 def _check_backbone(segmented, summary):
@@ -609,7 +598,9 @@ def _check_backbone(segmented, summary):
 def write_weights(segmented, weights_in, weights_out, *, seed=0):
     """Stream `weights_in` to `weights_out` (backbone layers byte for byte; fcn-converted
     layers rebuilt) and append the new head layers. Returns the names added."""
-    from ..io.caffemodel import NewLayer, plan, read_caffemodel, write_entries
+    from ..io.caffemodel import read_caffemodel
+    from ..weights import writer
+    from ..weights.plan import WeightPlan
 
     summary = read_caffemodel(weights_in)
     _check_backbone(segmented, summary)
@@ -621,12 +612,7 @@ def write_weights(segmented, weights_in, weights_out, *, seed=0):
         if entry.name in names:
             raise SurgeryError(f"the weights ({weights_in}) already hold a layer of this name",
                                layer=entry.name)
-    if segmented.fcn is not None:
-        entries = fcn_pass.weight_entries(segmented.fcn, summary)
-        entries += [NewLayer(e.name, e.type, e.blobs, e.bottoms, e.tops, legacy=summary.legacy)
-                    for e in new]
-    else:
-        entries = plan(summary, add=new)
-    write_entries(weights_out, entries, source=weights_in)
+    edits = fcn_pass.weight_plan(segmented.fcn, summary).edit if segmented.fcn is not None else ()
+    writer.write(WeightPlan(edit=edits, add=tuple(new)), weights_out, source=summary)
     converted = [p.target for p in segmented.fcn.layers] if segmented.fcn is not None else []
     return converted + [e.name for e in new]

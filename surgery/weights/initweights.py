@@ -32,8 +32,9 @@ import numpy as np
 from ..analysis.analyse import analyse
 from ..errors import SurgeryError
 from ..io.atomic import guard_output
-from ..io.caffemodel import NewLayer, StreamBlob, write_caffemodel
+from . import writer
 from .fillers import upsampling_kernel
+from .plan import LayerWeights, New, WeightPlan
 
 CHUNK = 1 << 20   # values drawn at a time: 4 MB of float32
 HE_GAIN = 2.0     # E[y^2] of a linear layer's output; a ReLU after it halves it back to 1
@@ -693,7 +694,7 @@ def init_weights(net, path, *, seed=0, input_shapes=None, inputs=(), chunk=CHUNK
         for name, type_, blobs in stream_weights(net, seed=seed, input_shapes=input_shapes,
                                                  chunk=chunk, phases=phases):
             written.append({"name": name, "type": type_, "shapes": [s for s, _ in blobs]})
-            yield NewLayer(name, type_, tuple(StreamBlob(s, p) for s, p in blobs))
+            yield LayerWeights(name, tuple(New(s, pieces=p) for s, p in blobs), type=type_)
 
-    write_caffemodel(str(path), layers(), name=net.name or None)
+    writer.write(WeightPlan(add=layers()), path, name=net.name or None)
     return written

@@ -21,34 +21,28 @@ def resized(changes, graph):
     return tuple(out)
 
 
-def entries(summary, original, converted, changed):
-    """Caffemodel entries (io.caffemodel.plan) for `summary`'s file with the layers named
-    in `changed` rewritten for `converted`. Checks every such layer first, so a mismatch
-    stops the run before anything is written."""
-    from ..io.caffemodel import BlobReader, BlobSpec, StreamBlob, plan, read_blob
+def plan(summary, original, converted, changed):
+    """The WeightPlan for `summary`'s file with the layers named in `changed` given the
+    weights `converted` needs: each such layer's weight blob replaced by the registry's
+    `resized_weights` (streamed from the old one), its other blobs copied. Checks every
+    such layer first, so a mismatch stops the run before anything is written."""
+    from ..io.caffemodel import BlobReader
+    from .plan import Copied, LayerWeights, Replaced, WeightPlan
+    from .writer import check
 
     old_layers = {layer.name: layer for layer in original.layer}
     new_layers = {layer.name: layer for layer in converted.layer}
-    replace = {}
+    edits = []
     for name in changed:
-        try:
-            info = summary.layer(name)
-        except SurgeryError:
+        info = summary.find(name)
+        if info is None:
             raise SurgeryError(f"the weights ({summary.path}) have no layer of this name, so "
-                               "its new weights cannot be made", layer=name) from None
-        old, new = old_layers[name], new_layers[name]
-        shape, pieces = rule_for(old.type).resized_weights(
-            old, new, lambda info=info: BlobReader(summary, info, 0))
-        blobs = [StreamBlob(shape, pieces(), double=info.blobs[0].dtype == "double",
-                            legacy=info.blobs[0].legacy)]
-        blobs += [BlobSpec(read_blob(summary, info, i), legacy=info.blobs[i].legacy)
-                  for i in range(1, len(info.blobs))]
-        replace[name] = blobs
-    return plan(summary, replace=replace)
-
-
-def write(path, summary, planned, *, in_place=False):
-    """Write the `entries` of `summary`'s caffemodel to `path`, atomically."""
-    from ..io.caffemodel import write_entries
-
-    write_entries(path, planned, source=summary.path, in_place=in_place)
+                               "its new weights cannot be made", layer=name)
+        shape, pieces = rule_for(old_layers[name].type).resized_weights(
+            old_layers[name], new_layers[name], lambda info=info: BlobReader(summary, info, 0))
+        blobs = (Replaced(shape, lambda _inputs, pieces=pieces: pieces()),)
+        blobs += tuple(Copied(i) for i in range(1, len(info.blobs)))
+        edits.append(LayerWeights(name, blobs, source=name))
+    planned = WeightPlan(edit=tuple(edits))
+    check(planned, summary)
+    return planned

@@ -1,0 +1,70 @@
+"""Fold BatchNorm (and the Scale after it) into the layer before it, for deployment.
+
+A BatchNorm, PSPNet BN or SegNet BN (bn_mode INFERENCE), optionally followed by a Scale,
+right after a Convolution, Deconvolution or InnerProduct whose output feeds nothing else
+goes into that layer's weights and bias (a bias is added where there was none). Each
+layer's own eps and BVLC's stored moving-average factor are used. A group with no such
+layer before it (pre-activation ResNets, DenseNets) becomes one exact Scale. A BatchNorm
+that normalises with the batch's statistics is left in place and listed, with why.
+
+The prototxt is written as a minimal edit of the input; the caffemodel is streamed:
+folded layers get their new blobs, the removed layers are dropped, every other layer is
+copied byte for byte. `caffe-surgery verify NET OUT --weights IN --weights-converted
+OUT.caffemodel` checks the result.
+
+A net that describes a TRAIN phase in which training still updates a BN group is refused
+unless --phase TEST asks for the inference net.
+
+Exit status: 0 written; 2 bad input or a refused net (nothing is written).
+"""
+
+import json
+import os
+
+from ..errors import SurgeryError
+from ..io.atomic import guard_output
+from ..io.caffemodel import read_caffemodel
+from ..transform.fold import fold, format_folded
+from ..weights import writer
+from . import options
+from .output import add_output_arguments, finish, load, output_target, write_net
+
+NAME = "fold"
+HELP = "fold BatchNorm/Scale into the convolutions before them, for deployment"
+
+
+def add_arguments(parser):
+    parser.add_argument("net", metavar="NET.prototxt", help="net definition")
+    parser.add_argument("--weights", required=True, metavar="IN.caffemodel",
+                        help="the trained weights of NET")
+    parser.add_argument("--weights-out", metavar="OUT.caffemodel", type=options.output_file,
+                        help="where to write the folded weights (needed unless --dry-run)")
+    parser.add_argument("--phase", choices=("TEST",),
+                        help="fold the TEST net even though TRAIN still updates its BN layers")
+    parser.add_argument("--dry-run", action="store_true", help="print the summary only")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_output_arguments(parser)
+
+
+def run(args):
+    inputs = [args.net, args.weights]
+    output_target(args, inputs)
+    if not args.dry_run:
+        if not args.weights_out:
+            raise SurgeryError("give --weights-out OUT.caffemodel for the folded weights (the "
+                               "folded net does not load the old ones), or --dry-run")
+        guard_output(args.output, inputs, in_place=args.in_place)
+        guard_output(args.weights_out, inputs, in_place=args.in_place)
+        if os.path.abspath(args.output) == os.path.abspath(args.weights_out):
+            raise SurgeryError("-o and --weights-out name the same file")
+    loaded = load(args)
+    summary = read_caffemodel(args.weights)
+    result = fold(loaded.net, summary, phase=args.phase)
+    writer.check(result.plan, summary)
+    if not args.dry_run:     # the weights first: their values may still fail to read
+        writer.write(result.plan, args.weights_out, source=summary, in_place=args.in_place)
+    diff = write_net(args, loaded, result.net, write=not args.dry_run) \
+        if (not args.dry_run or args.diff) else None
+    text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else format_folded(result)
+    finish(args, text, diff, inputs + ([args.weights_out] if args.weights_out else []))
+    return 0

@@ -1,0 +1,194 @@
+"""`caffe-surgery bvlc`: fork layers rewritten to BVLC layer types, as a minimal edit,
+with the weights streamed through the weight plan.
+
+That each BVLC form computes its fork layer's arithmetic is checked against the fork's
+formula in tests/test_prepare.py (OpenCV) and tests/test_caffe_forks.py (Caffe); here the
+files: what changes and what does not, the weights' blobs, the refusals, and that the
+result runs where the issue says (OpenCV as it is; BVLC Caffe when no fork layer is left)
+and verifies against the original.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from surgery.builder import NetBuilder
+from surgery.cli import main
+from surgery.io import caffemodel as cm
+from surgery.io.prototxt import save_prototxt
+from surgery.io.netfile import load_net
+from surgery.models.segmentation import pspnet
+
+from _caffe import build  # noqa: F401 (a fixture)
+from _corpus import CORPUS
+
+
+def _run(capsys, *argv):
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def psp(tmp_path, capsys):
+    net, weights = tmp_path / "psp.prototxt", tmp_path / "psp.caffemodel"
+    save_prototxt(pspnet(50, width=0.0625, input_size=233), net)
+    assert _run(capsys, "init-weights", net, "-o", weights)[0] == 0
+    return net, weights
+
+
+def test_pspnet_bn_becomes_batchnorm_and_scale_as_a_minimal_edit(tmp_path, capsys, psp):
+    net, weights = psp
+    out, model = tmp_path / "bvlc.prototxt", tmp_path / "bvlc.caffemodel"
+    code, summary, err = _run(capsys, "bvlc", net, "-o", out, "--weights", weights,
+                              "--weights-out", model)
+    assert code == 0, err
+    assert "BN -> BatchNorm 'conv1_1_3x3_s2/bn' + Scale 'conv1_1_3x3_s2/bn_scale'" in summary
+    assert "kept 5 layer(s) with no BVLC form" in summary and "conv6_interp" in summary
+    before, after = load_net(net).net, load_net(out).net
+    types = [layer.type for layer in after.layer]
+    assert "BN" not in types and types.count("Scale") == types.count("BatchNorm") == \
+        [layer.type for layer in before.layer].count("BN")
+    # every layer block but the BN ones is the file's own text
+    blocks = net.read_text().split("\nlayer {")[1:]
+    others = [b for b in blocks if 'type: "BN"' not in b]
+    assert len(others) == len(blocks) - types.count("Scale")
+    assert all(b in out.read_text() for b in others)
+    # weights: 1-D statistics and factor for BatchNorm, 1-D scale and shift for Scale; the
+    # other layers byte for byte
+    src, dst = cm.read_caffemodel(weights), cm.read_caffemodel(model)
+    c = src.layer("conv1_1_3x3_s2/bn").blobs[0].shape[1]
+    assert [b.shape for b in dst.layer("conv1_1_3x3_s2/bn").blobs] == [(c,), (c,), (1,)]
+    assert [b.shape for b in dst.layer("conv1_1_3x3_s2/bn_scale").blobs] == [(c,), (c,)]
+    assert dst.layer("conv1_1_3x3_s2/bn").type == "BatchNorm"
+    old = cm.read_blob(src, "conv1_1_3x3_s2/bn", 3).reshape(-1)
+    np.testing.assert_array_equal(cm.read_blob(dst, "conv1_1_3x3_s2/bn", 1), old)
+    np.testing.assert_array_equal(cm.read_blob(dst, "conv1_1_3x3_s2/bn", 2), [1.0])
+    raw = weights.read_bytes()
+    for name in ("conv1_1_3x3_s2", "conv6"):
+        a, b = src.layer(name), dst.layer(name)
+        assert raw[a.start:a.end] == model.read_bytes()[b.start:b.end]
+
+
+def test_the_result_runs_in_opencv_and_verifies(tmp_path, capsys, psp):
+    """OpenCV reads the BVLC form as it is (it has Interp, not the fork's BN), and verify
+    proves the rewritten net with its own weights computes what the original computes."""
+    pytest.importorskip("cv2")
+    from surgery.engines.engine import get_engine
+
+    net, weights = psp
+    out, model = tmp_path / "bvlc.prototxt", tmp_path / "bvlc.caffemodel"
+    assert _run(capsys, "bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)[0] == 0
+    x = np.random.default_rng(0).standard_normal((1, 3, 233, 233)).astype(np.float32)
+    assert get_engine("opencv").run(out, model, {"data": x}, ["conv6"])["conv6"].shape[2:] == (30, 30)
+    code, text, err = _run(capsys, "verify", net, out, "--weights", weights,
+                           "--weights-converted", model, "--engine", "opencv", "--blob", "conv5_4")
+    assert code == 0 and "conv6_interp " in text and "PASS: 2/2" in text, text + err
+
+
+def test_strict_refuses_a_layer_with_no_bvlc_form(tmp_path, capsys, psp):
+    net, _ = psp
+    out = tmp_path / "out.prototxt"
+    code, _, err = _run(capsys, "bvlc", net, "-o", out, "--strict")
+    assert code == 2 and err.count("\n") == 1 and "layer 'conv5_3_pool6_interp'" in err
+    assert "Interp has no exact BVLC form" in err and "without --strict" in err
+    assert not out.exists()
+
+
+def test_json_and_dry_run(tmp_path, capsys, psp):
+    net, weights = psp
+    code, text, _ = _run(capsys, "bvlc", net, "--dry-run", "--json", "--weights", weights)
+    assert code == 0
+    found = json.loads(text)
+    first = found["rewritten"][0]
+    assert first["type"] == "BN" and [t["type"] for t in first["into"]] == ["BatchNorm", "Scale"]
+    assert {k["type"] for k in found["kept"]} == {"Interp"}
+    assert list(tmp_path.iterdir()) == [net, weights]
+
+
+def _mobile(tmp_path):
+    """A small MobileNet of the forks: depthwise convolutions, ReLU6, a ceil_mode pool."""
+    b = NetBuilder("mobile")
+    x = b.input("data", (1, 3, 32, 32))
+    x = b.conv("conv1", x, num_output=8, kernel=3, stride=2, pad=1)
+    b.layer("ReLU6", "relu1", [x], [x])
+    x = b.conv("dw2", x, num_output=8, kernel=3, pad=1, type="ConvolutionDepthwise")
+    b.layer("ReLU6", "relu2", [x], [x])
+    x = b.pool("pool", x, kernel=3, stride=2)
+    b.net.layer[-1].pooling_param.ceil_mode = False
+    x = b.conv("pw3", x, num_output=16, kernel=1)
+    path = tmp_path / "mobile.prototxt"
+    save_prototxt(b.net, path)
+    return path
+
+
+def test_depthwise_relu6_and_ceil_mode_leave_no_fork_layer(tmp_path, capsys):
+    net = _mobile(tmp_path)
+    weights, out, model = tmp_path / "m.caffemodel", tmp_path / "b.prototxt", tmp_path / "b.caffemodel"
+    assert _run(capsys, "init-weights", net, "-o", weights)[0] == 0
+    code, text, err = _run(capsys, "bvlc", net, "-o", out, "--weights", weights,
+                           "--weights-out", model, "--strict")
+    assert code == 0 and "no fork layer is left" in text, text + err
+    after = load_net(out).net
+    assert [l.type for l in after.layer] == ["Input", "Convolution", "Clip", "Convolution", "Clip",
+                                             "Pooling", "Convolution"]
+    pool = after.layer[5].pooling_param
+    assert pool.round_mode == pool.FLOOR and not pool.HasField("ceil_mode")
+    assert after.layer[3].convolution_param.group == 8
+    dst, src = cm.read_caffemodel(model), cm.read_caffemodel(weights)
+    assert dst.layer("dw2").type == "Convolution"       # retyped, its blobs byte for byte
+    np.testing.assert_array_equal(cm.read_blob(dst, "dw2", 0), cm.read_blob(src, "dw2", 0))
+    pytest.importorskip("cv2")
+    code, text, err = _run(capsys, "verify", net, out, "--weights", weights,
+                           "--weights-converted", model, "--engine", "opencv", "--blob", "pw3")
+    assert code == 0 and "PASS" in text, text + err
+
+
+@pytest.mark.parametrize("rel, rewritten, kept", [
+    ("segnet/segnet_inference.prototxt", {"BN"}, {"DenseImageData", "Upsample"}),
+    ("enet/enet_deploy_final.prototxt", {"BN"}, {"Upsample"}),
+    ("shufflenet/shufflenet_1x_g3_deploy.prototxt", {"ConvolutionDepthwise"}, {"ShuffleChannel"}),
+    ("densenet/DenseNet_121.prototxt", {"Pooling"}, set()),
+    ("senet/SE-ResNet-50.prototxt", set(), {"Axpy"}),
+    ("pspnet/pspnet101_VOC2012_473.prototxt", {"BN"}, {"Interp"}),
+])
+def test_corpus_fork_nets(tmp_path, capsys, rel, rewritten, kept):
+    path = CORPUS / rel
+    if not path.exists():
+        pytest.skip("corpus absent")
+    out = tmp_path / "out.prototxt"
+    code, text, err = _run(capsys, "bvlc", path, "-o", out, "--json")
+    assert code == 0, err
+    found = json.loads(text)
+    assert {r["type"] for r in found["rewritten"]} == rewritten
+    assert {k["type"] for k in found["kept"]} == kept
+    after = load_net(out).net
+    assert not rewritten & {l.type for l in after.layer} - {"Pooling"}
+
+
+@pytest.mark.caffe
+def test_a_net_left_with_no_fork_layer_loads_in_bvlc_caffe_as_it_is(tmp_path, capsys, build):
+    """No preparation: BVLC Caffe reads the written prototxt and caffemodel themselves."""
+    from surgery.engines.engine import get_engine
+
+    net = _mobile(tmp_path)
+    weights, out, model = (tmp_path / n for n in ("m.caffemodel", "b.prototxt", "b.caffemodel"))
+    assert _run(capsys, "init-weights", net, "-o", weights)[0] == 0
+    assert _run(capsys, "bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)[0] == 0
+    shapes = get_engine("caffe").blob_shapes(out, model)
+    assert shapes["pw3"] == (1, 16, 7, 7)      # FLOOR: 16 -> 7 (CEIL would give 8)
+
+
+@pytest.mark.caffe
+def test_the_result_verifies_in_caffe(tmp_path, capsys, psp, build):
+    """The original's Interps run as the fork's Python layers, the rewritten net's too;
+    its BatchNorm + Scale read the weights bvlc wrote."""
+    net, weights = psp
+    out, model = tmp_path / "bvlc.prototxt", tmp_path / "bvlc.caffemodel"
+    assert _run(capsys, "bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)[0] == 0
+    code, text, err = _run(capsys, "verify", net, out, "--weights", weights,
+                           "--weights-converted", model, "--blob", "conv5_4")
+    assert code == 0 and text.splitlines()[1].startswith("engine caffe, "), text + err
+    assert "PASS: 2/2" in text

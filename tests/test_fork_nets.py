@@ -1,0 +1,155 @@
+"""DeepLab and PSPNet conversions proved in both engines (issue 27).
+
+Nets of the published structures (surgery/models/segmentation.py; the corpus files where
+they are there) go through init-weights, dilate and verify as a user runs them:
+
+- PSPNet-50 and -101 at their published 473 px, taken to output stride 16 with
+  `--dilation round` (the trunk stays exact), in OpenCV and in Caffe; PSPNet-50 at
+  output stride 4 in OpenCV (at a smaller size: its pyramid is sized for the map);
+- DeepLab v1 LargeFOV (the corpus' V1 template, filled with --define), DeepLab v2's
+  VGG-16 test net and its multi-scale ResNet-101 test net, and the corpus' DeepLab v2
+  train net, at output stride 16, in both engines; `auto` takes Caffe for them.
+
+Caffe cases are marked `caffe` (skipped without a build, tests/_caffe.py).
+"""
+
+import os
+
+import pytest
+
+from surgery.cli import main
+from surgery.io.prototxt import save_prototxt
+from surgery.models.segmentation import deeplab_v2_resnet, deeplab_v2_vgg, pspnet
+
+from _caffe import caffe_build
+from _corpus import CORPUS
+
+ENGINES = ["opencv", pytest.param("caffe", marks=pytest.mark.caffe)]
+
+
+@pytest.fixture
+def engine_env(request, monkeypatch):
+    """Export the Caffe build for the caffe cases, as a user would."""
+    pytest.importorskip("cv2")
+    if request.node.get_closest_marker("caffe") is not None:
+        values = caffe_build()
+        monkeypatch.setenv("CAFFE_PYTHON", values["CAFFE_PYTHON"])
+        monkeypatch.setenv("CAFFE_PYTHONPATH", values["CAFFE_PYTHONPATH"])
+        monkeypatch.setenv("GLOG_minloglevel", "2")
+
+
+def _run(capsys, *argv):
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _converted(tmp_path, capsys, net, stride, *flags, shapes=()):
+    """(original, converted, weights): `net` written, its random weights, dilate -s stride."""
+    original, weights = tmp_path / "net.prototxt", tmp_path / "net.caffemodel"
+    converted = tmp_path / f"net-os{stride}.prototxt"
+    if not isinstance(net, (str, os.PathLike)):
+        save_prototxt(net, original)
+    else:
+        original = net
+    given = [a for s in shapes for a in ("--input-shape", s)]
+    code, _, err = _run(capsys, "init-weights", original, "-o", weights, *given)
+    assert code == 0, err
+    code, _, err = _run(capsys, "dilate", original, "-s", stride, *flags, "-o", converted, *given)
+    assert code == 0, err
+    return original, converted, weights
+
+
+def _filled(tmp_path, capsys, rel, shapes):
+    """(template, its weights): a corpus template, and random weights made from the file
+    a pipeline's sed would write from it (NUM_LABELS 21, EXP voc12)."""
+    template = CORPUS / rel
+    if not template.exists():
+        pytest.skip("corpus absent")
+    filled = tmp_path / "filled.prototxt"
+    filled.write_text(template.read_text().replace("${NUM_LABELS}", "21")
+                      .replace("${EXP}", "voc12"))
+    weights = tmp_path / "w.caffemodel"
+    code, _, err = _run(capsys, "init-weights", filled, "-o", weights, *shapes)
+    assert code == 0, err
+    return template, weights
+
+
+DEFINES = ("--define", "NUM_LABELS=21", "--define", "EXP=voc12")
+
+
+def _verify(capsys, original, converted, weights, engine, *extra):
+    code, out, err = _run(capsys, "verify", original, converted, "--weights", weights,
+                          "--engine", engine, *extra)
+    assert code == 0, out + err
+    assert out.splitlines()[1].startswith(f"engine {engine}, ") and "PASS" in out
+    return out
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("depth", [50, 101])
+def test_pspnet_at_473_to_os16_verifies(tmp_path, capsys, engine_env, engine, depth):
+    net = pspnet(depth, width=0.0625)
+    original, converted, weights = _converted(tmp_path, capsys, net, 16, "--dilation", "round")
+    out = _verify(capsys, original, converted, weights, engine)
+    assert "input data=1x3x473x473" in out and "conv5_3      1/2" in out
+
+
+def test_pspnet_to_os4_verifies_in_opencv(tmp_path, capsys, engine_env):
+    """At 233 px the map is 30, so the pyramid's bins 1, 2, 3, 6 still divide it (the
+    benchmark runs the same at 473)."""
+    net = pspnet(50, width=0.0625, input_size=233)
+    original, converted, weights = _converted(tmp_path, capsys, net, 4)
+    out = _verify(capsys, original, converted, weights, "opencv")
+    assert "conv5_3        2" in out
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_deeplab_v1_largefov_template_verifies_with_define(tmp_path, capsys, engine_env, engine):
+    """The corpus' V1 LargeFOV test net keeps its ${...} placeholders through dilate; the
+    weights are made from the filled file a pipeline's sed would write."""
+    shape = ("--input-shape", "data=1,3,97,97")
+    template, weights = _filled(tmp_path, capsys, "deeplab_v1/DeepLab-LargeFOV_test.prototxt", shape)
+    converted = tmp_path / "os16.prototxt"
+    code, _, err = _run(capsys, "dilate", template, "-s", "16", "-o", converted)
+    assert code == 0, err
+    assert "${NUM_LABELS}" in converted.read_text()
+    out = _verify(capsys, template, converted, weights, engine, *DEFINES, *shape)
+    assert "fc8_voc12      1/2" in out
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["vgg", "resnet-msc"])
+def test_deeplab_v2_test_nets_to_os16_verify(tmp_path, capsys, engine_env, engine, kind):
+    net = deeplab_v2_vgg(width=0.0625, crop=129) if kind == "vgg" else \
+        deeplab_v2_resnet(101, width=0.0625, crop=129)
+    original, converted, weights = _converted(tmp_path, capsys, net, 16)
+    out = _verify(capsys, original, converted, weights, engine)
+    assert ("fc8_voc12      1/2" if kind == "vgg" else "fc1_voc12      1/2") in out
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_deeplab_v2_train_net_verifies(tmp_path, capsys, engine_env, engine):
+    """The corpus' train net: its data layer is TRAIN-only, its label feeds a shrink, the
+    loss and SegAccuracy; the run is the TRAIN phase's net without them."""
+    given = ("--input-shape", "data=1,3,97,97", "--input-shape", "label=1,1,97,97")
+    template, weights = _filled(tmp_path, capsys, "deeplab_v2/vgg16_train.prototxt", given)
+    converted = tmp_path / "os16.prototxt"
+    code, _, err = _run(capsys, "dilate", template, "-s", "16", "--pooling", "cover",
+                        "-o", converted, *given)
+    assert code == 0, err
+    out = _verify(capsys, template, converted, weights, engine, *DEFINES, *given)
+    assert "conv5_3      1/2" in out and "not exact by construction: pool5" in out
+
+
+@pytest.mark.caffe
+def test_auto_takes_caffe_for_deeplab_and_pspnet(tmp_path, capsys, engine_env):
+    net = deeplab_v2_vgg(width=0.0625, crop=65)
+    original, converted, weights = _converted(tmp_path, capsys, net, 16)
+    code, out, err = _run(capsys, "verify", original, converted, "--weights", weights)
+    assert code == 0 and out.splitlines()[1].startswith("engine caffe, "), out + err
+    psp = pspnet(50, width=0.0625, input_size=233)
+    original, converted, weights = _converted(tmp_path, capsys, psp, 16, "--dilation", "round")
+    code, out, err = _run(capsys, "verify", original, converted, "--weights", weights)
+    assert code == 0 and out.splitlines()[1].startswith("engine caffe, "), out + err
