@@ -54,15 +54,17 @@ class Engine:
         """{blob: ndarray} for each of `blobs`, after feeding `inputs` ({name: ndarray})."""
         return self.run_many([(prototxt_path, caffemodel_path, inputs, blobs)])[0]
 
-    def run_many(self, runs):
+    def run_many(self, runs, *, progress=None):
         """`run` for each (prototxt, caffemodel, inputs, blobs) in `runs`, in one go where
-        the engine gains from it (the caffe engine starts one child process for all)."""
+        the engine gains from it (the caffe engine starts one child process for all).
+        `progress(text)`, when given, is told which net runs (surgery/progress.py)."""
         plans, asked = [], []
         for prototxt_path, caffemodel_path, inputs, blobs in runs:
             plans.append(self._plan(prototxt_path, caffemodel_path, inputs, blobs))
             asked.append(list(blobs))
         outputs = []
-        for (_, _, inputs, _), blobs, results in zip(plans, asked, self._forward_many(plans)):
+        answers = self._forward_many(plans, progress or (lambda text: None))
+        for (_, _, inputs, _), blobs, results in zip(plans, asked, answers):
             results.update({b: inputs[b].copy() for b in blobs if b in inputs})
             outputs.append({b: results[b] for b in blobs})
         return outputs
@@ -89,8 +91,12 @@ class Engine:
             wanted.append((blob, writer))
         return prototxt_path, caffemodel_path, inputs, wanted
 
-    def _forward_many(self, plans):
-        return [self._forward(*plan) for plan in plans]
+    def _forward_many(self, plans, progress):
+        answers = []
+        for plan in plans:
+            progress(f"running {os.path.basename(plan[0])} ({self.name})")
+            answers.append(self._forward(*plan))
+        return answers
 
     def _forward(self, prototxt_path, caffemodel_path, inputs, wanted):
         raise NotImplementedError
@@ -191,7 +197,9 @@ class CaffeEngine(Engine):
     def where(self):
         return "in-process" if self.python is None else f"{self.python}, child process"
 
-    def _forward_many(self, plans):
+    def _forward_many(self, plans, progress):
+        names = ", ".join(os.path.basename(plan[0]) for plan in plans)
+        progress(f"running {names} (caffe, {self.where})")
         with tempfile.TemporaryDirectory(prefix="caffe-surgery-nets-") as folder:
             jobs = [{"prototxt": _declaring(proto, inputs, os.path.join(folder, f"{i}.prototxt")),
                      "source": os.path.abspath(proto),

@@ -136,7 +136,7 @@ def _num(value):
 
 
 def verify(original_path, converted_path, weights_path, *, input_shapes=None, blobs=(),
-           engine="opencv", tol=1e-4, seed=0, strict=False, caffe_python=None):
+           engine="opencv", tol=1e-4, seed=0, strict=False, caffe_python=None, progress=None):
     """Run both nets and compare blobs on their common grid; returns a VerifyReport.
 
     engine: "opencv", "caffe" (pycaffe; in a child under `caffe_python` or $CAFFE_PYTHON
@@ -144,8 +144,11 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
     Caffe's, else OpenCV; the report's engine_note says why it fell back).
 
     strict=True holds blobs downstream of a known approximation to the tolerance too
-    (for checking that a conversion is exact everywhere, e.g. a pspnet-convention one)."""
+    (for checking that a conversion is exact everywhere, e.g. a pspnet-convention one).
+    `progress(text)`, when given, is told which step runs (surgery/progress.py)."""
+    progress = progress or _silent
     original_path, converted_path = str(original_path), str(converted_path)
+    progress("verify: analysing both nets")
     orig_net, conv_net = load_prototxt(original_path), load_prototxt(converted_path)
     approx_layers = _approximate_layers(orig_net, conv_net, input_shapes)
     summary = read_caffemodel(str(weights_path))
@@ -179,13 +182,14 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
                 save_prototxt(net, path)
             runs.append((path, weights_path, inputs, chosen))
         try:
-            orig_out, conv_out = runner.run_many(runs)
+            orig_out, conv_out = runner.run_many(runs, progress=progress)
         except CaffeUnreadable as exc:
             if engine != "auto":
                 raise
             # e.g. a fork field Caffe's parser lacks; OpenCV's importer skips those
             runner, note = get_engine("opencv"), f"auto: {exc.reason}"
-            orig_out, conv_out = runner.run_many(runs)
+            orig_out, conv_out = runner.run_many(runs, progress=progress)
+    progress("verify: comparing")
     report = VerifyReport(original_path, converted_path, runner.name, tol,
                           {k: v.shape for k, v in inputs.items()}, engine_note=note,
                           approximate_layers=sorted(approx_layers), strict=strict,
@@ -197,6 +201,10 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
         report.blobs.append(_compare(blob, orig, conv, orig_out[blob], conv_out[blob],
                                      approximate=blob in tainted, tol=tol))
     return report
+
+
+def _silent(text):
+    """The progress callback when none is given."""
 
 
 def size_hints(orig, conv, inputs):

@@ -606,8 +606,9 @@ class _Pieces:
             yield from self.pieces(reader)
 
 
-def transplant(plan, weights_in, weights_out, *, in_place=False):
-    """Write `weights_in` converted by `plan` to `weights_out`, atomically and streaming.
+def transplant(plan, weights_in, weights_out, *, in_place=False, outputs=None):
+    """Write `weights_in` converted by `plan` to `weights_out`, atomically and streaming
+    (staged in `outputs`, an io.atomic.Outputs transaction, when given).
 
     Returns the source Summary. Raises SurgeryError, writing nothing, when the weights do
     not fit the plan."""
@@ -615,7 +616,8 @@ def transplant(plan, weights_in, weights_out, *, in_place=False):
 
     summary = read_caffemodel(weights_in)
     entries = weight_entries(plan, summary)
-    write_entries(weights_out, entries, source=summary.path, in_place=in_place)
+    write_entries(weights_out, entries, source=summary.path, in_place=in_place,
+                  outputs=outputs)
     return summary
 
 

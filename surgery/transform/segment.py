@@ -606,9 +606,10 @@ def _check_backbone(segmented, summary):
                                layer=row.name)
 
 
-def write_weights(segmented, weights_in, weights_out, *, seed=0):
+def write_weights(segmented, weights_in, weights_out, *, seed=0, outputs=None):
     """Stream `weights_in` to `weights_out` (backbone layers byte for byte; fcn-converted
-    layers rebuilt) and append the new head layers. Returns the names added."""
+    layers rebuilt) and append the new head layers; atomically, or staged in `outputs`
+    (an io.atomic.Outputs transaction) when given. Returns the names added."""
     from ..io.caffemodel import NewLayer, plan, read_caffemodel, write_entries
 
     summary = read_caffemodel(weights_in)
@@ -627,6 +628,6 @@ def write_weights(segmented, weights_in, weights_out, *, seed=0):
                     for e in new]
     else:
         entries = plan(summary, add=new)
-    write_entries(weights_out, entries, source=weights_in)
+    write_entries(weights_out, entries, source=weights_in, outputs=outputs)
     converted = [p.target for p in segmented.fcn.layers] if segmented.fcn is not None else []
     return converted + [e.name for e in new]

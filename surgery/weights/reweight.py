@@ -47,8 +47,9 @@ def entries(summary, original, converted, changed):
     return plan(summary, replace=replace)
 
 
-def write(path, summary, planned, *, in_place=False):
-    """Write the `entries` of `summary`'s caffemodel to `path`, atomically."""
+def write(path, summary, planned, *, in_place=False, outputs=None):
+    """Write the `entries` of `summary`'s caffemodel to `path`, atomically (staged in
+    `outputs`, an io.atomic.Outputs transaction, when given)."""
     from ..io.caffemodel import write_entries
 
-    write_entries(path, planned, source=summary.path, in_place=in_place)
+    write_entries(path, planned, source=summary.path, in_place=in_place, outputs=outputs)
