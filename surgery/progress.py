@@ -100,6 +100,7 @@ def _columns(stream):
     import os
 
     try:
-        return max(20, os.get_terminal_size(stream.fileno()).columns)
+        columns = os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, ValueError, OSError):
-        return 80
+        columns = 0
+    return max(20, columns) if columns else 80     # 0: the terminal does not say

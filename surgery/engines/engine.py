@@ -54,16 +54,18 @@ class Engine:
         """{blob: ndarray} for each of `blobs`, after feeding `inputs` ({name: ndarray})."""
         return self.run_many([(prototxt_path, caffemodel_path, inputs, blobs)])[0]
 
-    def run_many(self, runs, *, progress=None):
+    def run_many(self, runs, *, progress=None, names=None):
         """`run` for each (prototxt, caffemodel, inputs, blobs) in `runs`, in one go where
         the engine gains from it (the caffe engine starts one child process for all).
-        `progress(text)`, when given, is told which net runs (surgery/progress.py)."""
+        `progress(text)`, when given, is told which net runs (surgery/progress.py), by its
+        entry in `names` (default: the prototxt's file name)."""
         plans, asked = [], []
         for prototxt_path, caffemodel_path, inputs, blobs in runs:
             plans.append(self._plan(prototxt_path, caffemodel_path, inputs, blobs))
             asked.append(list(blobs))
         outputs = []
-        answers = self._forward_many(plans, progress or (lambda text: None))
+        names = list(names or (os.path.basename(plan[0]) for plan in plans))
+        answers = self._forward_many(plans, names, progress or (lambda text: None))
         for (_, _, inputs, _), blobs, results in zip(plans, asked, answers):
             results.update({b: inputs[b].copy() for b in blobs if b in inputs})
             outputs.append({b: results[b] for b in blobs})
@@ -91,10 +93,10 @@ class Engine:
             wanted.append((blob, writer))
         return prototxt_path, caffemodel_path, inputs, wanted
 
-    def _forward_many(self, plans, progress):
+    def _forward_many(self, plans, names, progress):
         answers = []
-        for plan in plans:
-            progress(f"running {os.path.basename(plan[0])} ({self.name})")
+        for plan, name in zip(plans, names):
+            progress(f"running {name} ({self.name})")
             answers.append(self._forward(*plan))
         return answers
 
@@ -197,9 +199,8 @@ class CaffeEngine(Engine):
     def where(self):
         return "in-process" if self.python is None else f"{self.python}, child process"
 
-    def _forward_many(self, plans, progress):
-        names = ", ".join(os.path.basename(plan[0]) for plan in plans)
-        progress(f"running {names} (caffe, {self.where})")
+    def _forward_many(self, plans, names, progress):
+        progress(f"running {', '.join(names)} (caffe, {self.where})")
         with tempfile.TemporaryDirectory(prefix="caffe-surgery-nets-") as folder:
             jobs = [{"prototxt": _declaring(proto, inputs, os.path.join(folder, f"{i}.prototxt")),
                      "source": os.path.abspath(proto),

@@ -181,14 +181,16 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
                 path = os.path.join(folder, f"{which}.prototxt")
                 save_prototxt(net, path)
             runs.append((path, weights_path, inputs, chosen))
+        names = [f"the {which} net {os.path.basename(path)}"
+                 for which, path in (("original", original_path), ("converted", converted_path))]
         try:
-            orig_out, conv_out = runner.run_many(runs, progress=progress)
+            orig_out, conv_out = runner.run_many(runs, progress=progress, names=names)
         except CaffeUnreadable as exc:
             if engine != "auto":
                 raise
             # e.g. a fork field Caffe's parser lacks; OpenCV's importer skips those
             runner, note = get_engine("opencv"), f"auto: {exc.reason}"
-            orig_out, conv_out = runner.run_many(runs, progress=progress)
+            orig_out, conv_out = runner.run_many(runs, progress=progress, names=names)
     progress("verify: comparing")
     report = VerifyReport(original_path, converted_path, runner.name, tol,
                           {k: v.shape for k, v in inputs.items()}, engine_note=note,

@@ -121,8 +121,6 @@ class Outputs:
         file, a directory or a non-regular file; create its temp file beside it, which
         fails as the real write would (no such directory, permission, read-only, full)."""
         key = os.path.abspath(path)
-        if key in self._targets:
-            return self._targets[key]
         guard_output(path, self.inputs + [p for p in inputs if p is not None],
                      in_place=self.in_place)
         for other in self._targets.values():
@@ -130,8 +128,14 @@ class Outputs:
                 raise SurgeryError(f"named as two outputs ({other.path} and {path}); each "
                                    "output needs a file of its own", file=path)
         _check_target(path)
+        folder = os.path.dirname(key)
         try:
-            fd, temp = tempfile.mkstemp(prefix=temp_prefix(path), dir=os.path.dirname(key))
+            fd, temp = tempfile.mkstemp(prefix=temp_prefix(path), dir=folder)
+        except FileNotFoundError as exc:
+            if os.path.isdir(folder):     # /proc: a directory that takes no new files
+                raise output_error(exc, path) from None
+            raise SurgeryError(f"cannot write: directory {folder} does not exist; nothing "
+                               "was written", file=path) from None
         except OSError as exc:
             raise output_error(exc, path) from None
         os.close(fd)
@@ -146,12 +150,12 @@ class Outputs:
         """Fill `path`'s temp file with `data`: bytes, or a function that writes to the
         file object it is given (a streamed caffemodel). Flushed and fsynced before it
         returns; the target itself is untouched until commit. Returns the temp path."""
-        target = self.reserve(path, inputs=inputs)
+        target = self._targets.get(os.path.abspath(path)) or self.reserve(path, inputs=inputs)
         try:
             handle = open(target.temp, "wb", buffering=BUFFER)
         except OSError as exc:
             raise output_error(exc, path) from None
-        with handle:
+        try:
             sink = _Sink(handle, path, self.progress)
             if callable(data):
                 data(sink)
@@ -160,8 +164,11 @@ class Outputs:
             try:
                 handle.flush()
                 os.fsync(handle.fileno())
+                handle.close()
             except OSError as exc:
                 raise output_error(exc, path) from None
+        finally:
+            _close_quietly(handle)   # after a failed write, closing fails again: not news
         target.written = True
         return target.temp
 
@@ -251,6 +258,13 @@ def _restore(path, existed, backup):
             os.unlink(path)
         elif backup is not None:
             os.replace(backup, path)
+    except OSError:
+        pass
+
+
+def _close_quietly(handle):
+    try:
+        handle.close()
     except OSError:
         pass
 

@@ -93,10 +93,11 @@ def format_prototxt(net):
     return text_format.MessageToString(net, as_utf8=True)
 
 
-def save_prototxt(net, path, *, inputs=(), in_place=False):
-    """Write ``net`` atomically; refuses to overwrite an input unless in_place."""
+def save_prototxt(net, path, *, inputs=(), in_place=False, outputs=None):
+    """Write ``net`` atomically (staged in `outputs`, an io.atomic.Outputs transaction,
+    when given); refuses to overwrite an input unless in_place."""
     write_atomic(os.fspath(path), format_prototxt(net).encode("utf-8"),
-                 inputs=inputs, in_place=in_place)
+                 inputs=inputs, in_place=in_place, outputs=outputs)
 
 
 # --------------------------------------------------------------------------
