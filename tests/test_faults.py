@@ -30,21 +30,14 @@ from surgery.io.caffemodel import read_caffemodel
 from surgery.io.prototxt import save_prototxt
 from surgery.models import build
 
+from test_no_data_loss import LEGACY   # a V1 net for `upgrade`
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
     p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p), "PYTHONDONTWRITEBYTECODE": "1"}
 KNOWN = b"precious bytes that must survive\n"
 MB = 1 << 20
 
-LEGACY = """name: "legacy"
-input: "data"
-input_dim: 1
-input_dim: 3
-input_dim: 16
-input_dim: 16
-layers { name: "conv1" type: CONVOLUTION bottom: "data" top: "conv1"
-         convolution_param { num_output: 4 kernel_size: 3 stride: 2 } }
-"""
 # 32000 inputs x 4096 outputs: one 524 MB caffemodel, drawn in about 3 s.
 WIDE = """name: "wide"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 32000 } } }

@@ -1,8 +1,8 @@
 """Write one self-contained HTML page that shows a net, or what a conversion changed.
 
 With NET only, the page describes that net; with NET and CONVERTED (e.g. the output of
-`dilate`), it shows the conversion: the converted net drawn as a graph (Graphviz `dot`,
-top to bottom; in-place layers folded into the layer they follow) with each changed
+`dilate`), it shows the conversion: the converted net drawn as a graph (top to bottom;
+in-place layers folded into the layer they follow) with each changed
 layer coloured by status and its old -> new window, removed layers greyed out; output
 stride and receptive field against depth, before and after; params, FLOPs and activation
 memory with ratios; and the exactness summary (the common grid of the deepest shared
@@ -13,7 +13,8 @@ type, window or weight shapes differ is EXACT, or APPROXIMATE when no setting co
 it exact (a pooling window after a removed stride, a collapse over a denser map).
 
 The page has inline SVG, CSS and script only, and requests nothing from any server.
-Needs Graphviz's `dot` on PATH (Debian/Ubuntu: apt-get install graphviz).
+The graph is laid out by Graphviz's `dot` when it is on PATH (Debian/Ubuntu: apt-get
+install graphviz), else by the Python package grandalf (pip install 'caffe-surgery[report]').
 """
 
 from ..analysis.analyse import parse_input_shapes
