@@ -36,7 +36,6 @@ def load(path, *, upgrade=True):
         from google.protobuf.message import DecodeError
 
         from . import caffe_pb2
-
         from .io.inputs import read_input
 
         path = os.fspath(path)

@@ -147,7 +147,9 @@ def _path(points):
     return "".join(out)
 
 
-def _edge(index, arrow, points, placed):
+def _edge(index, arrow, points, placed, nth=0):
+    """One arrow's SVG; `nth` > 0 for a further blob between the same two boxes (same
+    route, its label moved down a line)."""
     (sx, sy, sw, sh), (tx, ty, tw, th) = placed[arrow.source], placed[arrow.target]
     if not points:
         points = [(sx, sy), (tx, ty)]
@@ -171,6 +173,7 @@ def _edge(index, arrow, points, placed):
     if arrow.label is not None:
         mx, my = points[len(points) // 2] if len(points) > 2 else \
             ((points[0][0] + points[1][0]) / 2, (points[0][1] + points[1][1]) / 2)
+        my += nth * LABEL_SIZE * 1.2
         parts.append(f'<text text-anchor="start" x="{mx + 3:.1f}" y="{my + 3:.1f}" '
                      f'font-size="{LABEL_SIZE}" fill="{LABEL_COLOR}">'
                      f"{escape(arrow.label)}</text>")
@@ -219,7 +222,12 @@ def layered_svg(boxes, arrows, *, font, styles):
     placed, routes, width, height = layout(boxes, arrows)
     width, height = width + 2 * PAD, height + 2 * PAD
     nodes = [_node(i, box, placed[box.name], styles) for i, box in enumerate(boxes)]
-    edges = [_edge(i, arrow, routes.get(i), placed) for i, arrow in enumerate(arrows)]
+    seen = {}
+    edges = []
+    for i, arrow in enumerate(arrows):
+        pair = (arrow.source, arrow.target)
+        seen[pair] = seen.get(pair, -1) + 1
+        edges.append(_edge(i, arrow, routes.get(i), placed, seen[pair]))
     return (f'<svg width="{width:.0f}pt" height="{height:.0f}pt" viewBox="0.00 0.00 '
             f'{width:.2f} {height:.2f}" xmlns="http://www.w3.org/2000/svg">'
             f'<g id="graph0" class="graph" transform="translate({PAD} {PAD})" '
