@@ -36,13 +36,10 @@ def load(path, *, upgrade=True):
         from google.protobuf.message import DecodeError
 
         from . import caffe_pb2
+        from .io.inputs import read_input
 
         path = os.fspath(path)
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except OSError as exc:
-            raise SurgeryError(f"cannot read: {exc.strerror or exc}", file=path) from None
+        data = read_input(path, suffix.lstrip("."))
         message = getattr(caffe_pb2, _BINARY_TYPES[suffix])()
         try:
             message.ParseFromString(data)

@@ -4,10 +4,12 @@ import argparse
 import contextlib
 import gc
 import importlib
+import signal
 import sys
+import threading
 
 from . import __version__
-from .errors import SurgeryError
+from .errors import SurgeryError, os_reason
 
 # Subcommand modules in surgery/commands/, in the order --help lists them.
 COMMANDS = [
@@ -84,8 +86,39 @@ def _fewer_collections():
         gc.set_threshold(*threshold)
 
 
+class Terminated(Exception):
+    """SIGTERM, raised where the program is, so the outputs' temp files are removed as
+    they are on Ctrl-C (SIGKILL cannot be caught: see io/atomic.py)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _signals():
+    """SIGXFSZ ignored: a write over the file-size limit (`ulimit -f`) then fails with
+    EFBIG, which the output transaction reports as one line with nothing written, instead
+    of the signal killing the process with a partial temp file left. CPython ignores it
+    at start-up already; an embedding program that skips that (Py_InitializeEx(0)) does
+    not. SIGTERM becomes `Terminated`. Both are put back afterwards; outside the main
+    thread (where handlers cannot be set) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = {signal.SIGTERM: _terminate}
+    if hasattr(signal, "SIGXFSZ"):
+        wanted[signal.SIGXFSZ] = signal.SIG_IGN
+    old = {sig: signal.signal(sig, handler) for sig, handler in wanted.items()}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 def main(argv=None):
-    with _fewer_collections():
+    with _fewer_collections(), _signals():
         return _main(sys.argv[1:] if argv is None else list(argv))
 
 
@@ -105,8 +138,15 @@ def _main(argv):
     except KeyboardInterrupt:
         print("caffe-surgery: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("caffe-surgery: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:
         return 0
+    except OSError as exc:   # one a command did not word itself: still one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"caffe-surgery: error: {where}{os_reason(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

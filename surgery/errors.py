@@ -33,3 +33,31 @@ class SurgeryError(Exception):
             where.append(f"blob '{self.blob}'")
         text = " ".join(self.message.split())  # always one line
         return f"{': '.join(where)}: {text}" if where else text
+
+
+# Reasons for the OS errors a user can cause or fix, in the project's lower-case wording;
+# any other error keeps the system's own text.
+_REASONS = {
+    "ENOENT": "no such file or directory",
+    "EACCES": "permission denied",
+    "EPERM": "operation not permitted",
+    "EROFS": "read-only file system",
+    "ENOSPC": "no space left on device",
+    "EDQUOT": "disk quota exceeded",
+    "EFBIG": "file too large (over the file-size limit: see `ulimit -f`)",
+    "EISDIR": "is a directory",
+    "ENOTDIR": "a part of the path is not a directory",
+    "ENAMETOOLONG": "file name too long",
+    "ENXIO": "no such device",
+}
+
+
+def os_reason(exc):
+    """What went wrong in an OSError, as a few lower-case words without the path."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or 0)
+    if name in _REASONS:
+        return _REASONS[name]
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]

@@ -4,8 +4,10 @@
 driving the system's browser (Debian's `chromium`; Playwright's own download is never
 used) with flags that keep it off the network, and records every request, every console
 message and page error, the text of the graph's SVG, a screenshot and the render time.
-`browser_or_skip()` skips a test when Chromium or Graphviz `dot` is missing, unless
-CAFFE_SURGERY_REQUIRE_BROWSER=1 (CI sets it); then the test fails instead.
+`browser_or_skip(layout)` skips a test when Chromium or the graph layout ("dot": Graphviz
+`dot`; "grandalf": the Python package) is missing, unless CAFFE_SURGERY_REQUIRE_BROWSER=1
+(CI sets it); then the test fails instead. `hidden_dot(monkeypatch, tmp_path)` runs the
+report as a pip-only user would, with a PATH that has no `dot`.
 """
 
 import os
@@ -43,8 +45,19 @@ def dot_or_skip():
     _skip_or_fail([] if shutil.which("dot") else ["Graphviz dot (Debian: apt-get install graphviz)"])
 
 
-def browser_or_skip():
-    """The Chromium path, after checking Playwright and `dot` are there too."""
+def layout_or_skip(layout):
+    """Skip (or fail, see the module docstring) when the graph layout is missing."""
+    if layout == "dot":
+        dot_or_skip()
+        return
+    try:
+        import grandalf  # noqa: F401
+    except ImportError:
+        _skip_or_fail(["the Python package grandalf (pip install '.[test]')"])
+
+
+def browser_or_skip(layout="dot"):
+    """The Chromium path, after checking Playwright and the graph layout are there too."""
     missing = []
     try:
         import playwright.sync_api  # noqa: F401
@@ -52,10 +65,17 @@ def browser_or_skip():
         missing.append("the Python package playwright (pip install '.[test]')")
     if chromium_path() is None:
         missing.append("Chromium (Debian: apt-get install chromium)")
-    if shutil.which("dot") is None:
-        missing.append("Graphviz dot (Debian: apt-get install graphviz)")
     _skip_or_fail(missing)
+    layout_or_skip(layout)
     return chromium_path()
+
+
+def hidden_dot(monkeypatch, folder):
+    """Set PATH to an empty folder for the rest of the test (or the monkeypatch context),
+    so the report finds no Graphviz `dot` and lays the graph out with grandalf."""
+    empty = Path(folder) / "no-dot-here"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv("PATH", str(empty))
 
 
 class PageLoad(NamedTuple):

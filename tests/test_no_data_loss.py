@@ -19,6 +19,7 @@ import pytest
 
 from surgery.builder import NetBuilder
 from surgery.cli import COMMANDS, main
+from surgery.io.atomic import TEMP_MARK
 from surgery.io.prototxt import format_prototxt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,7 +189,7 @@ def test_in_place_replaces_the_input_atomically(work):
     rc, _out, err = run_cli("upgrade", path, "-o", path, "--in-place")
     assert rc == 0, err
     assert "layers {" not in path.read_text() and 'type: "Convolution"' in path.read_text()
-    assert not [p for p in work.iterdir() if p.name.startswith(".tmp")]
+    assert not [p for p in work.iterdir() if TEMP_MARK in p.name]
 
 
 def _limited():
@@ -206,5 +207,5 @@ def test_init_weights_on_a_net_too_big_for_memory_is_a_clean_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "surgery", "init-weights", str(net), "-o", str(out)],
                           capture_output=True, text=True, timeout=120, preexec_fn=_limited, cwd=ROOT)
     assert out.read_bytes() == KNOWN
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    assert not [p for p in tmp_path.iterdir() if TEMP_MARK in p.name]
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr[-500:]

@@ -76,7 +76,7 @@ BAD = {
     ("dilate", "in_place"): FLAG, ("dilate", "canonical"): FLAG,
     ("dilate", "diff"): [["--diff", v] for v in ("", "D", "nodir/out", "N", "O")]
     + [["--diff", "-", "--json"]],
-    ("dilate", "strict"): FLAG,
+    ("dilate", "strict"): FLAG, ("dilate", "quiet"): FLAG,
 
     ("upgrade", "input"): NET_FILES, ("upgrade", "output"): OUTPUTS,
     ("upgrade", "in_place"): FLAG, ("upgrade", "strict"): FLAG,
@@ -91,7 +91,7 @@ BAD = {
     ("init-weights", "output"): [["-o", v] for v in ("", "D", "nodir/out", "N")],
     ("init-weights", "seed"): SEEDS, ("init-weights", "input_shape"): SHAPES,
     ("init-weights", "phase"): PHASE, ("init-weights", "json"): FLAG,
-    ("init-weights", "strict"): FLAG,
+    ("init-weights", "strict"): FLAG, ("init-weights", "quiet"): FLAG,
 
     ("verify", "original"): NET_FILES, ("verify", "converted"): NET_FILES,
     ("verify", "weights"): [["--weights", v] for v in ("X", "D", "E", "T")],
@@ -104,6 +104,7 @@ BAD = {
     ("verify", "seed"): SEEDS, ("verify", "strict"): FLAG, ("verify", "json"): FLAG,
     ("verify", "define"): [["--define", v] for v in ("NOEQUALS", "=1", "${A}=1", "A B=1",
                                                      "nosuch=1")],
+    ("verify", "quiet"): FLAG,
 
     ("fcn", "net"): NET_FILES,
     ("fcn", "weights"): [["--weights", v, "--weights-out", "W"] for v in ("X", "D", "T")],
@@ -116,13 +117,13 @@ BAD = {
     ("fcn", "input_shape"): SHAPES, ("fcn", "dry_run"): FLAG, ("fcn", "json"): FLAG,
     ("fcn", "output"): OUTPUTS, ("fcn", "in_place"): FLAG, ("fcn", "canonical"): FLAG,
     ("fcn", "diff"): [["--diff", v] for v in ("", "D", "nodir/out", "N", "O")],
-    ("fcn", "strict"): FLAG,
+    ("fcn", "strict"): FLAG, ("fcn", "quiet"): FLAG,
 
     ("report", "net"): NET_FILES, ("report", "converted"): NET_FILES,
     ("report", "output"): [["-o", v] for v in ("", "D", "nodir/out", "N")],
     ("report", "input_shape"): SHAPES, ("report", "phase"): PHASE,
     ("report", "verify"): [["N", "--verify", v] for v in ("X", "D", "E", "N")],
-    ("report", "strict"): FLAG,
+    ("report", "strict"): FLAG, ("report", "quiet"): FLAG,
 
     ("segment", "net"): NET_FILES, ("segment", "head"): [["--head", "unet"], ["--head", ""]],
     ("segment", "classes"): [["--classes", v] for v in ("0", "-1", "a", "1.5", "")],
@@ -140,8 +141,6 @@ BAD = {
                                  for v in ("", "D", "nodir/w", "M", "O")],
     ("segment", "seed"): SEEDS, ("segment", "output"): OUTPUTS,
     ("segment", "deploy"): [["--deploy", v] for v in ("", "D", "nodir/out", "N", "O")],
-    ("segment", "json"): FLAG, ("segment", "strict"): FLAG,
-
     ("fold", "net"): NET_FILES,
     ("fold", "weights"): [["--weights", v] for v in ("X", "D", "E", "T")],
     ("fold", "weights_out"): [["--weights-out", v] for v in ("", "D", "nodir/w", "M", "N", "O")],
@@ -150,7 +149,7 @@ BAD = {
     ("fold", "diff"): [["--diff", v] for v in ("", "D", "nodir/out", "N", "O")]
     + [["--diff", "-", "--json"]],
     ("fold", "dry_run"): FLAG, ("fold", "json"): FLAG, ("fold", "in_place"): FLAG,
-    ("fold", "canonical"): FLAG, ("fold", "strict"): FLAG,
+    ("fold", "canonical"): FLAG, ("fold", "strict"): FLAG, ("fold", "quiet"): FLAG,
 
     ("bvlc", "net"): NET_FILES,
     ("bvlc", "weights"): [["--weights", v, "--weights-out", "W"] for v in ("X", "D", "E", "T")]
@@ -162,7 +161,9 @@ BAD = {
     ("bvlc", "diff"): [["--diff", v] for v in ("", "D", "nodir/out", "N", "O")]
     + [["--diff", "-", "--json"]],
     ("bvlc", "strict"): FLAG, ("bvlc", "dry_run"): FLAG, ("bvlc", "json"): FLAG,
-    ("bvlc", "in_place"): FLAG, ("bvlc", "canonical"): FLAG,
+    ("bvlc", "in_place"): FLAG, ("bvlc", "canonical"): FLAG, ("bvlc", "quiet"): FLAG,
+
+    ("segment", "json"): FLAG, ("segment", "strict"): FLAG, ("segment", "quiet"): FLAG,
 }
 
 

@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from surgery.report.html.compare import APPROXIMATE, EXACT, REMOVED, Side, compa
 from surgery.io.netfile import load_net
 from surgery.transform.dilate import dilate
 
-from _browser import browser_or_skip, dot_or_skip, open_page, pixel_spread
+from _browser import browser_or_skip, dot_or_skip, hidden_dot, open_page, pixel_spread
 from _corpus import CORPUS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,14 +122,28 @@ def test_in_place_layers_fold_into_the_layer_they_follow():
 
 # ------------------------------------------------------------ the command
 
-def test_missing_dot_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+def test_without_dot_grandalf_lays_the_graph_out(tmp_path, monkeypatch):
+    """A pip-only install: no Graphviz on PATH, the page is still written, with every
+    layer a box."""
+    pytest.importorskip("grandalf")
     monkeypatch.setenv("PATH", str(tmp_path))
+    out = tmp_path / "r.html"
+    rc, stdout, err = run_cli("report", MODELS / "vgg16" / "deploy.prototxt", "-o", out)
+    assert rc == 0 and err == "", err
+    html = out.read_text(encoding="utf-8")
+    for name in ("conv1_1", "pool5", "fc8"):
+        assert f"<title>{name}</title>" in html
+
+
+def test_without_dot_or_grandalf_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "grandalf", None)    # import grandalf fails
     out = tmp_path / "r.html"
     rc = main(["report", str(MODELS / "vgg16" / "deploy.prototxt"), "-o", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.splitlines()) == 1
-    assert "dot" in err and "apt-get install graphviz" in err
-    assert not out.exists()
+    assert "apt-get install graphviz" in err and "caffe-surgery[report]" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -199,9 +214,9 @@ def shots(tmp_path_factory):
     return tmp_path_factory.mktemp("report-screenshots")
 
 
-def _look(page_path, shot):
+def _look(page_path, shot, layout="dot"):
     """Load the page in Chromium; assert it loads cleanly and is not blank."""
-    browser_or_skip()
+    browser_or_skip(layout)
     seen = open_page(page_path, screenshot=shot)
     assert seen.requests == [seen.url], f"requests other than the page: {seen.requests}"
     assert not [m for m in seen.console if m[0] == "error"], seen.console
@@ -210,6 +225,16 @@ def _look(page_path, shot):
     return seen
 
 
+def _report(monkeypatch, tmp_path, layout, *argv):
+    """Run `report` with the layout asked for: "grandalf" hides `dot` from PATH while it
+    runs, as on a machine with no Graphviz."""
+    with monkeypatch.context() as patch:
+        if layout == "grandalf":
+            hidden_dot(patch, tmp_path)
+        return run_cli("report", *argv)
+
+
+LAYOUTS = ("dot", "grandalf")
 CONVERSIONS = {
     "resnet50-os8": (MODELS / "resnet50" / "deploy.prototxt", ["-s", "8", "--head", "cut"]),
     "mobilenet-os8": (MODELS / "mobilenet-mini" / "deploy.prototxt", ["-s", "8", "--head", "cut"]),
@@ -218,17 +243,18 @@ CONVERSIONS = {
 }
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", sorted(CONVERSIONS))
-def test_conversion_page_in_chromium(tmp_path, shots, case):
+def test_conversion_page_in_chromium(tmp_path, shots, monkeypatch, case, layout):
     net, options = CONVERSIONS[case]
     if not net.exists():
         pytest.skip(f"{net} not available")
-    browser_or_skip()
+    browser_or_skip(layout)
     converted, summary = convert(tmp_path, net, *options)
     page = tmp_path / f"{case}.html"
-    rc, _, err = run_cli("report", net, converted, "-o", page)
+    rc, _, err = _report(monkeypatch, tmp_path, layout, net, converted, "-o", page)
     assert rc == 0, err
-    seen = _look(page, shots / f"{case}.png")
+    seen = _look(page, shots / f"{case}-{layout}.png", layout)
     changed = [c["layer"] for c in summary["changes"]]
     assert len(changed) >= 3
     for name in changed:   # an in-place layer is named inside the box it folds into
@@ -240,15 +266,56 @@ def test_conversion_page_in_chromium(tmp_path, shots, case):
     assert all("status-removed" in seen.nodes[n] for n in removed if n in seen.nodes)
 
 
-def test_template_page_in_chromium(tmp_path, shots):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_template_page_in_chromium(tmp_path, shots, monkeypatch, layout):
     """A DeepLab v2 template, one net: its `${...}` placeholders appear as written."""
     net = CORPUS / "deeplab_v2" / "vgg16_train.prototxt"
     if not net.exists():
         pytest.skip(f"{net} not available")
-    browser_or_skip()
+    browser_or_skip(layout)
     page = tmp_path / "deeplab.html"
-    rc, _, err = run_cli("report", net, "-o", page)
+    rc, _, err = _report(monkeypatch, tmp_path, layout, net, "-o", page)
     assert rc == 0, err
-    seen = _look(page, shots / "deeplab-v2-template.png")
+    seen = _look(page, shots / f"deeplab-v2-template-{layout}.png", layout)
     assert "fc8_${EXP}_1" in seen.nodes and "${NUM_LABELS}" in seen.graph_text
     assert "phase TRAIN" in page.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_page_interactions_in_chromium(tmp_path, monkeypatch, layout):
+    """The page's script works on either layout's SVG: zoom changes the graph's size, and
+    clicking a changed layer's row in the table marks its box and scrolls it into view."""
+    browser_or_skip(layout)
+    from playwright.sync_api import sync_playwright
+
+    from _browser import FLAGS, chromium_path
+
+    net = MODELS / "resnet50" / "deploy.prototxt"
+    converted, summary = convert(tmp_path, net, "-s", "8", "--head", "cut")
+    page_path = tmp_path / "r.html"
+    rc, _, err = _report(monkeypatch, tmp_path, layout, net, converted, "-o", page_path)
+    assert rc == 0, err
+    target = [c["layer"] for c in summary["changes"] if c["action"] == "rewrite"][-1]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(page_path.resolve().as_uri(), wait_until="load")
+            width = lambda: page.evaluate(
+                "() => document.querySelector('#viewport svg').getBoundingClientRect().width")
+            before = width()
+            page.click("#zoom-in")
+            assert width() == pytest.approx(before * 1.25, rel=0.02)
+            page.click(f'tr[data-layer="{target}"]')
+            marked = page.evaluate("() => Array.from(document.querySelectorAll("
+                                   "'#viewport g.node.hit title')).map(t => t.textContent)")
+            assert marked == [target]
+            inside = page.evaluate("""name => {
+                const box = Array.from(document.querySelectorAll('#viewport g.node'))
+                    .find(g => g.querySelector('title').textContent === name)
+                    .getBoundingClientRect();
+                const view = document.getElementById('viewport').getBoundingClientRect();
+                return box.top >= view.top && box.bottom <= view.bottom; }""", target)
+            assert inside
+        finally:
+            browser.close()

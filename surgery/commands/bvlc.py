@@ -18,15 +18,14 @@ Exit status: 0 written; 2 bad input, or with --strict a layer with no BVLC form
 """
 
 import json
-import os
 
 from ..errors import SurgeryError
-from ..io.atomic import guard_output
 from ..io.caffemodel import read_caffemodel
 from ..transform.bvlc import form_weights, to_bvlc
 from ..weights import writer
 from . import options
-from .output import add_output_arguments, finish, load, output_target, write_net
+from .output import (add_output_arguments, add_quiet_argument, finish, load, output_target,
+                     write_net, writing)
 
 NAME = "bvlc"
 HELP = "rewrite fork layers (PSPNet BN, depthwise, ReLU6...) to exact BVLC Caffe layers"
@@ -43,35 +42,36 @@ def add_arguments(parser):
     parser.add_argument("--dry-run", action="store_true", help="print the summary only")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_output_arguments(parser)
+    add_quiet_argument(parser)
 
 
 def run(args):
     inputs = [args.net] + ([args.weights] if args.weights else [])
-    output_target(args, inputs)
+    targets = output_target(args, inputs)
     if bool(args.weights) != bool(args.weights_out) and not (args.dry_run and args.weights):
         raise SurgeryError("--weights and --weights-out go together (the rewritten layers "
                            "need other blobs, so the old weights would not load)")
-    if args.weights_out and not args.dry_run:
-        guard_output(args.weights_out, inputs, in_place=args.in_place)
-        if os.path.abspath(args.output) == os.path.abspath(args.weights_out):
-            raise SurgeryError("-o and --weights-out name the same file")
-    loaded = load(args)
-    unknown = {uf.layer for uf in loaded.binding.unknown_fields if uf.layer is not None}
-    result = to_bvlc(loaded.net, unknown_layers=unknown)
-    if args.strict and result.kept:
-        kept = result.kept[0]
-        raise SurgeryError(f"{kept.type} has no exact BVLC form ({kept.why}); without "
-                           f"--strict it is kept and listed", layer=kept.name)
-    if args.weights:
-        summary = read_caffemodel(args.weights)
-        plan = form_weights(result.forms, summary)
-        writer.check(plan, summary)
-        if not args.dry_run and args.weights_out:
-            writer.write(plan, args.weights_out, source=summary, in_place=args.in_place)
-    diff = write_net(args, loaded, result.net, write=not args.dry_run) \
-        if (not args.dry_run or args.diff) else None
-    text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else _format(result, args)
-    finish(args, text, diff, inputs + ([args.weights_out] if args.weights_out else []))
+    if not args.dry_run:
+        targets.append(args.weights_out)
+    with writing(args, inputs, targets) as (outputs, _progress):
+        loaded = load(args)
+        unknown = {uf.layer for uf in loaded.binding.unknown_fields if uf.layer is not None}
+        result = to_bvlc(loaded.net, unknown_layers=unknown)
+        if args.strict and result.kept:
+            kept = result.kept[0]
+            raise SurgeryError(f"{kept.type} has no exact BVLC form ({kept.why}); without "
+                               f"--strict it is kept and listed", layer=kept.name)
+        if args.weights:
+            summary = read_caffemodel(args.weights)
+            plan = form_weights(result.forms, summary)
+            writer.check(plan, summary)
+            if not args.dry_run and args.weights_out:
+                writer.write(plan, args.weights_out, source=summary, outputs=outputs)
+        diff = write_net(args, outputs, loaded, result.net, write=not args.dry_run) \
+            if (not args.dry_run or args.diff) else None
+        text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else \
+            _format(result, args)
+        finish(args, outputs, text, diff)
     return 0
 
 

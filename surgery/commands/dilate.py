@@ -22,15 +22,13 @@ Exit status: 0 written; 1 when --weights do not load into the result (nothing is
 2 bad input or an impossible request (nothing is written).
 """
 
-import os
-
 from ..analysis.analyse import analyse, parse_input_shapes
 from ..transform.dilate import CONVENTIONS, DILATION_CHOICES, HEAD_CHOICES, POOLING_CHOICES, dilate
 from ..report.text import format_changes
 from ..errors import SurgeryError
 from . import options
-from ..io.atomic import guard_output
-from .output import add_output_arguments, finish, load, output_target, write_net
+from .output import (add_output_arguments, add_quiet_argument, finish, load, output_target,
+                     write_net, writing)
 
 NAME = "dilate"
 HELP = "rewrite a net to a smaller output stride, keeping its weights loadable"
@@ -65,18 +63,22 @@ def add_arguments(parser):
     parser.add_argument("--dry-run", action="store_true", help="print the summary only")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_output_arguments(parser)
+    add_quiet_argument(parser)
 
 
 def run(args):
     shapes = parse_input_shapes(args.input_shape) or None
     inputs = [args.net] + ([args.weights] if args.weights else [])
-    output_target(args, inputs)
+    targets = output_target(args, inputs)
     if args.weights_out and not args.weights:
         raise SurgeryError("--weights-out needs --weights (the trained weights to convert)")
-    if args.weights_out and not args.dry_run:
-        guard_output(args.weights_out, inputs, in_place=args.in_place)
-        if args.output and os.path.abspath(args.output) == os.path.abspath(args.weights_out):
-            raise SurgeryError("-o and --weights-out name the same file")
+    if not args.dry_run:
+        targets.append(args.weights_out)
+    with writing(args, inputs, targets) as (outputs, _progress):
+        return _run(args, outputs, shapes, inputs)
+
+
+def _run(args, outputs, shapes, inputs):
     loaded = load(args)
     new, report = dilate(loaded.net, output_stride=args.output_stride, head=args.head,
                          pooling=args.pooling, convention=args.convention, dilation=args.dilation,
@@ -105,12 +107,12 @@ def run(args):
         from ..weights import reweight
 
         planned = reweight.plan(summary, loaded.net, new, report.resized)  # raises first
-    diff = write_net(args, loaded, new, write=not args.dry_run) \
+    diff = write_net(args, outputs, loaded, new, write=not args.dry_run) \
         if ok and (not args.dry_run or args.diff) else None
     if planned is not None and args.weights_out and not args.dry_run:
         from ..weights import writer
 
-        writer.write(planned, args.weights_out, source=summary, in_place=args.in_place)
+        writer.write(planned, args.weights_out, source=summary, outputs=outputs)
     if args.json:
         import json     # only for --json: a plain run does not pay for the import
 
@@ -124,5 +126,5 @@ def run(args):
             text += ("weights: load into the result\n" if check.ok else
                      f"weights checked against the result: {check.verdict}; nothing "
                      "written (run `caffe-surgery check` for details)\n")
-    finish(args, text, diff, inputs + ([args.weights_out] if args.weights_out else []))
+    finish(args, outputs, text, diff)    # not ok: nothing was staged, so nothing is written
     return 0 if ok else 1

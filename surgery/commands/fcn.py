@@ -22,15 +22,14 @@ Exit status: 0 written, 2 bad input (nothing is written).
 """
 
 import json
-import os
 
 from ..analysis.analyse import parse_input_shapes
 from ..errors import SurgeryError
-from ..io.atomic import guard_output
 from ..transform.fcn import (PAD_CHOICES, convolutionalize, format_plan, parse_decimate,
                           transplant, weight_plan)
 from . import options
-from .output import add_output_arguments, finish, load, output_target, write_net
+from .output import (add_output_arguments, add_quiet_argument, finish, load, output_target,
+                     write_net, writing)
 
 NAME = "fcn"
 HELP = "turn InnerProduct layers into convolutions, transplanting their weights"
@@ -57,33 +56,32 @@ def add_arguments(parser):
     parser.add_argument("--dry-run", action="store_true", help="print the summary only")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_output_arguments(parser)
+    add_quiet_argument(parser)
 
 
 def run(args):
     shapes = parse_input_shapes(args.input_shape) or None
     decimate = parse_decimate(args.decimate)
-    output_target(args, [args.net] + ([args.weights] if args.weights else []))
+    inputs = [args.net] + ([args.weights] if args.weights else [])
+    targets = output_target(args, inputs)
     if bool(args.weights) != bool(args.weights_out) and not (args.dry_run and args.weights):
         raise SurgeryError("--weights and --weights-out go together (the converted layers "
                            "have new names, so the old weights would not load)")
     if not args.dry_run:
-        guard_output(args.output, [args.net] + ([args.weights] if args.weights else []),
-                     in_place=args.in_place)
-        if args.weights_out:
-            guard_output(args.weights_out, [args.net, args.weights], in_place=args.in_place)
-            if os.path.abspath(args.output) == os.path.abspath(args.weights_out):
-                raise SurgeryError("-o and --weights-out name the same file")
-    loaded = load(args)
-    new, plan = convolutionalize(loaded.net, input_shapes=shapes, pad=args.pad,
-                                 rename=args.rename, decimate=decimate, unknowns=loaded.unknowns)
-    if args.weights:
-        from ..io.caffemodel import read_caffemodel
+        targets.append(args.weights_out)
+    with writing(args, inputs, targets) as (outputs, _progress):
+        loaded = load(args)
+        new, plan = convolutionalize(loaded.net, input_shapes=shapes, pad=args.pad,
+                                     rename=args.rename, decimate=decimate,
+                                     unknowns=loaded.unknowns)
+        if args.weights:
+            from ..io.caffemodel import read_caffemodel
 
-        weight_plan(plan, read_caffemodel(args.weights))   # fits? (raises before writing)
-    if not args.dry_run and args.weights_out:
-        transplant(plan, args.weights, args.weights_out, in_place=args.in_place)
-    diff = write_net(args, loaded, new, write=not args.dry_run) \
-        if (not args.dry_run or args.diff) else None
-    summary = json.dumps(plan.to_json(), indent=1) + "\n" if args.json else format_plan(plan)
-    finish(args, summary, diff, [args.net] + [p for p in (args.weights, args.weights_out) if p])
+            weight_plan(plan, read_caffemodel(args.weights))   # fits? (raises first)
+        if not args.dry_run and args.weights_out:
+            transplant(plan, args.weights, args.weights_out, outputs=outputs)
+        diff = write_net(args, outputs, loaded, new, write=not args.dry_run) \
+            if (not args.dry_run or args.diff) else None
+        summary = json.dumps(plan.to_json(), indent=1) + "\n" if args.json else format_plan(plan)
+        finish(args, outputs, summary, diff)
     return 0

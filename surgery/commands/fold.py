@@ -19,15 +19,14 @@ Exit status: 0 written; 2 bad input or a refused net (nothing is written).
 """
 
 import json
-import os
 
 from ..errors import SurgeryError
-from ..io.atomic import guard_output
 from ..io.caffemodel import read_caffemodel
 from ..transform.fold import fold, format_folded
 from ..weights import writer
 from . import options
-from .output import add_output_arguments, finish, load, output_target, write_net
+from .output import (add_output_arguments, add_quiet_argument, finish, load, output_target,
+                     write_net, writing)
 
 NAME = "fold"
 HELP = "fold BatchNorm/Scale into the convolutions before them, for deployment"
@@ -44,27 +43,27 @@ def add_arguments(parser):
     parser.add_argument("--dry-run", action="store_true", help="print the summary only")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_output_arguments(parser)
+    add_quiet_argument(parser)
 
 
 def run(args):
     inputs = [args.net, args.weights]
-    output_target(args, inputs)
+    targets = output_target(args, inputs)
     if not args.dry_run:
         if not args.weights_out:
             raise SurgeryError("give --weights-out OUT.caffemodel for the folded weights (the "
                                "folded net does not load the old ones), or --dry-run")
-        guard_output(args.output, inputs, in_place=args.in_place)
-        guard_output(args.weights_out, inputs, in_place=args.in_place)
-        if os.path.abspath(args.output) == os.path.abspath(args.weights_out):
-            raise SurgeryError("-o and --weights-out name the same file")
-    loaded = load(args)
-    summary = read_caffemodel(args.weights)
-    result = fold(loaded.net, summary, phase=args.phase)
-    writer.check(result.plan, summary)
-    if not args.dry_run:     # the weights first: their values may still fail to read
-        writer.write(result.plan, args.weights_out, source=summary, in_place=args.in_place)
-    diff = write_net(args, loaded, result.net, write=not args.dry_run) \
-        if (not args.dry_run or args.diff) else None
-    text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else format_folded(result)
-    finish(args, text, diff, inputs + ([args.weights_out] if args.weights_out else []))
+        targets.append(args.weights_out)
+    with writing(args, inputs, targets) as (outputs, _progress):
+        loaded = load(args)
+        summary = read_caffemodel(args.weights)
+        result = fold(loaded.net, summary, phase=args.phase)
+        writer.check(result.plan, summary)
+        if not args.dry_run:     # the weights first: their values may still fail to read
+            writer.write(result.plan, args.weights_out, source=summary, outputs=outputs)
+        diff = write_net(args, outputs, loaded, result.net, write=not args.dry_run) \
+            if (not args.dry_run or args.diff) else None
+        text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else \
+            format_folded(result)
+        finish(args, outputs, text, diff)
     return 0

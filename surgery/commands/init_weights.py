@@ -20,7 +20,8 @@ from ..analysis.analyse import parse_input_shapes
 from ..errors import SurgeryError
 from ..weights.initweights import init_weights
 from . import options
-from .output import add_phase_argument, add_strict_argument, choose_phases, load
+from .output import (add_phase_argument, add_quiet_argument, add_strict_argument,
+                     choose_phases, load, writing)
 
 NAME = "init-weights"
 HELP = "write random weights that keep activations O(1), streaming"
@@ -37,9 +38,24 @@ def add_arguments(parser):
     add_phase_argument(parser, "make weights for")
     parser.add_argument("--json", action="store_true", help="print the layers written as JSON")
     add_strict_argument(parser)
+    add_quiet_argument(parser)
 
 
 def run(args):
+    with writing(args, [args.net], [args.output]) as (outputs, _progress):
+        layers = _write(args, outputs)
+        outputs.commit()
+    if args.json:
+        print(json.dumps({"output": args.output, "seed": args.seed, "layers": [
+            {"name": l["name"], "type": l["type"], "shapes": [list(s) for s in l["shapes"]]}
+            for l in layers]}, indent=2))
+    else:
+        count = sum(math.prod(s) for l in layers for s in l["shapes"])
+        print(f"wrote {args.output}: {len(layers)} layers, {count} parameters (seed {args.seed})")
+    return 0
+
+
+def _write(args, outputs):
     loaded = load(args)
     numeric = loaded.numeric_placeholders
     if numeric:   # weights need every size; a template leaves some open
@@ -49,13 +65,5 @@ def run(args):
                            file=loaded.path, line=line, col=col)
     net = loaded.net
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
-    layers = init_weights(net, args.output, seed=args.seed, input_shapes=shapes,
-                          inputs=(args.net,), phases=choose_phases(args, net))
-    if args.json:
-        print(json.dumps({"output": args.output, "seed": args.seed, "layers": [
-            {"name": l["name"], "type": l["type"], "shapes": [list(s) for s in l["shapes"]]}
-            for l in layers]}, indent=2))
-    else:
-        count = sum(math.prod(s) for l in layers for s in l["shapes"])
-        print(f"wrote {args.output}: {len(layers)} layers, {count} parameters (seed {args.seed})")
-    return 0
+    return init_weights(net, args.output, seed=args.seed, input_shapes=shapes,
+                        inputs=(args.net,), phases=choose_phases(args, net), outputs=outputs)

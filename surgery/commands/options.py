@@ -109,14 +109,10 @@ def executable_file(text):
 
 
 def output_file(text):
-    """A file to write: not empty, not a directory, in a directory that exists."""
+    """A file to write: not empty. Whether it can be written is found out by claiming
+    it (io/atomic.Outputs.reserve), before the command's work starts."""
     if not text.strip():
         raise _refuse("an empty file name")
-    if os.path.isdir(text):
-        raise _refuse(f"{text} is a directory; give a file name")
-    folder = os.path.dirname(os.path.abspath(text))
-    if not os.path.isdir(folder):
-        raise _refuse(f"cannot write {text}: directory {folder} does not exist")
     return text
 
 

@@ -1,5 +1,9 @@
 """Shared options for commands that load a net and write one.
 
+Writing goes through one transaction per run (`writing`, io/atomic.Outputs): every
+output is claimed before the long work starts and renamed into place only once all of
+them are complete. `--quiet` turns off the progress line (surgery/progress.py).
+
 Loading: `--strict` and `load(args, path)`, which prints the unknown-field warnings
 once on stderr; `--phase` and `choose_phases(args, net)` for commands that analyse one
 phase's layers. Writing: -o, --in-place, --canonical, --diff; `output_target` decides
@@ -10,12 +14,13 @@ stdout holds one thing: the summary (text or JSON), or with `--diff -` the diff 
 (the summary then goes to stderr). Warnings and notes always go to stderr.
 """
 
-import os
+import contextlib
 import sys
 
 from ..errors import SurgeryError
 from ..analysis.graph import complete_phases
-from ..io.atomic import guard_output, write_atomic
+from ..io.atomic import Outputs, guard_output
+from ..progress import Progress
 from ..io.netfile import NetFile, load_net
 from ..io.preserve import render, unified_diff
 from . import options
@@ -89,10 +94,32 @@ def add_output_arguments(parser):
         add_strict_argument(parser)
 
 
+def add_quiet_argument(parser):
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress line on stderr (it is shown only while stderr is "
+                             "a terminal)")
+
+
+@contextlib.contextmanager
+def writing(args, inputs, targets=()):
+    """(outputs, progress) for one run: an io.atomic.Outputs transaction with each of
+    `targets` (None and '-' skipped) claimed now, before any long work, and the progress
+    line (nothing unless stderr is a terminal and --quiet is off). The command calls
+    `outputs.commit()` once everything is written; otherwise nothing is."""
+    with Progress(quiet=getattr(args, "quiet", False)) as progress, \
+            Outputs(inputs=inputs, in_place=getattr(args, "in_place", False),
+                    progress=progress) as outputs:
+        for path in targets:
+            if path not in (None, "-"):
+                outputs.reserve(path)
+        yield outputs, progress
+
+
 def output_target(args, inputs):
     """Set args.output (the input itself under --in-place without -o) and refuse what
     cannot be done, before anything is read: no output and no --dry-run, two things for
-    stdout, a diff file that is an input or the output."""
+    stdout, a diff file that is an input. Returns the files this run will write (the
+    ones to claim with `writing`)."""
     if args.diff == "-" and args.json:
         raise SurgeryError("--diff - and --json both want stdout; give --diff a file name")
     if args.output is None and args.in_place:
@@ -102,29 +129,26 @@ def output_target(args, inputs):
                            "input, or --dry-run for the summary only")
     if args.diff not in (None, "-"):
         guard_output(args.diff, inputs)
-        if args.output and _same(args.diff, args.output):
-            raise SurgeryError("--diff and -o name the same file")
+    return [None if args.dry_run else args.output, args.diff]
 
 
-def _same(a, b):
-    return os.path.abspath(a) == os.path.abspath(b)
-
-
-def finish(args, summary, diff, inputs):
-    """Print the summary on stdout, or on stderr when `--diff -` puts the diff on stdout;
-    write the diff to its file (atomically; never over an input)."""
+def finish(args, outputs, summary, diff):
+    """Stage the diff file, commit every output, then print the summary on stdout, or on
+    stderr when `--diff -` puts the diff on stdout: nothing is said of a run whose
+    outputs could not all be written."""
+    if args.diff not in (None, "-") and diff is not None:
+        outputs.write(args.diff, diff.encode("utf-8"))
+    outputs.commit()
     if args.diff == "-":
         sys.stderr.write(summary)
         sys.stdout.write(diff or "")
         return
-    if args.diff and diff is not None:
-        write_atomic(args.diff, diff.encode("utf-8"), inputs=inputs)
     sys.stdout.write(summary)
 
 
-def write_net(args, loaded, new, *, source=None, write=True):
+def write_net(args, outputs, loaded, new, *, source=None, write=True):
     """Render `new` as an edit of the input file and (unless `write` is false, a dry run)
-    write it atomically to args.output. Returns the unified diff when --diff asked for
+    stage it in `outputs` for args.output. Returns the unified diff when --diff asked for
     one, else None; the command hands it to `finish`.
 
     `loaded` is the input's NetFile (a bare NetParameter is accepted from older callers;
@@ -136,7 +160,7 @@ def write_net(args, loaded, new, *, source=None, write=True):
     if why:
         note(why)
     if write:
-        write_atomic(args.output, text.encode("utf-8"), inputs=[source], in_place=args.in_place)
+        outputs.write(args.output, text.encode("utf-8"), inputs=[source])
     if args.diff:
         return unified_diff(source, loaded.text, text, args.output or "(not written)")
     return None

@@ -1,8 +1,8 @@
 """Write one self-contained HTML page that shows a net, or what a conversion changed.
 
 With NET only, the page describes that net; with NET and CONVERTED (e.g. the output of
-`dilate`), it shows the conversion: the converted net drawn as a graph (Graphviz `dot`,
-top to bottom; in-place layers folded into the layer they follow) with each changed
+`dilate`), it shows the conversion: the converted net drawn as a graph (top to bottom;
+in-place layers folded into the layer they follow) with each changed
 layer coloured by status and its old -> new window, removed layers greyed out; output
 stride and receptive field against depth, before and after; params, FLOPs and activation
 memory with ratios; and the exactness summary (the common grid of the deepest shared
@@ -13,15 +13,15 @@ type, window or weight shapes differ is EXACT, or APPROXIMATE when no setting co
 it exact (a pooling window after a removed stride, a collapse over a denser map).
 
 The page has inline SVG, CSS and script only, and requests nothing from any server.
-Needs Graphviz's `dot` on PATH (Debian/Ubuntu: apt-get install graphviz).
+The graph is laid out by Graphviz's `dot` when it is on PATH (Debian/Ubuntu: apt-get
+install graphviz), else by the Python package grandalf (pip install 'caffe-surgery[report]').
 """
 
 from ..analysis.analyse import parse_input_shapes
 from ..errors import SurgeryError
 from ..analysis.graph import described_phases
-from ..io.atomic import guard_output, write_atomic
 from . import options
-from .output import add_strict_argument, load
+from .output import add_quiet_argument, add_strict_argument, load, writing
 
 NAME = "report"
 HELP = "draw a net or a conversion as one self-contained HTML page"
@@ -41,23 +41,26 @@ def add_arguments(parser):
     parser.add_argument("--verify", metavar="RESULT.json",
                         help="the output of `caffe-surgery verify --json` for these nets")
     add_strict_argument(parser)
+    add_quiet_argument(parser)
 
 
 def run(args):
-    from ..report.html import find_dot, make_page, read_verify
+    from ..report.html import find_layout, make_page, read_verify
 
     shapes = parse_input_shapes(args.input_shape) or None
     if args.verify and not args.converted:
         raise SurgeryError("--verify needs CONVERTED.prototxt (it measures a conversion)")
     inputs = [p for p in (args.net, args.converted, args.verify) if p]
-    guard_output(args.output, inputs)
-    verify = read_verify(args.verify) if args.verify else None
-    find_dot()   # before the nets load: a missing tool fails at once
-    before = load(args)
-    after = load(args, args.converted) if args.converted else None
-    phase = args.phase or ("TEST" if "TEST" in described_phases(before.net) else "TRAIN")
-    page = make_page(before, after, input_shapes=shapes, phase=phase, verify=verify)
-    data = page.encode("utf-8")
-    write_atomic(args.output, data, inputs=inputs)
+    with writing(args, inputs, [args.output]) as (outputs, progress):
+        verify = read_verify(args.verify) if args.verify else None
+        layout = find_layout()   # before the nets load: a missing tool fails at once
+        before = load(args)
+        after = load(args, args.converted) if args.converted else None
+        phase = args.phase or ("TEST" if "TEST" in described_phases(before.net) else "TRAIN")
+        page = make_page(before, after, input_shapes=shapes, phase=phase, verify=verify,
+                         layout=layout, progress=progress)
+        data = page.encode("utf-8")
+        outputs.write(args.output, data)
+        outputs.commit()
     print(f"wrote {args.output} ({len(data) / 1024:.0f} KiB)")
     return 0

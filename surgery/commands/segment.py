@@ -29,19 +29,17 @@ pixels. Exit status: 0 written; 2 bad input or an impossible request (nothing is
 """
 
 import json
-import os
 import sys
 
 from ..analysis.analyse import analyse
 from ..analysis.check import compare, merge, whole_shapes
 from ..errors import SurgeryError
-from ..io.atomic import guard_output, write_atomic
 from ..io.caffemodel import read_caffemodel
 from ..io.prototxt import format_prototxt
 from ..layers import rule_for
 from ..transform.segment import DATA_CHOICES, HEADS, UPSAMPLE_CHOICES, segment, write_weights
 from . import options
-from .output import add_strict_argument, load
+from .output import add_quiet_argument, add_strict_argument, load, writing
 
 NAME = "segment"
 HELP = "add a DeepLab/PSPNet segmentation head, label branch and loss to a backbone"
@@ -80,21 +78,18 @@ def add_arguments(parser):
                         help="where to write the deploy net")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_strict_argument(parser)
-
-
-def _guard(args):
-    inputs = [args.net] + ([args.weights] if args.weights else [])
-    if bool(args.weights) != bool(args.weights_out):
-        raise SurgeryError("--weights and --weights-out go together")
-    outputs = [p for p in (args.output, args.deploy, args.weights_out) if p]
-    for path in outputs:
-        guard_output(path, inputs)
-    if len({os.path.abspath(p) for p in outputs}) != len(outputs):
-        raise SurgeryError("-o, --deploy and --weights-out must name different files")
+    add_quiet_argument(parser)
 
 
 def run(args):
-    _guard(args)
+    if bool(args.weights) != bool(args.weights_out):
+        raise SurgeryError("--weights and --weights-out go together")
+    inputs = [args.net] + ([args.weights] if args.weights else [])
+    with writing(args, inputs, (args.output, args.deploy, args.weights_out)) as (outputs, _):
+        return _run(args, outputs)
+
+
+def _run(args, outputs):
     loaded = load(args)
     numeric = loaded.numeric_placeholders
     if numeric:
@@ -109,18 +104,18 @@ def run(args):
                      unknowns=loaded.unknowns)
     written = None
     if args.weights:
-        written = write_weights(result, args.weights, args.weights_out, seed=args.seed)
-        summary = read_caffemodel(args.weights_out)
+        written = write_weights(result, args.weights, args.weights_out, seed=args.seed,
+                                outputs=outputs)
+        summary = read_caffemodel(outputs.staged(args.weights_out))
         report = merge([compare(whole_shapes(analyse(n).param_shapes), summary)
                         for n in (result.train, result.deploy)])
         if not report.ok:
-            os.unlink(args.weights_out)
             raise SurgeryError("internal error: the written weights do not load into the "
                                "nets (nothing written)")
-    write_atomic(args.output, format_prototxt(result.train).encode("utf-8"), inputs=[args.net])
+    outputs.write(args.output, format_prototxt(result.train).encode("utf-8"))
     if args.deploy:
-        write_atomic(args.deploy, format_prototxt(result.deploy).encode("utf-8"),
-                     inputs=[args.net])
+        outputs.write(args.deploy, format_prototxt(result.deploy).encode("utf-8"))
+    outputs.commit()
     if args.json:
         data = result.report.to_json()
         data["files"] = {"train": args.output, "deploy": args.deploy,

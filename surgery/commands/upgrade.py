@@ -12,12 +12,11 @@ upgraded net in protobuf's standard formatting, which is refused when that would
 
 import sys
 
-from ..io.atomic import write_atomic
 from ..io.preserve import refuse_lossy
 from ..io.prototxt import format_prototxt, read_text
 from ..io.solverfile import is_solver_text, upgrade_solver_file
 from . import options
-from .output import add_strict_argument, load
+from .output import add_strict_argument, load, writing
 
 NAME = "upgrade"
 HELP = ("convert a legacy net (V0, V1, input header, DeepLab hole) or solver (solver_type) "
@@ -34,17 +33,19 @@ def add_arguments(parser):
 
 
 def run(args):
-    if is_solver_text(read_text(args.input), args.input):
-        text, notes = _upgrade_solver(args)
-    else:
-        text, notes = _upgrade_net(args)
     output = args.output
     if output is None and args.in_place:
         output = args.input
-    if output is None or output == "-":
-        sys.stdout.write(text)
-    else:
-        write_atomic(output, text.encode("utf-8"), inputs=(args.input,), in_place=args.in_place)
+    with writing(args, [args.input], [output]) as (outputs, _progress):
+        if is_solver_text(read_text(args.input), args.input):
+            text, notes = _upgrade_solver(args)
+        else:
+            text, notes = _upgrade_net(args)
+        if output is None or output == "-":
+            sys.stdout.write(text)
+        else:
+            outputs.write(output, text.encode("utf-8"))
+            outputs.commit()
     for note in notes or ["already in the current format; nothing to upgrade"]:
         print(f"caffe-surgery: upgrade: {note}", file=sys.stderr)
     return 0

@@ -24,7 +24,9 @@ import json
 from ..analysis.analyse import parse_input_shapes
 from ..engines.engine import CHOICES
 from ..engines.verify import verify
+from ..progress import Progress
 from . import options
+from .output import add_quiet_argument
 
 NAME = "verify"
 HELP = "compare a converted net with its original on random input"
@@ -61,13 +63,16 @@ def add_arguments(parser):
     parser.add_argument("--strict", action="store_true",
                         help="approximate blobs must be within --tol too (is it exact everywhere?)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_quiet_argument(parser)
 
 
 def run(args):
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
-    report = verify(args.original, args.converted, args.weights, input_shapes=shapes,
-                    blobs=args.blob, engine=args.engine, tol=args.tol, seed=args.seed,
-                    strict=args.strict, caffe_python=args.caffe_python,
-                    weights_converted=args.weights_converted, defines=dict(args.define))
+    with Progress(quiet=args.quiet) as progress:
+        report = verify(args.original, args.converted, args.weights, input_shapes=shapes,
+                        blobs=args.blob, engine=args.engine, tol=args.tol, seed=args.seed,
+                        strict=args.strict, caffe_python=args.caffe_python,
+                        weights_converted=args.weights_converted, defines=dict(args.define),
+                        progress=progress)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
     return 0 if report.passed else 1

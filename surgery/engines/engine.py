@@ -58,10 +58,11 @@ class Engine:
         """{blob: ndarray} for each of `blobs`, after feeding `inputs` ({name: ndarray})."""
         return self.run_many([(net, caffemodel_path, inputs, blobs)])[0]
 
-    def run_many(self, runs, *, labels=()):
+    def run_many(self, runs, *, labels=(), progress=None):
         """`run` for each (net, caffemodel, inputs, blobs) in `runs`, in one go where the
         engine gains from it (the caffe engine starts one child process for all).
-        `labels`: what to call each NetParameter in messages (its source file)."""
+        `labels`: what to call each NetParameter in messages (its source file);
+        `progress(text)`, when given, is told which net runs (surgery/progress.py)."""
         with tempfile.TemporaryDirectory(prefix="caffe-surgery-nets-") as folder:
             plans, asked = [], []
             for i, (net, caffemodel_path, inputs, blobs) in enumerate(runs):
@@ -69,7 +70,8 @@ class Engine:
                 plans.append(self._plan(net, caffemodel_path, inputs, blobs, folder, i, label))
                 asked.append(list(blobs))
             outputs = []
-            for plan, blobs, results in zip(plans, asked, self._forward_many(plans)):
+            answers = self._forward_many(plans, progress or (lambda text: None))
+            for plan, blobs, results in zip(plans, asked, answers):
                 results.update({b: plan.inputs[b].copy() for b in blobs if b in plan.inputs})
                 outputs.append({b: results[b] for b in blobs})
             return outputs
@@ -106,8 +108,12 @@ class Engine:
             wanted.append((blob, writer))
         return Plan(net, path, label, caffemodel_path, inputs, wanted)
 
-    def _forward_many(self, plans):
-        return [self._forward(plan) for plan in plans]
+    def _forward_many(self, plans, progress):
+        answers = []
+        for plan in plans:
+            progress(f"running {plan.label} ({self.name})")
+            answers.append(self._forward(plan))
+        return answers
 
     def _forward(self, plan):
         raise NotImplementedError
@@ -221,7 +227,8 @@ class CaffeEngine(Engine):
     def where(self):
         return "in-process" if self.python is None else f"{self.python}, child process"
 
-    def _forward_many(self, plans):
+    def _forward_many(self, plans, progress):
+        progress(f"running {', '.join(plan.label for plan in plans)} (caffe, {self.where})")
         with tempfile.TemporaryDirectory(prefix="caffe-surgery-nets-") as folder:
             jobs = []
             for i, plan in enumerate(plans):

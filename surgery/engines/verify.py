@@ -158,7 +158,7 @@ def _num(value):
 
 def verify(original_path, converted_path, weights_path, *, input_shapes=None, blobs=(),
            engine="opencv", tol=1e-4, seed=0, strict=False, caffe_python=None,
-           weights_converted=None, defines=None):
+           weights_converted=None, defines=None, progress=None):
     """Run both nets and compare blobs on their common grid; returns a VerifyReport.
 
     engine: "opencv", "caffe" (pycaffe; in a child under `caffe_python` or $CAFFE_PYTHON
@@ -171,8 +171,11 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
 
     weights_converted: the converted net's own weights (fold's, bvlc's output), when they
     are not `weights_path`. defines: {NAME: VALUE} filling the `${NAME}` of template nets
-    for this run."""
+    for this run. `progress(text)`, when given, is told which step runs
+    (surgery/progress.py)."""
+    progress = progress or _silent
     original_path, converted_path = str(original_path), str(converted_path)
+    progress("verify: analysing both nets")
     files, templates = _load((original_path, converted_path), defines or {})
     weights = (str(weights_path), str(weights_converted or weights_path))
     summaries = {path: read_caffemodel(path) for path in weights}
@@ -201,8 +204,9 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
         with tempfile.TemporaryDirectory(prefix="caffe-surgery-verify-") as folder:
             models = _prepared_weights(prepared, weights, summaries, folder)
             runs = [(p.net, model, inputs, chosen) for p, model in zip(prepared, models)]
-            labels = [f"the net prepared from {path}" for path in (original_path, converted_path)]
-            return runner.run_many(runs, labels=labels)
+            labels = [f"the {which} net {os.path.basename(path)}" for which, path in
+                      (("original", original_path), ("converted", converted_path))]
+            return runner.run_many(runs, labels=labels, progress=progress)
 
     try:
         orig_out, conv_out = run(runner, prepared)
@@ -213,6 +217,7 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
         runner, note = get_engine("opencv"), f"auto: {exc.reason}"
         prepared = prepared_for("opencv")
         orig_out, conv_out = run(runner, prepared)
+    progress("verify: comparing")
     report = VerifyReport(original_path, converted_path, runner.name, tol,
                           {k: v.shape for k, v in inputs.items()}, engine_note=note,
                           approximate_layers=judged.not_exact(), strict=strict,
@@ -234,6 +239,10 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
         result.claimed = blob in judged.exact_blobs
         report.blobs.append(result)
     return report
+
+
+def _silent(text):
+    """The progress callback when none is given."""
 
 
 def _load(paths, defines):

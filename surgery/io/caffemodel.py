@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import SurgeryError
 from .atomic import write_atomic
+from .inputs import open_input
 from .v1types import V1_TYPE_BY_NUMBER
 
 # Largest single read() the reader issues; float data is skipped, never read.
@@ -404,10 +405,7 @@ def _open(source):
         source.seek(0)
         return source, str(label), here, False
     path = os.fspath(source)
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise SurgeryError(f"cannot open caffemodel: {exc.strerror}", file=path) from None
+    f = open_input(path, "caffemodel")
     size = os.fstat(f.fileno()).st_size
     return f, path, size, True
 
@@ -854,8 +852,9 @@ def _write_edit(out, src, entry):
     _copy(src, out, pos, layer.end)
 
 
-def write_entries(path, entries, *, source=None, inputs=(), in_place=False):
-    """Stream a caffemodel made of `entries` (Copy / NewLayer / EditLayer) to `path`, atomically.
+def write_entries(path, entries, *, source=None, inputs=(), in_place=False, outputs=None):
+    """Stream a caffemodel made of `entries` (Copy / NewLayer / EditLayer) to `path`, atomically
+    (with `outputs`, an io.atomic.Outputs transaction, staged in it for its commit).
 
     Copy and EditLayer entries read from `source` (a path).
     """
@@ -883,7 +882,7 @@ def write_entries(path, entries, *, source=None, inputs=(), in_place=False):
                 src.close()
 
     inputs = tuple(inputs) + ((source,) if source is not None else ())
-    write_atomic(path, produce, inputs=inputs, in_place=in_place)
+    write_atomic(path, produce, inputs=inputs, in_place=in_place, outputs=outputs)
 
 
 def plan(summary, *, rename=None, replace=None, drop=(), add=()):
@@ -942,8 +941,9 @@ def transform(src, dst, *, rename=None, replace=None, drop=(), add=(), in_place=
     return entries
 
 
-def write_caffemodel(path, layers, *, name=None, legacy=False):
-    """Write a caffemodel from layer dicts {name, type, blobs[, bottom, top]} or NewLayers.
+def write_caffemodel(path, layers, *, name=None, legacy=False, inputs=(), outputs=None):
+    """Write a caffemodel from layer dicts {name, type, blobs[, bottom, top]} or NewLayers,
+    atomically (with `outputs`, staged in that transaction for its commit).
 
     `layers` may be a generator and blobs may be StreamBlobs; the file is then streamed."""
     def entry(spec):
@@ -962,4 +962,4 @@ def write_caffemodel(path, layers, *, name=None, legacy=False):
         for spec in layers:   # may be a generator: each layer is made as it is written
             _write_new_layer(out, entry(spec))
 
-    write_atomic(path, produce)
+    write_atomic(path, produce, inputs=inputs, outputs=outputs)

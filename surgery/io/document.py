@@ -15,6 +15,7 @@ from google.protobuf import text_encoding
 
 from ..errors import SurgeryError
 from . import binding as _binding
+from .inputs import read_input
 from .tokens import Message, Token, Value, parse_tokens
 
 _LAYER_KEYS = ("layer", "layers")
@@ -60,9 +61,8 @@ class Document:
     @classmethod
     def load(cls, path, *, message_type=None):
         try:
-            with open(path, encoding="utf-8", newline="") as fh:
-                text = fh.read()
-        except (OSError, UnicodeDecodeError) as exc:
+            text = read_input(path, "prototxt").decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise SurgeryError(f"cannot read prototxt: {exc}", file=str(path)) from None
         return cls.parse(text, str(path), message_type=message_type)
 

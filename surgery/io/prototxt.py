@@ -14,6 +14,7 @@ from google.protobuf import text_format
 from .. import caffe_pb2
 from ..errors import SurgeryError
 from .atomic import write_atomic
+from .inputs import read_input
 
 # "12:5 : " prefix that text_format puts on every ParseError message.
 _LOC_PREFIX = re.compile(r"^\d+(?::\d+)? : ")
@@ -32,18 +33,7 @@ _PLACEHOLDER = re.compile(r"\$\{[^}\n]*\}?")
 def read_text(path):
     """Return the file's text, or a one-line SurgeryError naming the file."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise SurgeryError("no such file", file=path) from None
-    except IsADirectoryError:
-        raise SurgeryError("is a directory, not a prototxt file", file=path) from None
-    except PermissionError:
-        raise SurgeryError("permission denied", file=path) from None
-    except OSError as exc:
-        raise SurgeryError(f"cannot read: {exc.strerror or exc}", file=path) from None
-    return _decode(data, path)
+    return _decode(read_input(path, "prototxt"), path)
 
 
 def _decode(data, filename):
@@ -103,10 +93,11 @@ def format_prototxt(net):
     return text_format.MessageToString(net, as_utf8=True)
 
 
-def save_prototxt(net, path, *, inputs=(), in_place=False):
-    """Write ``net`` atomically; refuses to overwrite an input unless in_place."""
+def save_prototxt(net, path, *, inputs=(), in_place=False, outputs=None):
+    """Write ``net`` atomically (staged in `outputs`, an io.atomic.Outputs transaction,
+    when given); refuses to overwrite an input unless in_place."""
     write_atomic(os.fspath(path), format_prototxt(net).encode("utf-8"),
-                 inputs=inputs, in_place=in_place)
+                 inputs=inputs, in_place=in_place, outputs=outputs)
 
 
 # --------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def write_models(out_dir, names=None):
     """Write <out_dir>/<name>/deploy.prototxt and its OS-16 and OS-8 conversions for each
     model, and <out_dir>/README.md (the cost table) when all models are written; returns
     the paths written."""
-    from ..io.atomic import write_atomic
+    from ..io.atomic import Outputs
     from ..io.prototxt import save_prototxt
     from .conversions import STRIDES, convert, file_name, readme
 
@@ -48,19 +48,21 @@ def write_models(out_dir, names=None):
         if name not in MODELS:
             build(name)      # raises the "unknown model" error before anything is written
     paths, tables = [], []
-    for name in chosen:
-        folder = os.path.join(out_dir, name)
-        os.makedirs(folder, exist_ok=True)
-        original = build(name)
-        conversions = {stride: convert(original, stride) for stride in STRIDES}
-        for stride, net in [(None, original)] + [(s, c.net) for s, c in conversions.items()]:
-            path = os.path.join(folder, file_name(stride))
-            save_prototxt(net, path)
+    with Outputs() as outputs:     # every file or none (io/atomic.py)
+        for name in chosen:
+            folder = os.path.join(out_dir, name)
+            os.makedirs(folder, exist_ok=True)
+            original = build(name)
+            conversions = {stride: convert(original, stride) for stride in STRIDES}
+            for stride, net in [(None, original)] + [(s, c.net) for s, c in conversions.items()]:
+                path = os.path.join(folder, file_name(stride))
+                save_prototxt(net, path, outputs=outputs)
+                paths.append(path)
+            tables.append((name, original, conversions))
+        if set(chosen) == set(MODELS):
+            path = os.path.join(out_dir, "README.md")
+            tables.sort(key=lambda table: list(MODELS).index(table[0]))
+            outputs.write(path, readme(tables).encode("utf-8"))
             paths.append(path)
-        tables.append((name, original, conversions))
-    if set(chosen) == set(MODELS):
-        path = os.path.join(out_dir, "README.md")
-        tables.sort(key=lambda table: list(MODELS).index(table[0]))
-        write_atomic(path, readme(tables).encode("utf-8"))
-        paths.append(path)
+        outputs.commit()
     return paths

@@ -587,8 +587,9 @@ def weight_plan(plan, summary):
     return planned
 
 
-def transplant(plan, weights_in, weights_out, *, in_place=False):
-    """Write `weights_in` converted by `plan` to `weights_out`, atomically and streaming.
+def transplant(plan, weights_in, weights_out, *, in_place=False, outputs=None):
+    """Write `weights_in` converted by `plan` to `weights_out`, atomically and streaming
+    (staged in `outputs`, an io.atomic.Outputs transaction, when given).
 
     Returns the source Summary. Raises SurgeryError, writing nothing, when the weights do
     not fit the plan."""
@@ -596,7 +597,8 @@ def transplant(plan, weights_in, weights_out, *, in_place=False):
     from ..weights import writer
 
     summary = read_caffemodel(weights_in)
-    writer.write(weight_plan(plan, summary), weights_out, source=summary, in_place=in_place)
+    writer.write(weight_plan(plan, summary), weights_out, source=summary, in_place=in_place,
+                 outputs=outputs)
     return summary
 
 

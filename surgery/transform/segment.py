@@ -595,9 +595,10 @@ def _check_backbone(segmented, summary):
                                layer=row.name)
 
 
-def write_weights(segmented, weights_in, weights_out, *, seed=0):
+def write_weights(segmented, weights_in, weights_out, *, seed=0, outputs=None):
     """Stream `weights_in` to `weights_out` (backbone layers byte for byte; fcn-converted
-    layers rebuilt) and append the new head layers. Returns the names added."""
+    layers rebuilt) and append the new head layers; atomically, or staged in `outputs`
+    (an io.atomic.Outputs transaction) when given. Returns the names added."""
     from ..io.caffemodel import read_caffemodel
     from ..weights import writer
     from ..weights.plan import WeightPlan
@@ -613,6 +614,7 @@ def write_weights(segmented, weights_in, weights_out, *, seed=0):
             raise SurgeryError(f"the weights ({weights_in}) already hold a layer of this name",
                                layer=entry.name)
     edits = fcn_pass.weight_plan(segmented.fcn, summary).edit if segmented.fcn is not None else ()
-    writer.write(WeightPlan(edit=edits, add=tuple(new)), weights_out, source=summary)
+    writer.write(WeightPlan(edit=edits, add=tuple(new)), weights_out, source=summary,
+                 outputs=outputs)
     converted = [p.target for p in segmented.fcn.layers] if segmented.fcn is not None else []
     return converted + [e.name for e in new]

@@ -31,7 +31,6 @@ import numpy as np
 
 from ..analysis.analyse import analyse
 from ..errors import SurgeryError
-from ..io.atomic import guard_output
 from . import writer
 from .fillers import upsampling_kernel
 from .plan import LayerWeights, New, WeightPlan
@@ -682,12 +681,12 @@ def random_weights(net, *, seed=0, input_shapes=None, chunk=CHUNK, phases=("TEST
 
 
 def init_weights(net, path, *, seed=0, input_shapes=None, inputs=(), chunk=CHUNK,
-                 phases=("TEST",)):
-    """Stream random weights for `net` to the caffemodel `path`, in bounded memory.
+                 phases=("TEST",), outputs=None):
+    """Stream random weights for `net` to the caffemodel `path`, in bounded memory
+    (staged in `outputs`, an io.atomic.Outputs transaction, when given).
 
     Returns [{name, type, shapes}] for the layers written. `inputs` are the files the net
     came from, which `path` must not overwrite."""
-    guard_output(str(path), inputs)
     written = []
 
     def layers():
@@ -696,5 +695,6 @@ def init_weights(net, path, *, seed=0, input_shapes=None, inputs=(), chunk=CHUNK
             written.append({"name": name, "type": type_, "shapes": [s for s, _ in blobs]})
             yield LayerWeights(name, tuple(New(s, pieces=p) for s, p in blobs), type=type_)
 
-    writer.write(WeightPlan(add=layers()), path, name=net.name or None)
+    writer.write(WeightPlan(add=layers()), path, name=net.name or None, inputs=inputs,
+                 outputs=outputs)
     return written

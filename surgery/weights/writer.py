@@ -161,13 +161,15 @@ def entries(plan, summary):
     return out
 
 
-def write(plan, path, *, source=None, name=None, in_place=False, inputs=()):
+def write(plan, path, *, source=None, name=None, in_place=False, inputs=(), outputs=None):
     """Write `plan` to `path`, atomically and streaming; returns the input's Summary.
 
     `source` is the input caffemodel (a path or its Summary), or None for a file of new
     layers only (init-weights), whose NetParameter name is then `name`. `inputs` are
-    other files `path` must not overwrite. Checks the plan first (see `check`), except
-    new layers given as a generator, which are drawn as they are written."""
+    other files `path` must not overwrite; `outputs`, an io.atomic.Outputs transaction,
+    stages the file for that transaction's commit (a command's outputs: all or none).
+    Checks the plan first (see `check`), except new layers given as a generator, which
+    are drawn as they are written."""
     if source is None:
         check(plan, None)
 
@@ -178,10 +180,10 @@ def write(plan, path, *, source=None, name=None, in_place=False, inputs=()):
                 yield cm.NewLayer(layer.name, layer.type, specs, tuple(layer.bottoms),
                                   tuple(layer.tops))
 
-        cm.write_caffemodel(str(path), layers(), name=name)
+        cm.write_caffemodel(str(path), layers(), name=name, inputs=inputs, outputs=outputs)
         return None
     summary = source if isinstance(source, cm.Summary) else cm.read_caffemodel(source)
     check(plan, summary)
     cm.write_entries(path, entries(plan, summary), source=summary.path, inputs=inputs,
-                     in_place=in_place)
+                     in_place=in_place, outputs=outputs)
     return summary

@@ -8,6 +8,7 @@ from html import escape
 
 from ... import __version__
 from ...errors import SurgeryError
+from ...io.inputs import read_input
 from ..text import _axes, _bytes, _shape, human
 from . import plots
 from .compare import STATUSES
@@ -118,10 +119,7 @@ def _geometry_at(analysis, blob):
 def read_verify(path):
     """The dict `caffe-surgery verify --json` printed; SurgeryError naming the file otherwise."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as exc:
-        raise SurgeryError(f"cannot read: {exc.strerror}", file=path) from None
+        data = json.loads(read_input(path, "verify result").decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise SurgeryError(f"not JSON: {exc}", file=path) from None
     if not isinstance(data, dict) or not isinstance(data.get("blobs"), list) or \
