@@ -222,6 +222,12 @@ class LayerRule:
         no filler fields (its blobs cannot be initialised from the prototxt)."""
         return None
 
+    def fine_tuned(self, layer, *, train):
+        """A copy of a backbone layer set up for fine-tuning with small batches, as DeepLab
+        does: a normalisation's statistics fixed and its learned blobs frozen, or (`train`)
+        learned again. None for a layer that is not a normalisation (left as it is)."""
+        return None
+
     def new_weights(self, before, after):
         """Whether a rewrite from window `before` to `after` needs new weights (a dilation
         or a stride kept or removed never does: the kernel sees the same taps)."""
@@ -456,6 +462,17 @@ class BatchNorm(Affine):
         c = shape[1] if len(shape) > 1 else 1
         return [(c,), (c,), (1,)]
 
+    def fine_tuned(self, layer, *, train):
+        """Frozen: the stored statistics in both phases (`use_global_stats`). `train`: batch
+        statistics in TRAIN, so the moving averages follow the new data. The three blobs
+        are statistics, never learned by the solver, either way."""
+        new = _with_param_specs(layer, 3, lr_mult=0, decay_mult=0)
+        if train:
+            new.batch_norm_param.ClearField("use_global_stats")
+        else:
+            new.batch_norm_param.use_global_stats = True
+        return new
+
     def fillers(self, layer):
         """Caffe zero-fills the three blobs; identity statistics (mean 0, variance 1,
         factor 1) make an untrained BatchNorm pass its input through."""
@@ -483,6 +500,21 @@ class BN(Affine):
         if bn is not None and any(has_field(bn, f) for f in self.SEGNET_FIELDS):
             return [blob, blob]
         return [blob, blob, blob, blob]
+
+
+def _with_param_specs(layer, blobs, *, lr_mult, decay_mult):
+    """A copy of `layer` with exactly `blobs` param specs carrying these multipliers; the
+    names of specs it had are kept (weight sharing)."""
+    new = type(layer)()
+    new.CopyFrom(layer)
+    names = [spec.name for spec in layer.param]
+    del new.param[:]
+    for i in range(blobs):
+        spec = new.param.add()
+        if i < len(names) and names[i]:
+            spec.name = names[i]
+        spec.lr_mult, spec.decay_mult = lr_mult, decay_mult
+    return new
 
 
 def _constant(value):
@@ -531,6 +563,14 @@ class Scale(Affine):
             return [tuple(in_shapes[1])] if p.bias_term else []
         shape = _broadcast_shape(layer, in_shapes[0], p.axis, p.num_axes)
         return [shape, shape] if p.bias_term else [shape]
+
+    def fine_tuned(self, layer, *, train):
+        """A one-bottom Scale (BatchNorm's learned scale and shift): frozen, or learned at the
+        base rate without weight decay. A two-bottom Scale multiplies blobs: not a norm."""
+        if len(layer.bottom) > 1:
+            return None
+        blobs = 2 if layer.scale_param.bias_term else 1
+        return _with_param_specs(layer, blobs, lr_mult=1 if train else 0, decay_mult=0)
 
     def fillers(self, layer):
         """Caffe's defaults: scale 1 when scale_param has no filler, bias 0."""

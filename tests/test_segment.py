@@ -64,38 +64,69 @@ def _layer(net, name):
 # ---------------------------------------------------------------------------
 
 def test_aspp_os8_is_deeplab_v2_layout():
-    """ASPP at OS 8: four 3x3 convs to 21 classes with dilation = pad = 6, 12, 18, 24,
-    summed; the backbone is dilate's exact OS-8 rewrite (res4 dilation 2, res5 4) with the
-    classifier cut; the label is shrunk by 8."""
+    """ASPP at OS 8: four 3x3 convs fc1_c0..c3 to 21 classes with dilation = pad = 6, 12,
+    18, 24, summed into fc1; the backbone is dilate's exact OS-8 rewrite (res4 dilation 2,
+    res5 4) with the classifier cut and pool1 padded as DeepLab's ResNet-101 has it; the
+    label is shrunk by 8 with no crop."""
     result = _seg(head="aspp", classes=21, output_stride=8)
     deploy, train = result.deploy, result.train
-    aspp = [layer for layer in deploy.layer if layer.name.startswith("aspp")]
+    aspp = [layer for layer in deploy.layer if layer.name.startswith("fc1_c")]
+    assert [l.name for l in aspp] == ["fc1_c0", "fc1_c1", "fc1_c2", "fc1_c3"]
     assert [(tuple(l.convolution_param.kernel_size), tuple(l.convolution_param.dilation),
              tuple(l.convolution_param.pad), l.convolution_param.num_output) for l in aspp] == \
         [((3,), (r,), (r,), 21) for r in (6, 12, 18, 24)]
     assert all(l.bottom == ["res5c"] for l in aspp)
-    score = _layer(deploy, "score")
+    score = _layer(deploy, "fc1")
     assert score.type == "Eltwise" and list(score.bottom) == [l.name for l in aspp]
     assert score.eltwise_param.operation == score.eltwise_param.SUM
     assert tuple(_layer(deploy, "res4b22_branch2b").convolution_param.dilation) == (2,)
     assert tuple(_layer(deploy, "res5c_branch2b").convolution_param.dilation) == (4,)
     assert tuple(_layer(deploy, "res5a_branch2a").convolution_param.stride) in ((), (1,))
-    # The body is exactly what `dilate -s 8 --head cut` made for models/ (deploy-os8).
+    # The body is exactly what `dilate -s 8 --head cut` made for models/ (deploy-os8), but
+    # for pool1's pad (DeepLab's 1, MSRA's 0), which centres score pixel j on image 8j.
     os8 = load_prototxt(ROOT / "models" / "resnet101" / "deploy-os8.prototxt")
-    body = {l.name for l in os8.layer if l.type != "Input"}
+    body = {l.name for l in os8.layer if l.type not in ("Input",)} - {"pool1"}
     assert _windows(deploy, body) == _windows(os8, body)
     assert [l.name for l in deploy.layer if l.name in body] == [l.name for l in os8.layer
                                                                if l.name in body]
+    assert _layer(deploy, "pool1").pooling_param.pad == 1
     assert not {"pool5", "fc1000", "prob"} & {l.name for l in train.layer}
     shrink = _layer(train, "label_shrink")
     assert shrink.type == "Interp" and shrink.interp_param.shrink_factor == 8
+    assert not shrink.interp_param.pad_beg and not shrink.interp_param.pad_end
     loss = _layer(train, "loss")
     assert loss.type == "SoftmaxWithLoss" and loss.loss_param.ignore_label == 255
-    assert list(loss.bottom) == ["score", "label_shrink"]
+    assert list(loss.bottom) == ["fc1", "label_shrink"]
     for layer in aspp:
         cp = layer.convolution_param
         assert (cp.weight_filler.type, cp.weight_filler.std) == ("gaussian", pytest.approx(0.01))
         assert [p.lr_mult for p in layer.param] == [10, 20]
+        assert [p.name for p in layer.param] == [f"{layer.name}_w", f"{layer.name}_b"]
+
+
+def test_backbone_batchnorm_is_frozen_unless_train_bn():
+    """DeepLab freezes the backbone's BatchNorm (small batches): use_global_stats and lr_mult
+    0 on every BatchNorm and Scale blob of the trunk; --train-bn learns them again (batch
+    statistics in TRAIN, Scale at the base rate). The head's BatchNorm stays trainable, and
+    the deploy net is frozen either way."""
+    msra = load_prototxt(RESNET101)
+    kinds = {l.name: l.type for l in msra.layer}
+    norms = [n for n, t in kinds.items() if t in ("BatchNorm", "Scale")]
+    assert len(norms) == 2 * 104
+    for train_bn in (False, True):
+        result = segment(msra, head="deeplabv3", classes=21, train_bn=train_bn)
+        for net, frozen in ((result.train, not train_bn), (result.deploy, True)):
+            for name in norms:
+                layer = _layer(net, name)
+                want = len(layer.param) == (3 if layer.type == "BatchNorm" else 2)
+                assert want, name
+                lr = 0 if frozen or layer.type == "BatchNorm" else 1
+                assert all((p.lr_mult, p.decay_mult) == (lr, 0) for p in layer.param), name
+                if layer.type == "BatchNorm":
+                    assert layer.batch_norm_param.use_global_stats == frozen, name
+            head_bn = _layer(net, "aspp_c1_bn")
+            assert not head_bn.batch_norm_param.HasField("use_global_stats")
+            assert [p.lr_mult for p in _layer(net, "aspp_c1_scale").param] == [10, 10]
 
 
 @pytest.mark.parametrize("rel", DEEPLAB_V2_RESNET)
@@ -142,7 +173,7 @@ def test_train_tail_is_deeplab_v2s():
 def test_aspp_os16_rates_and_label_shrink():
     result = _seg(head="aspp", classes=21, output_stride=16)
     rates = [tuple(l.convolution_param.dilation)[0] for l in result.deploy.layer
-             if l.name.startswith("aspp")]
+             if l.name.startswith("fc1_c")]
     assert rates == [3, 6, 9, 12]
     assert _layer(result.train, "label_shrink").interp_param.shrink_factor == 16
     assert _layer(result.deploy, "upscore").interp_param.zoom_factor == 16
@@ -152,32 +183,44 @@ def test_aspp_os16_rates_and_label_shrink():
     # --rates overrides, as dilations at the chosen stride.
     custom = _seg(head="aspp", classes=21, output_stride=16, rates=[2, 4])
     assert [tuple(l.convolution_param.dilation)[0] for l in custom.deploy.layer
-            if l.name.startswith("aspp")] == [2, 4]
+            if l.name.startswith("fc1_c")] == [2, 4]
+    # The names hold at any stride: the OS-16 net's weights load into the OS-8 net.
+    assert [l.name for l in custom.deploy.layer if l.name.startswith("fc1")] == \
+        ["fc1_c0", "fc1_c1", "fc1"]
 
 
 def test_label_and_score_sizes_agree_from_the_registry():
     """The label shrink's crops come from the geometry; the registry then says the label
-    equals the score, and label sample j lands on the centre of score pixel j."""
-    for stride, crop in ((8, 321), (16, 321), (8, 320), (8, 513)):
-        result = _seg(head="aspp", classes=21, output_stride=stride, crop=crop)
+    equals the score the loss reads, and label sample j lands on the centre of score pixel
+    j. At 320 the last score pixel is centred past the image (pool1's CEIL window): it is
+    cropped from the loss. With --upsample deconv the grid keeps MSRA's centre 2."""
+    for stride, crop, upsample in ((8, 321, "interp"), (16, 321, "interp"),
+                                   (8, 320, "interp"), (8, 513, "interp"), (8, 97, "deconv")):
+        result = _seg(head="aspp", classes=21, output_stride=stride, crop=crop,
+                      upsample=upsample, data="input")
         a = analyse(result.train)
-        score, label = a.shapes["score"], a.shapes["label_shrink"]
-        assert score[2:] == label[2:]
+        score, label = _layer(result.train, "loss").bottom
+        assert a.shapes[score][2:] == a.shapes[label][2:]
+        if upsample == "deconv":
+            assert label == "label" and a.shapes[score][2:] == (crop, crop)
+            assert a.geometry["fc1"].offset[0] == 2
+            continue
+        assert score == ("fc1_crop" if crop == 320 else "fc1")
         ip = _layer(result.train, "label_shrink").interp_param
-        centre = a.geometry["score"].offset[0]
+        centre = a.geometry["fc1"].offset[0]
         eff = crop + ip.pad_beg + ip.pad_end
-        assert -ip.pad_beg == centre                       # sample 0 on score pixel 0's centre
-        assert eff - 1 == stride * (score[2] - 1)          # sample j at centre + stride*j
+        assert centre == 0 and -ip.pad_beg == centre      # sample 0 on score pixel 0's centre
+        assert eff - 1 == stride * (a.shapes[label][2] - 1)   # sample j at centre + stride*j
 
 
 def test_psp_bins_on_the_60x60_map():
-    """PSPNet's 473 nets pool the 60x60 map with kernels = strides 60, 30, 20, 10. MSRA's
-    pool1 (pad 0) makes the map 59x59 at 473, so the tool refuses 473 and names crops
-    that give 60; at 480 the pyramid is PSPNet's."""
+    """PSPNet's 473 nets pool the 60x60 map with kernels = strides 60, 30, 20, 10. With
+    pool1 padded (the centred grid) MSRA's ResNet-101 has that map at 473 too; at 465 the
+    map is 59x59, so the tool refuses it and names crops that give 60."""
     with pytest.raises(Exception) as info:
-        _seg(head="psp", classes=21, crop=473)
+        _seg(head="psp", classes=21, crop=465)
     assert "59x59" in str(info.value) and "map 60x60" in str(info.value)
-    result = _seg(head="psp", classes=21, crop=480)
+    result = _seg(head="psp", classes=21, crop=473)
     a = analyse(result.deploy)
     assert a.shapes["res5c"][2:] == (60, 60)
     pools = [l for l in result.deploy.layer if l.type == "Pooling" and l.name.startswith("psp")]
@@ -199,7 +242,7 @@ def test_psp_head_matches_published_pspnet_473():
     start = next(i for i, l in enumerate(published.layer) if l.name == "conv5_3_pool1")
     theirs = [l for l in published.layer[start:] if l.type in ("Pooling", "Convolution", "Concat",
                                                                "Interp")]
-    result = _seg(head="psp", classes=21, crop=480)
+    result = _seg(head="psp", classes=21, crop=473)
     mine = [l for l in result.deploy.layer if l.name.startswith(("psp", "score", "upscore"))
             and l.type in ("Pooling", "Convolution", "Concat", "Interp")]
 
@@ -215,7 +258,8 @@ def test_psp_head_matches_published_pspnet_473():
 
 
 def test_inspect_prints_no_warning(tmp_path, capsys):
-    for kw in (["--head", "aspp"], ["--head", "psp", "--crop", "480"],
+    for kw in (["--head", "aspp"], ["--head", "psp"], ["--head", "deeplabv3plus"],
+               ["--head", "aspp", "--scales", "1,0.75,0.5"],
                ["--head", "aspp", "--data", "input", "--upsample", "deconv", "--crop", "97"]):
         train, deploy = tmp_path / "train.prototxt", tmp_path / "deploy.prototxt"
         assert main(["segment", str(RESNET101), *kw, "--classes", "21", "-o", str(train),
@@ -239,7 +283,7 @@ def test_summary_names_branch_fields_of_view(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv", [
     ["--classes", "0"], ["--classes", "21", "--crop", "0"], ["--classes", "21", "--rates", "6,,12"],
-    ["--classes", "21", "--head", "psp"], ["--classes", "21", "--bins", "1,2"],
+    ["--classes", "21", "--head", "psp", "--crop", "465"], ["--classes", "21", "--bins", "1,2"],
     ["--classes", "21", "--upsample", "deconv"], ["--classes", "21", "--ignore-label", "x"],
     ["--classes", "21", "--output-stride", "4", "--rates", "3", "--head", "psp"],
 ])
@@ -283,7 +327,7 @@ def _run_segment(folder, proto, model, tag, *extra):
 CASES = {
     "aspp-deconv": ("resnet", ["--head", "aspp", "--classes", "5", "--crop", "97",
                                "--data", "input", "--upsample", "deconv"]),
-    "psp-input": ("resnet", ["--head", "psp", "--classes", "5", "--crop", "97",
+    "psp-input": ("resnet", ["--head", "psp", "--classes", "5", "--crop", "89",
                              "--data", "input"]),
     "aspp-imageseg": ("resnet", ["--head", "aspp", "--classes", "5", "--crop", "97"]),
     "largefov": ("vgg", ["--head", "largefov", "--classes", "5", "--crop", "65",
@@ -473,7 +517,7 @@ def test_json_summary(tmp_path, capsys):
     assert main(["segment", str(RESNET101), "--head", "aspp", "--classes", "21",
                  "--output-stride", "16", "-o", str(out), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["settings"] == "rates 3,6,9,12" and data["score_shape"] == [1, 21, 20, 20]
+    assert data["settings"] == "rates 3,6,9,12" and data["score_shape"] == [1, 21, 21, 21]
     assert [b["rf"][0] for b in data["branches"]] == [1123, 1219, 1315, 1411]
 
 
