@@ -1452,14 +1452,44 @@ class Embed(LayerRule):
 
 
 class Tile(LayerRule):
+    """Copies along one axis. DeepLab v3's image pooling tiles a 1x1 map back to the
+    trunk's size (along H, then W): it follows the grid of the blob it meets."""
+
     types = ("Tile",)
     role = Role.RESAMPLE
+    fits_joins = True
 
     def out_shapes(self, layer, in_shapes):
         shape = list(in_shapes[0])
         axis = canonical_axis(layer, layer.tile_param.axis, len(shape))
         shape[axis] *= layer.tile_param.tiles
         return [tuple(shape)]
+
+    def grid_bottoms(self, layer):
+        return (0,)
+
+    def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
+        return Pair(0, 0)       # it follows any grid (regrid below)
+
+    def regrid(self, layer, step):
+        """Tiling a 1x1 map to the size of the blob it meets is the same constant on any
+        grid: its count becomes that size on its axis (ADAPTED: a size, as Interp's)."""
+        grid, size = step.wanted
+        if size is None:
+            return super().regrid(layer, step)
+        shape = step.in_shapes[0] if step.in_shapes else None
+        axis = canonical_axis(layer, layer.tile_param.axis, len(shape) if shape else 4)
+        if shape is None or axis not in (2, 3) or shape[axis] != 1:
+            return Regrid(grid=grid or SAME, issue="Tile copies a map that is not 1 pixel "
+                                                   "along its axis; its count has no rewrite")
+        tiles = size[axis - 2]
+        if tiles == layer.tile_param.tiles:
+            return Regrid(grid=grid or SAME)
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.tile_param.tiles = tiles
+        return Regrid(new, grid or SAME, ADAPTED, f"tiles {layer.tile_param.tiles} -> {tiles}: "
+                                                  "the size of the blob it meets (adapted)")
 
 
 class Reduction(LayerRule):

@@ -190,6 +190,21 @@ def test_aspp_os16_rates_and_label_shrink():
         ["fc1_c0", "fc1_c1", "fc1"]
 
 
+@pytest.mark.parametrize("head", ["aspp", "deeplabv3", "deeplabv3plus"])
+def test_trained_at_16_dilated_to_8_is_the_net_built_at_8(head):
+    """DeepLab v3's recipe: the OS-16 nets, taken to 8 by `dilate`, are the OS-8 nets
+    `segment` builds, names included (they name branches by index, not rate), so weights
+    trained at 16 load at 8. The image pooling's Tiles follow the map it meets."""
+    from surgery.transform.dilate import dilate
+    at16 = _seg(head=head, classes=21, output_stride=16, data="input")
+    at8 = _seg(head=head, classes=21, output_stride=8, data="input")
+    for which in ("train", "deploy"):
+        converted, _ = dilate(getattr(at16, which), output_stride=8)
+        want = getattr(at8, which)
+        assert [l.name for l in converted.layer] == [l.name for l in want.layer]
+        assert list(converted.layer) == list(want.layer), which
+
+
 def test_label_and_score_sizes_agree_from_the_registry():
     """The label shrink's crops come from the geometry; the registry then says the label
     equals the score the loss reads, and label sample j lands on the centre of score pixel
