@@ -312,6 +312,20 @@ def test_bad_options_exit_2_nothing_written(tmp_path, capsys, argv):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["--head", "aspp", "--crop", "7"],
+     "--crop 7x7 is too small for this net: 'res5c' (the trunk at output stride 8) needs a "
+     "map of 2x2 or more; the smallest crop that gives one is 11"),
+    (["--head", "largefov"], "needs a VGG-style backbone whose fc6 and fc7 are InnerProducts"),
+    (["--head", "aspp", "--weights", str(RESNET101)], "--weights is read to write --weights-out"),
+])
+def test_messages_say_what_blocks_and_what_gets_through(tmp_path, capsys, argv, says):
+    out = tmp_path / "t.prototxt"
+    assert main(["segment", str(RESNET101), "--classes", "21", *argv, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err and not out.exists()
+
+
 # ---------------------------------------------------------------------------
 # Weights and numerics on small nets
 # ---------------------------------------------------------------------------
@@ -378,6 +392,34 @@ def test_weights_out_pass_check_on_both_nets(small, case, capsys):
         if not any(c in layer.name for c in ("fc6", "fc7", "fc8")):   # fcn rebuilds these
             got = summary.find(layer.name)
             assert raw_out[got.start:got.end] == raw_in[layer.start:layer.end]
+
+
+def test_weights_out_without_backbone_weights_holds_the_new_layers(small, capsys):
+    """--weights-out alone writes the new layers' initial values only and says how to train
+    with them (Caffe's --weights takes both files); the two files together load into the
+    train net; largefov, whose fc6/fc7 come from the backbone's weights, refuses."""
+    folder, paths = small
+    proto, model = paths["resnet"]
+    new = folder / "head-only.caffemodel"
+    capsys.readouterr()
+    assert main(["segment", str(proto), *CASES["deeplabv3"][1], "--weights-out", str(new),
+                 "-o", str(folder / "head-only.prototxt")]) == 0
+    text = capsys.readouterr().out
+    assert "the 20 new layers only (no --weights)" in text and f",{new}" in text
+    names = {l.name for l in read_caffemodel(new).layers}
+    assert "score" in names and "conv1" not in names and len(names) == 20
+    train = analyse(load_prototxt(folder / "head-only.prototxt"))
+    wanted = wanted_shapes(train)
+    for path in (model, new):     # each file fits where it has the layer
+        report = compare({k: v for k, v in wanted.items()
+                          if read_caffemodel(path).find(k) is not None}, read_caffemodel(path))
+        assert report.ok
+    assert {k for k, v in wanted.items() if v} <= names | {l.name for l in
+                                                           read_caffemodel(model).layers}
+    vgg, _ = paths["vgg"]
+    assert main(["segment", str(vgg), *CASES["largefov"][1], "--weights-out", str(new),
+                 "-o", str(folder / "lf.prototxt")]) == 2
+    assert "needs --weights" in capsys.readouterr().err
 
 
 def test_new_layer_values_follow_the_fillers(small):

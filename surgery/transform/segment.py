@@ -282,7 +282,7 @@ def _deeplabv3plus(ctx):
     y = _conv_bn_relu(b, "dec_conv1", "dec_concat", num_output=ASPP3_CHANNELS, kernel=3)
     y = _conv_bn_relu(b, "dec_conv2", y, num_output=ASPP3_CHANNELS, kernel=3)
     _finish(b, y, ctx, "dec")
-    return HeadOut("score", branches + [("decoder", y)],
+    return HeadOut("score", branches,
                    f"rates {','.join(map(str, rates))}; decoder on '{low}' "
                    f"(stride {DECODER_STRIDE}), ASPP upsampled by {factor}",
                    (("dec_concat", tuple(a.shapes[low][2:])),), tuple(notes))
@@ -443,8 +443,8 @@ def _named_params(layers, param_shapes):
     out = []
     for layer in layers:
         count = len(param_shapes.get(layer.name) or ())
-        if count and not all(spec.name for spec in layer.param[:count]) or \
-                len(layer.param) < count:
+        if count and (len(layer.param) < count or
+                      not all(spec.name for spec in layer.param[:count])):
             layer = _copy(layer)
             while len(layer.param) < count:
                 layer.param.add()
@@ -603,6 +603,27 @@ def _smallest_crop(name, image, channels, body, trunk, crop, unknowns):
     return high
 
 
+def _trunk_at_crop(name, image, channels, crop, body, trunk, output_stride, unknowns):
+    """The body's analysis at the crop, once the trunk is known to have a map there (else
+    the smallest crop that gives it one) at the output stride."""
+    if trunk is None:
+        raise SurgeryError("the backbone has no blob on the image grid to put a head on")
+    after = _analyse_at(name, image, (1, channels, crop.h, crop.w), body, unknowns)
+    if not _reaches(after, trunk):
+        least = _smallest_crop(name, image, channels, body, trunk, crop, unknowns)
+        raise SurgeryError(f"--crop {crop.h}x{crop.w} is too small for this net: '{trunk}' "
+                           f"(the trunk at output stride {output_stride}) needs a map of 2x2 "
+                           f"or more" + (f"; the smallest crop that gives one is {least}"
+                                         if least else ""))
+    stride = after.geometry[trunk].stride if after.geometry.get(trunk) else None
+    if stride != Pair(output_stride, output_stride):
+        raise SurgeryError(f"'{trunk}' has stride "
+                           f"{'x'.join(map(str, stride)) if stride else 'unknown'}, not "
+                           f"{output_stride}; segment needs the head on a blob at the output "
+                           "stride (--cut-after a blob at that stride)", blob=trunk)
+    return after
+
+
 def _stem_chain(graph, image):
     """The layers every path from the image goes through before it first branches
     (conv1, pool1 on ResNet), in order."""
@@ -617,13 +638,13 @@ def _stem_chain(graph, image):
 
 
 def _centre_grid(body, analysis, image, trunk):
-    """(body, note): the body with one stem layer padded more, so that the trunk's pixel 0
-    is centred on image pixel 0; the deepest layer of the stem whose input stride divides
-    the move, and whose padding changes no interior output (a convolution's zeros, a MAX
-    pool's ignored cells): pool1 on MSRA ResNet, pad 0 -> 1, as DeepLab's own ResNet-101
-    has it. The trunk is then the backbone's exact conversion applied to the image shifted
-    by that many pixels. (body, None) when the trunk is centred already; (body, why) with
-    `moved` False when no such layer exists."""
+    """(body, note, centred): the body with one stem layer padded more, so that the trunk's
+    pixel 0 is centred on image pixel 0: the deepest layer of the stem whose input stride
+    divides the move, and whose padding changes no interior output (a convolution's zeros,
+    a MAX pool's ignored cells): pool1 on MSRA ResNet, pad 0 -> 1, as DeepLab's own
+    ResNet-101 has it. The trunk is then the backbone's exact conversion applied to the
+    image shifted by that many pixels. The note is None when the trunk is centred already,
+    and says why when no stem layer can move it (centred False)."""
     offset, stride = analysis.geometry[trunk].offset, analysis.geometry[trunk].stride
     move = [Fraction(o) for o in offset]
     if not any(move):
@@ -701,22 +722,7 @@ def segment(net, *, head, classes, output_stride=8, crop=None, rates=None, bins=
     name = backbone.name
     trunk = cut_after or analyse(backbone, input_shapes=None if known else shapes,
                                  unknowns=unknowns).deepest_blob()
-    if trunk is None:
-        raise SurgeryError("the backbone has no blob on the image grid to put a head on")
-    main_shape = (1, channels, crop.h, crop.w)
-    after = _analyse_at(name, image, main_shape, body, unknowns)
-    if not _reaches(after, trunk):
-        least = _smallest_crop(name, image, channels, body, trunk, crop, unknowns)
-        raise SurgeryError(f"--crop {crop.h}x{crop.w} is too small for this net: '{trunk}' "
-                           f"(the trunk at output stride {output_stride}) needs a map of 2x2 "
-                           f"or more" + (f"; the smallest crop that gives one is {least}"
-                                         if least else ""))
-    stride = after.geometry[trunk].stride if after.geometry.get(trunk) else None
-    if stride != Pair(output_stride, output_stride):
-        raise SurgeryError(f"'{trunk}' has stride "
-                           f"{'x'.join(map(str, stride)) if stride else 'unknown'}, not "
-                           f"{output_stride}; segment needs the head on a blob at the output "
-                           "stride (--cut-after a blob at that stride)", blob=trunk)
+    after = _trunk_at_crop(name, image, channels, crop, body, trunk, output_stride, unknowns)
     centred = True
     if upsample == "interp":
         body, note, centred = _centre_grid(body, after, image, trunk)
@@ -740,6 +746,13 @@ def segment(net, *, head, classes, output_stride=8, crop=None, rates=None, bins=
                  + tail.train_end())
     deploy = _net(name, tail.deploy_inputs() + _layers(branches, train=False)
                   + tail.deploy_end())
+    for net_ in (train, deploy):
+        seen = set()
+        for layer in net_.layer:
+            if layer.name in seen:
+                raise SurgeryError("two layers of the net would have this name (rename the "
+                                   "backbone's)", layer=layer.name)
+            seen.add(layer.name)
     deploy_a = analyse(deploy, unknowns=unknowns)
     train_a = tail.check(analyse(train, unknowns=unknowns), deploy_a)
     for blob, size in main.head.expect:      # what the head meant to build, per the registry
