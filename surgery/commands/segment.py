@@ -194,10 +194,14 @@ def format_summary(result, args, written):
         if what == "deploy" and not path:
             continue
         own = [(n, t) for n, t in added if n not in r.copies]
-        copies = f" ({len(added) - len(own)} of them the other scales' copies)" \
-            if len(own) < len(added) else ""
-        lines.append(f"{what} net {path}: {len(added)} layers added{copies}")
-        lines.append("  " + ", ".join(f"{n} ({t})" for n, t in own))
+        shown = [(n, t) for n, t in own if list(layers[n].top) != list(layers[n].bottom)]
+        more = [f"{len(own) - len(shown)} of them in place (BatchNorm, Scale, ReLU, Dropout)"] \
+            if len(shown) < len(own) else []
+        more += [f"{len(added) - len(own)} the other scales' copies"] \
+            if len(own) < len(added) else []
+        lines.append(f"{what} net {path}: {len(added)} layers added"
+                     + "".join(f", {m}" for m in more))
+        lines.append("  " + ", ".join(f"{n} ({t})" for n, t in shown))
         lines.append(f"  {note}")
     if written is not None:
         lines.append(f"weights {args.weights_out}: the backbone's layers copied from "
