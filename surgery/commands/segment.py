@@ -142,8 +142,10 @@ def run(args):
         write_atomic(args.deploy, format_prototxt(result.deploy).encode("utf-8"),
                      inputs=[args.net])
     if args.solver:
-        text = format_prototxt(solver(result, args.output, max_iter=args.max_iter,
-                                      iter_size=args.iter_size))
+        rest = solver(result, args.output, max_iter=args.max_iter, iter_size=args.iter_size)
+        first = type(rest)(net=rest.net)        # `net:` first, as solver files have it
+        rest.ClearField("net")
+        text = format_prototxt(first) + format_prototxt(rest)
         write_atomic(args.solver, text.encode("utf-8"), inputs=[args.net])
     if args.json:
         data = result.report.to_json()
@@ -173,8 +175,9 @@ def format_summary(result, args, written):
              f"crop {r.crop.h}x{r.crop.w}",
              f"backbone: trunk '{r.trunk}' {'x'.join(map(str, r.trunk_shape))}; dilate rewrote "
              f"{len(rewritten)} layers ({'exact' if d.exact else 'approximate'})"
-             + (f"; cut {', '.join(r.cut)}" if r.cut else ""),
-             f"  BatchNorm/Scale: {r.frozen}"]
+             + (f"; cut {', '.join(r.cut)}" if r.cut else "")]
+    if r.frozen:
+        lines.append(f"  {r.frozen}")
     if r.fcn is not None:
         lines.append("  fcn: " + ", ".join(f"{p.source} -> {p.target}" for p in r.fcn.layers)
                      + " (fc6 decimated)")

@@ -773,8 +773,15 @@ def segment(net, *, head, classes, output_stride=8, crop=None, rates=None, bins=
                 new_params.setdefault(layer.name, [tuple(s) for s in shapes_])
     if plan is not None:    # weights only for the converted layers the nets keep
         plan = plan._replace(layers=[p for p in plan.layers if p.target in body_names])
-    frozen = ("trainable: batch statistics in TRAIN, Scale learned (--train-bn)" if train_bn
-              else "frozen: use_global_stats, lr_mult 0 on their blobs (--train-bn unfreezes)")
+    norms = {}
+    for layer in body:
+        if rule_for(layer.type).fine_tuned(layer, train=train_bn) is not None:
+            norms[layer.type] = norms.get(layer.type, 0) + 1
+    counted = " and ".join(f"{n} {t}" for t, n in norms.items())
+    frozen = "" if not norms else (
+        f"{counted} learned: batch statistics in TRAIN, Scale at the base rate (--train-bn)"
+        if train_bn else f"{counted} frozen: use_global_stats, lr_mult 0 on their blobs "
+                         "(--train-bn learns them)")
     result = SegmentReport(head, classes, output_stride, crop, trunk,
                            tuple(main.analysis.shapes[trunk]), tuple(main.score_shape),
                            main.head.settings, report, plan, cut, added(train), added(deploy),
