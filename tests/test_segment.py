@@ -837,6 +837,34 @@ def test_multiscale_train_net_shares_weights_in_caffe(small, tmp_path):
     assert np.abs(out["w:conv1"]).max() > 0 and np.abs(out["g:fc1_c2"]).max() > 0
 
 
+@pytest.mark.caffe
+@pytest.mark.parametrize("case", ["psp-input", "largefov"])
+def test_interp_heads_train_in_caffe_with_their_init_weights(small, tmp_path, case):
+    """The heads whose nets use DeepLab's Interp (PSP's pyramid, the label shrink and the
+    final zoom) in real Caffe, the Interps as tests/_interp_layer.py's Python layer: the
+    init weights load, the train net runs forward and backward with a finite loss, and the
+    deploy output has the size the registry gives (the crop on ResNet's centred grid; on the
+    VGG stand-in, whose 2x2 pools put the first score centre on pixel 15.5, the 41 pixels
+    from there, as the summary says)."""
+    folder, paths = small
+    which, argv = CASES[case]
+    proto, model = paths[which]
+    train, deploy, weights = _run_segment(folder, proto, model, f"{case}-caffe", *argv)
+    crop = int(argv[argv.index("--crop") + 1])
+    rng = np.random.default_rng(9)
+    image = rng.standard_normal((1, 3, crop, crop)).astype(np.float32)
+    label = rng.integers(0, 5, (1, 1, crop, crop)).astype(np.float32)
+    out = _caffe(tmp_path, _python_interp(train, tmp_path / "train.prototxt"), weights, "TRAIN",
+                 {"data": image, "label": label}, ["loss"], backward=True)
+    assert np.isfinite(out["loss"]).all() and float(out["loss"]) > 0
+    assert np.isfinite(out["_grad_sum"]) and float(out["_grad_sum"]) > 0
+    up = _caffe(tmp_path, _python_interp(deploy, tmp_path / "deploy.prototxt"), weights, "TEST",
+                {"data": image}, ["upscore"])["upscore"]
+    want = analyse(load_prototxt(deploy)).shapes["upscore"][2:]
+    assert up.shape[2:] == want == ((crop, crop) if which == "resnet" else (41, 41))
+    assert np.isfinite(up).all()
+
+
 def test_deploy_output_covers_the_image_on_a_centred_grid_opencv(small, tmp_path):
     """The interp deploy net's output is the crop size, and pixel k is image pixel k: pool1
     padded by 1 computes what the backbone's stem computes on the image shifted by 2 pixels
