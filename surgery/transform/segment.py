@@ -651,9 +651,10 @@ def _centre_grid(body, analysis, image, trunk):
         return body, None, True
     for node in reversed(_stem_chain(analysis.graph, image)):
         rule, layer = node.rule, node.layer
-        if not rule.reads_window(layer) or not rule.pad_is_neutral(layer):
+        geometry_in = analysis.geometry.get(node.bottoms[0])
+        if geometry_in is None or not rule.reads_window(layer) or not rule.pad_is_neutral(layer):
             continue
-        stride_in = analysis.geometry[node.bottoms[0]].stride
+        stride_in = geometry_in.stride
         extra = [m / s for m, s in zip(move, stride_in)]
         window = rule.window(layer)
         pad = [p + e for p, e in zip(window.pad, extra)]
