@@ -275,6 +275,12 @@ class LayerRule:
         """A copy of `layer` that has a bias blob."""
         raise _err(layer, f"type '{layer.type}' has no bias term to add")
 
+    def fine_tuned(self, layer, *, train):
+        """A copy of a backbone layer set up for fine-tuning with small batches, as DeepLab
+        does: a normalisation's statistics fixed and its learned blobs frozen, or (`train`)
+        learned again. None for a layer that is not a normalisation (left as it is)."""
+        return None
+
     def new_weights(self, before, after):
         """Whether a rewrite from window `before` to `after` needs new weights (a dilation
         or a stride kept or removed never does: the kernel sees the same taps)."""
@@ -589,6 +595,17 @@ class BatchNorm(Affine):
         c = shape[1] if len(shape) > 1 else 1
         return [(c,), (c,), (1,)]
 
+    def fine_tuned(self, layer, *, train):
+        """Frozen: the stored statistics in both phases (`use_global_stats`). `train`: batch
+        statistics in TRAIN, so the moving averages follow the new data. The three blobs
+        are statistics, never learned by the solver, either way."""
+        new = _with_param_specs(layer, 3, lr_mult=0, decay_mult=0)
+        if train:
+            new.batch_norm_param.ClearField("use_global_stats")
+        else:
+            new.batch_norm_param.use_global_stats = True
+        return new
+
     def fillers(self, layer):
         """Caffe zero-fills the three blobs; identity statistics (mean 0, variance 1,
         factor 1) make an untrained BatchNorm pass its input through."""
@@ -731,6 +748,21 @@ class BN(Affine):
         return form
 
 
+def _with_param_specs(layer, blobs, *, lr_mult, decay_mult):
+    """A copy of `layer` with exactly `blobs` param specs carrying these multipliers; the
+    names of specs it had are kept (weight sharing)."""
+    new = type(layer)()
+    new.CopyFrom(layer)
+    names = [spec.name for spec in layer.param]
+    del new.param[:]
+    for i in range(blobs):
+        spec = new.param.add()
+        if i < len(names) and names[i]:
+            spec.name = names[i]
+        spec.lr_mult, spec.decay_mult = lr_mult, decay_mult
+    return new
+
+
 def _constant(value):
     from .caffe_pb2 import FillerParameter
     return FillerParameter(type="constant", value=value)
@@ -819,6 +851,13 @@ class Scale(Affine):
         new.CopyFrom(layer)
         new.scale_param.bias_term = True
         return new
+    def fine_tuned(self, layer, *, train):
+        """A one-bottom Scale (BatchNorm's learned scale and shift): frozen, or learned at the
+        base rate without weight decay. A two-bottom Scale multiplies blobs: not a norm."""
+        if len(layer.bottom) > 1:
+            return None
+        blobs = 2 if layer.scale_param.bias_term else 1
+        return _with_param_specs(layer, blobs, lr_mult=1 if train else 0, decay_mult=0)
 
     def fillers(self, layer):
         """Caffe's defaults: scale 1 when scale_param has no filler, bias 0."""
@@ -1882,14 +1921,44 @@ class Embed(LayerRule):
 
 
 class Tile(LayerRule):
+    """Copies along one axis. DeepLab v3's image pooling tiles a 1x1 map back to the
+    trunk's size (along H, then W): it follows the grid of the blob it meets."""
+
     types = ("Tile",)
     role = Role.RESAMPLE
+    fits_joins = True
 
     def out_shapes(self, layer, in_shapes):
         shape = list(in_shapes[0])
         axis = canonical_axis(layer, layer.tile_param.axis, len(shape))
         shape[axis] *= layer.tile_param.tiles
         return [tuple(shape)]
+
+    def grid_bottoms(self, layer):
+        return (0,)
+
+    def coarsen_limit(self, layer, limit_out, *, narrow=False, round_dilation=False):
+        return Pair(0, 0)       # it follows any grid (regrid below)
+
+    def regrid(self, layer, step):
+        """Tiling a 1x1 map to the size of the blob it meets is the same constant on any
+        grid: its count becomes that size on its axis (ADAPTED: a size, as Interp's)."""
+        grid, size = step.wanted
+        if size is None:
+            return super().regrid(layer, step)
+        shape = step.in_shapes[0] if step.in_shapes else None
+        axis = canonical_axis(layer, layer.tile_param.axis, len(shape) if shape else 4)
+        if shape is None or axis not in (2, 3) or shape[axis] != 1:
+            return Regrid(grid=grid or SAME, issue="Tile copies a map that is not 1 pixel "
+                                                   "along its axis; its count has no rewrite")
+        tiles = size[axis - 2]
+        if tiles == layer.tile_param.tiles:
+            return Regrid(grid=grid or SAME)
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.tile_param.tiles = tiles
+        return Regrid(new, grid or SAME, ADAPTED, f"tiles {layer.tile_param.tiles} -> {tiles}: "
+                                                  "the size of the blob it meets (adapted)")
 
 
 class Reduction(LayerRule):

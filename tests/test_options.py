@@ -164,6 +164,12 @@ BAD = {
     ("bvlc", "in_place"): FLAG, ("bvlc", "canonical"): FLAG, ("bvlc", "quiet"): FLAG,
 
     ("segment", "json"): FLAG, ("segment", "strict"): FLAG, ("segment", "quiet"): FLAG,
+    ("segment", "scales"): [["--scales", v] for v in ("a", "1,,0.5", "", "0,1", "-1", "1,nan",
+                                                      "0.5", "1,1", "1,0.123")],
+    ("segment", "train_bn"): FLAG,
+    ("segment", "solver"): [["--solver", v] for v in ("", "D", "nodir/out", "N", "O")],
+    ("segment", "max_iter"): [["--max-iter", v] for v in ("0", "a", "1.5", "")],
+    ("segment", "iter_size"): [["--iter-size", v] for v in ("0", "a", "-1", "")],
 }
 
 

@@ -1,4 +1,4 @@
-"""The command outputs README.md shows are what the commands print.
+"""The command outputs README.md (and docs/segment.md) show are what the commands print.
 
 Every `caffe-surgery` command in a README code block that works on the shipped
 `models/` is run, in README order, in one scratch folder (with `models` linked in), so
@@ -23,10 +23,11 @@ pytest.importorskip("cv2")
 pytestmark = pytest.mark.slow
 
 
-def readme_commands(page=ROOT / "README.md"):
-    """[(argv, shown output lines or None)] for every runnable command, in page order."""
+def readme_commands(document="README.md"):
+    """[(argv, shown output lines or None)] for every runnable command, in the order of the
+    document (README.md, or a page under docs/)."""
     found = []
-    for block in FENCE.findall(page.read_text(encoding="utf-8")):
+    for block in FENCE.findall((ROOT / document).read_text(encoding="utf-8")):
         current = None
         for line in block.replace("\\\n", " ").splitlines():    # join continued lines
             if line.startswith("$ "):
@@ -68,11 +69,13 @@ def shown_lines_appear(shown, printed):
     return True
 
 
-def test_the_readme_shows_what_its_commands_print(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("document, shown_at_least", [("README.md", 7), ("docs/segment.md", 3)])
+def test_the_readme_shows_what_its_commands_print(tmp_path, monkeypatch, capsys, document,
+                                                  shown_at_least):
     (tmp_path / "models").symlink_to(ROOT / "models", target_is_directory=True)
     monkeypatch.chdir(tmp_path)
-    commands = readme_commands()
-    assert sum(shown is not None for _, shown in commands) >= 7
+    commands = readme_commands(document)
+    assert sum(shown is not None for _, shown in commands) >= shown_at_least
     for argv, shown in commands:
         main(argv)
         printed = capsys.readouterr().out.splitlines()

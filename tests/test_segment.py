@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from surgery.analysis.analyse import analyse
-from surgery.analysis.check import compare, merge, whole_shapes
+from surgery.analysis.check import compare, merge, wanted_shapes
 from surgery.cli import main
 from surgery.io.caffemodel import read_caffemodel
 from surgery.io.prototxt import save_prototxt
@@ -30,6 +30,7 @@ from _caffe import caffe_build
 from _corpus import CORPUS
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 RESNET101 = ROOT / "models" / "resnet101" / "deploy.prototxt"
 # DeepLab v2's published ResNet-101 single-scale nets, when the corpus holds them.
 DEEPLAB_V2_RESNET = ["deeplab_v2/resnet101_train.prototxt", "deeplab_v2/resnet101_test.prototxt"]
@@ -64,38 +65,69 @@ def _layer(net, name):
 # ---------------------------------------------------------------------------
 
 def test_aspp_os8_is_deeplab_v2_layout():
-    """ASPP at OS 8: four 3x3 convs to 21 classes with dilation = pad = 6, 12, 18, 24,
-    summed; the backbone is dilate's exact OS-8 rewrite (res4 dilation 2, res5 4) with the
-    classifier cut; the label is shrunk by 8."""
+    """ASPP at OS 8: four 3x3 convs fc1_c0..c3 to 21 classes with dilation = pad = 6, 12,
+    18, 24, summed into fc1; the backbone is dilate's exact OS-8 rewrite (res4 dilation 2,
+    res5 4) with the classifier cut and pool1 padded as DeepLab's ResNet-101 has it; the
+    label is shrunk by 8 with no crop."""
     result = _seg(head="aspp", classes=21, output_stride=8)
     deploy, train = result.deploy, result.train
-    aspp = [layer for layer in deploy.layer if layer.name.startswith("aspp")]
+    aspp = [layer for layer in deploy.layer if layer.name.startswith("fc1_c")]
+    assert [l.name for l in aspp] == ["fc1_c0", "fc1_c1", "fc1_c2", "fc1_c3"]
     assert [(tuple(l.convolution_param.kernel_size), tuple(l.convolution_param.dilation),
              tuple(l.convolution_param.pad), l.convolution_param.num_output) for l in aspp] == \
         [((3,), (r,), (r,), 21) for r in (6, 12, 18, 24)]
     assert all(l.bottom == ["res5c"] for l in aspp)
-    score = _layer(deploy, "score")
+    score = _layer(deploy, "fc1")
     assert score.type == "Eltwise" and list(score.bottom) == [l.name for l in aspp]
     assert score.eltwise_param.operation == score.eltwise_param.SUM
     assert tuple(_layer(deploy, "res4b22_branch2b").convolution_param.dilation) == (2,)
     assert tuple(_layer(deploy, "res5c_branch2b").convolution_param.dilation) == (4,)
     assert tuple(_layer(deploy, "res5a_branch2a").convolution_param.stride) in ((), (1,))
-    # The body is exactly what `dilate -s 8 --head cut` made for models/ (deploy-os8).
+    # The body is exactly what `dilate -s 8 --head cut` made for models/ (deploy-os8), but
+    # for pool1's pad (DeepLab's 1, MSRA's 0), which centres score pixel j on image 8j.
     os8 = load_prototxt(ROOT / "models" / "resnet101" / "deploy-os8.prototxt")
-    body = {l.name for l in os8.layer if l.type != "Input"}
+    body = {l.name for l in os8.layer if l.type not in ("Input",)} - {"pool1"}
     assert _windows(deploy, body) == _windows(os8, body)
     assert [l.name for l in deploy.layer if l.name in body] == [l.name for l in os8.layer
                                                                if l.name in body]
+    assert _layer(deploy, "pool1").pooling_param.pad == 1
     assert not {"pool5", "fc1000", "prob"} & {l.name for l in train.layer}
     shrink = _layer(train, "label_shrink")
     assert shrink.type == "Interp" and shrink.interp_param.shrink_factor == 8
+    assert not shrink.interp_param.pad_beg and not shrink.interp_param.pad_end
     loss = _layer(train, "loss")
     assert loss.type == "SoftmaxWithLoss" and loss.loss_param.ignore_label == 255
-    assert list(loss.bottom) == ["score", "label_shrink"]
+    assert list(loss.bottom) == ["fc1", "label_shrink"]
     for layer in aspp:
         cp = layer.convolution_param
         assert (cp.weight_filler.type, cp.weight_filler.std) == ("gaussian", pytest.approx(0.01))
         assert [p.lr_mult for p in layer.param] == [10, 20]
+        assert [p.name for p in layer.param] == [f"{layer.name}_w", f"{layer.name}_b"]
+
+
+def test_backbone_batchnorm_is_frozen_unless_train_bn():
+    """DeepLab freezes the backbone's BatchNorm (small batches): use_global_stats and lr_mult
+    0 on every BatchNorm and Scale blob of the trunk; --train-bn learns them again (batch
+    statistics in TRAIN, Scale at the base rate). The head's BatchNorm stays trainable, and
+    the deploy net is frozen either way."""
+    msra = load_prototxt(RESNET101)
+    kinds = {l.name: l.type for l in msra.layer}
+    norms = [n for n, t in kinds.items() if t in ("BatchNorm", "Scale")]
+    assert len(norms) == 2 * 104
+    for train_bn in (False, True):
+        result = segment(msra, head="deeplabv3", classes=21, train_bn=train_bn)
+        for net, frozen in ((result.train, not train_bn), (result.deploy, True)):
+            for name in norms:
+                layer = _layer(net, name)
+                want = len(layer.param) == (3 if layer.type == "BatchNorm" else 2)
+                assert want, name
+                lr = 0 if frozen or layer.type == "BatchNorm" else 1
+                assert all((p.lr_mult, p.decay_mult) == (lr, 0) for p in layer.param), name
+                if layer.type == "BatchNorm":
+                    assert layer.batch_norm_param.use_global_stats == frozen, name
+            head_bn = _layer(net, "aspp_c1_bn")
+            assert not head_bn.batch_norm_param.HasField("use_global_stats")
+            assert [p.lr_mult for p in _layer(net, "aspp_c1_scale").param] == [10, 10]
 
 
 @pytest.mark.parametrize("rel", DEEPLAB_V2_RESNET)
@@ -142,7 +174,7 @@ def test_train_tail_is_deeplab_v2s():
 def test_aspp_os16_rates_and_label_shrink():
     result = _seg(head="aspp", classes=21, output_stride=16)
     rates = [tuple(l.convolution_param.dilation)[0] for l in result.deploy.layer
-             if l.name.startswith("aspp")]
+             if l.name.startswith("fc1_c")]
     assert rates == [3, 6, 9, 12]
     assert _layer(result.train, "label_shrink").interp_param.shrink_factor == 16
     assert _layer(result.deploy, "upscore").interp_param.zoom_factor == 16
@@ -152,32 +184,59 @@ def test_aspp_os16_rates_and_label_shrink():
     # --rates overrides, as dilations at the chosen stride.
     custom = _seg(head="aspp", classes=21, output_stride=16, rates=[2, 4])
     assert [tuple(l.convolution_param.dilation)[0] for l in custom.deploy.layer
-            if l.name.startswith("aspp")] == [2, 4]
+            if l.name.startswith("fc1_c")] == [2, 4]
+    # The names hold at any stride: the OS-16 net's weights load into the OS-8 net.
+    assert [l.name for l in custom.deploy.layer if l.name.startswith("fc1")] == \
+        ["fc1_c0", "fc1_c1", "fc1"]
+
+
+@pytest.mark.parametrize("head", ["aspp", "deeplabv3", "deeplabv3plus"])
+def test_trained_at_16_dilated_to_8_is_the_net_built_at_8(head):
+    """DeepLab v3's recipe: the OS-16 nets, taken to 8 by `dilate`, are the OS-8 nets
+    `segment` builds, names included (they name branches by index, not rate), so weights
+    trained at 16 load at 8. The image pooling's Tiles follow the map it meets."""
+    from surgery.transform.dilate import dilate
+    at16 = _seg(head=head, classes=21, output_stride=16, data="input")
+    at8 = _seg(head=head, classes=21, output_stride=8, data="input")
+    for which in ("train", "deploy"):
+        converted, _ = dilate(getattr(at16, which), output_stride=8)
+        want = getattr(at8, which)
+        assert [l.name for l in converted.layer] == [l.name for l in want.layer]
+        assert list(converted.layer) == list(want.layer), which
 
 
 def test_label_and_score_sizes_agree_from_the_registry():
     """The label shrink's crops come from the geometry; the registry then says the label
-    equals the score, and label sample j lands on the centre of score pixel j."""
-    for stride, crop in ((8, 321), (16, 321), (8, 320), (8, 513)):
-        result = _seg(head="aspp", classes=21, output_stride=stride, crop=crop)
+    equals the score the loss reads, and label sample j lands on the centre of score pixel
+    j. At 320 the last score pixel is centred past the image (pool1's CEIL window): it is
+    cropped from the loss. With --upsample deconv the grid keeps MSRA's centre 2."""
+    for stride, crop, upsample in ((8, 321, "interp"), (16, 321, "interp"),
+                                   (8, 320, "interp"), (8, 513, "interp"), (8, 97, "deconv")):
+        result = _seg(head="aspp", classes=21, output_stride=stride, crop=crop,
+                      upsample=upsample, data="input")
         a = analyse(result.train)
-        score, label = a.shapes["score"], a.shapes["label_shrink"]
-        assert score[2:] == label[2:]
+        score, label = _layer(result.train, "loss").bottom
+        assert a.shapes[score][2:] == a.shapes[label][2:]
+        if upsample == "deconv":
+            assert label == "label" and a.shapes[score][2:] == (crop, crop)
+            assert a.geometry["fc1"].offset[0] == 2
+            continue
+        assert score == ("fc1_crop" if crop == 320 else "fc1")
         ip = _layer(result.train, "label_shrink").interp_param
-        centre = a.geometry["score"].offset[0]
+        centre = a.geometry["fc1"].offset[0]
         eff = crop + ip.pad_beg + ip.pad_end
-        assert -ip.pad_beg == centre                       # sample 0 on score pixel 0's centre
-        assert eff - 1 == stride * (score[2] - 1)          # sample j at centre + stride*j
+        assert centre == 0 and -ip.pad_beg == centre      # sample 0 on score pixel 0's centre
+        assert eff - 1 == stride * (a.shapes[label][2] - 1)   # sample j at centre + stride*j
 
 
 def test_psp_bins_on_the_60x60_map():
-    """PSPNet's 473 nets pool the 60x60 map with kernels = strides 60, 30, 20, 10. MSRA's
-    pool1 (pad 0) makes the map 59x59 at 473, so the tool refuses 473 and names crops
-    that give 60; at 480 the pyramid is PSPNet's."""
+    """PSPNet's 473 nets pool the 60x60 map with kernels = strides 60, 30, 20, 10. With
+    pool1 padded (the centred grid) MSRA's ResNet-101 has that map at 473 too; at 465 the
+    map is 59x59, so the tool refuses it and names crops that give 60."""
     with pytest.raises(Exception) as info:
-        _seg(head="psp", classes=21, crop=473)
+        _seg(head="psp", classes=21, crop=465)
     assert "59x59" in str(info.value) and "map 60x60" in str(info.value)
-    result = _seg(head="psp", classes=21, crop=480)
+    result = _seg(head="psp", classes=21, crop=473)
     a = analyse(result.deploy)
     assert a.shapes["res5c"][2:] == (60, 60)
     pools = [l for l in result.deploy.layer if l.type == "Pooling" and l.name.startswith("psp")]
@@ -199,7 +258,7 @@ def test_psp_head_matches_published_pspnet_473():
     start = next(i for i, l in enumerate(published.layer) if l.name == "conv5_3_pool1")
     theirs = [l for l in published.layer[start:] if l.type in ("Pooling", "Convolution", "Concat",
                                                                "Interp")]
-    result = _seg(head="psp", classes=21, crop=480)
+    result = _seg(head="psp", classes=21, crop=473)
     mine = [l for l in result.deploy.layer if l.name.startswith(("psp", "score", "upscore"))
             and l.type in ("Pooling", "Convolution", "Concat", "Interp")]
 
@@ -215,7 +274,8 @@ def test_psp_head_matches_published_pspnet_473():
 
 
 def test_inspect_prints_no_warning(tmp_path, capsys):
-    for kw in (["--head", "aspp"], ["--head", "psp", "--crop", "480"],
+    for kw in (["--head", "aspp"], ["--head", "psp"], ["--head", "deeplabv3plus"],
+               ["--head", "aspp", "--scales", "1,0.75,0.5"],
                ["--head", "aspp", "--data", "input", "--upsample", "deconv", "--crop", "97"]):
         train, deploy = tmp_path / "train.prototxt", tmp_path / "deploy.prototxt"
         assert main(["segment", str(RESNET101), *kw, "--classes", "21", "-o", str(train),
@@ -239,7 +299,7 @@ def test_summary_names_branch_fields_of_view(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv", [
     ["--classes", "0"], ["--classes", "21", "--crop", "0"], ["--classes", "21", "--rates", "6,,12"],
-    ["--classes", "21", "--head", "psp"], ["--classes", "21", "--bins", "1,2"],
+    ["--classes", "21", "--head", "psp", "--crop", "465"], ["--classes", "21", "--bins", "1,2"],
     ["--classes", "21", "--upsample", "deconv"], ["--classes", "21", "--ignore-label", "x"],
     ["--classes", "21", "--output-stride", "4", "--rates", "3", "--head", "psp"],
 ])
@@ -250,6 +310,20 @@ def test_bad_options_exit_2_nothing_written(tmp_path, capsys, argv):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--head", "aspp", "--crop", "7"],
+     "--crop 7x7 is too small for this net: 'res5c' (the trunk at output stride 8) needs a "
+     "map of 2x2 or more; the smallest crop that gives one is 11"),
+    (["--head", "largefov"], "needs a VGG-style backbone whose fc6 and fc7 are InnerProducts"),
+    (["--head", "aspp", "--weights", str(RESNET101)], "--weights is read to write --weights-out"),
+])
+def test_messages_say_what_blocks_and_what_gets_through(tmp_path, capsys, argv, says):
+    out = tmp_path / "t.prototxt"
+    assert main(["segment", str(RESNET101), "--classes", "21", *argv, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err and not out.exists()
 
 
 # ---------------------------------------------------------------------------
@@ -283,11 +357,17 @@ def _run_segment(folder, proto, model, tag, *extra):
 CASES = {
     "aspp-deconv": ("resnet", ["--head", "aspp", "--classes", "5", "--crop", "97",
                                "--data", "input", "--upsample", "deconv"]),
-    "psp-input": ("resnet", ["--head", "psp", "--classes", "5", "--crop", "97",
+    "psp-input": ("resnet", ["--head", "psp", "--classes", "5", "--crop", "89",
                              "--data", "input"]),
     "aspp-imageseg": ("resnet", ["--head", "aspp", "--classes", "5", "--crop", "97"]),
     "largefov": ("vgg", ["--head", "largefov", "--classes", "5", "--crop", "65",
                          "--data", "input"]),
+    "deeplabv3": ("resnet", ["--head", "deeplabv3", "--classes", "5", "--crop", "97",
+                             "--data", "input", "--upsample", "deconv"]),
+    "deeplabv3plus": ("resnet", ["--head", "deeplabv3plus", "--classes", "5", "--crop", "97",
+                                 "--data", "input", "--upsample", "deconv"]),
+    "msc": ("resnet", ["--head", "aspp", "--classes", "5", "--crop", "97", "--data", "input",
+                       "--scales", "1,0.75,0.5"]),
 }
 
 
@@ -302,7 +382,7 @@ def test_weights_out_pass_check_on_both_nets(small, case, capsys):
     summary = read_caffemodel(weights)
     backbone = read_caffemodel(model)
     for net in (load_prototxt(train), load_prototxt(deploy)):
-        report = merge([compare(whole_shapes(analyse(net).param_shapes), summary)])
+        report = merge([compare(wanted_shapes(analyse(net)), summary)])
         assert report.ok, [r for r in report.layers if r.status not in ("ok", "unused weights")]
     # Every new layer is listed, and the backbone's layers are byte for byte the same.
     new = [l.name for l in summary.layers if backbone.find(l.name) is None]
@@ -312,6 +392,34 @@ def test_weights_out_pass_check_on_both_nets(small, case, capsys):
         if not any(c in layer.name for c in ("fc6", "fc7", "fc8")):   # fcn rebuilds these
             got = summary.find(layer.name)
             assert raw_out[got.start:got.end] == raw_in[layer.start:layer.end]
+
+
+def test_weights_out_without_backbone_weights_holds_the_new_layers(small, capsys):
+    """--weights-out alone writes the new layers' initial values only and says how to train
+    with them (Caffe's --weights takes both files); the two files together load into the
+    train net; largefov, whose fc6/fc7 come from the backbone's weights, refuses."""
+    folder, paths = small
+    proto, model = paths["resnet"]
+    new = folder / "head-only.caffemodel"
+    capsys.readouterr()
+    assert main(["segment", str(proto), *CASES["deeplabv3"][1], "--weights-out", str(new),
+                 "-o", str(folder / "head-only.prototxt")]) == 0
+    text = capsys.readouterr().out
+    assert "the 20 new layers only (no --weights)" in text and f",{new}" in text
+    names = {l.name for l in read_caffemodel(new).layers}
+    assert "score" in names and "conv1" not in names and len(names) == 20
+    train = analyse(load_prototxt(folder / "head-only.prototxt"))
+    wanted = wanted_shapes(train)
+    for path in (model, new):     # each file fits where it has the layer
+        report = compare({k: v for k, v in wanted.items()
+                          if read_caffemodel(path).find(k) is not None}, read_caffemodel(path))
+        assert report.ok
+    assert {k for k, v in wanted.items() if v} <= names | {l.name for l in
+                                                           read_caffemodel(model).layers}
+    vgg, _ = paths["vgg"]
+    assert main(["segment", str(vgg), *CASES["largefov"][1], "--weights-out", str(new),
+                 "-o", str(folder / "lf.prototxt")]) == 2
+    assert "needs --weights" in capsys.readouterr().err
 
 
 def test_new_layer_values_follow_the_fillers(small):
@@ -378,17 +486,25 @@ np.savez(output, **out)
 
 
 def _caffe(tmp_path, proto, model, phase, feed, blobs, backward=False):
-    env = caffe_build()
-    script, inputs, output = tmp_path / "run.py", tmp_path / "in.npz", tmp_path / "out.npz"
-    script.write_text(CAFFE_SCRIPT)
+    inputs, output = tmp_path / "in.npz", tmp_path / "out.npz"
     np.savez(inputs, **feed)
-    proc = subprocess.run([env["CAFFE_PYTHON"], str(script), str(proto), str(model), phase,
-                           str(inputs), str(output), "1" if backward else "0", *blobs],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": env["CAFFE_PYTHONPATH"],
-                               "GLOG_minloglevel": "2"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _child(tmp_path, CAFFE_SCRIPT, proto, model, phase, inputs, output,
+           "1" if backward else "0", *blobs)
     return dict(np.load(output))
+
+
+def _child(tmp_path, text, *args, cwd=None):
+    """Run a script under the interpreter pycaffe was built for; tests/ is on its path
+    (for _interp_layer)."""
+    env = caffe_build()
+    script = tmp_path / "run.py"
+    script.write_text(text)
+    proc = subprocess.run([env["CAFFE_PYTHON"], str(script), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=cwd,
+                          env={**os.environ, "GLOG_minloglevel": "2", "PYTHONPATH":
+                               os.pathsep.join([env["CAFFE_PYTHONPATH"], str(TESTS)])})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
 
 
 @pytest.mark.caffe
@@ -468,12 +584,327 @@ def test_train_scores_forward_in_opencv_give_finite_loss(small):
     assert np.isfinite(loss) and loss > 0
 
 
+def _interpolated(x, coords, axis):
+    """Linear interpolation of `x` along `axis` at `coords` (in-range coordinates)."""
+    low = np.floor(coords).astype(int)
+    high = np.minimum(low + 1, x.shape[axis] - 1)
+    t = (coords - low).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+    return np.take(x, low, axis) * (1 - t) + np.take(x, high, axis) * t
+
+
+@pytest.mark.caffe
+@pytest.mark.parametrize("head", ["deeplabv3", "deeplabv3plus"])
+def test_deeplabv3_heads_run_in_caffe_with_their_init_weights(small, tmp_path, head):
+    """The BVLC-only nets (--data input --upsample deconv) load their init weights and run
+    in real Caffe. Checked against independent numpy: the image-pooling branch is ReLU of
+    the 1x1 conv of res5c's mean over the map (BatchNorm at identity statistics: 1/sqrt(1 +
+    eps)), and Tile copies it to every position of the trunk's map; for v3+, the decoder's
+    upsampled ASPP output is the linear interpolation of the ASPP map at (k - 1/2) / 2 (the
+    half pixel of an even factor the summary reports). The train net runs forward and
+    backward with a finite loss."""
+    from surgery.io.caffemodel import read_blob
+    folder, paths = small
+    proto, model = paths["resnet"]
+    train, deploy, weights = _run_segment(folder, proto, model, f"{head}-caffe", *CASES[head][1])
+    image = np.random.default_rng(4).standard_normal((1, 3, 97, 97)).astype(np.float32)
+    plus = head == "deeplabv3plus"
+    blobs = ["res5c", "aspp_pool_conv", "aspp_pool_tile", "upscore_crop"]
+    out = _caffe(tmp_path, deploy, weights, "TEST", {"data": image},
+                 blobs + (["aspp_proj", "dec_up_crop", "dec_low"] if plus else []))
+    w = read_blob(str(weights), "aspp_pool_conv", 0)[:, :, 0, 0]
+    want = np.maximum(0, out["res5c"].mean(axis=(2, 3)) @ w.T / np.sqrt(1 + 1e-5))
+    got = out["aspp_pool_conv"][:, :, 0, 0]
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max() and want.any()
+    tile = out["aspp_pool_tile"]
+    assert tile.shape[2:] == out["res5c"].shape[2:] and (tile == out["aspp_pool_conv"]).all()
+    assert out["upscore_crop"].shape == (1, 5, 97, 97) and np.isfinite(out["upscore_crop"]).all()
+    if plus:
+        aspp, up = out["aspp_proj"], out["dec_up_crop"]
+        assert up.shape[2:] == out["dec_low"].shape[2:]
+        coords = (np.arange(up.shape[2]) - 0.5) / 2
+        inside = (coords >= 0) & (coords <= aspp.shape[2] - 1)
+        want = _interpolated(_interpolated(aspp, coords[inside], 2), coords[inside], 3)
+        got = up[:, :, inside][:, :, :, inside]
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    rng = np.random.default_rng(5)
+    label = rng.integers(0, 5, (1, 1, 97, 97)).astype(np.float32)
+    loss = _caffe(tmp_path, train, weights, "TRAIN", {"data": image, "label": label},
+                  ["loss"], backward=True)
+    assert np.isfinite(loss["loss"]).all() and float(loss["loss"]) > 0
+    assert np.isfinite(loss["_grad_sum"]) and float(loss["_grad_sum"]) > 0
+
+
+SOLVER_SCRIPT = r"""
+import sys, numpy as np, caffe
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
+caffe.set_mode_cpu()
+solver_file, weights = sys.argv[1:3]
+param = caffe_pb2.SolverParameter()
+text_format.Merge(open(solver_file).read(), param)
+print(param.net, param.base_lr, param.lr_policy, param.power, param.momentum,
+      param.weight_decay, param.iter_size, param.max_iter, param.snapshot_prefix)
+solver = caffe.SGDSolver(solver_file)
+solver.net.copy_from(weights)
+before = {k: [np.array(b.data) for b in v] for k, v in solver.net.params.items()}
+solver.step(2)
+changed = sorted(k for k, v in solver.net.params.items()
+                 if any(not np.array_equal(b.data, old) for b, old in zip(v, before[k])))
+print(solver.iter, " ".join(changed))
+"""
+
+
+@pytest.mark.caffe
+def test_solver_is_deeplabs_and_caffe_trains_with_it(small, tmp_path, monkeypatch):
+    """--solver writes DeepLab's poly schedule with `net:` as the user wrote it (relative);
+    real Caffe parses it, builds the train net from it and takes two SGD steps from the
+    init weights. The frozen backbone's BatchNorm and Scale blobs stay as they were; the
+    head's convolutions learn."""
+    folder, paths = small
+    proto, model = paths["resnet"]
+    work = tmp_path / "run"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["segment", str(proto), *CASES["deeplabv3"][1], "--weights", str(model),
+                 "--weights-out", "init.caffemodel", "-o", "train.prototxt",
+                 "--solver", "solver.prototxt", "--max-iter", "2"]) == 0
+    head, result = _child(tmp_path, SOLVER_SCRIPT, "solver.prototxt", "init.caffemodel",
+                          cwd=work).strip().splitlines()[-2:]
+    net, base_lr, policy, power, momentum, decay, iter_size, max_iter, prefix = head.split()
+    assert (net, policy, prefix) == ("train.prototxt", "poly", "train")
+    assert [float(v) for v in (base_lr, power, momentum, decay)] == \
+        pytest.approx([2.5e-4, 0.9, 0.9, 5e-4])
+    assert (int(iter_size), int(max_iter)) == (10, 2)    # Input batch 1 x 10 = DeepLab's 10
+    steps, *changed = result.split()
+    assert int(steps) == 2
+    frozen = [l.name for l in load_prototxt(proto).layer if l.type in ("BatchNorm", "Scale")]
+    assert frozen and not set(frozen) & set(changed)
+    assert {"score", "aspp_c1", "aspp_proj", "aspp_c1_scale"} <= set(changed)
+
+
+def test_multiscale_is_deeplab_v2s_msc_layout():
+    """--scales 1,0.75,0.5 at 321: the image resized by Interp (shrink 4 zoom 3, shrink 2),
+    a trunk and ASPP per scale named as DeepLab names them (res5c_res075, fc1_res075_c0)
+    and sharing every param by name with the main scale; the scores brought back to the
+    41x41 grid (zoom 4 shrink 3, zoom 2) and fused by Eltwise MAX; a loss per scale and
+    one for the fused scores, the 0.5 one against the label shrunk by 16; the deploy net
+    fuses the same way and zooms to the whole 321 image."""
+    result = _seg(head="aspp", classes=21, scales=["1", "0.75", "0.5"])
+    train, deploy = result.train, result.deploy
+    a = analyse(train)
+    assert [a.shapes[b][2:] for b in ("fc1", "fc1_res075", "fc1_res05")] == \
+        [(41, 41), (31, 31), (21, 21)]
+    interp = lambda name: _layer(train, name).interp_param
+    assert (interp("data_res075").shrink_factor, interp("data_res075").zoom_factor) == (4, 3)
+    assert (interp("data_res05").shrink_factor, interp("data_res05").HasField("zoom_factor")) \
+        == (2, False)
+    assert (interp("fc1_res075_interp").shrink_factor,
+            interp("fc1_res075_interp").zoom_factor) == (3, 4)
+    assert interp("fc1_res05_interp").zoom_factor == 2
+    fusion = _layer(train, "fc1_fusion")
+    assert list(fusion.bottom) == ["fc1", "fc1_res075_interp", "fc1_res05_interp"]
+    assert fusion.eltwise_param.operation == fusion.eltwise_param.MAX
+    losses = {l.name: list(l.bottom) for l in train.layer if l.type == "SoftmaxWithLoss"}
+    assert losses == {"loss": ["fc1_fusion", "label_shrink"],
+                      "loss_res1": ["fc1", "label_shrink"],
+                      "loss_res075": ["fc1_res075_interp", "label_shrink"],
+                      "loss_res05": ["fc1_res05", "label_shrink16"]}
+    assert (interp("label_shrink").shrink_factor, interp("label_shrink16").shrink_factor) == \
+        (8, 16)
+    assert a.shapes["label_shrink16"][2:] == (21, 21)
+    # Every copy shares each of its params with its main twin, by name.
+    main = {l.name: l for l in train.layer}
+    for suffix in ("_res075", "_res05"):
+        for name in ("conv1", "bn_conv1", "scale_conv1", "res4b22_branch2b", "fc1_c3"):
+            copy = main[name.replace("_c3", f"{suffix}_c3") if name.startswith("fc1")
+                        else name + suffix]
+            assert [p.name for p in copy.param] == [p.name for p in main[name].param]
+            assert all(p.name for p in copy.param) and copy.param
+    assert [p.name for p in main["conv1"].param] == ["conv1_0"]
+    assert [p.name for p in main["fc1_c0"].param] == ["fc1_c0_w", "fc1_c0_b"]
+    assert _layer(deploy, "upscore").bottom == ["fc1_fusion"]
+    assert analyse(deploy).shapes["upscore"][2:] == (321, 321)
+    # Only the main scale's layers need weights; the copies read them.
+    assert not any(name.endswith(("_res075", "_res05")) or "_res0" in name
+                   for name in result.report.new_params)
+
+
+def test_multiscale_refuses_crops_whose_scales_do_not_line_up(tmp_path, capsys):
+    out = tmp_path / "t.prototxt"
+    assert main(["segment", str(RESNET101), "--head", "aspp", "--classes", "21",
+                 "--scales", "1,0.75,0.5", "--crop", "320", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--crop 321" in err and not out.exists()
+    assert main(["segment", str(RESNET101), "--head", "aspp", "--classes", "21",
+                 "--scales", "1,0.75", "--upsample", "deconv", "--data", "input",
+                 "-o", str(out)]) == 2
+    assert "Interp" in capsys.readouterr().err
+
+
+def _align_corners(x, size):
+    """DeepLab's Interp to `size` (h, w): bilinear, corners aligned (numpy)."""
+    for axis, n in ((2, size[0]), (3, size[1])):
+        x = _interpolated(x, np.arange(n) * (x.shape[axis] - 1) / (n - 1), axis)
+    return x
+
+
+@pytest.mark.caffe
+def test_multiscale_deploy_fuses_the_scales_in_caffe(small, tmp_path):
+    """The multi-scale deploy net in real Caffe (its Interps as tests/_interp_layer.py's
+    Python layer: OpenCV's Interp ignores shrink_factor, so it cannot run these nets) with
+    the init weights, which hold the main scale's layers only, equals the Eltwise MAX of the
+    single-scale deploy net run on the image resized by numpy (bilinear, corners aligned) at
+    each scale, its scores resized back to the main grid the same way: per-scale trunks,
+    weights shared by name, the fusion."""
+    folder, paths = small
+    proto, model = paths["resnet"]
+    _, deploy, weights = _run_segment(folder, proto, model, "msc-deploy", *CASES["msc"][1])
+    _, single, single_w = _run_segment(folder, proto, model, "msc-single",
+                                       *CASES["msc"][1][:-2])
+    image = np.random.default_rng(6).standard_normal((1, 3, 97, 97)).astype(np.float32)
+    fused = _caffe(tmp_path, _python_interp(deploy, tmp_path / "msc.prototxt"), weights,
+                   "TEST", {"data": image}, ["fc1_fusion", "upscore"])
+    runnable = _python_interp(single, tmp_path / "single.prototxt")
+    scores = []
+    for size in (97, 73, 49):        # 1, 0.75 (shrink 4 zoom 3), 0.5 (shrink 2) of 97
+        resized = _align_corners(image, (size, size)).astype(np.float32)
+        score = _caffe(tmp_path, runnable, single_w, "TEST", {"data": resized}, ["fc1"])["fc1"]
+        scores.append(_align_corners(score, (13, 13)))
+    want = np.maximum.reduce(scores)
+    assert fused["fc1_fusion"].shape == want.shape == (1, 5, 13, 13)
+    assert np.abs(fused["fc1_fusion"] - want).max() <= 1e-4 * np.abs(want).max()
+    assert fused["upscore"].shape[2:] == (97, 97)
+
+
+MSC_CAFFE_SCRIPT = r"""
+import sys, numpy as np, caffe
+caffe.set_mode_cpu()
+proto, weights, output = sys.argv[1:4]
+net = caffe.Net(proto, caffe.TRAIN, weights=weights)
+rng = np.random.default_rng(7)
+net.blobs["data"].data[...] = rng.standard_normal(net.blobs["data"].data.shape)
+net.blobs["label"].data[...] = rng.integers(0, 5, net.blobs["label"].data.shape)
+net.forward()
+net.backward()
+out = {k: np.array(net.blobs[k].data) for k in
+       ("loss", "loss_res1", "loss_res075", "loss_res05", "fc1", "fc1_res05")}
+for name in ("conv1", "res5c_branch2b", "fc1_c2"):
+    for suffix in ("", "_res075", "_res05"):
+        copy = name.replace("_c2", suffix + "_c2") if name.startswith("fc1") else name + suffix
+        out["w:" + copy] = np.array(net.params[copy][0].data)
+        out["g:" + copy] = np.array(net.params[copy][0].diff)
+np.savez(output, **out)
+"""
+
+
+def _python_interp(path, out):
+    """The net with every Interp swapped for tests/_interp_layer.py's Python layer."""
+    net = load_prototxt(path)
+    for layer in net.layer:
+        if layer.type == "Interp":
+            fields = {f.name: v for f, v in layer.interp_param.ListFields()}
+            layer.ClearField("interp_param")
+            layer.type = "Python"
+            layer.python_param.module = "_interp_layer"
+            layer.python_param.layer = "Interp"
+            layer.python_param.param_str = json.dumps(fields)
+    save_prototxt(net, out)
+    return out
+
+
+@pytest.mark.caffe
+def test_multiscale_train_net_shares_weights_in_caffe(small, tmp_path):
+    """The multi-scale train net in real Caffe, its Interps run as a Python layer (the
+    fork's rule; BVLC has no Interp): the init weights hold the main scale's layers only,
+    and every copy reads them (`param { name }`), so each copy's weights equal the main
+    layer's, and its gradient goes to the one shared blob; the four losses are finite."""
+    folder, paths = small
+    proto, model = paths["resnet"]
+    train, _, weights = _run_segment(folder, proto, model, "msc-caffe", *CASES["msc"][1])
+    runnable = _python_interp(train, tmp_path / "train.prototxt")
+    output = tmp_path / "msc.npz"
+    _child(tmp_path, MSC_CAFFE_SCRIPT, runnable, weights, output)
+    out = dict(np.load(output))
+    for loss in ("loss", "loss_res1", "loss_res075", "loss_res05"):
+        assert np.isfinite(out[loss]).all() and float(out[loss]) > 0
+    assert out["fc1"].shape[2:] == (13, 13) and out["fc1_res05"].shape[2:] == (7, 7)
+    for name in ("conv1", "res5c_branch2b", "fc1_c2"):
+        copies = [k for k in out if k.startswith("w:") and k[2:].startswith(name.split("_c")[0])
+                  and (k[2:] == name or "_res0" in k)]
+        assert len(copies) == 3
+        assert all(np.array_equal(out[k], out["w:" + name]) for k in copies)
+        assert all(np.array_equal(out["g" + k[1:]], out["g:" + name]) for k in copies)
+    assert np.abs(out["w:conv1"]).max() > 0 and np.abs(out["g:fc1_c2"]).max() > 0
+
+
+@pytest.mark.caffe
+@pytest.mark.parametrize("case", ["psp-input", "largefov"])
+def test_interp_heads_train_in_caffe_with_their_init_weights(small, tmp_path, case):
+    """The heads whose nets use DeepLab's Interp (PSP's pyramid, the label shrink and the
+    final zoom) in real Caffe, the Interps as tests/_interp_layer.py's Python layer: the
+    init weights load, the train net runs forward and backward with a finite loss, and the
+    deploy output has the size the registry gives (the crop on ResNet's centred grid; on the
+    VGG stand-in, whose 2x2 pools put the first score centre on pixel 15.5, the 41 pixels
+    from there, as the summary says)."""
+    folder, paths = small
+    which, argv = CASES[case]
+    proto, model = paths[which]
+    train, deploy, weights = _run_segment(folder, proto, model, f"{case}-caffe", *argv)
+    crop = int(argv[argv.index("--crop") + 1])
+    rng = np.random.default_rng(9)
+    image = rng.standard_normal((1, 3, crop, crop)).astype(np.float32)
+    label = rng.integers(0, 5, (1, 1, crop, crop)).astype(np.float32)
+    out = _caffe(tmp_path, _python_interp(train, tmp_path / "train.prototxt"), weights, "TRAIN",
+                 {"data": image, "label": label}, ["loss"], backward=True)
+    assert np.isfinite(out["loss"]).all() and float(out["loss"]) > 0
+    assert np.isfinite(out["_grad_sum"]) and float(out["_grad_sum"]) > 0
+    up = _caffe(tmp_path, _python_interp(deploy, tmp_path / "deploy.prototxt"), weights, "TEST",
+                {"data": image}, ["upscore"])["upscore"]
+    want = analyse(load_prototxt(deploy)).shapes["upscore"][2:]
+    assert up.shape[2:] == want == ((crop, crop) if which == "resnet" else (41, 41))
+    assert np.isfinite(up).all()
+
+
+def test_deploy_output_covers_the_image_on_a_centred_grid_opencv(small, tmp_path):
+    """The interp deploy net's output is the crop size, and pixel k is image pixel k: pool1
+    padded by 1 computes what the backbone's stem computes on the image shifted by 2 pixels
+    (OpenCV, both; every pixel but the first row and column, where the shifted stem sees a
+    convolution of the padding), every later layer is the backbone's exact conversion (the
+    same windows as --upsample deconv, which keeps the grid), and output pixel 8j is score
+    pixel j (Interp's corners on pixels)."""
+    pytest.importorskip("cv2")
+    from surgery.engines.engine import get_engine
+    folder, paths = small
+    proto, model = paths["resnet"]
+    _, deploy, weights = _run_segment(folder, proto, model, "cover", "--head", "aspp",
+                                      "--classes", "5", "--crop", "97", "--data", "input")
+    _, kept, _ = _run_segment(folder, proto, model, "kept", *CASES["aspp-deconv"][1])
+    opencv = get_engine("opencv")
+    image = np.random.default_rng(8).standard_normal((1, 3, 97, 97)).astype(np.float32)
+    mine = opencv.run(deploy, weights, {"data": image}, ["pool1", "fc1", "upscore"])
+    assert mine["upscore"].shape[2:] == (97, 97) and mine["fc1"].shape[2:] == (13, 13)
+    assert np.array_equal(mine["upscore"][:, :, ::8, ::8], mine["fc1"])
+    stem = load_prototxt(proto)
+    names = [l.name for l in stem.layer]
+    del stem.layer[names.index("pool1") + 1:]
+    stem.layer[0].input_param.shape[0].dim[2:] = [99, 99]
+    save_prototxt(stem, tmp_path / "stem.prototxt")
+    shifted = np.zeros((1, 3, 99, 99), np.float32)
+    shifted[:, :, 2:, 2:] = image                    # image pixel x at shifted pixel x + 2
+    theirs = opencv.run(tmp_path / "stem.prototxt", model, {"data": shifted}, ["pool1"])["pool1"]
+    assert theirs.shape == mine["pool1"].shape
+    assert np.abs(theirs[:, :, 1:, 1:] - mine["pool1"][:, :, 1:, 1:]).max() <= \
+        1e-5 * np.abs(theirs).max()
+    same = [l.name for l in load_prototxt(kept).layer if l.name.startswith("res")]
+    assert _windows(load_prototxt(deploy), same) == _windows(load_prototxt(kept), same)
+
+
 def test_json_summary(tmp_path, capsys):
     out = tmp_path / "t.prototxt"
     assert main(["segment", str(RESNET101), "--head", "aspp", "--classes", "21",
                  "--output-stride", "16", "-o", str(out), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["settings"] == "rates 3,6,9,12" and data["score_shape"] == [1, 21, 20, 20]
+    assert data["settings"] == "rates 3,6,9,12" and data["score_shape"] == [1, 21, 21, 21]
     assert [b["rf"][0] for b in data["branches"]] == [1123, 1219, 1315, 1411]
 
 

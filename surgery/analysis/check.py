@@ -161,6 +161,21 @@ def whole_shapes(param_shapes):
             for name, shapes in param_shapes.items()}
 
 
+def wanted_shapes(analysis):
+    """`whole_shapes` of the layers that need weights from a file: a layer whose every param
+    is shared (`param { name }`) with an earlier layer reads that layer's blobs, as the
+    scales of DeepLab's multi-scale nets do, so Caffe loads nothing into it."""
+    owned, shared = set(), set()
+    for node in analysis.graph.nodes:
+        names = [spec.name for spec in node.layer.param]
+        count = len(analysis.param_shapes.get(node.name) or ())
+        if count and len(names) >= count and all(names[:count]) and owned.issuperset(names[:count]):
+            shared.add(node.name)
+        owned.update(n for n in names if n)
+    return {name: shapes for name, shapes in whole_shapes(analysis.param_shapes).items()
+            if name not in shared}
+
+
 def first_problem(report):
     """A one-line description of the first layer whose weights would not load, or None."""
     for row in report.layers:

@@ -19,7 +19,7 @@ when both are (a train_val file: Caffe loads the weights into the TRAIN and TEST
 import json
 
 from ..analysis.analyse import analyse, parse_input_shapes
-from ..analysis.check import compare, format_report, merge, whole_shapes
+from ..analysis.check import compare, format_report, merge, wanted_shapes
 from ..io.caffemodel import read_caffemodel
 from . import options
 from .output import add_phase_argument, add_strict_argument, choose_phases, load
@@ -49,7 +49,7 @@ def run(args):
     for phase in choose_phases(args, loaded.net):
         analysis = analyse(loaded.net, input_shapes=input_shapes or None, phase=phase,
                            unknowns=loaded.unknowns)
-        reports.append(compare(whole_shapes(analysis.param_shapes), summary,
+        reports.append(compare(wanted_shapes(analysis), summary,
                                analysis.unknown_reasons()))
     report = merge(reports)
     if args.json:

@@ -50,6 +50,19 @@ def positive_ints(text):
                       "like 1,2,4") from None
 
 
+def scales(text):
+    """'1,0.75,0.5' -> ['1', '0.75', '0.5']: positive decimals (the pass checks that Interp
+    can make each and that 1 is among them)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if not all(parts) or any(not math.isfinite(float(p)) or float(p) <= 0 for p in parts):
+            raise ValueError
+    except ValueError:
+        raise _refuse(f"'{text}': expected positive numbers separated by commas, "
+                      "like 1,0.75,0.5") from None
+    return parts
+
+
 def tolerance(text):
     try:
         value = float(text)

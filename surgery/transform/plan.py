@@ -233,10 +233,12 @@ def adapt_resamplers(net, analysis, policy, result, phase, removed, unknowns):
             trunk, grid = next(iter(anchors.items()))
             for blob, g in grids.items():
                 maker = graph.producer(blob)
-                if g != grid and maker is not None and maker.rule.fits_joins:
+                # A chain of them (DeepLab v3's Tile along H, then W) lands there together.
+                while g != grid and maker is not None and maker.rule.fits_joins:
                     wishes[maker.name] = grid
                     sizes[maker.name] = trunk
                     cut = node if cut is None or node.index < cut.index else cut
+                    maker = graph.producer(maker.bottoms[0]) if maker.bottoms else None
         wishes = {k: v for k, v in wishes.items() if policy.resample.get(k) != v}
         if not wishes:
             return policy, result
