@@ -545,6 +545,8 @@ def _report(net, new, changes, notes, first, input_shapes, unknowns):
         raise SurgeryError(f"the rewritten net would not build in Caffe ({exc}); no exact "
                            "rewrite keeps this layer's inputs compatible at this output stride",
                            layer=exc.layer) from None
+    renewed = resized(changes, analysis.graph)
+    _check_weights_fit(analysis, after, renewed)
     # A join the original already had misaligned keeps its relation (the walk checked
     # that its inputs moved to one grid); only a join the rewrite misaligns is an error.
     broken = after.misaligned_joins() - analysis.misaligned_joins()
@@ -574,7 +576,25 @@ def _report(net, new, changes, notes, first, input_shapes, unknowns):
     return DilateReport(changes, {b: g for b, g in grids.items() if b in after.shapes},
                         exact_blobs, os_before, os_after,
                         g_before and g_before.rf, g_after and g_after.rf, deepest, sizes, notes,
-                        resized(changes, analysis.graph))
+                        renewed)
+
+
+def _check_weights_fit(before, after, renewed):
+    """Every weight keeps its shape, except those the conversion gives new values
+    (`renewed`). A layer sized for a list of the map's positions (a fully connected layer
+    after a Flatten, which follows any map) would not load its weights: stop there."""
+    for node in after.graph.nodes:
+        if node.name in renewed or node.name not in before.graph:
+            continue
+        old, new = before.param_shapes.get(node.name), after.param_shapes.get(node.name)
+        if old is None or new is None or old == new or \
+                any(s is None or None in s for s in list(old) + list(new)):
+            continue
+        raise SurgeryError(
+            f"its weights are sized for what it reads ({', '.join(map(str, old))}), which the "
+            f"rewrite changes ({', '.join(map(str, new))}): it reads a map on the new grid "
+            "through layers that follow any map size; stop before it with --cut-after BLOB",
+            layer=node.name)
 
 
 def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):
@@ -589,6 +609,7 @@ def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):
     (pspnet convention, multi-grid, or a mistake) is not excused: verify judges it."""
     a = analyse(original, input_shapes=input_shapes, phase=phase)
     b = analyse(converted, input_shapes=input_shapes, phase=phase)
+    geo_a, geo_b = a.carried_geometry(), b.carried_geometry()
     result = set()
     for node in b.graph.nodes:
         if node.name not in a.graph or not node.bottoms:
@@ -598,7 +619,7 @@ def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):
         if rule.role_name(node.layer) != rule.role_name(old_node.layer):
             result.add(node.name)
             continue
-        g_old, g_new = a.geometry.get(node.bottoms[0]), b.geometry.get(node.bottoms[0])
+        g_old, g_new = geo_a.get(node.bottoms[0]), geo_b.get(node.bottoms[0])
         window, collapse = rule.reads_window(node.layer), rule.collapses(node.layer)
         if g_old is None or g_new is None or not (window or collapse):
             continue
@@ -622,19 +643,27 @@ def approximate_layers(original, converted, *, input_shapes=None, phase="TEST"):
 
 def adapted_layers(original, converted, *, input_shapes=None, phase="TEST"):
     """Layers of `converted` changed on purpose to keep the net's meaning at the new stride:
-    a resampling layer whose settings differ (Interp's factors or size), and a pooling on a
-    side branch resampled back to the trunk whose window differs (a pyramid bin)."""
+    a resampling layer whose settings differ (Interp's factors or size), a layer that
+    follows the grid (`rule.follows_grid`: an RoI pooling's spatial_scale, an RPN's
+    feat_stride, a prior box's step, SSD's Flatten of a map) whose settings or input
+    stride differ, and a pooling on a side branch resampled back to the trunk whose window
+    differs (a pyramid bin)."""
     a = analyse(original, input_shapes=input_shapes, phase=phase)
     b = analyse(converted, input_shapes=input_shapes, phase=phase)
     side = a.resampled_branches()
+    geo_a, geo_b = a.carried_geometry(), b.carried_geometry()
     found = set()
     for node in b.graph.nodes:
         if node.name not in a.graph:
             continue
         old = a.graph.node(node.name)
+        if node.rule.follows_grid(node.layer) and node.bottoms:
+            g_old, g_new = geo_a.get(node.bottoms[0]), geo_b.get(node.bottoms[0])
+            if old.layer != node.layer or (g_old and g_new and g_old.stride != g_new.stride):
+                found.add(node.name)
+            continue
         if old.layer == node.layer:
             continue
-        if node.rule.resamples(node.layer) or \
-                (node.tops and all(t in side for t in old.tops)):
+        if node.rule.resamples(node.layer) or (node.tops and all(t in side for t in old.tops)):
             found.add(node.name)
     return found
