@@ -58,13 +58,16 @@ class Engine:
         """`run` for each (prototxt, caffemodel, inputs, blobs) in `runs`, in one go where
         the engine gains from it (the caffe engine starts one child process for all)."""
         plans, asked = [], []
-        for prototxt_path, caffemodel_path, inputs, blobs in runs:
-            plans.append(self._plan(prototxt_path, caffemodel_path, inputs, blobs))
-            asked.append(list(blobs))
-        outputs = []
-        for (_, _, inputs, _), blobs, results in zip(plans, asked, self._forward_many(plans)):
-            results.update({b: inputs[b].copy() for b in blobs if b in inputs})
-            outputs.append({b: results[b] for b in blobs})
+        with tempfile.TemporaryDirectory(prefix="caffe-surgery-engine-") as folder:
+            for i, (prototxt_path, caffemodel_path, inputs, blobs) in enumerate(runs):
+                prototxt_path = for_engine(prototxt_path, self.name,
+                                           os.path.join(folder, f"{i}.prototxt"))
+                plans.append(self._plan(prototxt_path, caffemodel_path, inputs, blobs))
+                asked.append(list(blobs))
+            outputs = []
+            for (_, _, inputs, _), blobs, results in zip(plans, asked, self._forward_many(plans)):
+                results.update({b: inputs[b].copy() for b in blobs if b in inputs})
+                outputs.append({b: results[b] for b in blobs})
         return outputs
 
     def _plan(self, prototxt_path, caffemodel_path, inputs, blobs):
@@ -103,6 +106,9 @@ class OpenCVEngine(Engine):
     differs_from_caffe = {
         layers.Axpy: "a*bottom[2] + bottom[1] where SENet's layer computes a*bottom[1] + "
                      "bottom[2] (both nets run the same variant, so a rewrite check still holds)",
+        layers.PythonLayer: "it runs py-faster-rcnn's proposal layer as OpenCV's Proposal "
+                            "layer: anchor centres half a pixel off py-faster-rcnn's (8 vs 7.5), "
+                            "no min_size filter (both nets run the same variant)",
     }
     miscomputes = {layers.Convolution: lambda layer: _depthwise_3x3_gap(layer)}
 
@@ -261,6 +267,25 @@ class CaffeEngine(Engine):
         if "error" in answer:
             raise SurgeryError(f"the caffe engine cannot start: {answer['error']}")
         return answer["results"]
+
+
+def for_engine(prototxt_path, engine, copy_path):
+    """The prototxt as engine `engine` runs it: each layer its registry rule replaces for
+    that engine (`rule.for_engine`, e.g. py-faster-rcnn's Python proposal layer becomes
+    OpenCV's Proposal) swapped, in a copy written to `copy_path`; the file itself when no
+    rule asks for a swap."""
+    net = load_prototxt(prototxt_path)
+    layers_out, swapped = [], False
+    for layer in net.layer:
+        swap = rule_for(layer.type).for_engine(layer, engine)
+        swapped = swapped or swap is not None
+        layers_out.extend([layer] if swap is None else swap)
+    if not swapped:
+        return prototxt_path
+    del net.layer[:]
+    net.layer.extend(layers_out)
+    save_prototxt(net, copy_path)
+    return copy_path
 
 
 def _declaring(prototxt_path, inputs, copy_path):

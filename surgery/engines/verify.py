@@ -264,6 +264,8 @@ def _fit_weights(net, path, summary, weights_path, input_shapes):
 
 
 def _random_inputs(orig, conv, path, seed):
+    """Seeded standard-normal inputs, except where a layer reading an input says what it
+    must hold (`rule.input_values`: py-faster-rcnn's im_info, the image's size)."""
     rng = np.random.default_rng(seed)
     inputs = {}
     for name in orig.graph.inputs:
@@ -274,6 +276,12 @@ def _random_inputs(orig, conv, path, seed):
         if name not in conv.graph.inputs:
             raise SurgeryError("the converted net has no such input", blob=name)
         inputs[name] = rng.standard_normal(size=tuple(shape)).astype(np.float32)
+    shapes = {name: orig.shapes.get(name) for name in orig.graph.inputs}
+    for node in orig.graph.nodes:
+        for i, blob in enumerate(node.bottoms):
+            values = node.rule.input_values(node.layer, i, shapes) if blob in inputs else None
+            if values is not None:
+                inputs[blob] = np.asarray(values, np.float32).reshape(inputs[blob].shape)
     return inputs
 
 
