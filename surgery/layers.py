@@ -403,7 +403,7 @@ class LayerRule:
 
 
 class UnknownRule(LayerRule):
-    """Any type the registry does not know (and Python layers): inference stops here."""
+    """Any type the registry does not know: inference stops here."""
 
     def out_shapes(self, layer, in_shapes):
         raise Unknown(f"type '{layer.type}' is not in the registry{type_hint(layer.type)}")
@@ -1538,6 +1538,10 @@ class ArgMax(LayerRule):
         return [(shape[0], 2 if p.out_max_val else 1, p.top_k)]
 
 
+# ---------------------------------------------------------------------------
+# Detection heads: settings that encode the stride of the map they read
+# ---------------------------------------------------------------------------
+
 class PriorBox(LayerRule):
     """SSD PriorBox: (1, 2, H*W*num_priors*4); num_priors = len(ratios)*len(min_size) + len(max_size),
     ratios = {1} plus each new aspect_ratio (and 1/ratio when flip)."""
@@ -1654,7 +1658,7 @@ class RoiPooling(LayerRule):
         if len(in_shapes) != 2:
             raise _err(layer, f"{layer.type} takes two bottoms (the map, the boxes)")
         boxes = tuple(in_shapes[1])
-        if len(boxes) < 2 or boxes[-1] != 5:
+        if len(boxes) < 2 or boxes[1] != 5 or any(d != 1 for d in boxes[2:]):
             raise _err(layer, f"the boxes {boxes} are not rows of (batch, x1, y1, x2, y2)")
         return boxes[0]
 
@@ -1772,8 +1776,6 @@ def _im_info(bottom, inputs):
         return None
     _, _, h, w = images[0]
     return [[h, w, 1.0]]
-
-
 
 
 # ---------------------------------------------------------------------------

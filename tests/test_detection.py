@@ -86,6 +86,24 @@ def test_python_layers_are_known_by_their_module(module, cls, text, known):
     assert rule_for("Python").known(_python(module, cls, text)) == known
 
 
+def test_opencv_runs_the_proposal_layer_with_every_setting_given():
+    layer = _python("rpn.proposal_layer", "ProposalLayer",
+                    "{'feat_stride': 8, 'scales': [4, 8, 16, 32]}")
+    layer.include.add().phase = 1
+    assert rule_for("Python").for_engine(layer, "caffe") is None
+    (new,) = rule_for("Python").for_engine(layer, "opencv")
+    assert (new.type, new.name, list(new.bottom), list(new.top)) == \
+        ("Proposal", "p", ["a", "b", "c"], ["rois"])
+    assert new.include == layer.include
+    p = new.proposal_param
+    assert (p.feat_stride, p.base_size, p.min_size, list(p.ratio), list(p.scale)) == \
+        (8, 16, 16, [0.5, 1.0, 2.0], [4.0, 8.0, 16.0, 32.0])
+    assert (p.pre_nms_topn, p.post_nms_topn, round(p.nms_thresh, 6)) == (6000, 300, 0.7)
+    for name in ("feat_stride", "base_size", "min_size", "pre_nms_topn", "post_nms_topn",
+                 "nms_thresh"):
+        assert p.HasField(name)       # written out: OpenCV reads some without defaults
+
+
 def test_detection_shapes_keep_the_head_independent_of_the_box_count():
     a = analyse(faster_rcnn(width=0.25, fc_width=64))
     assert a.shapes["rois"] == (None, 5)
