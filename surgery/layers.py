@@ -279,6 +279,18 @@ class LayerRule:
         """A copy of a backbone layer set up for fine-tuning with small batches, as DeepLab
         does: a normalisation's statistics fixed and its learned blobs frozen, or (`train`)
         learned again. None for a layer that is not a normalisation (left as it is)."""
+    def follows_grid(self, layer):
+        """Whether this layer follows whatever grid its input moves to, ADAPTED: settings
+        that encode the stride of the map it reads are rewritten for the new one (an RoI
+        pooling's spatial_scale, an RPN's feat_stride, a prior box's step), or it turns
+        the map into a list of positions that grows or shrinks with it (SSD's Flatten).
+        It never limits coarsening, and the reports mark it ADAPTED."""
+        return False
+
+    def input_values(self, layer, bottom, inputs):
+        """What a net input read as bottom number `bottom` of this layer must hold for a
+        run to mean something (an array of the input's shape), or None when random
+        values do; `inputs` maps the net's input blobs to their shapes (verify asks)."""
         return None
 
     def new_weights(self, before, after):
@@ -394,7 +406,10 @@ class LayerRule:
         divide round them (approximate), so only its stride limits.
         Pointwise layers and joins pass their output's limit; a global pooling and a sink
         have none (they average or score whatever map they get: where a stride comes back
-        must not depend on a train net's losses); any other layer allows none."""
+        must not depend on a train net's losses), nor has a layer that follows the grid
+        (`follows_grid`); any other layer allows none."""
+        if self.follows_grid(layer):
+            return Pair(0, 0)
         if self.keeps_grid(layer) or self.joins(layer):
             return limit_out
         if self.is_global(layer) or self.sinks(layer):
@@ -480,20 +495,6 @@ class UnknownRule(LayerRule):
 
     def out_shapes(self, layer, in_shapes):
         raise Unknown(f"type '{layer.type}' is not in the registry{type_hint(layer.type)}")
-
-
-class PythonLayer(UnknownRule):
-    """Caffe's `Python` layer runs user code, so inference stops here as for an unknown
-    type. One with no bottoms is a data layer (FCN's VOC readers): an engine run feeds an
-    Input of the same tops instead."""
-
-    types = ("Python",)
-
-    def out_shapes(self, layer, in_shapes):
-        raise Unknown("Python layer: its outputs are defined by user code")
-
-    def for_engine(self, layer, engine):
-        return None if len(layer.bottom) else [_input_form(layer)]
 
 
 def type_hint(type_string):
@@ -1528,10 +1529,34 @@ class Slice(LayerRule):
         return [shape[:axis] + (s,) + shape[axis + 1:] for s in sizes]
 
 
+def _listed(step, what="lists"):
+    """How a layer that turns a map into a list answers for a map on another grid: its
+    settings do not depend on the map size, its output lists the new map's positions
+    (more of them over a denser map), off the grid: ADAPTED, and what reads the list
+    sees the original's grid (a fully connected layer sized for the original list is
+    caught by dilate's weight check)."""
+    if step.grid_in.identity:
+        return Regrid(grid=SAME)
+    f = step.grid_in.factor
+    more = f.h * f.w
+    amount = f"{more} times as many" if more > 1 else f"1/{1 / more} as many"
+    return Regrid(grid=SAME, status=ADAPTED, note=(
+        f"{what} the positions of the map on its new grid ({amount}); its settings do not "
+        "depend on the map size (adapted)"))
+
+
 class Flatten(LayerRule):
+    """Flatten: a map becomes a list (SSD's per-position predictions), see `_listed`."""
+
     types = ("Flatten",)
     role = Role.COLLAPSE
     view = True
+
+    def regrid(self, layer, step):
+        return _listed(step)
+
+    def follows_grid(self, layer):
+        return True
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
@@ -1543,11 +1568,40 @@ class Flatten(LayerRule):
 
 class Reshape(LayerRule):
     """dim 0 copies the input extent at that position, one -1 is inferred; axis/num_axes
-    choose the replaced span (Caffe's rules)."""
+    choose the replaced span (Caffe's rules). A Reshape that leaves the spatial layout to
+    Caffe's 0 and -1 keeps the grid (`layout`); any other depends on the map size."""
 
     types = ("Reshape",)
     role = Role.COLLAPSE
     view = True
+
+    @staticmethod
+    def layout(layer):
+        """What the dims do to the spatial axes of an (N, C, H, W) input: "same" when they
+        copy them (dims (0, c, 0, 0) with c 0 or -1, or a span that ends before axis 2 and
+        keeps its axis count), "rows" when they only regroup the channels into blocks of
+        rows, dims (0, k, -1, 0) with k > 0 (py-faster-rcnn's RPN stacks its anchors along
+        the height: each block of rows is the map on its own grid, and the reshape back
+        restores it); None otherwise."""
+        rp = layer.reshape_param
+        dims = [int(d) for d in rp.shape.dim]
+        if rp.axis < 0:
+            return None
+        if rp.num_axes != -1:
+            return "same" if rp.axis + rp.num_axes <= 2 and len(dims) == rp.num_axes else None
+        if rp.axis != 0 or len(dims) != 4 or dims[0] != 0 or dims[3] != 0:
+            return None
+        if dims[2] == 0 and dims[1] in (0, -1) or dims[2] == -1 and dims[1] == 0:
+            return "same"
+        return "rows" if dims[2] == -1 and dims[1] > 0 else None
+
+    def role_of(self, layer):
+        return Role.POINTWISE if self.layout(layer) else Role.COLLAPSE
+
+    def grid_window(self, layer):
+        """Rows that hold blocks of the map are not image rows: geometry stops there (the
+        walk follows the grid through the blocks, `layout`)."""
+        return None if self.layout(layer) == "rows" else super().grid_window(layer)
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
@@ -1589,6 +1643,26 @@ class Permute(LayerRule):
     types = ("Permute",)
     fork_types = types
     role = Role.COLLAPSE
+
+    def regrid(self, layer, step):
+        """An order that keeps the spatial axes in place keeps the grid; one that moves
+        them (SSD puts them before the channels, to flatten each position's predictions)
+        turns the map into a list of positions (`_listed`)."""
+        if self._keeps_map(layer):
+            return Regrid(grid=step.grid_in)
+        return _listed(step, "reorders")
+
+    @staticmethod
+    def _keeps_map(layer):
+        order = [int(o) for o in sub(layer, "permute_param").order]
+        order += [i for i in range(4) if i not in order]
+        return order[2:4] == [2, 3]
+
+    def follows_grid(self, layer):
+        return not self._keeps_map(layer)
+
+    def role_of(self, layer):
+        return Role.POINTWISE if self._keeps_map(layer) else Role.COLLAPSE
 
     def out_shapes(self, layer, in_shapes):
         shape = tuple(in_shapes[0])
@@ -1983,6 +2057,10 @@ class ArgMax(LayerRule):
         return [(shape[0], 2 if p.out_max_val else 1, p.top_k)]
 
 
+# ---------------------------------------------------------------------------
+# Detection heads: settings that encode the stride of the map they read
+# ---------------------------------------------------------------------------
+
 class PriorBox(LayerRule):
     """SSD PriorBox: (1, 2, H*W*num_priors*4); num_priors = len(ratios)*len(min_size) + len(max_size),
     ratios = {1} plus each new aspect_ratio (and 1/ratio when flip)."""
@@ -2006,15 +2084,217 @@ class PriorBox(LayerRule):
         priors = len(ratios) * len(mins) + len(maxs)
         return [(1, 2, h * w * priors * 4)]
 
+    def follows_grid(self, layer):
+        return True
 
-class ROIPooling(LayerRule):
-    types = ("ROIPooling",)
+    def regrid(self, layer, step):
+        """Prior centres sit at (x + offset) * step image pixels, x the cell of the source
+        map (SSD). The converted map holds the original's cell i at cell o + f*i (its
+        grid), so step / f and offset * f - o put the original's priors exactly where
+        they were, on the cells that hold the original's features, and new priors on the
+        cells between: the detector keeps every original prior, with the loc/conf it had
+        (the trunk and the mbox convolutions being exact). One rule whether the step was
+        the stride (8 ... 64) or the image size over the map size (SSD300's 100 and 300).
+        Sizes and aspect ratios stay (ADAPTED: more priors). Without a step, the layer
+        takes image size / map size by itself: unchanged, its priors spread evenly over
+        the new map."""
+        if step.grid_in.identity:
+            return Regrid(grid=SAME)
+        pp = sub(layer, "prior_box_param")
+        if has_field(pp, "step_h") or has_field(pp, "step_w"):
+            names, old = ("step_h", "step_w"), Pair(pp.step_h, pp.step_w)
+        elif has_field(pp, "step"):
+            names, old = ("step",), Pair(pp.step, pp.step)
+        else:
+            return Regrid(grid=SAME, status=ADAPTED, note=(
+                "no step: the layer takes image size / map size, so its priors spread over "
+                "the new map by themselves; sizes and aspect ratios stay (adapted)"))
+        (fh, fw), (oh, ow) = step.grid_in
+        offsets = {Fraction(pp.offset) * fh - oh, Fraction(pp.offset) * fw - ow}
+        if len(offsets) != 1:
+            return Regrid(grid=SAME, issue="one offset serves both axes, but the map moved "
+                                           "by different factors or offsets per axis")
+        offset = float(offsets.pop())
+        values = Pair(float(Fraction(old.h) / fh), float(Fraction(old.w) / fw))
+        new = type(layer)()
+        new.CopyFrom(layer)
+        npp = new.prior_box_param
+        if names == ("step",) and values.h == values.w:
+            npp.step = values.h
+        else:
+            npp.ClearField("step")
+            npp.step_h, npp.step_w = values
+        npp.offset = offset
+        shown = lambda pair: "/".join(f"{v:g}" for v in dict.fromkeys(pair))
+        return Regrid(new, SAME, ADAPTED, (
+            f"step {shown(old)} -> {shown(values)}, offset {pp.offset:g} -> {offset:g}: the "
+            "original's priors stay where they were, on the cells that hold its features, "
+            "and the cells between get priors between; sizes and aspect ratios stay "
+            "(adapted)"))
+
+
+def _close(a, b):
+    return abs(float(a) - float(b)) <= 1e-5 * max(1.0, abs(float(b)))
+
+
+def _one_factor(step, setting, grid_out=SAME):
+    """(factor, None) when both axes of the layer's input moved by one factor, else
+    (None, the Regrid that stops the run): one `setting` serves both axes."""
+    f = step.grid_in.factor
+    if f.h == f.w:
+        return f.h, None
+    return None, Regrid(grid=grid_out, issue=f"one {setting} serves both axes, but the map "
+                                             "moved by different factors per axis")
+
+
+def _new_stride(step):
+    """The stride the input now has, from the original's and the factor; None unknown."""
+    if step.geometry_in is None or step.geometry_in.stride.h != step.geometry_in.stride.w:
+        return None
+    return Fraction(step.geometry_in.stride.h) / step.grid_in.factor.h
+
+
+class RoiPooling(LayerRule):
+    """Region-of-interest pooling: each box of bottom 1 (rows of batch index, x1, y1, x2,
+    y2 in image pixels) is pooled from the map in bottom 0 into a fixed grid of bins:
+    (R, C, pooled_h, pooled_w); R is the number of boxes. `spatial_scale` maps image
+    pixels onto the map (1/stride). What follows sees the bins, never the map, so its
+    weights (fc6 on the pooled 7x7) do not depend on the map size.
+    Faster R-CNN's ROIPooling (MAX per bin) and the ROIAlign ports."""
+
+    types = ("ROIPooling", "ROIAlign")
+    fork_types = types
+    role = Role.COLLAPSE
+    PARAMS = {"ROIPooling": "roi_pooling_param", "ROIAlign": "roi_align_param"}
+
+    def param(self, layer):
+        return self.PARAMS[layer.type]
+
+    def follows_grid(self, layer):
+        return True
+
+    def _boxes(self, layer, in_shapes):
+        if len(in_shapes) != 2:
+            raise _err(layer, f"{layer.type} takes two bottoms (the map, the boxes)")
+        boxes = tuple(in_shapes[1])
+        if len(boxes) < 2 or boxes[1] != 5 or any(d != 1 for d in boxes[2:]):
+            raise _err(layer, f"the boxes {boxes} are not rows of (batch, x1, y1, x2, y2)")
+        return boxes[0]
+
+    def out_shapes(self, layer, in_shapes):
+        p = sub(layer, self.param(layer))
+        return [(self._boxes(layer, in_shapes), in_shapes[0][1], p.pooled_h, p.pooled_w)]
+
+    def regrid(self, layer, step):
+        """spatial_scale follows the map it reads: times the grid factor, i.e. 1/the new
+        stride where it was 1/stride (1/16 becomes 1/8 on a map twice as dense). The bins
+        then cover the same image regions over a denser map: ADAPTED. Its output is per
+        box, off the image grid."""
+        if step.grid_in.identity:
+            return Regrid(grid=SAME)
+        f, stop = _one_factor(step, "spatial_scale")
+        if stop:
+            return stop
+        param = self.param(layer)
+        old = getattr(sub(layer, param), "spatial_scale")
+        value = float(Fraction(old) * f)
+        new = type(layer)()
+        new.CopyFrom(layer)
+        getattr(new, param).spatial_scale = value
+        note = f"spatial_scale {old:g} -> {value:g}"
+        stride = _new_stride(step)
+        if stride is not None:
+            note += f" = 1/{stride}, the new stride of '{layer.bottom[0]}'"
+            if not _close(old * step.geometry_in.stride.h, 1):
+                note += f" (it was not 1/{step.geometry_in.stride.h} before: scaled with the map)"
+        where = "denser" if f > 1 else "coarser"
+        return Regrid(new, SAME, ADAPTED, note + ": image boxes land on the new map, each bin "
+                                                 f"pools a {where} map (adapted)")
+
+
+class PSROIPooling(RoiPooling):
+    """R-FCN's position-sensitive RoI pooling: bin (i, j) of output channel c averages
+    channel (c*group + i)*group + j of the map over its part of the box:
+    (R, output_dim, group_size, group_size), the map having output_dim*group_size^2
+    channels."""
+
+    types = ("PSROIPooling",)
+    fork_types = types
+    PARAMS = {"PSROIPooling": "psroi_pooling_param"}
+
+    def out_shapes(self, layer, in_shapes):
+        p = sub(layer, "psroi_pooling_param")
+        boxes = self._boxes(layer, in_shapes)
+        if p.output_dim <= 0 or p.group_size <= 0:
+            raise _err(layer, "output_dim and group_size must be positive")
+        if in_shapes[0][1] != p.output_dim * p.group_size ** 2:
+            raise _err(layer, f"the map has {in_shapes[0][1]} channels, not output_dim x "
+                              f"group_size^2 = {p.output_dim * p.group_size ** 2}")
+        return [(boxes, p.output_dim, p.group_size, p.group_size)]
+
+
+def feat_stride_regrid(layer, step, old, write, *, grid_out=SAME):
+    """An RPN's feat_stride (anchors every feat_stride image pixels, one set per cell of
+    the score map) follows the map: divided by the grid factor, i.e. the new stride.
+    `write(new_value)` gives the rewritten layer. The anchors keep their sizes (base size
+    and scales are in image pixels) but are denser: ADAPTED."""
+    if step.grid_in.identity:
+        return Regrid(grid=grid_out)
+    f, stop = _one_factor(step, "feat_stride", grid_out)
+    if stop:
+        return stop
+    value = Fraction(old) / f
+    if value.denominator != 1 or value < 1:
+        return Regrid(grid=grid_out, issue=(f"feat_stride {old} on a map {f} times as dense "
+                                            "is not a whole number of pixels"))
+    value = int(value)
+    density = f * f
+    amount = f"{density} times as many" if density >= 1 else f"1/{1 / density} as many"
+    return Regrid(write(value), grid_out, ADAPTED, (
+        f"feat_stride {old} -> {value}: anchors every {value} image pixels instead of {old}, "
+        f"{amount} (anchor density changes; their sizes stay) (adapted)"))
+
+
+class Proposal(LayerRule):
+    """OpenCV DNN's Proposal, py-faster-rcnn's proposal step as a layer. Bottoms: the
+    fg/bg scores (1, 2A, H, W), the box deltas (1, 4A, H, W) and im_info (rows, cols,
+    scale); tops: rois (post_nms_topn, 5) and scores (post_nms_topn, 1), rows past the
+    boxes found being zero. proposal_param.feat_stride is the stride of the score map."""
+
+    types = ("Proposal",)
     fork_types = types
     role = Role.COLLAPSE
 
+    def follows_grid(self, layer):
+        return True
+
+    def grid_bottoms(self, layer):
+        return (0, 1)     # scores and deltas: one map
+
     def out_shapes(self, layer, in_shapes):
-        p = sub(layer, "roi_pooling_param")
-        return [(in_shapes[1][0], in_shapes[0][1], p.pooled_h, p.pooled_w)]
+        n = sub(layer, "proposal_param").post_nms_topn
+        return [(n, 5), (n, 1)][:len(layer.top)]
+
+    def regrid(self, layer, step):
+        def write(value):
+            new = type(layer)()
+            new.CopyFrom(layer)
+            new.proposal_param.feat_stride = value
+            return new
+        return feat_stride_regrid(layer, step, sub(layer, "proposal_param").feat_stride, write)
+
+    def input_values(self, layer, bottom, inputs):
+        return _im_info(bottom, inputs)
+
+
+def _im_info(bottom, inputs):
+    """py-faster-rcnn's im_info (its third bottom): the image's rows, cols and the scale
+    it was resized by (1), from the net's image input."""
+    images = [s for s in inputs.values() if s is not None and len(s) == 4]
+    if bottom != 2 or len(images) != 1:
+        return None
+    _, _, h, w = images[0]
+    return [[h, w, 1.0]]
 
 
 # ---------------------------------------------------------------------------
@@ -2303,6 +2583,218 @@ def _set_fields(message):
 
 
 # ---------------------------------------------------------------------------
+# Caffe's Python layer: the well-known py-faster-rcnn modules
+# ---------------------------------------------------------------------------
+
+class PythonLayer(LayerRule):
+    """Caffe's `Python` layer: what it computes is the user's module
+    (python_param.module and .layer). The well-known py-faster-rcnn layers are described
+    by the rule of their module (`PYTHON_MODULES`, the module matched by its last
+    dotted components); any other module is unknown, as a type the registry lacks. One
+    of an unknown module with no bottoms is a data layer (FCN's VOC readers): an engine
+    run feeds an Input of the same tops instead."""
+
+    types = ("Python",)
+
+    def module(self, layer):
+        """The rule of this layer's module, or None: also when its param_str lacks a key
+        the module needs (a proposal layer that names no feat_stride stays unknown)."""
+        p = layer.python_param
+        for (module, cls), rule in PYTHON_MODULES.items():
+            if p.layer == cls and (p.module == module or p.module.endswith("." + module)):
+                given = _param_str(layer)
+                needed = all(isinstance(given.get(key), int) and given[key] > 0
+                             for key in rule.requires)
+                return rule if needed else None
+        return None
+
+    def _ask(self, layer, name, *args):
+        rule = self.module(layer)
+        return getattr(rule if rule is not None else super(), name)(layer, *args)
+
+    def role_of(self, layer):
+        rule = self.module(layer)
+        return rule.role_of(layer) if rule is not None else Role.UNKNOWN
+
+    def out_shapes(self, layer, in_shapes):
+        if self.module(layer) is None:
+            p = layer.python_param
+            raise Unknown(f"Python layer of module '{p.module}' ({p.layer}): its outputs are "
+                          "defined by user code")
+        return self._ask(layer, "out_shapes", in_shapes)
+
+    def grid_bottoms(self, layer):
+        return self._ask(layer, "grid_bottoms")
+
+    def grid_window(self, layer):
+        return self._ask(layer, "grid_window")
+
+    def regrid(self, layer, step):
+        return self._ask(layer, "regrid", step)
+
+    def follows_grid(self, layer):
+        return self._ask(layer, "follows_grid")
+
+    def for_engine(self, layer, engine):
+        if self.module(layer) is None and not layer.bottom:
+            return [_input_form(layer)]
+        return self._ask(layer, "for_engine", engine)
+
+    def input_values(self, layer, bottom, inputs):
+        return self._ask(layer, "input_values", bottom, inputs)
+
+    def tops_from_data(self, layer, data):
+        rule = self.module(layer)
+        return rule.tops_from_data(layer, data) if isinstance(rule, Source) else None
+
+
+def _param_str(layer):
+    """The mapping of a Python layer's param_str (surgery.param_str); {} when unreadable."""
+    from . import param_str
+
+    try:
+        return param_str.read(layer.python_param.param_str)
+    except SurgeryError:
+        return {}
+
+
+def _param_str_regrid(layer, step, *, grid_out=SAME):
+    """feat_stride inside param_str follows the map (feat_stride_regrid), the text edited
+    in place: only that number changes, quotes and the other keys stay."""
+    from . import param_str
+
+    def write(value):
+        new = type(layer)()
+        new.CopyFrom(layer)
+        new.python_param.param_str = param_str.replace(layer.python_param.param_str,
+                                                       "feat_stride", value)
+        return new
+    return feat_stride_regrid(layer, step, _param_str(layer)["feat_stride"], write,
+                              grid_out=grid_out)
+
+
+class RpnProposal(LayerRule):
+    """py-faster-rcnn's `rpn.proposal_layer.ProposalLayer`: anchors every feat_stride
+    pixels over the score map, decoded, clipped, NMS; tops rois (R, 5) (batch index, x1,
+    y1, x2, y2 in image pixels) and optionally scores (R, 1), R decided at run time.
+    OpenCV runs it as its own Proposal layer (`for_engine`)."""
+
+    role = Role.COLLAPSE
+    requires = ("feat_stride",)
+    # py-faster-rcnn's defaults: generate_anchors (base 16, ratios 0.5/1/2, scales 8/16/32)
+    # and cfg.TEST (RPN_PRE_NMS_TOP_N 6000, RPN_POST_NMS_TOP_N 300, RPN_NMS_THRESH 0.7,
+    # RPN_MIN_SIZE 16).
+    DEFAULTS = {"base_size": 16, "min_size": 16, "ratio": [0.5, 1.0, 2.0],
+                "scale": [8.0, 16.0, 32.0], "pre_nms_topn": 6000, "post_nms_topn": 300,
+                "nms_thresh": 0.7}
+    KEYS = {"ratio": "ratios", "scale": "scales"}    # param_str spellings of forks
+
+    def follows_grid(self, layer):
+        return True
+
+    def grid_bottoms(self, layer):
+        return (0, 1)
+
+    def out_shapes(self, layer, in_shapes):
+        return [(None, 5), (None, 1)][:len(layer.top)]     # None: R boxes, found at run time
+
+    def regrid(self, layer, step):
+        return _param_str_regrid(layer, step)
+
+    def input_values(self, layer, bottom, inputs):
+        return _im_info(bottom, inputs)
+
+    def for_engine(self, layer, engine):
+        """OpenCV has no Python layers; its samples swap this one for OpenCV's Proposal
+        with the same name, bottoms and tops, every setting given (OpenCV reads ratio and
+        scale without defaults): feat_stride (and ratios, scales, base_size where a fork
+        gives them) from param_str, py-faster-rcnn's defaults for the rest."""
+        if engine != "opencv":
+            return None
+        given = _param_str(layer)
+        new = type(layer)()
+        new.name = layer.name
+        new.type = Proposal.types[0]
+        new.bottom.extend(layer.bottom)
+        new.top.extend(layer.top)
+        new.include.extend(layer.include)
+        new.exclude.extend(layer.exclude)
+        pp = new.proposal_param
+        pp.feat_stride = given["feat_stride"]
+        for name, default in self.DEFAULTS.items():
+            value = given.get(self.KEYS.get(name, name), default)
+            if isinstance(default, list):
+                getattr(pp, name).extend(float(v) for v in value)
+            else:
+                setattr(pp, name, value)
+        return [new]
+
+
+class RpnAnchorTarget(LayerRule):
+    """py-faster-rcnn's `rpn.anchor_target_layer.AnchorTargetLayer` (training): for each
+    anchor of each cell of the score map (bottom 0, 2A channels), its label and box
+    targets: rpn_labels (1, 1, A*H, W) (the anchors stacked along the height, as the
+    RPN's Reshape stacks the scores) and three (1, 4A, H, W) blobs, on the score map's
+    grid. Its feat_stride follows that grid."""
+
+    role = Role.COLLAPSE
+    requires = ("feat_stride",)
+
+    def follows_grid(self, layer):
+        return True
+
+    def out_shapes(self, layer, in_shapes):
+        _, c, h, w = _spatial4(layer, in_shapes[0])
+        if c % 2:
+            raise _err(layer, f"the scores have {c} channels, not 2 per anchor")
+        a = c // 2
+        return [(1, 1, a * h, w)] + [(1, 4 * a, h, w)] * (len(layer.top) - 1)
+
+    def regrid(self, layer, step):
+        return _param_str_regrid(layer, step, grid_out=step.grid_in)
+
+
+class RpnProposalTarget(LayerRule):
+    """py-faster-rcnn's `rpn.proposal_target_layer.ProposalTargetLayer` (training):
+    samples boxes and their targets, per box: rois (R, 5), labels (R,), bbox_targets,
+    bbox_inside_weights, bbox_outside_weights (R, 4K), K = num_classes in param_str."""
+
+    role = Role.COLLAPSE
+    requires = ("num_classes",)
+
+    def out_shapes(self, layer, in_shapes):
+        k = _param_str(layer)["num_classes"]
+        return ([(None, 5), (None,)] + [(None, 4 * k)] * 3)[:len(layer.top)]
+
+
+class RoIData(Source):
+    """py-faster-rcnn's `roi_data_layer.layer.RoIDataLayer`: the training images and their
+    boxes. End to end (three tops): data (the image batch; its size is the data's, so
+    --input-shape gives it), im_info (1, 3), gt_boxes (G, 5); Fast R-CNN (six tops):
+    data, rois (R, 5), labels (R,) and three (R, 4K) box-target blobs."""
+
+    requires = ()
+
+    def out_shapes(self, layer, in_shapes):
+        raise Unknown("its image size is the data's; give --input-shape")
+
+    def tops_from_data(self, layer, data):
+        if len(layer.top) <= 3:
+            return [tuple(data), (1, 3), (None, 5)][:len(layer.top)]
+        k = _param_str(layer).get("num_classes")
+        targets = [(None, 4 * k)] * 3 if isinstance(k, int) else [None] * 3
+        return [tuple(data), (None, 5), (None,)] + targets[:len(layer.top) - 3]
+
+
+PYTHON_MODULES = {
+    ("rpn.proposal_layer", "ProposalLayer"): RpnProposal(),
+    ("rpn.anchor_target_layer", "AnchorTargetLayer"): RpnAnchorTarget(),
+    ("rpn.proposal_target_layer", "ProposalTargetLayer"): RpnProposalTarget(),
+    ("roi_data_layer.layer", "RoIDataLayer"): RoIData(),
+}
+
+
+# ---------------------------------------------------------------------------
 # The registry
 # ---------------------------------------------------------------------------
 
@@ -2317,11 +2809,12 @@ def register(rule):
     return rule
 
 
-for _cls in (PythonLayer, Pointwise, ReLU6, Clip, Split, PReLU, BatchNorm, BN, Scale, Bias,
+for _cls in (Pointwise, ReLU6, Clip, Split, PReLU, BatchNorm, BN, Scale, Bias,
              Normalize, ShuffleChannel, Convolution, ConvolutionDepthwise, Deconvolution, Pooling, Eltwise, Axpy, Concat,
              Slice, Flatten, Reshape, Permute, Crop, Interp, Upsample, InnerProduct, Embed, Tile,
-             Reduction, ArgMax, PriorBox, ROIPooling, Input, DummyData, MemoryData, ImageData,
-             SegData, DataLayer, Loss, SoftmaxLoss, Accuracy, SegAccuracy, Silence, RuntimeSink):
+             Reduction, ArgMax, PriorBox, RoiPooling, PSROIPooling, Proposal, PythonLayer, Input,
+             DummyData, MemoryData, ImageData, SegData, DataLayer, Loss, SoftmaxLoss, Accuracy,
+             SegAccuracy, Silence, RuntimeSink):
     register(_cls())
 
 
@@ -2346,5 +2839,5 @@ SHAPE_PARAMS = frozenset({
     "slice_param", "concat_param", "scale_param", "bias_param", "embed_param", "prelu_param",
     "norm_param", "bn_param", "roi_pooling_param", "psroi_pooling_param", "prior_box_param",
     "permute_param", "tile_param", "reduction_param", "argmax_param", "shuffle_channel_param",
-    "spp_param",
+    "spp_param", "roi_align_param", "proposal_param", "python_param",
 })

@@ -119,7 +119,8 @@ class Analysis:
         """The geometry, plus where it was lost only because a join also reads a resampled
         blob (PSPNet's Concat of the trunk and its upsampled bins): the join sits on the
         grid of its first input with a known geometry, and the layers after it carry that
-        on. Enough to convert them (transform/walk.py) and to bound their coarsening.
+        on; and through a layer that keeps the grid in blocks of rows (the RPN's Reshape,
+        whose rows are not image rows, so it has no geometry of its own). Enough to convert them (transform/walk.py) and to bound their coarsening.
         A resampled copy of the image itself (DeepLab's multi-scale inputs, `data075`)
         starts a grid of its own, so the trunk that reads it converts like the main one.
         Found once per analysis; callers only read it."""
@@ -147,6 +148,8 @@ class Analysis:
             for top in lost:
                 if window is not None:
                     geometry[top] = apply_window(source, window)
+                elif source is not None and node.rule.keeps_grid(node.layer):
+                    geometry[top] = source      # blocks of rows, each on the input's grid
         return geometry
 
     def resampled_branches(self):

@@ -174,7 +174,7 @@ def evaluate(rule, layer, ins, paths=(), *, params=True):
     if not paths and all(_known(s) for s in ins):
         outs = list(rule.out_shapes(layer, ins))
         return outs, ([tuple(p) for p in rule.param_shapes(layer, ins)] if params else None)
-    runs = []
+    runs, errors = [], []
     for k in (0, 1):
         lay = with_standins(layer, paths, k) if paths else layer
         ins_k = [tuple(STANDINS[k] if d is None else d for d in s) for s in ins]
@@ -182,8 +182,15 @@ def evaluate(rule, layer, ins, paths=(), *, params=True):
             outs = [None if s is None else tuple(s) for s in rule.out_shapes(lay, ins_k)]
             pars = [tuple(p) for p in rule.param_shapes(lay, ins_k)] if params else None
         except SurgeryError as exc:
-            raise Unknown(f"cannot tell with the placeholder values open ({exc.message})") from None
+            errors.append(exc)
+            continue
         runs.append((outs, pars))
+    if errors:
+        # Refused whatever an open input dim is (say the box count R after a proposal
+        # layer): Caffe refuses it too. With a template's field open, it may be the value.
+        if not paths and len(errors) == 2 and errors[0].message == errors[1].message:
+            raise errors[0]
+        raise Unknown(f"cannot tell with the placeholder values open ({errors[0].message})")
     (o0, p0), (o1, p1) = runs
     outs = _agree(o0, o1)
     return (outs if outs is not None else [None] * len(o0)), (_agree(p0, p1) if params else None)

@@ -135,7 +135,13 @@ class OpenCVEngine(Engine):
     """cv2.dnn on the CPU in float32, single-threaded enough to be reproducible."""
 
     name = "opencv"
-    miscomputes = {layers.Convolution: lambda layer: _depthwise_3x3_gap(layer)}
+    miscomputes = {
+        layers.Convolution: lambda layer: _depthwise_3x3_gap(layer),
+        layers.Proposal: lambda layer: (
+            "it stands for py-faster-rcnn's Python proposal layer: its anchor centres sit "
+            "half a pixel off py-faster-rcnn's (8 vs 7.5) and it has no min_size filter "
+            "(both nets run the same variant)"),
+    }
 
     def __init__(self, *, threads=2):
         try:

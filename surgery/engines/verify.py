@@ -404,7 +404,9 @@ def _fit_weights(loaded, analysis, summary, weights_path, input_shapes, phase):
 
 def _random_inputs(prepared, analyses, path, seed):
     """Seeded normal values for each input of the prepared original, at its analysed
-    size; zeros for a label (a train net's, read by the layers that run)."""
+    size; zeros for a label (a train net's, read by the layers that run); and what a layer
+    reading an input says it must hold (`rule.input_values`: py-faster-rcnn's im_info,
+    the image's size)."""
     rng = np.random.default_rng(seed)
     inputs = {}
     for name in prepared[0].inputs:
@@ -416,6 +418,13 @@ def _random_inputs(prepared, analyses, path, seed):
             raise SurgeryError("the converted net has no such input", blob=name)
         inputs[name] = np.zeros(shape, np.float32) if name in prepared[0].labels else \
             rng.standard_normal(size=tuple(shape)).astype(np.float32)
+    orig = analyses[0]
+    shapes = {name: orig.shapes.get(name) for name in orig.graph.inputs}
+    for node in orig.graph.nodes:
+        for i, blob in enumerate(node.bottoms):
+            values = node.rule.input_values(node.layer, i, shapes) if blob in inputs else None
+            if values is not None:
+                inputs[blob] = np.asarray(values, np.float32).reshape(inputs[blob].shape)
     return inputs
 
 

@@ -9,6 +9,7 @@ output is identical to the input.
 """
 
 import functools
+import re
 
 from google.protobuf import descriptor as _d
 from google.protobuf import text_encoding
@@ -397,6 +398,8 @@ class Document:
         if isinstance(value, int):
             return str(value)
         if isinstance(value, float):
+            if value.is_integer() and like is not None and re.fullmatch(r"[-+]?\d+", like.text):
+                return str(int(value))      # `step: 64` stays a whole number: `step: 32`
             return repr(value)
         if not isinstance(value, str):
             raise SurgeryError(f"cannot write a {type(value).__name__} into a prototxt")
@@ -406,8 +409,9 @@ class Document:
             return value
         if fd is None and like is not None and like.kind != "str":
             return value
-        quote = like.text[0] if like is not None and like.kind == "str" else self.quote
-        return _quote(value, quote)
+        if like is not None and like.kind == "str":
+            return _requote(like.text, value)
+        return _quote(value, self.quote)
 
 
 def _layer_name(field):
@@ -431,6 +435,35 @@ def _quote(value, quote):
     out = value.replace("\\", "\\\\").replace(quote, "\\" + quote)
     out = out.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     return f"{quote}{out}{quote}"
+
+
+# One character of a string literal's body: an escape sequence or a plain character.
+_UNIT = re.compile(r"\\(?:[0-7]{1,3}|x[0-9a-fA-F]{1,2}|.)|[^\\]", re.S)
+
+
+def _requote(old, value):
+    """`value` as a string literal written like the literal `old`: the same quote, and
+    where `value` begins and ends as the old value did, the old literal's own characters
+    (its escapes, say `\\'` in a param_str, included); only the changed middle is
+    written anew."""
+    quote, body = old[0], old[1:-1]
+    units = [(m.group(0), _unquote(quote + m.group(0) + quote)) for m in _UNIT.finditer(body)]
+    if "".join(plain for _, plain in units) != _unquote(old):
+        return _quote(value, quote)     # a unit that does not decode alone (UTF-8 bytes)
+    head = 0
+    while head < len(units) and value.startswith(
+            "".join(plain for _, plain in units[:head + 1])):
+        head += 1
+    start = len("".join(plain for _, plain in units[:head]))
+    tail = 0
+    while tail < len(units) - head and value[start:].endswith(
+            "".join(plain for _, plain in units[len(units) - tail - 1:])):
+        tail += 1
+    kept_tail = units[len(units) - tail:] if tail else []
+    end = len(value) - len("".join(plain for _, plain in kept_tail))
+    middle = _quote(value[start:end], quote)[1:-1]
+    return (quote + "".join(raw for raw, _ in units[:head]) + middle +
+            "".join(raw for raw, _ in kept_tail) + quote)
 
 
 def _kind(text):

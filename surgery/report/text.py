@@ -208,7 +208,9 @@ def format_changes(report):
         kinds = max(len(c.type) for c in report.changes)
         lines.append(f"{len(report.changes)} changed layers:")
         for c in report.changes:
-            if c.action == "rewrite":
+            if c.action == "rewrite" and c.before is None and c.after is None:
+                what = "settings"       # the note says which (spatial_scale, step, ...)
+            elif c.action == "rewrite":
                 what = f"{_window_text(c.before)} -> {_window_text(c.after)}"
             elif c.action == "global":
                 what = f"{_window_text(c.before)} -> global pooling"

@@ -111,6 +111,8 @@ def _report(net, new, changes, notes, first, input_shapes, unknowns):
     conversion = conclude(first, new, changes, input_shapes=input_shapes, unknowns=unknowns,
                           net=net)
     before, after = conversion.before, conversion.after
+    renewed = resized(changes, before.graph)
+    _check_weights_fit(before, after, renewed)
     deepest = after.deepest_blob()
     g_before = before.geometry.get(deepest) if deepest else None
     g_after = after.geometry.get(deepest) if deepest else None
@@ -123,7 +125,25 @@ def _report(net, new, changes, notes, first, input_shapes, unknowns):
                                                     f"'{deepest}' is approximate)"))
     return DilateReport(conversion, changes, before.output_stride(), after.output_stride(),
                         g_before and g_before.rf, g_after and g_after.rf, deepest, notes,
-                        resized(changes, before.graph))
+                        renewed)
+
+
+def _check_weights_fit(before, after, renewed):
+    """Every weight keeps its shape, except those the conversion gives new values
+    (`renewed`). A layer sized for a list of the map's positions (a fully connected layer
+    after a Flatten, which follows any map) would not load its weights: stop there."""
+    for node in after.graph.nodes:
+        if node.name in renewed or node.name not in before.graph:
+            continue
+        old, new = before.param_shapes.get(node.name), after.param_shapes.get(node.name)
+        if old is None or new is None or old == new or \
+                any(s is None or None in s for s in list(old) + list(new)):
+            continue
+        raise SurgeryError(
+            f"its weights are sized for what it reads ({', '.join(map(str, old))}), which the "
+            f"rewrite changes ({', '.join(map(str, new))}): it reads a map on the new grid "
+            "through layers that follow any map size; stop before it with --cut-after BLOB",
+            layer=node.name)
 
 
 def dilate_together(nets, *, output_stride, **options):
