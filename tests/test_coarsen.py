@@ -477,3 +477,35 @@ def test_a_train_net_and_its_test_net_convert_alike(tmp_path, target):
         assert all(status[n] == "EXACT" for n in status if n.startswith(("fc6", "conv")))
         assert {c.layer: c.status for c in train_report.changes if c.layer in b} == \
             {c.layer: c.status for c in test_report.changes if c.layer in a}
+
+
+def test_an_experiments_nets_convert_together_or_not_at_all(tmp_path, capsys):
+    """Issue 25: `dilate TRAIN TEST -s N -o DIR/` writes both, converted alike; a layer
+    they share that would get a different window in each (here the partial CEIL window
+    one input size has and the other lacks) is a one-line refusal, and nothing is
+    written."""
+    path = CORPUS / "deeplab_v2/vgg16_train.prototxt"
+    if not path.exists():
+        pytest.skip("corpus file not available")
+    text = path.read_text().replace("${NUM_LABELS}", "21")     # the template, filled
+    train, test = tmp_path / "train.prototxt", tmp_path / "test.prototxt"
+    train.write_text(text)
+    test.write_text(_test_net_of(text))
+    out = tmp_path / "os16"
+    out.mkdir()
+    assert main(["dilate", str(train), str(test), "-s", "16", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"== {train}" in text and f"== {test}" in text
+    assert sorted(p.name for p in out.iterdir()) == ["test.prototxt", "train.prototxt"]
+    windows_of = lambda p, phase: windows(load_prototxt(p), phase)
+    assert windows_of(out / "train.prototxt", "TRAIN") == windows_of(out / "test.prototxt", "TEST")
+    # Another input size puts a partial CEIL window on one net's pool only.
+    odd = tmp_path / "odd.prototxt"
+    odd.write_text(test.read_text().replace("dim: 513 dim: 513", "dim: 514 dim: 514"))
+    again = tmp_path / "again"
+    again.mkdir()
+    assert main(["dilate", str(test), str(odd), "-s", "4", "--pooling", "cover",
+                 "-o", str(again)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "would convert it differently" in err
+    assert not any(again.iterdir())

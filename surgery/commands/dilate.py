@@ -18,12 +18,20 @@ Pooling has no dilation field, so a pooling window after a removed stride cannot
 size stops the run under --head error (default); --head cut removes it, --head global
 turns its pooling into global pooling. --cut-after BLOB keeps only what computes BLOB.
 
+Several nets (an experiment's train and test nets) convert together: `dilate TRAIN TEST
+-s N -o DIR/` writes DIR/TRAIN and DIR/TEST, and refuses in one line when a layer they
+share would get a different window in each. All files are written, or none.
+
 Exit status: 0 written; 1 when --weights do not load into the result (nothing is written);
 2 bad input or an impossible request (nothing is written).
 """
 
+import os
+
+
 from ..analysis.analyse import analyse, parse_input_shapes
-from ..transform.dilate import CONVENTIONS, DILATION_CHOICES, HEAD_CHOICES, POOLING_CHOICES, dilate
+from ..transform.dilate import (CONVENTIONS, DILATION_CHOICES, HEAD_CHOICES, POOLING_CHOICES,
+                                dilate_together)
 from ..report.text import format_changes
 from ..errors import SurgeryError
 from . import options
@@ -35,7 +43,9 @@ HELP = "rewrite a net to a smaller output stride, keeping its weights loadable"
 
 
 def add_arguments(parser):
-    parser.add_argument("net", metavar="NET.prototxt", help="net definition")
+    parser.add_argument("nets", metavar="NET.prototxt", nargs="+",
+                        help="net definition; several (a train net and its test net) convert "
+                             "together, into the folder -o names")
     parser.add_argument("--output-stride", "-s", type=options.positive_int, required=True, metavar="N",
                         help="target output stride, e.g. 16 or 8")
     parser.add_argument("--head", choices=HEAD_CHOICES, default="error",
@@ -68,63 +78,129 @@ def add_arguments(parser):
 
 def run(args):
     shapes = parse_input_shapes(args.input_shape) or None
-    inputs = [args.net] + ([args.weights] if args.weights else [])
-    targets = output_target(args, inputs)
+    args.net = args.nets[0]      # the shared output options name the first
+    inputs = list(args.nets) + ([args.weights] if args.weights else [])
     if args.weights_out and not args.weights:
         raise SurgeryError("--weights-out needs --weights (the trained weights to convert)")
+    if len(args.nets) > 1:
+        targets = _targets(args, inputs)
+    else:
+        targets = output_target(args, inputs)
+        args.outputs = [args.output]
     if not args.dry_run:
         targets.append(args.weights_out)
     with writing(args, inputs, targets) as (outputs, _progress):
-        return _run(args, outputs, shapes, inputs)
+        return _run(args, outputs, shapes)
 
 
-def _run(args, outputs, shapes, inputs):
-    loaded = load(args)
-    new, report = dilate(loaded.net, output_stride=args.output_stride, head=args.head,
-                         pooling=args.pooling, convention=args.convention, dilation=args.dilation,
-                         multi_grid=args.multi_grid, cut_after=args.cut_after,
-                         input_shapes=shapes, unknowns=loaded.unknowns)
-    if report.resized and not args.weights_out and not args.dry_run:
+def _targets(args, inputs):
+    """With several nets: each is written under its own name into the folder -o names
+    (or over itself with --in-place). Returns the files to claim."""
+    if args.diff == "-" and args.json:
+        raise SurgeryError("--diff - and --json both want stdout; give --diff a file name")
+    names = [os.path.basename(net) for net in args.nets]
+    if len(set(names)) != len(names):
+        raise SurgeryError("two of the nets have the same file name, so one folder cannot "
+                           "hold both results; convert them apart")
+    if args.in_place:
+        args.outputs = list(args.nets)
+    elif args.output is not None:
+        if not os.path.isdir(args.output):
+            raise SurgeryError("with several nets, -o names an existing folder for the results",
+                               file=args.output)
+        args.outputs = [os.path.join(args.output, name) for name in names]
+    elif args.dry_run:
+        args.outputs = [None] * len(names)
+    else:
+        raise SurgeryError("give -o FOLDER for the results, --in-place to rewrite the "
+                           "inputs, or --dry-run for the summaries only")
+    return ([] if args.dry_run else list(args.outputs)) + [args.diff]
+
+
+def _run(args, outputs, shapes):
+    loaded = [load(args, path) for path in args.nets]
+    results = dilate_together([(path, net.net, net.unknowns) for path, net in
+                               zip(args.nets, loaded)],
+                              output_stride=args.output_stride, head=args.head,
+                              pooling=args.pooling, convention=args.convention,
+                              dilation=args.dilation, multi_grid=args.multi_grid,
+                              cut_after=args.cut_after, input_shapes=shapes)
+    resized = [name for _, report in results for name in report.resized]
+    if resized and not args.weights_out and not args.dry_run:
         raise SurgeryError("its kernel changes, so its weights must be rewritten: give "
                            "--weights MODEL.caffemodel --weights-out NEW.caffemodel",
-                           layer=report.resized[0])
-    check, summary = None, None
+                           layer=resized[0])
+    checks, planned, summary = [None] * len(results), None, None
     if args.weights:
-        from ..analysis.check import compare, whole_shapes
         from ..io.caffemodel import read_caffemodel
 
-        after = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns)
-        expected = whole_shapes(after.param_shapes)
         summary = read_caffemodel(args.weights)
-        if report.resized:     # the weights given are the original's for these layers
-            original = analyse(loaded.net, input_shapes=shapes, unknowns=loaded.unknowns)
-            expected.update(whole_shapes({name: original.param_shapes.get(name)
-                                          for name in report.resized}))
-        check = compare(expected, summary, after.unknown_reasons())
-    ok = check is None or check.ok
-    planned = None
-    if ok and summary is not None and (report.resized or args.weights_out):
-        from ..weights import reweight
-
-        planned = reweight.plan(summary, loaded.net, new, report.resized)  # raises first
-    diff = write_net(args, outputs, loaded, new, write=not args.dry_run) \
-        if ok and (not args.dry_run or args.diff) else None
+        checks = [_check(net, new, report, summary, shapes)
+                  for net, (new, report) in zip(loaded, results)]
+    ok = all(check is None or check.ok for check in checks)
+    if ok and summary is not None and (resized or args.weights_out):
+        planned = _weight_plan(summary, loaded, results)        # raises before writing
+    diffs = []
+    for net, (new, _), path in zip(loaded, results, args.outputs):
+        if ok and (not args.dry_run or args.diff):
+            diffs.append(write_net(args, outputs, net, new, source=net.path,
+                                   write=not args.dry_run, target=path))
     if planned is not None and args.weights_out and not args.dry_run:
         from ..weights import writer
 
         writer.write(planned, args.weights_out, source=summary, outputs=outputs)
+    texts = [_summary(args, report, check) for (_, report), check in zip(results, checks)]
     if args.json:
         import json     # only for --json: a plain run does not pay for the import
 
+        data = texts[0] if len(texts) == 1 else \
+            {"nets": [dict(text, net=path) for text, path in zip(texts, args.nets)]}
+        text = json.dumps(data, indent=1) + "\n"
+    else:
+        text = texts[0] if len(texts) == 1 else \
+            "".join(f"== {path}\n{part}" for path, part in zip(args.nets, texts))
+    diff = "".join(d for d in diffs if d) if any(diffs) else None
+    finish(args, outputs, text, diff)    # not ok: nothing was staged, so nothing is written
+    return 0 if ok else 1
+
+
+def _check(loaded, new, report, summary, shapes):
+    """Whether `summary` loads into the converted net (the original's weights for the
+    layers given new kernels, which are rewritten)."""
+    from ..analysis.check import compare, whole_shapes
+
+    after = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns)
+    expected = whole_shapes(after.param_shapes)
+    if report.resized:     # the weights given are the original's for these layers
+        original = analyse(loaded.net, input_shapes=shapes, unknowns=loaded.unknowns)
+        expected.update(whole_shapes({name: original.param_shapes.get(name)
+                                      for name in report.resized}))
+    return compare(expected, summary, after.unknown_reasons())
+
+
+def _weight_plan(summary, loaded, results):
+    """One weight plan for every net: the layers each gives new kernels (a layer the nets
+    share gets the same rewrite in each, which dilate_together checked)."""
+    from ..weights import reweight
+    from ..weights.plan import WeightPlan
+
+    edits = {}
+    for net, (new, report) in zip(loaded, results):
+        for edit in reweight.plan(summary, net.net, new, report.resized).edit:
+            edits.setdefault(edit.name, edit)
+    return WeightPlan(edit=tuple(edits.values()))
+
+
+def _summary(args, report, check):
+    """The summary of one net: JSON data with --json, else text."""
+    if args.json:
         data = report.to_json()
         if check is not None:
             data["weights"] = check.to_dict()
-        text = json.dumps(data, indent=1) + "\n"
-    else:
-        text = format_changes(report)
-        if check is not None:
-            text += ("weights: load into the result\n" if check.ok else
-                     f"weights checked against the result: {check.verdict}; nothing "
-                     "written (run `caffe-surgery check` for details)\n")
-    finish(args, outputs, text, diff)    # not ok: nothing was staged, so nothing is written
-    return 0 if ok else 1
+        return data
+    text = format_changes(report)
+    if check is not None:
+        text += ("weights: load into the result\n" if check.ok else
+                 f"weights checked against the result: {check.verdict}; nothing "
+                 "written (run `caffe-surgery check` for details)\n")
+    return text

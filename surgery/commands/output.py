@@ -146,10 +146,10 @@ def finish(args, outputs, summary, diff):
     sys.stdout.write(summary)
 
 
-def write_net(args, outputs, loaded, new, *, source=None, write=True):
+def write_net(args, outputs, loaded, new, *, source=None, write=True, target=None):
     """Render `new` as an edit of the input file and (unless `write` is false, a dry run)
-    stage it in `outputs` for args.output. Returns the unified diff when --diff asked for
-    one, else None; the command hands it to `finish`.
+    stage it in `outputs` for `target` (default args.output). Returns the unified diff
+    when --diff asked for one, else None; the command hands it to `finish`.
 
     `loaded` is the input's NetFile (a bare NetParameter is accepted from older callers;
     the file is then loaded again here)."""
@@ -159,8 +159,9 @@ def write_net(args, outputs, loaded, new, *, source=None, write=True):
     text, why = render(loaded, new, canonical=args.canonical)
     if why:
         note(why)
+    target = target or args.output
     if write:
-        outputs.write(args.output, text.encode("utf-8"), inputs=[source])
+        outputs.write(target, text.encode("utf-8"), inputs=[source])
     if args.diff:
-        return unified_diff(source, loaded.text, text, args.output or "(not written)")
+        return unified_diff(source, loaded.text, text, target or "(not written)")
     return None

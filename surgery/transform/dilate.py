@@ -167,8 +167,9 @@ def dilate_together(nets, *, output_stride, **options):
                 raise SurgeryError(
                     f"{other[0]} and {name} share this layer but would convert it differently "
                     f"({_window_text(other[2])} in {other[0]}, {_window_text(pair[1])} in "
-                    f"{name}): the layers around it differ; convert them apart, or make them "
-                    "agree", layer=layer.name)
+                    f"{name}): what the nets feed it differs (their input sizes or the layers "
+                    "before it); convert them apart, or give both the same --input-shape",
+                    layer=layer.name)
     return results
 
 
