@@ -19,13 +19,10 @@ Exit status: 0 written; 2 bad input, or with --strict a layer with no BVLC form
 
 import json
 
-from ..errors import SurgeryError
-from ..io.caffemodel import read_caffemodel
-from ..transform.bvlc import form_weights, to_bvlc
-from ..weights import writer
+from ..api.bvlc import bvlc
 from . import options
-from .output import (add_output_arguments, add_quiet_argument, finish, load, output_target,
-                     write_net, writing)
+from .output import (add_output_arguments, add_quiet_argument, finish, output_target, tell,
+                     writing)
 
 NAME = "bvlc"
 HELP = "rewrite fork layers (PSPNet BN, depthwise, ReLU6...) to exact BVLC Caffe layers"
@@ -48,46 +45,13 @@ def add_arguments(parser):
 def run(args):
     inputs = [args.net] + ([args.weights] if args.weights else [])
     targets = output_target(args, inputs)
-    if bool(args.weights) != bool(args.weights_out) and not (args.dry_run and args.weights):
-        raise SurgeryError("--weights and --weights-out go together (the rewritten layers "
-                           "need other blobs, so the old weights would not load)")
     if not args.dry_run:
         targets.append(args.weights_out)
-    with writing(args, inputs, targets) as (outputs, _progress):
-        loaded = load(args)
-        unknown = {uf.layer for uf in loaded.binding.unknown_fields if uf.layer is not None}
-        result = to_bvlc(loaded.net, unknown_layers=unknown)
-        if args.strict and result.kept:
-            kept = result.kept[0]
-            raise SurgeryError(f"{kept.type} has no exact BVLC form ({kept.why}); without "
-                               f"--strict it is kept and listed", layer=kept.name)
-        if args.weights:
-            summary = read_caffemodel(args.weights)
-            plan = form_weights(result.forms, summary)
-            writer.check(plan, summary)
-            if not args.dry_run and args.weights_out:
-                writer.write(plan, args.weights_out, source=summary, outputs=outputs)
-        diff = write_net(args, outputs, loaded, result.net, write=not args.dry_run) \
-            if (not args.dry_run or args.diff) else None
-        text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else \
-            _format(result, args)
-        finish(args, outputs, text, diff)
+    with writing(args, inputs, targets) as (outputs, progress):
+        result = bvlc(args.net, weights=args.weights, weights_out=args.weights_out,
+                      output=args.output, dry_run=args.dry_run, canonical=args.canonical,
+                      diff=bool(args.diff), strict=args.strict, outputs=outputs,
+                      on_message=tell, progress=progress)
+        text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else result.text
+        finish(args, outputs, text, result.diff)
     return 0
-
-
-def _format(result, args):
-    lines = [f"rewrote {len(result.rewritten)} layer(s) to BVLC types"
-             + (":" if result.rewritten else "")]
-    width = max([len(r.name) for r in result.rewritten] + [len(k.name) for k in result.kept] + [5])
-    for r in result.rewritten:
-        into = " + ".join(f"{t} '{n}'" for n, t in r.into)
-        lines.append(f"  {r.name:<{width}}  {r.type} -> {into}")
-    if result.kept:
-        lines.append(f"kept {len(result.kept)} layer(s) with no BVLC form (--strict refuses them):")
-        lines.extend(f"  {k.name:<{width}}  {k.type}: {k.why}" for k in result.kept)
-    else:
-        lines.append("no fork layer is left: the net loads in BVLC Caffe as it is")
-    if args.weights_out and not args.dry_run:
-        lines.append(f"weights: {args.weights_out} (the rewritten layers' blobs made, every "
-                     "other layer copied byte for byte)")
-    return "\n".join(lines) + "\n"

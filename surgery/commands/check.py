@@ -17,12 +17,12 @@ when both are (a train_val file: Caffe loads the weights into the TRAIN and TEST
 """
 
 import json
+import sys
 
-from ..analysis.analyse import analyse, parse_input_shapes
-from ..analysis.check import compare, format_report, merge, wanted_shapes
-from ..io.caffemodel import read_caffemodel
+from ..analysis.analyse import parse_input_shapes
+from ..api.check import check
 from . import options
-from .output import add_phase_argument, add_strict_argument, choose_phases, load
+from .output import add_phase_argument, add_strict_argument, tell
 
 NAME = "check"
 HELP = "check that a .caffemodel's blobs fit a net (what Caffe checks when loading weights)"
@@ -42,18 +42,8 @@ def add_arguments(parser):
 
 
 def run(args):
-    input_shapes = parse_input_shapes(args.input_shape)
-    summary = read_caffemodel(args.model)
-    loaded = load(args)
-    reports = []
-    for phase in choose_phases(args, loaded.net):
-        analysis = analyse(loaded.net, input_shapes=input_shapes or None, phase=phase,
-                           unknowns=loaded.unknowns)
-        reports.append(compare(wanted_shapes(analysis), summary,
-                               analysis.unknown_reasons()))
-    report = merge(reports)
-    if args.json:
-        print(json.dumps(report.to_dict()))
-    else:
-        print(format_report(report, show_ok=not args.problems))
-    return 0 if report.ok else 1
+    result = check(args.net, args.model, input_shapes=parse_input_shapes(args.input_shape),
+                   phase=args.phase, problems=args.problems, strict=args.strict,
+                   on_message=tell)
+    sys.stdout.write(json.dumps(result.to_json()) + "\n" if args.json else result.text)
+    return 0 if result.ok else 1

@@ -28,15 +28,13 @@ Exit status: 0 written; 1 when --weights do not load into the result (nothing is
 
 import os
 
-
-from ..analysis.analyse import analyse, parse_input_shapes
-from ..transform.dilate import (CONVENTIONS, DILATION_CHOICES, HEAD_CHOICES, POOLING_CHOICES,
-                                dilate_together)
-from ..report.text import format_changes
+from ..analysis.analyse import parse_input_shapes
+from ..api.dilate import dilate
+from ..transform.dilate import CONVENTIONS, DILATION_CHOICES, HEAD_CHOICES, POOLING_CHOICES
 from ..errors import SurgeryError
 from . import options
-from .output import (add_output_arguments, add_quiet_argument, finish, load, output_target,
-                     write_net, writing)
+from .output import (add_output_arguments, add_quiet_argument, finish, output_target, tell,
+                     writing)
 
 NAME = "dilate"
 HELP = "rewrite a net to a smaller output stride, keeping its weights loadable"
@@ -80,17 +78,26 @@ def run(args):
     shapes = parse_input_shapes(args.input_shape) or None
     args.net = args.nets[0]      # the shared output options name the first
     inputs = list(args.nets) + ([args.weights] if args.weights else [])
-    if args.weights_out and not args.weights:
-        raise SurgeryError("--weights-out needs --weights (the trained weights to convert)")
     if len(args.nets) > 1:
         targets = _targets(args, inputs)
     else:
         targets = output_target(args, inputs)
-        args.outputs = [args.output]
+        args.outputs = args.output
     if not args.dry_run:
         targets.append(args.weights_out)
-    with writing(args, inputs, targets) as (outputs, _progress):
-        return _run(args, outputs, shapes)
+    with writing(args, inputs, targets) as (outputs, progress):
+        result = dilate(args.nets, output_stride=args.output_stride, head=args.head,
+                        pooling=args.pooling, dilation=args.dilation,
+                        convention=args.convention, multi_grid=args.multi_grid,
+                        cut_after=args.cut_after,
+                        input_shapes=shapes,
+                        weights=args.weights, weights_out=args.weights_out,
+                        output=args.outputs, dry_run=args.dry_run, canonical=args.canonical,
+                        diff=bool(args.diff), strict=args.strict, outputs=outputs,
+                        on_message=tell, progress=progress)
+        text = _json(result) if args.json else result.text
+        finish(args, outputs, text, result.diff)  # not ok: nothing was staged or written
+    return 0 if result.ok else 1
 
 
 def _targets(args, inputs):
@@ -117,90 +124,7 @@ def _targets(args, inputs):
     return ([] if args.dry_run else list(args.outputs)) + [args.diff]
 
 
-def _run(args, outputs, shapes):
-    loaded = [load(args, path) for path in args.nets]
-    results = dilate_together([(path, net.net, net.unknowns) for path, net in
-                               zip(args.nets, loaded)],
-                              output_stride=args.output_stride, head=args.head,
-                              pooling=args.pooling, convention=args.convention,
-                              dilation=args.dilation, multi_grid=args.multi_grid,
-                              cut_after=args.cut_after, input_shapes=shapes)
-    resized = [name for _, report in results for name in report.resized]
-    if resized and not args.weights_out and not args.dry_run:
-        raise SurgeryError("its kernel changes, so its weights must be rewritten: give "
-                           "--weights MODEL.caffemodel --weights-out NEW.caffemodel",
-                           layer=resized[0])
-    checks, planned, summary = [None] * len(results), None, None
-    if args.weights:
-        from ..io.caffemodel import read_caffemodel
+def _json(result):
+    import json     # only for --json: a plain run does not pay for the import
 
-        summary = read_caffemodel(args.weights)
-        checks = [_check(net, new, report, summary, shapes)
-                  for net, (new, report) in zip(loaded, results)]
-    ok = all(check is None or check.ok for check in checks)
-    if ok and summary is not None and (resized or args.weights_out):
-        planned = _weight_plan(summary, loaded, results)        # raises before writing
-    diffs = []
-    for net, (new, _), path in zip(loaded, results, args.outputs):
-        if ok and (not args.dry_run or args.diff):
-            diffs.append(write_net(args, outputs, net, new, source=net.path,
-                                   write=not args.dry_run, target=path))
-    if planned is not None and args.weights_out and not args.dry_run:
-        from ..weights import writer
-
-        writer.write(planned, args.weights_out, source=summary, outputs=outputs)
-    texts = [_summary(args, report, check) for (_, report), check in zip(results, checks)]
-    if args.json:
-        import json     # only for --json: a plain run does not pay for the import
-
-        data = texts[0] if len(texts) == 1 else \
-            {"nets": [dict(text, net=path) for text, path in zip(texts, args.nets)]}
-        text = json.dumps(data, indent=1) + "\n"
-    else:
-        text = texts[0] if len(texts) == 1 else \
-            "".join(f"== {path}\n{part}" for path, part in zip(args.nets, texts))
-    diff = "".join(d for d in diffs if d) if any(diffs) else None
-    finish(args, outputs, text, diff)    # not ok: nothing was staged, so nothing is written
-    return 0 if ok else 1
-
-
-def _check(loaded, new, report, summary, shapes):
-    """Whether `summary` loads into the converted net (the original's weights for the
-    layers given new kernels, which are rewritten)."""
-    from ..analysis.check import compare, whole_shapes
-
-    after = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns)
-    expected = whole_shapes(after.param_shapes)
-    if report.resized:     # the weights given are the original's for these layers
-        original = analyse(loaded.net, input_shapes=shapes, unknowns=loaded.unknowns)
-        expected.update(whole_shapes({name: original.param_shapes.get(name)
-                                      for name in report.resized}))
-    return compare(expected, summary, after.unknown_reasons())
-
-
-def _weight_plan(summary, loaded, results):
-    """One weight plan for every net: the layers each gives new kernels (a layer the nets
-    share gets the same rewrite in each, which dilate_together checked)."""
-    from ..weights import reweight
-    from ..weights.plan import WeightPlan
-
-    edits = {}
-    for net, (new, report) in zip(loaded, results):
-        for edit in reweight.plan(summary, net.net, new, report.resized).edit:
-            edits.setdefault(edit.name, edit)
-    return WeightPlan(edit=tuple(edits.values()))
-
-
-def _summary(args, report, check):
-    """The summary of one net: JSON data with --json, else text."""
-    if args.json:
-        data = report.to_json()
-        if check is not None:
-            data["weights"] = check.to_dict()
-        return data
-    text = format_changes(report)
-    if check is not None:
-        text += ("weights: load into the result\n" if check.ok else
-                 f"weights checked against the result: {check.verdict}; nothing "
-                 "written (run `caffe-surgery check` for details)\n")
-    return text
+    return json.dumps(result.to_json(), indent=1) + "\n"

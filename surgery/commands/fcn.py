@@ -24,12 +24,11 @@ Exit status: 0 written, 2 bad input (nothing is written).
 import json
 
 from ..analysis.analyse import parse_input_shapes
-from ..errors import SurgeryError
-from ..transform.fcn import (PAD_CHOICES, convolutionalize, format_plan, parse_decimate,
-                          transplant, weight_plan)
+from ..api.fcn import fcn
+from ..transform.fcn import PAD_CHOICES
 from . import options
-from .output import (add_output_arguments, add_quiet_argument, finish, load, output_target,
-                     write_net, writing)
+from .output import (add_output_arguments, add_quiet_argument, finish, output_target, tell,
+                     writing)
 
 NAME = "fcn"
 HELP = "turn InnerProduct layers into convolutions, transplanting their weights"
@@ -61,27 +60,16 @@ def add_arguments(parser):
 
 def run(args):
     shapes = parse_input_shapes(args.input_shape) or None
-    decimate = parse_decimate(args.decimate)
     inputs = [args.net] + ([args.weights] if args.weights else [])
     targets = output_target(args, inputs)
-    if bool(args.weights) != bool(args.weights_out) and not (args.dry_run and args.weights):
-        raise SurgeryError("--weights and --weights-out go together (the converted layers "
-                           "have new names, so the old weights would not load)")
     if not args.dry_run:
         targets.append(args.weights_out)
-    with writing(args, inputs, targets) as (outputs, _progress):
-        loaded = load(args)
-        new, plan = convolutionalize(loaded.net, input_shapes=shapes, pad=args.pad,
-                                     rename=args.rename, decimate=decimate,
-                                     unknowns=loaded.unknowns)
-        if args.weights:
-            from ..io.caffemodel import read_caffemodel
-
-            weight_plan(plan, read_caffemodel(args.weights))   # fits? (raises first)
-        if not args.dry_run and args.weights_out:
-            transplant(plan, args.weights, args.weights_out, outputs=outputs)
-        diff = write_net(args, outputs, loaded, new, write=not args.dry_run) \
-            if (not args.dry_run or args.diff) else None
-        summary = json.dumps(plan.to_json(), indent=1) + "\n" if args.json else format_plan(plan)
-        finish(args, outputs, summary, diff)
+    with writing(args, inputs, targets) as (outputs, progress):
+        result = fcn(args.net, weights=args.weights, weights_out=args.weights_out,
+                     pad=args.pad, rename=args.rename, decimate=args.decimate,
+                     input_shapes=shapes, output=args.output, dry_run=args.dry_run,
+                     canonical=args.canonical, diff=bool(args.diff), strict=args.strict,
+                     outputs=outputs, on_message=tell, progress=progress)
+        text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else result.text
+        finish(args, outputs, text, result.diff)
     return 0

@@ -20,13 +20,10 @@ Exit status: 0 written; 2 bad input or a refused net (nothing is written).
 
 import json
 
-from ..errors import SurgeryError
-from ..io.caffemodel import read_caffemodel
-from ..transform.fold import fold, format_folded
-from ..weights import writer
+from ..api.fold import fold
 from . import options
-from .output import (add_output_arguments, add_quiet_argument, finish, load, output_target,
-                     write_net, writing)
+from .output import (add_output_arguments, add_quiet_argument, finish, output_target, tell,
+                     writing)
 
 NAME = "fold"
 HELP = "fold BatchNorm/Scale into the convolutions before them, for deployment"
@@ -50,20 +47,12 @@ def run(args):
     inputs = [args.net, args.weights]
     targets = output_target(args, inputs)
     if not args.dry_run:
-        if not args.weights_out:
-            raise SurgeryError("give --weights-out OUT.caffemodel for the folded weights (the "
-                               "folded net does not load the old ones), or --dry-run")
         targets.append(args.weights_out)
-    with writing(args, inputs, targets) as (outputs, _progress):
-        loaded = load(args)
-        summary = read_caffemodel(args.weights)
-        result = fold(loaded.net, summary, phase=args.phase)
-        writer.check(result.plan, summary)
-        if not args.dry_run:     # the weights first: their values may still fail to read
-            writer.write(result.plan, args.weights_out, source=summary, outputs=outputs)
-        diff = write_net(args, outputs, loaded, result.net, write=not args.dry_run) \
-            if (not args.dry_run or args.diff) else None
-        text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else \
-            format_folded(result)
-        finish(args, outputs, text, diff)
+    with writing(args, inputs, targets) as (outputs, progress):
+        result = fold(args.net, args.weights, weights_out=args.weights_out, phase=args.phase,
+                      output=args.output, dry_run=args.dry_run, canonical=args.canonical,
+                      diff=bool(args.diff), strict=args.strict, outputs=outputs,
+                      on_message=tell, progress=progress)
+        text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else result.text
+        finish(args, outputs, text, result.diff)
     return 0

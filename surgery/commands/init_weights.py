@@ -14,14 +14,13 @@ when both are (a train_val file: its TRAIN-only layers get weights too).
 """
 
 import json
-import math
+import sys
 
 from ..analysis.analyse import parse_input_shapes
-from ..errors import SurgeryError
-from ..weights.initweights import init_weights
+from ..api.init_weights import init_weights
 from . import options
-from .output import (add_phase_argument, add_quiet_argument, add_strict_argument,
-                     choose_phases, load, writing)
+from .output import (add_phase_argument, add_quiet_argument, add_strict_argument, tell,
+                     writing)
 
 NAME = "init-weights"
 HELP = "write random weights that keep activations O(1), streaming"
@@ -42,28 +41,11 @@ def add_arguments(parser):
 
 
 def run(args):
-    with writing(args, [args.net], [args.output]) as (outputs, _progress):
-        layers = _write(args, outputs)
+    with writing(args, [args.net], [args.output]) as (outputs, progress):
+        result = init_weights(args.net, args.output, seed=args.seed,
+                              input_shapes=parse_input_shapes(args.input_shape),
+                              phase=args.phase, strict=args.strict, outputs=outputs,
+                              on_message=tell, progress=progress)
         outputs.commit()
-    if args.json:
-        print(json.dumps({"output": args.output, "seed": args.seed, "layers": [
-            {"name": l["name"], "type": l["type"], "shapes": [list(s) for s in l["shapes"]]}
-            for l in layers]}, indent=2))
-    else:
-        count = sum(math.prod(s) for l in layers for s in l["shapes"])
-        print(f"wrote {args.output}: {len(layers)} layers, {count} parameters (seed {args.seed})")
+    sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n" if args.json else result.text)
     return 0
-
-
-def _write(args, outputs):
-    loaded = load(args)
-    numeric = loaded.numeric_placeholders
-    if numeric:   # weights need every size; a template leaves some open
-        line, col = loaded.position(numeric[0])
-        raise SurgeryError(f"template placeholder {numeric[0].text} leaves a size open; "
-                           "substitute the placeholders before making weights",
-                           file=loaded.path, line=line, col=col)
-    net = loaded.net
-    shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
-    return init_weights(net, args.output, seed=args.seed, input_shapes=shapes,
-                        inputs=(args.net,), phases=choose_phases(args, net), outputs=outputs)

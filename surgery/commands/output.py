@@ -2,13 +2,13 @@
 
 Writing goes through one transaction per run (`writing`, io/atomic.Outputs): every
 output is claimed before the long work starts and renamed into place only once all of
-them are complete. `--quiet` turns off the progress line (surgery/progress.py).
+them are complete; the command hands it to the API function, which stages its files in
+it. `--quiet` turns off the progress line (surgery/progress.py).
 
-Loading: `--strict` and `load(args, path)`, which prints the unknown-field warnings
-once on stderr; `--phase` and `choose_phases(args, net)` for commands that analyse one
-phase's layers. Writing: -o, --in-place, --canonical, --diff; `output_target` decides
-where the net goes, `write_net` writes the change as a minimal edit of the input file
-(see io/preserve.py) and `finish` prints the summary and writes the diff.
+Loading: `--strict`; `--phase` for commands that analyse one phase's layers; `tell`
+prints the API's warnings and notes on stderr as they are found. Writing: -o,
+--in-place, --canonical, --diff; `output_target` decides where the net goes and
+`finish` commits, prints the summary and writes the diff.
 
 stdout holds one thing: the summary (text or JSON), or with `--diff -` the diff alone
 (the summary then goes to stderr). Warnings and notes always go to stderr.
@@ -18,11 +18,8 @@ import contextlib
 import sys
 
 from ..errors import SurgeryError
-from ..analysis.graph import complete_phases
 from ..io.atomic import Outputs, guard_output
 from ..progress import Progress
-from ..io.netfile import NetFile, load_net
-from ..io.preserve import render, unified_diff
 from . import options
 
 
@@ -32,13 +29,9 @@ def add_strict_argument(parser):
                              "(default: keep it verbatim and warn)")
 
 
-def load(args, path=None):
-    """The NetFile for `path` (default args.net), warnings printed to stderr."""
-    loaded = load_net(path if path is not None else args.net,
-                      strict=getattr(args, "strict", False))
-    for warning in loaded.warnings:
-        print(f"caffe-surgery: warning: {warning}", file=sys.stderr)
-    return loaded
+def tell(kind, text):
+    """The API's `on_message`: a warning or note printed on stderr as it is found."""
+    print(f"caffe-surgery: {kind}: {text}", file=sys.stderr)
 
 
 def add_phase_argument(parser, what):
@@ -46,34 +39,6 @@ def add_phase_argument(parser, what):
                         help=f"which phase's layers to {what} (default: the phase in which "
                              "the net is complete, TEST first; both when both are and their "
                              "layers differ)")
-
-
-def choose_phases(args, net):
-    """The phases to analyse: --phase, else every phase in which the net builds (TEST
-    first) that has layers of its own. A train file whose data layer exists only in TRAIN
-    gets TRAIN; a train_val file both. A note on stderr says so when there was a choice."""
-    if args.phase:
-        return [args.phase]
-    built, failed = complete_phases(net)
-    if not built:
-        raise failed["TEST"]
-    first, *others = built
-    chosen = [first] + [p for p in others if _names(built[p]) != _names(built[first])]
-    if failed:
-        other, why = next(iter(failed.items()))
-        note(f"using phase {first}, the one in which the net is complete (in {other}: {why})")
-    elif len(chosen) > 1:
-        note("the net builds in TEST and TRAIN with different layers: both are analysed "
-             "(--phase picks one)")
-    return chosen
-
-
-def _names(graph):
-    return [node.name for node in graph.nodes]
-
-
-def note(text):
-    print(f"caffe-surgery: note: {text}", file=sys.stderr)
 
 
 def add_output_arguments(parser):
@@ -144,24 +109,3 @@ def finish(args, outputs, summary, diff):
         sys.stdout.write(diff or "")
         return
     sys.stdout.write(summary)
-
-
-def write_net(args, outputs, loaded, new, *, source=None, write=True, target=None):
-    """Render `new` as an edit of the input file and (unless `write` is false, a dry run)
-    stage it in `outputs` for `target` (default args.output). Returns the unified diff
-    when --diff asked for one, else None; the command hands it to `finish`.
-
-    `loaded` is the input's NetFile (a bare NetParameter is accepted from older callers;
-    the file is then loaded again here)."""
-    source = source or args.net
-    if not isinstance(loaded, NetFile):
-        loaded = load_net(source, strict=getattr(args, "strict", False))._replace(net=loaded)
-    text, why = render(loaded, new, canonical=args.canonical)
-    if why:
-        note(why)
-    target = target or args.output
-    if write:
-        outputs.write(target, text.encode("utf-8"), inputs=[source])
-    if args.diff:
-        return unified_diff(source, loaded.text, text, target or "(not written)")
-    return None

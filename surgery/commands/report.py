@@ -17,11 +17,12 @@ The graph is laid out by Graphviz's `dot` when it is on PATH (Debian/Ubuntu: apt
 install graphviz), else by the Python package grandalf (pip install 'caffe-surgery[report]').
 """
 
+import sys
+
 from ..analysis.analyse import parse_input_shapes
-from ..errors import SurgeryError
-from ..analysis.graph import described_phases
+from ..api.report import report
 from . import options
-from .output import add_quiet_argument, add_strict_argument, load, writing
+from .output import add_quiet_argument, add_strict_argument, tell, writing
 
 NAME = "report"
 HELP = "draw a net or a conversion as one self-contained HTML page"
@@ -45,22 +46,12 @@ def add_arguments(parser):
 
 
 def run(args):
-    from ..report.html import find_layout, make_page, read_verify
-
-    shapes = parse_input_shapes(args.input_shape) or None
-    if args.verify and not args.converted:
-        raise SurgeryError("--verify needs CONVERTED.prototxt (it measures a conversion)")
+    shapes = parse_input_shapes(args.input_shape)
     inputs = [p for p in (args.net, args.converted, args.verify) if p]
     with writing(args, inputs, [args.output]) as (outputs, progress):
-        verify = read_verify(args.verify) if args.verify else None
-        layout = find_layout()   # before the nets load: a missing tool fails at once
-        before = load(args)
-        after = load(args, args.converted) if args.converted else None
-        phase = args.phase or ("TEST" if "TEST" in described_phases(before.net) else "TRAIN")
-        page = make_page(before, after, input_shapes=shapes, phase=phase, verify=verify,
-                         layout=layout, progress=progress)
-        data = page.encode("utf-8")
-        outputs.write(args.output, data)
+        result = report(args.net, args.converted, output=args.output, input_shapes=shapes,
+                        phase=args.phase, verify=args.verify, strict=args.strict,
+                        outputs=outputs, on_message=tell, progress=progress)
         outputs.commit()
-    print(f"wrote {args.output} ({len(data) / 1024:.0f} KiB)")
+    sys.stdout.write(result.text)
     return 0

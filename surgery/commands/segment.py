@@ -36,16 +36,10 @@ pixels. Exit status: 0 written; 2 bad input or an impossible request (nothing is
 import json
 import sys
 
-from ..analysis.analyse import analyse
-from ..analysis.check import compare, merge, wanted_shapes
-from ..errors import SurgeryError
-from ..io.caffemodel import read_caffemodel
-from ..io.prototxt import format_prototxt
-from ..layers import rule_for
-from ..transform.segment import (DATA_CHOICES, HEADS, UPSAMPLE_CHOICES, segment, solver,
-                                 write_weights)
+from ..api.segment import segment
+from ..transform.segment import DATA_CHOICES, HEADS, UPSAMPLE_CHOICES
 from . import options
-from .output import add_quiet_argument, add_strict_argument, load, writing
+from .output import add_quiet_argument, add_strict_argument, tell, writing
 
 NAME = "segment"
 HELP = "add a DeepLab/PSPNet segmentation head, label branch and loss to a backbone"
@@ -99,130 +93,19 @@ def add_arguments(parser):
 
 
 def run(args):
-    if args.weights and not args.weights_out:
-        raise SurgeryError("--weights is read to write --weights-out INIT.caffemodel (the "
-                           "backbone's layers plus the new ones); give --weights-out")
     inputs = [args.net] + ([args.weights] if args.weights else [])
     targets = (args.output, args.deploy, args.weights_out, args.solver)
-    with writing(args, inputs, targets) as (outputs, _):
-        return _run(args, outputs)
-
-
-def _run(args, outputs):
-    loaded = load(args)
-    numeric = loaded.numeric_placeholders
-    if numeric:
-        line, col = loaded.position(numeric[0])
-        raise SurgeryError(f"template placeholder {numeric[0].text} leaves a size open; "
-                           "substitute the placeholders first", file=loaded.path, line=line,
-                           col=col)
-    result = segment(loaded.net, head=args.head, classes=args.classes,
-                     output_stride=args.output_stride, crop=args.crop, rates=args.rates,
-                     bins=args.bins, data=args.data, upsample=args.upsample,
-                     ignore_label=args.ignore_label, cut_after=args.cut_after,
-                     train_bn=args.train_bn, scales=args.scales, unknowns=loaded.unknowns)
-    written = None
-    if args.weights_out:
-        written = write_weights(result, args.weights, args.weights_out, seed=args.seed,
-                                outputs=outputs)
-        summary = read_caffemodel(outputs.staged(args.weights_out))
-        expect = [wanted_shapes(analyse(n)) for n in (result.train, result.deploy)]
-        if not args.weights:    # the new layers only: the backbone's come from its file
-            expect = [{k: v for k, v in e.items() if k in written} for e in expect]
-        if not merge([compare(e, summary) for e in expect]).ok:
-            raise SurgeryError("internal error: the written weights do not load into the "
-                               "nets (nothing written)")
-    outputs.write(args.output, format_prototxt(result.train).encode("utf-8"))
-    if args.deploy:
-        outputs.write(args.deploy, format_prototxt(result.deploy).encode("utf-8"))
-    if args.solver:
-        rest = solver(result, args.output, max_iter=args.max_iter, iter_size=args.iter_size)
-        first = type(rest)(net=rest.net)        # `net:` first, as solver files have it
-        rest.ClearField("net")
-        outputs.write(args.solver, (format_prototxt(first) + format_prototxt(rest)).encode("utf-8"))
-    outputs.commit()
-    if args.json:
-        data = result.report.to_json()
-        data["files"] = {"train": args.output, "deploy": args.deploy,
-                         "weights": args.weights_out, "solver": args.solver}
-        data["weights_added"] = written
-        sys.stdout.write(json.dumps(data, indent=1) + "\n")
-    else:
-        sys.stdout.write(format_summary(result, args, written))
+    with writing(args, inputs, targets) as (outputs, progress):
+        result = segment(args.net, head=args.head, classes=args.classes,
+                         output_stride=args.output_stride, crop=args.crop, rates=args.rates,
+                         bins=args.bins, data=args.data, upsample=args.upsample,
+                         ignore_label=args.ignore_label, scales=args.scales,
+                         train_bn=args.train_bn, cut_after=args.cut_after,
+                         weights=args.weights, weights_out=args.weights_out, seed=args.seed,
+                         output=args.output, deploy=args.deploy, solver=args.solver,
+                         max_iter=args.max_iter, iter_size=args.iter_size,
+                         strict=args.strict, outputs=outputs, on_message=tell,
+                         progress=progress)
+        outputs.commit()
+    sys.stdout.write(json.dumps(result.to_json(), indent=1) + "\n" if args.json else result.text)
     return 0
-
-
-def _filler(f):
-    kind = f.type or "constant"
-    if kind == "constant":
-        return f"{f.value:g}"
-    if kind == "gaussian":
-        return f"gaussian std {f.std:g}"
-    return kind
-
-
-def format_summary(result, args, written):
-    r = result.report
-    d = r.dilate
-    rewritten = [c for c in d.changes if c.action == "rewrite"]
-    lines = [f"segment: {r.head} head, {r.classes} classes, output stride {r.output_stride}, "
-             f"crop {r.crop.h}x{r.crop.w}",
-             f"backbone: trunk '{r.trunk}' {'x'.join(map(str, r.trunk_shape))}; dilate rewrote "
-             f"{len(rewritten)} layers ({'exact' if d.exact else 'approximate'})"
-             + (f"; cut {', '.join(r.cut)}" if r.cut else "")]
-    if r.frozen:
-        lines.append(f"  {r.frozen}")
-    if r.fcn is not None:
-        lines.append("  fcn: " + ", ".join(f"{p.source} -> {p.target}" for p in r.fcn.layers)
-                     + " (fc6 decimated)")
-    lines.append(f"head: {r.settings}; score {'x'.join(map(str, r.score_shape))}")
-    if r.scales:
-        lines.append("  scales (weights shared by param name, fused by Eltwise MAX): "
-                     + ", ".join(f"{float(s):g} '{blob}' {'x'.join(map(str, shape[2:]))}"
-                                 for s, blob, shape in r.scales))
-    lines.append("  receptive field of each branch, in image pixels:")
-    width = max(len(label) for label, _, _ in r.branches) if r.branches else 4
-    for label, blob, rf in r.branches:
-        size = f"{rf.h}" if rf.h == rf.w else f"{rf.h}x{rf.w}"
-        lines.append(f"    {label:<{width}}  {blob:<24} {size}")
-    layers = {layer.name: layer for n in (result.train, result.deploy) for layer in n.layer}
-    for what, path, added, note in (("train", args.output, r.added_train, r.label),
-                                    ("deploy", args.deploy, r.added_deploy, r.output)):
-        if what == "deploy" and not path:
-            continue
-        own = [(n, t) for n, t in added if n not in r.copies]
-        shown = [(n, t) for n, t in own if list(layers[n].top) != list(layers[n].bottom)]
-        more = [f"{len(own) - len(shown)} of them in place (BatchNorm, Scale, ReLU, Dropout)"] \
-            if len(shown) < len(own) else []
-        more += [f"{len(added) - len(own)} the other scales' copies"] \
-            if len(own) < len(added) else []
-        lines.append(f"{what} net {path}: {len(added)} layers added"
-                     + "".join(f", {m}" for m in more))
-        lines.append("  " + ", ".join(f"{n} ({t})" for n, t in shown))
-        lines.append(f"  {note}")
-    if written is not None:
-        lines.append(f"weights {args.weights_out}: the backbone's layers copied from "
-                     f"{args.weights}; {len(written)} new layers:" if args.weights else
-                     f"weights {args.weights_out}: the {len(written)} new layers only (no "
-                     f"--weights); train with --weights BACKBONE.caffemodel,"
-                     f"{args.weights_out} so Caffe loads the backbone's too:")
-        sources = {p.target: p for p in (result.fcn.layers if result.fcn is not None else [])}
-        for name in written:
-            layer = layers[name]
-            if name in sources:
-                p = sources[name]
-                lines.append(f"  {name} ({layer.type}): {'x'.join(map(str, p.weight_shape))}"
-                             f"{', ' + str(p.num_output // p.out_step) if p.bias else ''} "
-                             f"rebuilt from {p.source} by fcn")
-                continue
-            shapes = r.new_params[name]
-            fills = rule_for(layer.type).fillers(layer)
-            parts = [f"{'x'.join(map(str, s))} {_filler(f)}" for s, f in zip(shapes, fills)]
-            lines.append(f"  {name} ({layer.type}): {'; '.join(parts)}")
-        lines.append("  check: loads into the train and deploy nets")
-    if args.solver:
-        lines.append(f"solver {args.solver}: net \"{args.output}\", base_lr {r.base_lr:g}, "
-                     f"lr_policy poly (power 0.9), momentum 0.9, weight_decay 0.0005, "
-                     f"max_iter {args.max_iter}")
-    lines.extend(f"note: {n}" for n in r.notes)
-    return "\n".join(lines) + "\n"

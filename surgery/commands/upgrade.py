@@ -12,11 +12,9 @@ upgraded net in protobuf's standard formatting, which is refused when that would
 
 import sys
 
-from ..io.preserve import refuse_lossy
-from ..io.prototxt import format_prototxt, read_text
-from ..io.solverfile import is_solver_text, upgrade_solver_file
+from ..api.upgrade import upgrade
 from . import options
-from .output import add_strict_argument, load, writing
+from .output import add_strict_argument, tell, writing
 
 NAME = "upgrade"
 HELP = ("convert a legacy net (V0, V1, input header, DeepLab hole) or solver (solver_type) "
@@ -36,33 +34,14 @@ def run(args):
     output = args.output
     if output is None and args.in_place:
         output = args.input
+    to_stdout = output in (None, "-")
     with writing(args, [args.input], [output]) as (outputs, _progress):
-        if is_solver_text(read_text(args.input), args.input):
-            text, notes = _upgrade_solver(args)
+        result = upgrade(args.input, output=None if to_stdout else output,
+                         strict=args.strict, outputs=outputs, on_message=tell)
+        if to_stdout:
+            sys.stdout.write(result.text)
         else:
-            text, notes = _upgrade_net(args)
-        if output is None or output == "-":
-            sys.stdout.write(text)
-        else:
-            outputs.write(output, text.encode("utf-8"))
             outputs.commit()
-    for note in notes or ["already in the current format; nothing to upgrade"]:
+    for note in result.changes or ["already in the current format; nothing to upgrade"]:
         print(f"caffe-surgery: upgrade: {note}", file=sys.stderr)
     return 0
-
-
-def _upgrade_net(args):
-    loaded = load(args, args.input)
-    if not loaded.notes:
-        return loaded.text, []
-    refuse_lossy(loaded, "the upgraded net is written in protobuf's standard formatting")
-    return format_prototxt(loaded.net), loaded.notes + [
-        "wrote the upgraded net in protobuf's standard formatting (comments and layout "
-        "are not kept)"]
-
-
-def _upgrade_solver(args):
-    done = upgrade_solver_file(args.input, strict=args.strict)
-    for warning in done.warnings:
-        print(f"caffe-surgery: warning: {warning}", file=sys.stderr)
-    return done.text, done.notes

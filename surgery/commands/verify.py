@@ -20,10 +20,11 @@ input or a missing engine.
 """
 
 import json
+import sys
 
 from ..analysis.analyse import parse_input_shapes
+from ..api.verify import verify
 from ..engines.engine import CHOICES
-from ..engines.verify import verify
 from ..progress import Progress
 from . import options
 from .output import add_quiet_argument
@@ -67,12 +68,12 @@ def add_arguments(parser):
 
 
 def run(args):
-    shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
+    shapes = parse_input_shapes(args.input_shape)
     with Progress(quiet=args.quiet) as progress:
-        report = verify(args.original, args.converted, args.weights, input_shapes=shapes,
-                        blobs=args.blob, engine=args.engine, tol=args.tol, seed=args.seed,
-                        strict=args.strict, caffe_python=args.caffe_python,
+        result = verify(args.original, args.converted, args.weights,
                         weights_converted=args.weights_converted, defines=dict(args.define),
-                        progress=progress)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
-    return 0 if report.passed else 1
+                        input_shapes=shapes, blobs=args.blob, engine=args.engine,
+                        caffe_python=args.caffe_python, tol=args.tol, seed=args.seed,
+                        strict=args.strict, progress=progress)
+    sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n" if args.json else result.text)
+    return 0 if result.ok else 1

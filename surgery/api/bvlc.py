@@ -1,0 +1,80 @@
+"""`surgery.bvlc`: fork layers rewritten to BVLC Caffe's own types wherever an exact form
+exists."""
+
+from dataclasses import dataclass
+from typing import Optional
+
+from ..errors import SurgeryError
+from ..io.caffemodel import read_caffemodel
+from ..transform.bvlc import form_weights, to_bvlc
+from ..weights import writer
+from .base import Log, Result, load, net_target, paired_weights, transaction, write_net
+
+
+@dataclass
+class BvlcRewritten(Result):
+    result: object                    # transform.bvlc.BvlcResult: `.rewritten`, `.kept`
+    weights_out: Optional[str] = None  # where the weights were written, or None
+    diff: Optional[str] = None        # the unified diff, when asked for
+
+    @property
+    def net(self):
+        return self.result.net
+
+    def to_json(self):
+        return self.result.to_json()
+
+    @property
+    def text(self):
+        r = self.result
+        lines = [f"rewrote {len(r.rewritten)} layer(s) to BVLC types"
+                 + (":" if r.rewritten else "")]
+        width = max([len(x.name) for x in r.rewritten] + [len(k.name) for k in r.kept] + [5])
+        for x in r.rewritten:
+            into = " + ".join(f"{t} '{n}'" for n, t in x.into)
+            lines.append(f"  {x.name:<{width}}  {x.type} -> {into}")
+        if r.kept:
+            lines.append(f"kept {len(r.kept)} layer(s) with no BVLC form (--strict refuses "
+                         "them):")
+            lines.extend(f"  {k.name:<{width}}  {k.type}: {k.why}" for k in r.kept)
+        else:
+            lines.append("no fork layer is left: the net loads in BVLC Caffe as it is")
+        if self.weights_out:
+            lines.append(f"weights: {self.weights_out} (the rewritten layers' blobs made, "
+                         "every other layer copied byte for byte)")
+        return "\n".join(lines) + "\n"
+
+
+def bvlc(net, *, weights=None, weights_out=None, output=None, dry_run=False, in_place=False,
+         canonical=False, diff=False, strict=False, outputs=None, on_message=None,
+         progress=None):
+    """Rewrite the fork layers of the net at `net` that have an exact BVLC form (PSPNet BN,
+    SegNet's inference BN, depthwise, ReLU6, ceil_mode); the others are kept and listed
+    (`strict`: refused). `weights` are streamed into `weights_out` with the rewritten
+    layers' blobs made; the net goes to `output` as an edit of its file."""
+    target = net_target(net, output, in_place)
+    paired_weights(weights, weights_out, dry_run, "the rewritten layers need other blobs")
+    log = Log(on_message)
+    inputs = [net] + ([weights] if weights else [])
+    claims = [] if dry_run else [target, weights_out]
+    with transaction(outputs, inputs=inputs, targets=claims, in_place=in_place,
+                     progress=progress) as out:
+        loaded = load(net, strict=strict, log=log)
+        unknown = {uf.layer for uf in loaded.binding.unknown_fields if uf.layer is not None}
+        result = to_bvlc(loaded.net, unknown_layers=unknown)
+        if strict and result.kept:
+            kept = result.kept[0]
+            raise SurgeryError(f"{kept.type} has no exact BVLC form ({kept.why}); without "
+                               f"--strict it is kept and listed", layer=kept.name)
+        written = None
+        if weights:
+            summary = read_caffemodel(weights)
+            plan = form_weights(result.forms, summary)
+            writer.check(plan, summary)
+            if not dry_run and weights_out:
+                writer.write(plan, weights_out, source=summary, outputs=out)
+                written = weights_out
+        writes = not dry_run and target is not None
+        changes = write_net(loaded, result.net, out, target=target, write=writes,
+                            canonical=canonical, diff=diff, log=log) if writes or diff else None
+    return log.done(BvlcRewritten(result, written, changes))

@@ -1,0 +1,54 @@
+"""`surgery.fold`: BatchNorm (and the Scale after it) folded into the layer before it."""
+
+from dataclasses import dataclass
+from typing import Optional
+
+from ..errors import SurgeryError
+from ..io.caffemodel import read_caffemodel
+from ..transform.fold import fold as fold_net, format_folded
+from ..weights import writer
+from .base import Log, Result, load, net_target, transaction, write_net
+
+
+@dataclass
+class FoldResult(Result):
+    folded: object              # transform.fold.Folded: `.net`, `.folds`, `.left`, `.plan`
+    diff: Optional[str] = None  # the unified diff, when asked for
+
+    @property
+    def net(self):
+        return self.folded.net
+
+    @property
+    def text(self):
+        return format_folded(self.folded)
+
+    def to_json(self):
+        return self.folded.to_json()
+
+
+def fold(net, weights, *, weights_out=None, phase=None, output=None, dry_run=False,
+         in_place=False, canonical=False, diff=False, strict=False, outputs=None,
+         on_message=None, progress=None):
+    """Fold each normaliser of the net at `net` with its weights at `weights` into the
+    layer before it (or one Scale); the folded weights go to `weights_out` (streamed),
+    the net to `output`. `phase` "TEST" folds the inference net of a file whose TRAIN
+    phase still updates its BN layers."""
+    target = net_target(net, output, in_place)
+    if not dry_run and not weights_out:
+        raise SurgeryError("give --weights-out OUT.caffemodel for the folded weights (the "
+                           "folded net does not load the old ones), or --dry-run")
+    log = Log(on_message)
+    claims = [] if dry_run else [target, weights_out]
+    with transaction(outputs, inputs=[net, weights], targets=claims, in_place=in_place,
+                     progress=progress) as out:
+        loaded = load(net, strict=strict, log=log)
+        summary = read_caffemodel(weights)
+        result = fold_net(loaded.net, summary, phase=phase)
+        writer.check(result.plan, summary)
+        if not dry_run:     # the weights first: their values may still fail to read
+            writer.write(result.plan, weights_out, source=summary, outputs=out)
+        writes = not dry_run and target is not None
+        changes = write_net(loaded, result.net, out, target=target, write=writes,
+                            canonical=canonical, diff=diff, log=log) if writes or diff else None
+    return log.done(FoldResult(result, changes))
