@@ -1,21 +1,34 @@
-"""The Python API: one function per command, which returns data and never prints or exits.
+"""The Python API: every command is a function here that returns data and never prints or
+exits (docs/api.md):
 
-`surgery.dilate`, `surgery.inspect`, ... (surgery/__init__.py) are short wrappers that
-import the module of the same name here only when called, so `import surgery` stays
-cheap. The work lives here, in one module per command, rather than in one api.py,
-because each command's work (load, run the pass, plan the weights, write every output
-in one transaction, word the summary) is a screenful of its own; and rather than in the
-commands, so the CLI is only a layer over it: `commands/NAME.py` parses the command
-line, calls `surgery.api.NAME.NAME`, prints the result and maps it to an exit status.
+    from surgery import api
+    result = api.dilate("deploy.prototxt", output_stride=8, head="cut", output="os8.prototxt")
+    result.report.exact, result.text, result.to_json()
 
-The conventions every function keeps (docs/api.md):
+Why a namespace of its own, `surgery.api`, rather than the top of the package:
+`surgery.weights` and `surgery.report` are subpackages (the weight plans and writer, the
+text and HTML reports), so two of the twelve commands could not be functions there; one
+namespace that holds all twelve under their command names reads better than ten plus
+two exceptions. `surgery.load`/`save`/`analyse`/`dilate` stay where they were: they work
+on NetParameters in memory, these on files.
+
+Why one module per command (`_dilate.py`, ...), not one api.py: each command's work
+(load, run the pass, plan the weights, write every output in one transaction, word the
+summary) is a screenful of its own, and it lives here rather than in the commands, so
+the CLI is only a layer over it: `commands/NAME.py` parses the command line, calls
+`api.NAME`, prints the result and maps it to an exit status. The modules are named with
+a leading underscore so that none shadows the function of its name. Each imports what
+it needs inside its functions, so `import surgery.api` stays cheap and a command pays
+only for its own imports.
+
+The conventions every function keeps:
 - Files in: nets, weights and JSON are paths, as on the command line; what a file leaves
   open (template placeholders, fork fields) is kept, and an edited net is written as a
-  minimal edit of its own text. Option values are Python values (`input_shapes=
-  {"data": (1, 3, 224, 224)}`), keyword-only, one keyword per CLI flag, same defaults.
+  minimal edit of its own text. Options are keyword-only Python values (`input_shapes=
+  {"data": (1, 3, 224, 224)}`), one keyword per CLI flag, with the CLI's defaults.
 - A result out (base.Result): `.text` is what the command prints on stdout, `.to_json()`
-  what it prints with --json, `.ok` False where the command exits 1, `.messages` the
-  warnings and notes it prints on stderr, as (kind, text).
+  what it prints with --json, `.ok` False where the command exits with status 1,
+  `.messages` the warnings and notes it prints on stderr, as (kind, text).
 - Outputs all or none: a function writes the files it is given (`output=`,
   `weights_out=`, ...) in one io.atomic.Outputs transaction, its own unless `outputs=`
   hands it the caller's (the CLI's, which claimed the files first and commits them with
@@ -26,3 +39,20 @@ The conventions every function keeps (docs/api.md):
 - Bad input raises SurgeryError (one line, naming the file or layer), and nothing is
   written.
 """
+
+from ._bvlc import bvlc
+from ._check import check
+from ._dilate import dilate
+from ._fcn import fcn
+from ._fold import fold
+from ._init_weights import init_weights
+from ._inspect import inspect
+from ._report import report
+from ._segment import segment
+from ._upgrade import upgrade
+from ._verify import verify
+from ._weights import weights
+from .base import Result
+
+__all__ = ["inspect", "dilate", "upgrade", "weights", "check", "init_weights", "verify", "fcn",
+           "report", "segment", "fold", "bvlc", "Result"]

@@ -19,7 +19,7 @@ Exit status: 0 written; 2 bad input, or with --strict a layer with no BVLC form
 
 import json
 
-from ..api.bvlc import bvlc
+from .. import api
 from . import options
 from .output import (add_output_arguments, add_quiet_argument, finish, output_target, tell,
                      writing)
@@ -48,7 +48,7 @@ def run(args):
     if not args.dry_run:
         targets.append(args.weights_out)
     with writing(args, inputs, targets) as (outputs, progress):
-        result = bvlc(args.net, weights=args.weights, weights_out=args.weights_out,
+        result = api.bvlc(args.net, weights=args.weights, weights_out=args.weights_out,
                       output=args.output, dry_run=args.dry_run, canonical=args.canonical,
                       diff=bool(args.diff), strict=args.strict, outputs=outputs,
                       on_message=tell, progress=progress)

@@ -20,7 +20,7 @@ import json
 import sys
 
 from ..analysis.analyse import parse_input_shapes
-from ..api.check import check
+from .. import api
 from . import options
 from .output import add_phase_argument, add_strict_argument, tell
 
@@ -42,7 +42,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    result = check(args.net, args.model, input_shapes=parse_input_shapes(args.input_shape),
+    result = api.check(args.net, args.model, input_shapes=parse_input_shapes(args.input_shape),
                    phase=args.phase, problems=args.problems, strict=args.strict,
                    on_message=tell)
     sys.stdout.write(json.dumps(result.to_json()) + "\n" if args.json else result.text)

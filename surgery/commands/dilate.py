@@ -29,7 +29,7 @@ Exit status: 0 written; 1 when --weights do not load into the result (nothing is
 import os
 
 from ..analysis.analyse import parse_input_shapes
-from ..api.dilate import dilate
+from .. import api
 from ..transform.dilate import CONVENTIONS, DILATION_CHOICES, HEAD_CHOICES, POOLING_CHOICES
 from ..errors import SurgeryError
 from . import options
@@ -86,7 +86,7 @@ def run(args):
     if not args.dry_run:
         targets.append(args.weights_out)
     with writing(args, inputs, targets) as (outputs, progress):
-        result = dilate(args.nets, output_stride=args.output_stride, head=args.head,
+        result = api.dilate(args.nets, output_stride=args.output_stride, head=args.head,
                         pooling=args.pooling, dilation=args.dilation,
                         convention=args.convention, multi_grid=args.multi_grid,
                         cut_after=args.cut_after,

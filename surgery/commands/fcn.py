@@ -24,7 +24,7 @@ Exit status: 0 written, 2 bad input (nothing is written).
 import json
 
 from ..analysis.analyse import parse_input_shapes
-from ..api.fcn import fcn
+from .. import api
 from ..transform.fcn import PAD_CHOICES
 from . import options
 from .output import (add_output_arguments, add_quiet_argument, finish, output_target, tell,
@@ -65,7 +65,7 @@ def run(args):
     if not args.dry_run:
         targets.append(args.weights_out)
     with writing(args, inputs, targets) as (outputs, progress):
-        result = fcn(args.net, weights=args.weights, weights_out=args.weights_out,
+        result = api.fcn(args.net, weights=args.weights, weights_out=args.weights_out,
                      pad=args.pad, rename=args.rename, decimate=args.decimate,
                      input_shapes=shapes, output=args.output, dry_run=args.dry_run,
                      canonical=args.canonical, diff=bool(args.diff), strict=args.strict,

@@ -20,7 +20,7 @@ Exit status: 0 written; 2 bad input or a refused net (nothing is written).
 
 import json
 
-from ..api.fold import fold
+from .. import api
 from . import options
 from .output import (add_output_arguments, add_quiet_argument, finish, output_target, tell,
                      writing)
@@ -49,7 +49,7 @@ def run(args):
     if not args.dry_run:
         targets.append(args.weights_out)
     with writing(args, inputs, targets) as (outputs, progress):
-        result = fold(args.net, args.weights, weights_out=args.weights_out, phase=args.phase,
+        result = api.fold(args.net, args.weights, weights_out=args.weights_out, phase=args.phase,
                       output=args.output, dry_run=args.dry_run, canonical=args.canonical,
                       diff=bool(args.diff), strict=args.strict, outputs=outputs,
                       on_message=tell, progress=progress)

@@ -17,7 +17,7 @@ import json
 import sys
 
 from ..analysis.analyse import parse_input_shapes
-from ..api.init_weights import init_weights
+from .. import api
 from . import options
 from .output import (add_phase_argument, add_quiet_argument, add_strict_argument, tell,
                      writing)
@@ -42,7 +42,7 @@ def add_arguments(parser):
 
 def run(args):
     with writing(args, [args.net], [args.output]) as (outputs, progress):
-        result = init_weights(args.net, args.output, seed=args.seed,
+        result = api.init_weights(args.net, args.output, seed=args.seed,
                               input_shapes=parse_input_shapes(args.input_shape),
                               phase=args.phase, strict=args.strict, outputs=outputs,
                               on_message=tell, progress=progress)

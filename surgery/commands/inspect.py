@@ -16,7 +16,7 @@ import json
 import sys
 
 from ..analysis.analyse import parse_input_shapes
-from ..api.inspect import inspect
+from .. import api
 from . import options
 from .output import add_phase_argument, add_strict_argument, tell
 
@@ -35,7 +35,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    result = inspect(args.net, input_shapes=parse_input_shapes(args.input_shape),
+    result = api.inspect(args.net, input_shapes=parse_input_shapes(args.input_shape),
                      phase=args.phase, strict=args.strict, on_message=tell)
     if args.json:
         json.dump(result.to_json(), sys.stdout, indent=1)

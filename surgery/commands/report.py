@@ -20,7 +20,7 @@ install graphviz), else by the Python package grandalf (pip install 'caffe-surge
 import sys
 
 from ..analysis.analyse import parse_input_shapes
-from ..api.report import report
+from .. import api
 from . import options
 from .output import add_quiet_argument, add_strict_argument, tell, writing
 
@@ -49,7 +49,7 @@ def run(args):
     shapes = parse_input_shapes(args.input_shape)
     inputs = [p for p in (args.net, args.converted, args.verify) if p]
     with writing(args, inputs, [args.output]) as (outputs, progress):
-        result = report(args.net, args.converted, output=args.output, input_shapes=shapes,
+        result = api.report(args.net, args.converted, output=args.output, input_shapes=shapes,
                         phase=args.phase, verify=args.verify, strict=args.strict,
                         outputs=outputs, on_message=tell, progress=progress)
         outputs.commit()

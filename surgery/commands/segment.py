@@ -36,7 +36,7 @@ pixels. Exit status: 0 written; 2 bad input or an impossible request (nothing is
 import json
 import sys
 
-from ..api.segment import segment
+from .. import api
 from ..transform.segment import DATA_CHOICES, HEADS, UPSAMPLE_CHOICES
 from . import options
 from .output import add_quiet_argument, add_strict_argument, tell, writing
@@ -96,7 +96,7 @@ def run(args):
     inputs = [args.net] + ([args.weights] if args.weights else [])
     targets = (args.output, args.deploy, args.weights_out, args.solver)
     with writing(args, inputs, targets) as (outputs, progress):
-        result = segment(args.net, head=args.head, classes=args.classes,
+        result = api.segment(args.net, head=args.head, classes=args.classes,
                          output_stride=args.output_stride, crop=args.crop, rates=args.rates,
                          bins=args.bins, data=args.data, upsample=args.upsample,
                          ignore_label=args.ignore_label, scales=args.scales,

@@ -12,7 +12,7 @@ upgraded net in protobuf's standard formatting, which is refused when that would
 
 import sys
 
-from ..api.upgrade import upgrade
+from .. import api
 from . import options
 from .output import add_strict_argument, tell, writing
 
@@ -36,7 +36,7 @@ def run(args):
         output = args.input
     to_stdout = output in (None, "-")
     with writing(args, [args.input], [output]) as (outputs, _progress):
-        result = upgrade(args.input, output=None if to_stdout else output,
+        result = api.upgrade(args.input, output=None if to_stdout else output,
                          strict=args.strict, outputs=outputs, on_message=tell)
         if to_stdout:
             sys.stdout.write(result.text)

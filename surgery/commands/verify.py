@@ -23,7 +23,7 @@ import json
 import sys
 
 from ..analysis.analyse import parse_input_shapes
-from ..api.verify import verify
+from .. import api
 from ..engines.engine import CHOICES
 from ..progress import Progress
 from . import options
@@ -70,7 +70,7 @@ def add_arguments(parser):
 def run(args):
     shapes = parse_input_shapes(args.input_shape)
     with Progress(quiet=args.quiet) as progress:
-        result = verify(args.original, args.converted, args.weights,
+        result = api.verify(args.original, args.converted, args.weights,
                         weights_converted=args.weights_converted, defines=dict(args.define),
                         input_shapes=shapes, blobs=args.blob, engine=args.engine,
                         caffe_python=args.caffe_python, tol=args.tol, seed=args.seed,

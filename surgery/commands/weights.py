@@ -9,7 +9,7 @@ those four dims. --json prints {"layers": [{"name", "type", "blobs"}], "params"}
 import json
 import sys
 
-from ..api.weights import weights
+from .. import api
 
 NAME = "weights"
 HELP = "list the layers and blob shapes stored in a .caffemodel"
@@ -21,6 +21,6 @@ def add_arguments(parser):
 
 
 def run(args):
-    result = weights(args.model)
+    result = api.weights(args.model)
     sys.stdout.write(json.dumps(result.to_json()) + "\n" if args.json else result.text)
     return 0

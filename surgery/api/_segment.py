@@ -1,16 +1,10 @@
-"""`surgery.segment`: a classification backbone made a trainable segmentation net."""
+"""`surgery.api.segment`: a classification backbone made a trainable segmentation net."""
 
 import os
 from dataclasses import dataclass
 from typing import Optional
 
-from ..analysis.analyse import analyse
-from ..analysis.check import compare, merge, wanted_shapes
 from ..errors import SurgeryError
-from ..io.caffemodel import read_caffemodel
-from ..io.prototxt import format_prototxt
-from ..layers import rule_for
-from ..transform.segment import segment as make, solver as make_solver, write_weights
 from .base import Log, Result, load, refuse_open_sizes, transaction
 
 
@@ -56,6 +50,10 @@ def segment(net, *, head, classes, output_stride=8, crop=None, rates=None, bins=
     solver (to `solver`) and the initial weights (to `weights_out`: the backbone's
     `weights` copied, the new layers drawn from their fillers with `seed`). `crop` is
     (H, W), `scales` decimal texts like ("1", "0.75", "0.5"); the rest as the CLI."""
+    from ..io.caffemodel import read_caffemodel
+    from ..io.prototxt import format_prototxt
+    from ..transform.segment import segment as make, solver as make_solver, write_weights
+
     if weights and not weights_out:
         raise SurgeryError("--weights is read to write --weights-out INIT.caffemodel (the "
                            "backbone's layers plus the new ones); give --weights-out")
@@ -93,6 +91,9 @@ def segment(net, *, head, classes, output_stride=8, crop=None, rates=None, bins=
 
 def _check_written(result, summary, written, *, backbone):
     """SurgeryError (nothing written) unless the weights written load into both nets."""
+    from ..analysis.analyse import analyse
+    from ..analysis.check import compare, merge, wanted_shapes
+
     expect = [wanted_shapes(analyse(n)) for n in (result.train, result.deploy)]
     if not backbone:    # the new layers only: the backbone's come from its file
         expect = [{k: v for k, v in e.items() if k in written} for e in expect]
@@ -112,6 +113,8 @@ def _filler(f):
 
 def _summary(made):
     """The text of a Segmented result."""
+    from ..layers import rule_for
+
     result, written = made.segmented, made.weights_added
     r = result.report
     d = r.dilate

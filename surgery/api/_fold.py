@@ -1,12 +1,9 @@
-"""`surgery.fold`: BatchNorm (and the Scale after it) folded into the layer before it."""
+"""`surgery.api.fold`: BatchNorm (and the Scale after it) folded into the layer before it."""
 
 from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import SurgeryError
-from ..io.caffemodel import read_caffemodel
-from ..transform.fold import fold as fold_net, format_folded
-from ..weights import writer
 from .base import Log, Result, load, net_target, transaction, write_net
 
 
@@ -21,6 +18,8 @@ class FoldResult(Result):
 
     @property
     def text(self):
+        from ..transform.fold import format_folded
+
         return format_folded(self.folded)
 
     def to_json(self):
@@ -34,6 +33,10 @@ def fold(net, weights, *, weights_out=None, phase=None, output=None, dry_run=Fal
     layer before it (or one Scale); the folded weights go to `weights_out` (streamed),
     the net to `output`. `phase` "TEST" folds the inference net of a file whose TRAIN
     phase still updates its BN layers."""
+    from ..io.caffemodel import read_caffemodel
+    from ..transform.fold import fold as fold_net
+    from ..weights import writer
+
     target = net_target(net, output, in_place)
     if not dry_run and not weights_out:
         raise SurgeryError("give --weights-out OUT.caffemodel for the folded weights (the "

@@ -1,11 +1,8 @@
-"""`surgery.upgrade`: a legacy net or solver file in the current format."""
+"""`surgery.api.upgrade`: a legacy net or solver file in the current format."""
 
 import os
 from dataclasses import dataclass
 
-from ..io.preserve import refuse_lossy
-from ..io.prototxt import format_prototxt, read_text
-from ..io.solverfile import is_solver_text, upgrade_solver_file
 from .base import Log, Result, load, transaction
 
 
@@ -31,6 +28,9 @@ def upgrade(path, *, output=None, in_place=False, strict=False, outputs=None,
     `hole` to `dilation`); a net that changes is written in protobuf's standard
     formatting, a solver as an edit of its text, an unchanged file byte for byte. Written
     to `output` when given (with `in_place` and no `output`: over the input)."""
+    from ..io.prototxt import read_text
+    from ..io.solverfile import is_solver_text
+
     path = os.fspath(path)
     output = path if output is None and in_place else output
     log = Log(on_message)
@@ -43,6 +43,9 @@ def upgrade(path, *, output=None, in_place=False, strict=False, outputs=None,
 
 
 def _net(path, strict, log):
+    from ..io.preserve import refuse_lossy
+    from ..io.prototxt import format_prototxt
+
     loaded = load(path, strict=strict, log=log)
     if not loaded.notes:
         return loaded.text, []
@@ -53,6 +56,8 @@ def _net(path, strict, log):
 
 
 def _solver(path, strict, log):
+    from ..io.solverfile import upgrade_solver_file
+
     done = upgrade_solver_file(path, strict=strict)
     for warning in done.warnings:
         log.warning(warning)

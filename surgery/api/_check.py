@@ -1,11 +1,8 @@
-"""`surgery.check`: does a .caffemodel load into a net (Caffe's CopyTrainedLayersFrom,
+"""`surgery.api.check`: does a .caffemodel load into a net (Caffe's CopyTrainedLayersFrom,
 without Caffe)."""
 
 from dataclasses import dataclass
 
-from ..analysis.analyse import analyse
-from ..analysis.check import compare, format_report, merge, wanted_shapes
-from ..io.caffemodel import read_caffemodel
 from .base import Log, Result, choose_phases, load
 
 
@@ -22,6 +19,8 @@ class Checked(Result):
 
     @property
     def text(self):
+        from ..analysis.check import format_report
+
         return format_report(self.report, show_ok=not self.problems) + "\n"
 
     def to_json(self):
@@ -32,6 +31,10 @@ def check(net, model, *, input_shapes=None, phase=None, problems=False, strict=F
           on_message=None):
     """Check the weights at `model` against the net at `net` in `phase` (default: each
     phase in which the net is complete, as Caffe loads them into each)."""
+    from ..analysis.analyse import analyse
+    from ..analysis.check import compare, merge, wanted_shapes
+    from ..io.caffemodel import read_caffemodel
+
     log = Log(on_message)
     summary = read_caffemodel(model)
     loaded = load(net, strict=strict, log=log)

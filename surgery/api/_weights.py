@@ -1,9 +1,7 @@
-"""`surgery.weights`: what a .caffemodel holds, read without loading a weight."""
+"""`surgery.api.weights`: what a .caffemodel holds, read without loading a weight."""
 
 from dataclasses import dataclass
 
-from ..analysis.check import fmt_shape
-from ..io.caffemodel import read_caffemodel
 from .base import Result
 
 
@@ -26,6 +24,8 @@ class Listed(Result):
 
     @property
     def text(self):
+        from ..analysis.check import fmt_shape
+
         rows = [(l.name, l.type, ", ".join(fmt_shape(b.shape) for b in l.blobs) or "-",
                  f"{l.params:,}") for l in self.layers]
         head = ("layer", "type", "blobs", "params")
@@ -43,4 +43,6 @@ class Listed(Result):
 def weights(model):
     """List the layers, types and blob shapes of the .caffemodel at `model` (streamed: no
     weight is decoded, so a multi-GiB file is quick)."""
+    from ..io.caffemodel import read_caffemodel
+
     return Listed(read_caffemodel(model))

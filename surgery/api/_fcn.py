@@ -1,10 +1,8 @@
-"""`surgery.fcn`: InnerProduct layers made convolutions, their weights transplanted."""
+"""`surgery.api.fcn`: InnerProduct layers made convolutions, their weights transplanted."""
 
 from dataclasses import dataclass
 from typing import Optional
 
-from ..transform.fcn import convolutionalize, format_plan, parse_decimate, transplant, \
-    weight_plan
 from .base import Log, Result, load, net_target, paired_weights, transaction, write_net
 
 
@@ -16,6 +14,8 @@ class Convolutionalized(Result):
 
     @property
     def text(self):
+        from ..transform.fcn import format_plan
+
         return format_plan(self.plan)
 
     def to_json(self):
@@ -30,6 +30,8 @@ def fcn(net, *, weights=None, weights_out=None, pad="same", rename="{name}-conv"
     named `rename` (with {name}), `pad` "same" or "valid"; `decimate` takes specs like
     "fc6=3x3:1024". `weights` are transplanted into `weights_out` (streamed); the net
     goes to `output` as an edit of its file."""
+    from ..transform.fcn import convolutionalize, parse_decimate, transplant, weight_plan
+
     shapes = input_shapes or None
     layers = parse_decimate(decimate)
     target = net_target(net, output, in_place)

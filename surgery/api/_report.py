@@ -1,9 +1,8 @@
-"""`surgery.report`: one self-contained HTML page of a net, or of a conversion."""
+"""`surgery.api.report`: one self-contained HTML page of a net, or of a conversion."""
 
 import os
 from dataclasses import dataclass
 
-from ..analysis.graph import described_phases
 from ..errors import SurgeryError
 from .base import Log, Result, load, transaction
 
@@ -30,6 +29,7 @@ def report(net, converted=None, *, output=None, input_shapes=None, phase=None, v
     errors measured. `phase`: default TEST, or TRAIN for a train-only file. Written to
     `output` when given."""
     from ..report.html import find_layout, make_page, read_verify
+    from ..analysis.graph import described_phases
 
     if verify and not converted:
         raise SurgeryError("--verify needs CONVERTED.prototxt (it measures a conversion)")

@@ -1,12 +1,8 @@
-"""`surgery.inspect`: a net's shapes, strides, receptive fields and costs, and the output
+"""`surgery.api.inspect`: a net's shapes, strides, receptive fields and costs, and the output
 strides `dilate` reaches."""
 
 from dataclasses import dataclass
 
-from ..analysis.analyse import analyse
-from ..report.text import format_table, to_json
-from ..transform.plan import Options
-from ..transform.reach import format_reachable, reachable
 from .base import Log, Result, choose_phases, load
 
 
@@ -22,6 +18,9 @@ class Inspected(Result):
 
     @property
     def text(self):
+        from ..report.text import format_table
+        from ..transform.reach import format_reachable
+
         if len(self.analyses) == 1:
             text = format_table(self.analysis)
         else:
@@ -32,6 +31,8 @@ class Inspected(Result):
         return text
 
     def to_json(self):
+        from ..report.text import to_json
+
         (phase, first), others = self.analyses[0], self.analyses[1:]
         data = {"phase": phase, **to_json(first),
                 "reachable_output_strides": [s for s, flags in self.reachable.items()
@@ -47,6 +48,8 @@ def inspect(net, *, input_shapes=None, phase=None, strict=False, on_message=None
     """Analyse the net at `net` (a path) in `phase` (default: each phase in which it is
     complete and has layers of its own); the analysis warnings (misaligned joins, where
     shape inference stopped) are told as warnings, naming the phase when there are two."""
+    from ..analysis.analyse import analyse
+
     log = Log(on_message)
     loaded = load(net, strict=strict, log=log)
     analyses = [(p, analyse(loaded.net, input_shapes=input_shapes or None, phase=p,
@@ -62,6 +65,9 @@ def inspect(net, *, input_shapes=None, phase=None, strict=False, on_message=None
 def _reachable(loaded, analysis, shapes):
     """What `dilate -s N --head cut` accepts, with the flags each stride needs; {} when
     the net has no known stride."""
+    from ..transform.plan import Options
+    from ..transform.reach import reachable
+
     if analysis.deepest_blob() is None:
         return {}
     return reachable(loaded.net, Options(1, head="cut"), analysis=analysis,

@@ -1,13 +1,10 @@
-"""`surgery.dilate`: one net, or an experiment's nets together, at another output stride."""
+"""`surgery.api.dilate`: one net, or an experiment's nets together, at another output stride."""
 
 import os
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
-from ..analysis.analyse import analyse
 from ..errors import SurgeryError
-from ..report.text import format_changes
-from ..transform.dilate import dilate_together
 from .base import Log, Result, load, transaction, write_net
 
 
@@ -26,6 +23,8 @@ class DilatedNet(NamedTuple):
 
     @property
     def text(self):
+        from ..report.text import format_changes
+
         text = format_changes(self.report)
         if self.weights is not None:
             text += ("weights: load into the result\n" if self.weights.ok else
@@ -79,6 +78,8 @@ def dilate(nets, *, output_stride, head="error", pooling="strict", dilation="str
     nothing written); `weights_out` gets them converted (layers given new kernels
     re-made, every other layer copied byte for byte). The other options are the CLI's.
     Returns a Dilated: `.net`, `.report` (changes, grids, exactness), `.nets` for each."""
+    from ..transform.dilate import dilate_together
+
     paths = [os.fspath(nets)] if isinstance(nets, (str, os.PathLike)) else \
         [os.fspath(n) for n in nets]
     targets = _targets(paths, output, in_place)
@@ -144,6 +145,7 @@ def _targets(paths, output, in_place):
 def _check(loaded, new, report, summary, shapes):
     """Whether `summary` loads into the converted net (the original's weights for the
     layers given new kernels, which are rewritten)."""
+    from ..analysis.analyse import analyse
     from ..analysis.check import compare, whole_shapes
 
     after = analyse(new, input_shapes=shapes, unknowns=loaded.unknowns)

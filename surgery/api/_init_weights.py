@@ -1,10 +1,9 @@
-"""`surgery.init_weights`: random weights for a net, streamed, with Caffe's shapes."""
+"""`surgery.api.init_weights`: random weights for a net, streamed, with Caffe's shapes."""
 
 import math
 import os
 from dataclasses import dataclass
 
-from ..weights.initweights import init_weights as stream
 from .base import Log, Result, choose_phases, load, refuse_open_sizes, transaction
 
 
@@ -31,6 +30,8 @@ def init_weights(net, output, *, seed=0, input_shapes=None, phase=None, strict=F
     """Write random weights for the net at `net` to the .caffemodel `output`: activations
     stay O(1) through the net, and the same seed and layer name give the same numbers.
     `phase` as in `check`: default every phase in which the net is complete."""
+    from ..weights.initweights import init_weights as stream
+
     output = os.fspath(output)
     log = Log(on_message)
     with transaction(outputs, inputs=[net], targets=[output], progress=progress) as out:

@@ -1,4 +1,4 @@
-"""`surgery.verify`: run a net and its conversion in a real engine and compare them on
+"""`surgery.api.verify`: run a net and its conversion in a real engine and compare them on
 their common grid."""
 
 from dataclasses import dataclass

@@ -1,13 +1,10 @@
-"""`surgery.bvlc`: fork layers rewritten to BVLC Caffe's own types wherever an exact form
+"""`surgery.api.bvlc`: fork layers rewritten to BVLC Caffe's own types wherever an exact form
 exists."""
 
 from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import SurgeryError
-from ..io.caffemodel import read_caffemodel
-from ..transform.bvlc import form_weights, to_bvlc
-from ..weights import writer
 from .base import Log, Result, load, net_target, paired_weights, transaction, write_net
 
 
@@ -52,6 +49,10 @@ def bvlc(net, *, weights=None, weights_out=None, output=None, dry_run=False, in_
     SegNet's inference BN, depthwise, ReLU6, ceil_mode); the others are kept and listed
     (`strict`: refused). `weights` are streamed into `weights_out` with the rewritten
     layers' blobs made; the net goes to `output` as an edit of its file."""
+    from ..io.caffemodel import read_caffemodel
+    from ..transform.bvlc import form_weights, to_bvlc
+    from ..weights import writer
+
     target = net_target(net, output, in_place)
     paired_weights(weights, weights_out, dry_run, "the rewritten layers need other blobs")
     log = Log(on_message)
