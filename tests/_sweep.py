@@ -9,7 +9,6 @@ nothing on stdout and exactly one line, the error, on stderr.
 """
 
 import contextlib
-import csv
 import functools
 import hashlib
 import io
@@ -23,7 +22,7 @@ import numpy as np
 
 from surgery.cli import COMMANDS, build_parser, main
 
-from _corpus import CORPUS
+from conftest import CORPUS, corpus_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -41,12 +40,8 @@ def command_names():
 
 def source_files():
     """[(label, path, kind)]: the corpus (MANIFEST.tsv, when present), then models/."""
-    files = []
-    manifest = CORPUS / "MANIFEST.tsv"
-    if manifest.exists():
-        with open(manifest, encoding="utf-8", newline="") as f:
-            files += [(f"corpus/{r['local_path']}", CORPUS / r["local_path"], r["kind"])
-                      for r in csv.DictReader(f, delimiter="\t")]
+    files = [(f"corpus/{r['local_path']}", CORPUS / r["local_path"], r["kind"])
+             for r in corpus_manifest()]
     files += [(f"models/{p.relative_to(MODELS).as_posix()}", p, "deploy")
               for p in sorted(MODELS.glob("*/*.prototxt"))]
     return files

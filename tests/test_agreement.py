@@ -13,12 +13,11 @@ import json
 
 import pytest
 
-from surgery.cli import main
 from surgery.io.netfile import load_net
 from surgery.transform.dilate import dilate
 from surgery.transform.judge import judge
 
-from _corpus import CORPUS
+from conftest import corpus_path, run_cli
 
 NETS = [
     "resnet_kaiming/ResNet-50-deploy.prototxt",
@@ -33,20 +32,11 @@ NETS = [
 ]
 
 
-def _run(capsys, *argv):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("rel", NETS)
-def test_inspect_dilate_and_the_pair_judgement_agree(rel, capsys):
-    path = CORPUS / rel
-    if not path.exists():
-        pytest.skip(f"corpus file {rel} not available")
-    code, out, _ = _run(capsys, "inspect", path, "--json")
+def test_inspect_dilate_and_the_pair_judgement_agree(rel):
+    path = corpus_path(rel)
+    code, out, _ = run_cli("inspect", path, "--json")
     assert code == 0
     data = json.loads(out)
     listed = {s: () for s in data["reachable_output_strides"]}
@@ -56,12 +46,11 @@ def test_inspect_dilate_and_the_pair_judgement_agree(rel, capsys):
     original = load_net(path)
     for stride in tried:
         flags = [w for flag in listed.get(stride, ()) for w in flag.split()]
-        code, out, err = _run(capsys, "dilate", path, "-s", stride, "--head", "cut", *flags,
-                              "--json", "--dry-run")
+        code, out, err = run_cli("dilate", path, "-s", stride, "--head", "cut", *flags, "--json",
+                                 "--dry-run")
         assert (code == 0) == (stride in listed), (stride, flags, err)
         if stride in listed and flags:     # and it needs them: refused without
-            refused, _, why = _run(capsys, "dilate", path, "-s", stride, "--head", "cut",
-                                   "--dry-run")
+            refused, _, why = run_cli("dilate", path, "-s", stride, "--head", "cut", "--dry-run")
             assert refused == 2 and flags[0] in why, (stride, why)
         if code != 0:
             assert err.count("\n") == 1 and "Traceback" not in err

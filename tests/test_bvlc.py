@@ -14,36 +14,28 @@ import numpy as np
 import pytest
 
 from surgery.builder import NetBuilder
-from surgery.cli import main
 from surgery.io import caffemodel as cm
 from surgery.io.prototxt import save_prototxt
 from surgery.io.netfile import load_net
 from surgery.models.segmentation import pspnet
 
 from _caffe import build  # noqa: F401 (a fixture)
-from _corpus import CORPUS
-
-
-def _run(capsys, *argv):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from conftest import corpus_path, run_cli
 
 
 @pytest.fixture
-def psp(tmp_path, capsys):
+def psp(tmp_path):
     net, weights = tmp_path / "psp.prototxt", tmp_path / "psp.caffemodel"
     save_prototxt(pspnet(50, width=0.0625, input_size=233), net)
-    assert _run(capsys, "init-weights", net, "-o", weights)[0] == 0
+    assert run_cli("init-weights", net, "-o", weights)[0] == 0
     return net, weights
 
 
-def test_pspnet_bn_becomes_batchnorm_and_scale_as_a_minimal_edit(tmp_path, capsys, psp):
+def test_pspnet_bn_becomes_batchnorm_and_scale_as_a_minimal_edit(tmp_path, psp):
     net, weights = psp
     out, model = tmp_path / "bvlc.prototxt", tmp_path / "bvlc.caffemodel"
-    code, summary, err = _run(capsys, "bvlc", net, "-o", out, "--weights", weights,
-                              "--weights-out", model)
+    code, summary, err = run_cli("bvlc", net, "-o", out, "--weights", weights, "--weights-out",
+                                 model)
     assert code == 0, err
     assert "BN -> BatchNorm 'conv1_1_3x3_s2/bn' + Scale 'conv1_1_3x3_s2/bn_scale'" in summary
     assert "kept 5 layer(s) with no BVLC form" in summary and "conv6_interp" in summary
@@ -72,7 +64,7 @@ def test_pspnet_bn_becomes_batchnorm_and_scale_as_a_minimal_edit(tmp_path, capsy
         assert raw[a.start:a.end] == model.read_bytes()[b.start:b.end]
 
 
-def test_the_result_runs_in_opencv_and_verifies(tmp_path, capsys, psp):
+def test_the_result_runs_in_opencv_and_verifies(tmp_path, psp):
     """OpenCV reads the BVLC form as it is (it has Interp, not the fork's BN), and verify
     proves the rewritten net with its own weights computes what the original computes."""
     pytest.importorskip("cv2")
@@ -80,26 +72,26 @@ def test_the_result_runs_in_opencv_and_verifies(tmp_path, capsys, psp):
 
     net, weights = psp
     out, model = tmp_path / "bvlc.prototxt", tmp_path / "bvlc.caffemodel"
-    assert _run(capsys, "bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)[0] == 0
+    assert run_cli("bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)[0] == 0
     x = np.random.default_rng(0).standard_normal((1, 3, 233, 233)).astype(np.float32)
     assert get_engine("opencv").run(out, model, {"data": x}, ["conv6"])["conv6"].shape[2:] == (30, 30)
-    code, text, err = _run(capsys, "verify", net, out, "--weights", weights,
-                           "--weights-converted", model, "--engine", "opencv", "--blob", "conv5_4")
+    code, text, err = run_cli("verify", net, out, "--weights", weights, "--weights-converted",
+                              model, "--engine", "opencv", "--blob", "conv5_4")
     assert code == 0 and "conv6_interp " in text and "PASS: 2/2" in text, text + err
 
 
-def test_strict_refuses_a_layer_with_no_bvlc_form(tmp_path, capsys, psp):
+def test_strict_refuses_a_layer_with_no_bvlc_form(tmp_path, psp):
     net, _ = psp
     out = tmp_path / "out.prototxt"
-    code, _, err = _run(capsys, "bvlc", net, "-o", out, "--strict")
+    code, _, err = run_cli("bvlc", net, "-o", out, "--strict")
     assert code == 2 and err.count("\n") == 1 and "layer 'conv5_3_pool6_interp'" in err
     assert "Interp has no exact BVLC form" in err and "without --strict" in err
     assert not out.exists()
 
 
-def test_json_and_dry_run(tmp_path, capsys, psp):
+def test_json_and_dry_run(tmp_path, psp):
     net, weights = psp
-    code, text, _ = _run(capsys, "bvlc", net, "--dry-run", "--json", "--weights", weights)
+    code, text, _ = run_cli("bvlc", net, "--dry-run", "--json", "--weights", weights)
     assert code == 0
     found = json.loads(text)
     first = found["rewritten"][0]
@@ -124,12 +116,12 @@ def _mobile(tmp_path):
     return path
 
 
-def test_depthwise_relu6_and_ceil_mode_leave_no_fork_layer(tmp_path, capsys):
+def test_depthwise_relu6_and_ceil_mode_leave_no_fork_layer(tmp_path):
     net = _mobile(tmp_path)
     weights, out, model = tmp_path / "m.caffemodel", tmp_path / "b.prototxt", tmp_path / "b.caffemodel"
-    assert _run(capsys, "init-weights", net, "-o", weights)[0] == 0
-    code, text, err = _run(capsys, "bvlc", net, "-o", out, "--weights", weights,
-                           "--weights-out", model, "--strict")
+    assert run_cli("init-weights", net, "-o", weights)[0] == 0
+    code, text, err = run_cli("bvlc", net, "-o", out, "--weights", weights, "--weights-out", model,
+                              "--strict")
     assert code == 0 and "no fork layer is left" in text, text + err
     after = load_net(out).net
     assert [l.type for l in after.layer] == ["Input", "Convolution", "Clip", "Convolution", "Clip",
@@ -141,8 +133,8 @@ def test_depthwise_relu6_and_ceil_mode_leave_no_fork_layer(tmp_path, capsys):
     assert dst.layer("dw2").type == "Convolution"       # retyped, its blobs byte for byte
     np.testing.assert_array_equal(cm.read_blob(dst, "dw2", 0), cm.read_blob(src, "dw2", 0))
     pytest.importorskip("cv2")
-    code, text, err = _run(capsys, "verify", net, out, "--weights", weights,
-                           "--weights-converted", model, "--engine", "opencv", "--blob", "pw3")
+    code, text, err = run_cli("verify", net, out, "--weights", weights, "--weights-converted",
+                              model, "--engine", "opencv", "--blob", "pw3")
     assert code == 0 and "PASS" in text, text + err
 
 
@@ -154,12 +146,10 @@ def test_depthwise_relu6_and_ceil_mode_leave_no_fork_layer(tmp_path, capsys):
     ("senet/SE-ResNet-50.prototxt", set(), {"Axpy"}),
     ("pspnet/pspnet101_VOC2012_473.prototxt", {"BN"}, {"Interp"}),
 ])
-def test_corpus_fork_nets(tmp_path, capsys, rel, rewritten, kept):
-    path = CORPUS / rel
-    if not path.exists():
-        pytest.skip("corpus absent")
+def test_corpus_fork_nets(tmp_path, rel, rewritten, kept):
+    path = corpus_path(rel)
     out = tmp_path / "out.prototxt"
-    code, text, err = _run(capsys, "bvlc", path, "-o", out, "--json")
+    code, text, err = run_cli("bvlc", path, "-o", out, "--json")
     assert code == 0, err
     found = json.loads(text)
     assert {r["type"] for r in found["rewritten"]} == rewritten
@@ -169,26 +159,26 @@ def test_corpus_fork_nets(tmp_path, capsys, rel, rewritten, kept):
 
 
 @pytest.mark.caffe
-def test_a_net_left_with_no_fork_layer_loads_in_bvlc_caffe_as_it_is(tmp_path, capsys, build):
+def test_a_net_left_with_no_fork_layer_loads_in_bvlc_caffe_as_it_is(tmp_path, build):
     """No preparation: BVLC Caffe reads the written prototxt and caffemodel themselves."""
     from surgery.engines.engine import get_engine
 
     net = _mobile(tmp_path)
     weights, out, model = (tmp_path / n for n in ("m.caffemodel", "b.prototxt", "b.caffemodel"))
-    assert _run(capsys, "init-weights", net, "-o", weights)[0] == 0
-    assert _run(capsys, "bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)[0] == 0
+    assert run_cli("init-weights", net, "-o", weights)[0] == 0
+    assert run_cli("bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)[0] == 0
     shapes = get_engine("caffe").blob_shapes(out, model)
     assert shapes["pw3"] == (1, 16, 7, 7)      # FLOOR: 16 -> 7 (CEIL would give 8)
 
 
 @pytest.mark.caffe
-def test_the_result_verifies_in_caffe(tmp_path, capsys, psp, build):
+def test_the_result_verifies_in_caffe(tmp_path, psp, build):
     """The original's Interps run as the fork's Python layers, the rewritten net's too;
     its BatchNorm + Scale read the weights bvlc wrote."""
     net, weights = psp
     out, model = tmp_path / "bvlc.prototxt", tmp_path / "bvlc.caffemodel"
-    assert _run(capsys, "bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)[0] == 0
-    code, text, err = _run(capsys, "verify", net, out, "--weights", weights,
-                           "--weights-converted", model, "--blob", "conv5_4")
+    assert run_cli("bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)[0] == 0
+    code, text, err = run_cli("verify", net, out, "--weights", weights, "--weights-converted",
+                              model, "--blob", "conv5_4")
     assert code == 0 and text.splitlines()[1].startswith("engine caffe, "), text + err
     assert "PASS: 2/2" in text

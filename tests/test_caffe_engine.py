@@ -48,7 +48,7 @@ from surgery.transform.dilate import dilate
 from surgery.engines.verify import verify
 
 from _caffe import build  # noqa: F401 (a fixture)
-from _corpus import CORPUS
+from conftest import CORPUS, corpus_manifest, corpus_net, error_line, run_cli, write_file
 
 pytestmark = pytest.mark.caffe
 
@@ -111,19 +111,10 @@ def test_pspnet_convention_fails_in_caffe(build, tmp_path, capsys):
     assert "engine caffe, " in out and "FAIL" in out.splitlines()[-1]
 
 
-def _one_line_error(capsys):
-    captured = capsys.readouterr()
-    lines = captured.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("caffe-surgery: error: "), captured.err
-    return lines[0]
-
-
 def _with_layer(path, tmp_path, name, old, new):
     text = open(path, encoding="utf-8").read()
     assert old in text
-    out = tmp_path / name
-    out.write_text(text.replace(old, new, 1))
-    return out
+    return write_file(tmp_path, name, text.replace(old, new, 1))
 
 
 def test_a_fork_layer_is_refused_by_caffe_and_sends_auto_to_opencv(mobilenet, tmp_path, capsys):
@@ -133,7 +124,7 @@ def test_a_fork_layer_is_refused_by_caffe_and_sends_auto_to_opencv(mobilenet, tm
     fork = _with_layer(conv, tmp_path, "mish.prototxt", 'type: "ReLU"', 'type: "Mish"')
     capsys.readouterr()
     assert main(["verify", orig, str(fork), "--weights", str(weights), "--engine", "caffe"]) == 2
-    line = _one_line_error(capsys)
+    line = error_line(capsys.readouterr().err)
     assert "has no layer type Mish (layer '" in line and "--engine opencv" in line
     assert main(["verify", orig, str(fork), "--weights", str(weights)]) in (0, 1)
     out = capsys.readouterr().out
@@ -152,7 +143,7 @@ def test_a_fork_field_caffe_cannot_parse(mobilenet, tmp_path, capsys):
                        'type: "Softmax" dropout_param { scale_train: false }')
     capsys.readouterr()
     assert main(["verify", orig, str(fork), "--weights", str(weights), "--engine", "caffe"]) == 2
-    line = _one_line_error(capsys)
+    line = error_line(capsys.readouterr().err)
     assert 'no field named "scale_train"' in line and "--engine opencv" in line
     assert "the net prepared from " in line and "(layer 'prob')" in line, line
     assert main(["verify", orig, str(fork), "--weights", str(weights)]) == 0
@@ -176,10 +167,10 @@ def test_bad_caffe_interpreters_exit_2(mobilenet, tmp_path, monkeypatch, capsys)
     args = ["verify", orig, str(conv), "--weights", str(weights), "--engine", "caffe"]
     monkeypatch.setenv("CAFFE_PYTHON", str(tmp_path / "nope"))
     assert main(args) == 2
-    assert "$CAFFE_PYTHON" in _one_line_error(capsys)
+    assert "$CAFFE_PYTHON" in error_line(capsys.readouterr().err)
     # an interpreter without pycaffe: the child says so
     assert main(args + ["--caffe-python", sys.executable]) == 2
-    assert "'import caffe' failed" in _one_line_error(capsys)
+    assert "'import caffe' failed" in error_line(capsys.readouterr().err)
 
 
 def test_fork_types_are_the_types_this_caffe_lacks(build):
@@ -225,10 +216,7 @@ CAFFE_CASES["vgg16-floor"] = (on_opencv.CASES["vgg16"].path, (49, 49), ())
 
 
 def _corpus_net(key):
-    path = CORPUS / CAFFE_CASES[key][0]
-    if not path.exists():
-        pytest.skip(f"corpus file {path} absent")
-    net = load_prototxt(path)
+    net = corpus_net(CAFFE_CASES[key][0])
     return _floored(net) if key.endswith("-floor") else net
 
 
@@ -304,10 +292,10 @@ COARSEN = {
 }
 
 
-def _cli_json(capsys, args, status=0):
-    capsys.readouterr()
-    assert main(args + ["--json"]) == status, capsys.readouterr().err
-    return json.loads(capsys.readouterr().out)
+def _cli_json(args, status=0):
+    code, out, err = run_cli(*args, "--json")
+    assert code == status, err
+    return json.loads(out)
 
 
 def _coarsened_in_caffe(capsys, tmp_path, key, size, check):
@@ -318,13 +306,13 @@ def _coarsened_in_caffe(capsys, tmp_path, key, size, check):
         pytest.skip(f"corpus file {source} absent")
     shape = f"data=1,3,{size},{size}"
     dense, weights = tmp_path / "os8.prototxt", tmp_path / "w.caffemodel"
-    made = _cli_json(capsys, ["dilate", str(source), "-s", "8", "--head", "cut",
-                              "--convention", convention, "-o", str(dense)])
+    made = _cli_json(["dilate", str(source), "-s", "8", "--head", "cut",
+                      "--convention", convention, "-o", str(dense)])
     assert made["output_stride"]["after"] == [8, 8]
     assert main(["init-weights", str(dense), "-o", str(weights), "--input-shape", shape]) == 0
     for target in targets:
         coarse = tmp_path / f"os{target}.prototxt"
-        report = _cli_json(capsys, ["dilate", str(dense), "-s", str(target), "-o", str(coarse)])
+        report = _cli_json(["dilate", str(dense), "-s", str(target), "-o", str(coarse)])
         deepest = report["deepest_blob"]
         assert report["output_stride"] == {"before": [8, 8], "after": [target, target]}
         assert any(c["action"] == "rewrite" for c in report["changes"])
@@ -383,10 +371,7 @@ def test_a_coarsening_is_exact_at_the_sizes_it_claims_in_caffe(build, tmp_path, 
 
 def test_the_floor_net_differs_from_its_ceil_original():
     """The generated FLOOR VGG is a real FLOOR case: at 49 px its sizes are not CEIL's."""
-    path = CORPUS / CAFFE_CASES["vgg16-floor"][0]
-    if not path.exists():
-        pytest.skip("corpus VGG absent")
-    net = load_prototxt(path)
+    net = corpus_net(CAFFE_CASES["vgg16-floor"][0])
     shapes = {"data": (1, 3, 49, 49)}
     ceil, floor = analyse(net, input_shapes=shapes), analyse(_floored(net), input_shapes=shapes)
     assert any(ceil.shapes[b] != floor.shapes[b] for b in ("pool1", "pool2", "pool3", "pool4"))
@@ -398,11 +383,8 @@ def test_the_floor_net_differs_from_its_ceil_original():
 
 def _corpus_deploy_nets():
     """{path in the corpus: Caffe dialect (MANIFEST.tsv)} of every deploy net."""
-    manifest = CORPUS / "MANIFEST.tsv"
-    if not manifest.is_file():
-        return {}
-    rows = [line.split("\t") for line in manifest.read_text().splitlines()[1:] if line]
-    return {row[0]: row[5] for row in rows if len(row) > 6 and row[6] == "deploy"}
+    return {row["local_path"]: row["caffe_dialect"] for row in corpus_manifest()
+            if row["kind"] == "deploy"}
 
 
 SPLIT = re.compile(r"_\d+_split_\d+$")   # Caffe's own Split tops: BLOB_LAYER_i_split_j

@@ -8,6 +8,7 @@ import pytest
 from surgery.analysis import check
 from surgery.cli import main
 from surgery.io import caffemodel as cm
+from conftest import write_file
 
 RNG = np.random.default_rng(7)
 
@@ -201,9 +202,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "
 @pytest.fixture
 def tiny_net(tmp_path):
     pytest.importorskip("surgery.analysis.analyse")
-    path = tmp_path / "net.prototxt"
-    path.write_text(NET)
-    return path
+    return write_file(tmp_path, "net.prototxt", NET)
 
 
 def test_check_command_end_to_end(tmp_path, tiny_net, capsys):

@@ -8,7 +8,7 @@ from surgery.cli import main
 from surgery.io.prototxt import parse_prototxt
 from surgery.io.netfile import load_prototxt
 
-from _corpus import CORPUS
+from conftest import CORPUS, error_line, write_file
 VGG = CORPUS / "vgg" / "VGG_ILSVRC_16_layers_deploy.prototxt"
 
 V1_NET = """name: "tiny"
@@ -29,20 +29,6 @@ layers {
 """
 
 
-def _write(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _one_error_line(capsys):
-    err = capsys.readouterr().err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("caffe-surgery: error: ")
-    return lines[0]
-
-
 def test_help_lists_upgrade(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--help"])
@@ -51,7 +37,7 @@ def test_help_lists_upgrade(capsys):
 
 
 def test_upgrade_writes_file_and_notes(tmp_path, capsys):
-    src = _write(tmp_path, "in.prototxt", V1_NET)
+    src = write_file(tmp_path, "in.prototxt", V1_NET)
     out = tmp_path / "out.prototxt"
     assert main(["upgrade", str(src), "-o", str(out)]) == 0
     captured = capsys.readouterr()
@@ -66,7 +52,7 @@ def test_upgrade_writes_file_and_notes(tmp_path, capsys):
 
 
 def test_upgrade_without_output_prints_to_stdout(tmp_path, capsys):
-    src = _write(tmp_path, "in.prototxt", V1_NET)
+    src = write_file(tmp_path, "in.prototxt", V1_NET)
     assert main(["upgrade", str(src)]) == 0
     out = capsys.readouterr().out
     assert parse_prototxt(out).layer[0].type == "Input"
@@ -74,7 +60,7 @@ def test_upgrade_without_output_prints_to_stdout(tmp_path, capsys):
 
 
 def test_upgrade_current_net_says_nothing_to_do(tmp_path, capsys):
-    src = _write(tmp_path, "in.prototxt", 'layer { name: "r" type: "ReLU" }\n')
+    src = write_file(tmp_path, "in.prototxt", 'layer { name: "r" type: "ReLU" }\n')
     assert main(["upgrade", str(src), "-o", str(tmp_path / "o.prototxt")]) == 0
     assert "nothing to upgrade" in capsys.readouterr().err
 
@@ -88,12 +74,11 @@ def test_upgrade_corpus_vgg(tmp_path, capsys):
 
 
 def test_typo_error_is_one_line_with_position_and_hint(tmp_path, capsys):
-    src = _write(tmp_path, "bad.prototxt",
-                 'layer {\n  name: "c"\n  type: "Convolution"\n'
-                 '  convolution_param {\n    kernel_size: 3\n    dilaton: 2\n  }\n}\n')
+    src = write_file(tmp_path, "bad.prototxt", 'layer {\n  name: "c"\n  type: "Convolution"\n'
+                     '  convolution_param {\n    kernel_size: 3\n    dilaton: 2\n  }\n}\n')
     out = tmp_path / "out.prototxt"
     assert main(["upgrade", str(src), "-o", str(out)]) == 2
-    line = _one_error_line(capsys)
+    line = error_line(capsys.readouterr().err)
     assert f"{src}:6:5:" in line
     assert "did you mean `dilation`?" in line
     assert not out.exists()
@@ -102,41 +87,40 @@ def test_typo_error_is_one_line_with_position_and_hint(tmp_path, capsys):
 
 def test_placeholder_survives_an_upgrade_with_nothing_to_do(tmp_path, capsys):
     text = 'layer {\n  name: "fc8"\n  convolution_param { num_output: ${NUM_LABELS} }\n}\n'
-    src = _write(tmp_path, "t.prototxt", text)
+    src = write_file(tmp_path, "t.prototxt", text)
     assert main(["upgrade", str(src), "-o", str(tmp_path / "o.prototxt")]) == 0
     assert (tmp_path / "o.prototxt").read_text(encoding="utf-8") == text
 
 
 def test_placeholder_that_an_upgrade_would_lose_is_an_error(tmp_path, capsys):
-    src = _write(tmp_path, "t.prototxt",
-                 'layers {\n  name: "fc8"\n  type: CONVOLUTION\n'
-                 '  convolution_param { num_output: ${NUM_LABELS} kernel_size: 1 }\n}\n')
+    src = write_file(tmp_path, "t.prototxt", 'layers {\n  name: "fc8"\n  type: CONVOLUTION\n'
+                     '  convolution_param { num_output: ${NUM_LABELS} kernel_size: 1 }\n}\n')
     assert main(["upgrade", str(src), "-o", str(tmp_path / "o.prototxt")]) == 2
-    line = _one_error_line(capsys)
+    line = error_line(capsys.readouterr().err)
     assert re.search(re.escape(str(src)) + r":4:\d+: template placeholder \$\{NUM_LABELS\}", line)
     assert not (tmp_path / "o.prototxt").exists()
 
 
 def test_refuses_output_equal_to_input(tmp_path, capsys):
-    src = _write(tmp_path, "net.prototxt", V1_NET)
+    src = write_file(tmp_path, "net.prototxt", V1_NET)
     assert main(["upgrade", str(src), "-o", str(src)]) == 2
-    line = _one_error_line(capsys)
+    line = error_line(capsys.readouterr().err)
     assert "--in-place" in line
     assert src.read_text(encoding="utf-8") == V1_NET
 
 
 def test_in_place(tmp_path, capsys):
-    src = _write(tmp_path, "net.prototxt", V1_NET)
+    src = write_file(tmp_path, "net.prototxt", V1_NET)
     assert main(["upgrade", str(src), "--in-place"]) == 0
     assert load_prototxt(src, upgrade=False).layer[0].type == "Input"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.prototxt"]
 
 
 def test_mixed_layer_and_layers(tmp_path, capsys):
-    src = _write(tmp_path, "mix.prototxt",
-                 'layer {\n  name: "a"\n  type: "ReLU"\n}\nlayers {\n  name: "b"\n  type: RELU\n}\n')
+    src = write_file(tmp_path, "mix.prototxt",
+                     'layer {\n  name: "a"\n  type: "ReLU"\n}\nlayers {\n  name: "b"\n  type: RELU\n}\n')
     assert main(["upgrade", str(src), "-o", str(tmp_path / "o.prototxt")]) == 2
-    line = _one_error_line(capsys)
+    line = error_line(capsys.readouterr().err)
     assert f"{src}:5:1:" in line and "mixes `layer`" in line
     assert not (tmp_path / "o.prototxt").exists()
 
@@ -153,22 +137,22 @@ def test_unreadable_inputs(tmp_path, capsys, name, content, expect):
     elif content is not None:
         path.write_text(content)
     assert main(["upgrade", str(path), "-o", str(tmp_path / "o.prototxt")]) == 2
-    line = _one_error_line(capsys)
+    line = error_line(capsys.readouterr().err)
     assert str(path) in line and expect in line
 
 
 def test_directory_input(tmp_path, capsys):
     assert main(["upgrade", str(tmp_path), "-o", str(tmp_path / "o.prototxt")]) == 2
-    assert "directory" in _one_error_line(capsys)
+    assert "directory" in error_line(capsys.readouterr().err)
 
 
 def test_a_solver_file_is_not_taken_for_an_empty_net(tmp_path, capsys):
     """Commands that need a net refuse a solver; `upgrade` upgrades it as a solver
     (tests/test_upgrade_solver.py)."""
-    src = _write(tmp_path, "solver.prototxt", 'net: "train.prototxt"\nbase_lr: 0.01\n')
+    src = write_file(tmp_path, "solver.prototxt", 'net: "train.prototxt"\nbase_lr: 0.01\n')
     for command in (["inspect", str(src)],
                     ["dilate", str(src), "-s", "8", "-o", str(tmp_path / "o")]):
         assert main(command) == 2
-        line = _one_error_line(capsys)
+        line = error_line(capsys.readouterr().err)
         assert f"{src}:1:1:" in line and "solver" in line
     assert not (tmp_path / "o").exists()

@@ -9,6 +9,7 @@ import pytest
 import surgery
 from surgery.cli import build_parser, main
 from surgery.io import caffemodel as cm
+from conftest import write_file
 
 NET = """name: "tiny"
 layer { name: "data" type: "Input" top: "data"
@@ -22,9 +23,7 @@ layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
 
 @pytest.fixture
 def net(tmp_path):
-    path = tmp_path / "net.prototxt"
-    path.write_text(NET)
-    return path
+    return write_file(tmp_path, "net.prototxt", NET)
 
 
 def test_version(capsys):

@@ -18,7 +18,7 @@ from surgery.io.prototxt import save_prototxt
 from surgery.io.netfile import load_prototxt
 from surgery.transform.dilate import dilate
 
-from _corpus import CORPUS
+from conftest import CORPUS, corpus_net, corpus_path
 
 MODELS = __import__("pathlib").Path(__file__).resolve().parents[1] / "models"
 
@@ -97,9 +97,7 @@ CORPUS_ROUND_TRIPS = ["resnet_kaiming/ResNet-50-deploy.prototxt",
 
 @pytest.mark.parametrize("path", CORPUS_ROUND_TRIPS)
 def test_public_backbones_come_back_to_their_own_geometry(path):
-    if not (CORPUS / path).exists():
-        pytest.skip(f"corpus file {path} not available")
-    original = load_prototxt(CORPUS / path)
+    original = corpus_net(path)
     backbone, _ = dilate(original, output_stride=32, head="cut")
     stride = output_stride(backbone)
     for dense in (8, 16):
@@ -210,8 +208,7 @@ DEEPLAB = [("deeplab_v2/vgg16_train.prototxt", 4, "TRAIN", []),
 @pytest.mark.parametrize("path, target, phase, extra", DEEPLAB)
 def test_public_segmentation_nets_change_stride_with_their_heads(tmp_path, capsys, path, target,
                                                                  phase, extra):
-    if not (CORPUS / path).exists():
-        pytest.skip(f"corpus file {path} not available")
+    corpus_path(path)
     out = tmp_path / "out.prototxt"
     assert main(["dilate", str(CORPUS / path), "-s", str(target), "--pooling", "cover",
                  "-o", str(out), "--json"] + extra) == 0
@@ -269,9 +266,7 @@ def test_a_deeplab_v2_layout_at_32_has_msra_resnet101s_windows():
 
 
 def test_pspnet_needs_dilation_round_to_go_coarser_and_says_so(capsys):
-    path = CORPUS / "pspnet/pspnet101_VOC2012_473.prototxt"
-    if not path.exists():
-        pytest.skip("corpus file not available")
+    path = corpus_path("pspnet/pspnet101_VOC2012_473.prototxt")
     assert main(["dilate", str(path), "-s", "16", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "layer 'conv5_4'" in err and "--dilation round" in err
@@ -458,9 +453,7 @@ def test_a_train_net_and_its_test_net_convert_alike(tmp_path, target):
     """Issue 25: where a stride comes back must not depend on the label path or the
     losses: DeepLab v2 VGG-16's train and test nets get the same rewrite of every layer
     they share (at 16, the stride comes back on pool5 in both, exactly)."""
-    path = CORPUS / "deeplab_v2/vgg16_train.prototxt"
-    if not path.exists():
-        pytest.skip("corpus file not available")
+    path = corpus_path("deeplab_v2/vgg16_train.prototxt")
     text = path.read_text().replace("${NUM_LABELS}", "21")     # the template, filled
     (tmp_path / "train.prototxt").write_text(text)
     (tmp_path / "test.prototxt").write_text(_test_net_of(text))
@@ -484,9 +477,7 @@ def test_an_experiments_nets_convert_together_or_not_at_all(tmp_path, capsys):
     they share that would get a different window in each (here the partial CEIL window
     one input size has and the other lacks) is a one-line refusal, and nothing is
     written."""
-    path = CORPUS / "deeplab_v2/vgg16_train.prototxt"
-    if not path.exists():
-        pytest.skip("corpus file not available")
+    path = corpus_path("deeplab_v2/vgg16_train.prototxt")
     text = path.read_text().replace("${NUM_LABELS}", "21")     # the template, filled
     train, test = tmp_path / "train.prototxt", tmp_path / "test.prototxt"
     train.write_text(text)

@@ -34,7 +34,7 @@ cv2 = pytest.importorskip("cv2")
 
 pytestmark = pytest.mark.slow
 
-from _corpus import CORPUS
+from conftest import corpus_path
 TOL = 1e-4
 
 
@@ -90,9 +90,7 @@ def prepared(tmp_path_factory):
     def get(key, size):
         if (key, size) in cache:
             return cache[key, size]
-        path = CORPUS / CASES[key].path
-        if not path.exists():
-            pytest.skip(f"corpus file {path} absent")
+        path = corpus_path(CASES[key].path)
         net = load_prototxt(path)
         shapes = _input(size)
         analysis = analyse(net, input_shapes=shapes)

@@ -14,7 +14,7 @@ import re
 import numpy as np
 import pytest
 
-from _corpus import CORPUS
+from conftest import corpus_path
 from _detection import faster_rcnn, rfcn, ssd300
 
 from surgery import param_str
@@ -250,9 +250,7 @@ def test_a_train_net_whose_image_size_is_unknown_says_what_it_needs(tmp_path, ca
 
 
 def test_zf_from_the_corpus_converts_as_a_minimal_edit(tmp_path):
-    source = CORPUS / "faster_rcnn" / "ZF_test.prototxt"
-    if not source.exists():
-        pytest.skip("corpus not available")
+    source = corpus_path("faster_rcnn", "ZF_test.prototxt")
     out = tmp_path / "zf8.prototxt"
     assert main(["dilate", str(source), "-s", "8", "-o", str(out)]) == 0
     old, new = source.read_text().splitlines(), out.read_text().splitlines()

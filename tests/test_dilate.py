@@ -16,7 +16,7 @@ from surgery.layers import rule_for
 from surgery.transform.dilate import dilate
 from surgery.transform.judge import judge
 
-from _corpus import CORPUS
+from conftest import CORPUS
 
 HEADER = 'name: "t"\nlayer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: %d dim: %d } } }\n'
 

@@ -13,14 +13,9 @@ from surgery.errors import SurgeryError
 from surgery.io import tokens
 from surgery.io.document import Document, Raw
 
-from _corpus import CORPUS
+from conftest import corpus_files, corpus_path
+
 PLACEHOLDER = re.compile(r"\$\{[^}]*\}")
-
-
-def corpus_files():
-    if not CORPUS.is_dir():
-        return []
-    return sorted(CORPUS.rglob("*.prototxt"))
 
 
 def read(path):
@@ -29,9 +24,7 @@ def read(path):
 
 
 def corpus(rel):
-    path = CORPUS / rel
-    if not path.is_file():
-        pytest.skip(f"corpus file {rel} not present")
+    path = corpus_path(rel)
     return read(path)
 
 

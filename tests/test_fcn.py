@@ -24,7 +24,7 @@ from surgery.pair import Pair
 from surgery.transform.dilate import dilate
 from surgery.transform.fcn import convolutionalize, parse_decimate, transplant
 
-from _corpus import CORPUS
+from conftest import corpus_net, corpus_path, run_cli
 TOL = 1e-4
 
 
@@ -208,10 +208,7 @@ def test_a_flatten_that_others_read_stays(tmp_path):
 
 
 def test_train_val_net_converts_in_both_phases():
-    path = CORPUS / "bvlc_alexnet" / "train_val.prototxt"
-    if not path.is_file():
-        pytest.skip("corpus not present")
-    net = load_prototxt(path)
+    net = corpus_net("bvlc_alexnet", "train_val.prototxt")
     with pytest.raises(SurgeryError, match="--input-shape"):
         convolutionalize(net)
     shapes = {"data": (10, 3, 227, 227)}
@@ -294,9 +291,7 @@ def test_decimated_fc6_keeps_every_third_tap_and_fourth_channel(tmp_path):
 
 
 def test_decimate_then_dilate_gives_deeplab_largefov_fc6():
-    path = CORPUS / "deeplab_v1" / "DeepLab-LargeFOV_test.prototxt"
-    if not path.is_file():
-        pytest.skip("corpus not present")
+    path = corpus_path("deeplab_v1", "DeepLab-LargeFOV_test.prototxt")
     import tempfile
 
     text = re.sub(r"\$\{[^}]*\}", "1", path.read_text())
@@ -326,11 +321,11 @@ def test_decimate_syntax(spec, parsed):
 
 # ---------------------------------------------------------------- errors
 
-def _fails(capsys, argv, tmp, needle):
+def _fails(argv, tmp, needle):
     before = sorted(p.name for p in tmp.iterdir())
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
+    code, _, err = run_cli(*argv)
+    assert code == 2
+    err = err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("caffe-surgery: error:")
     assert needle in err, err
     assert sorted(p.name for p in tmp.iterdir()) == before          # nothing written
@@ -345,43 +340,43 @@ def _fails(capsys, argv, tmp, needle):
     (["--rename", "{nom}-conv"], "--rename"),
     (["--rename", "conv5_3"], "the same name"),
 ])
-def test_bad_options_exit_2_and_write_nothing(vgg96, tmp_path, capsys, extra, needle):
+def test_bad_options_exit_2_and_write_nothing(vgg96, tmp_path, extra, needle):
     _, proto, model = vgg96
-    _fails(capsys, ["fcn", str(proto), "--weights", str(model), "-o", str(tmp_path / "o.prototxt"),
-                    "--weights-out", str(tmp_path / "o.caffemodel"), *extra], tmp_path, needle)
+    _fails(["fcn", str(proto), "--weights", str(model), "-o", str(tmp_path / "o.prototxt"),
+            "--weights-out", str(tmp_path / "o.caffemodel"), *extra], tmp_path, needle)
 
 
-def test_net_without_innerproduct_is_refused(vgg96, tmp_path, capsys):
+def test_net_without_innerproduct_is_refused(vgg96, tmp_path):
     tmp, proto, model = vgg96
     out, weights = _fcn(tmp, proto, model, "twice")
-    _fails(capsys, ["fcn", str(out), "--weights", str(weights), "-o", str(tmp_path / "o.prototxt"),
-                    "--weights-out", str(tmp_path / "o.caffemodel")], tmp_path, "no InnerProduct")
+    _fails(["fcn", str(out), "--weights", str(weights), "-o", str(tmp_path / "o.prototxt"),
+            "--weights-out", str(tmp_path / "o.caffemodel")], tmp_path, "no InnerProduct")
 
 
-def test_weights_missing_a_layer_are_refused(vgg96, tmp_path, capsys):
+def test_weights_missing_a_layer_are_refused(vgg96, tmp_path):
     _, proto, _ = vgg96
     layers = [l for l in random_weights(load_prototxt(proto)) if l["name"] != "fc7"]
     partial = tmp_path / "partial.caffemodel"
     write_caffemodel(str(partial), layers)
-    err = _fails(capsys, ["fcn", str(proto), "--weights", str(partial), "-o",
-                          str(tmp_path / "o.prototxt"), "--weights-out", str(tmp_path / "o.caffemodel")],
+    err = _fails(["fcn", str(proto), "--weights", str(partial), "-o",
+                  str(tmp_path / "o.prototxt"), "--weights-out", str(tmp_path / "o.caffemodel")],
                  tmp_path, "no layer of this name")
     assert "fc7" in err
 
 
-def test_weights_of_another_net_are_refused(vgg96, tmp_path, capsys):
+def test_weights_of_another_net_are_refused(vgg96, tmp_path):
     _, proto, _ = vgg96
     other = tmp_path / "other.caffemodel"
     init_weights(vgg16(width=1 / 16, fc_width=32, input_size=96, num_classes=10), other)
-    _fails(capsys, ["fcn", str(proto), "--weights", str(other), "-o", str(tmp_path / "o.prototxt"),
-                    "--weights-out", str(tmp_path / "o.caffemodel")], tmp_path, "belong to another net")
+    _fails(["fcn", str(proto), "--weights", str(other), "-o", str(tmp_path / "o.prototxt"),
+            "--weights-out", str(tmp_path / "o.caffemodel")], tmp_path, "belong to another net")
 
 
-def test_unknown_input_size_is_refused(tmp_path, capsys):
+def test_unknown_input_size_is_refused(tmp_path):
     proto = tmp_path / "data.prototxt"
     proto.write_text(FLAT.replace('type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
                                   'dim: 20 dim: 16 } }', 'type: "Data" top: "data" top: "label"'))
-    _fails(capsys, ["fcn", str(proto), "-o", str(tmp_path / "o.prototxt")], tmp_path,
+    _fails(["fcn", str(proto), "-o", str(tmp_path / "o.prototxt")], tmp_path,
            "--input-shape")
     # ...and the size given on the command line is enough.
     assert main(["fcn", str(proto), "--input-shape", "data=1,3,20,16", "--dry-run"]) == 0
@@ -397,10 +392,8 @@ def test_json_summary(vgg96, capsys):
 
 
 def test_corpus_vgg16_fc6_is_a_7x7_conv():
-    path = CORPUS / "vgg" / "VGG_ILSVRC_16_layers_deploy.prototxt"
-    if not path.is_file():
-        pytest.skip("corpus not present")
-    new, plan = convolutionalize(load_prototxt(path), pad="valid")
+    new, plan = convolutionalize(corpus_net("vgg", "VGG_ILSVRC_16_layers_deploy.prototxt"),
+                                 pad="valid")
     assert plan.layers[0].weight_shape == (4096, 512, 7, 7)
     assert analyse(new).shapes["fc8"] == (1, 1000, 1, 1)
 

@@ -14,6 +14,7 @@ from surgery.cli import main
 from surgery.engines.engine import get_engine
 from surgery.io import caffemodel as cm
 from surgery.io.netfile import load_prototxt
+from conftest import run_cli
 
 
 @pytest.fixture
@@ -23,18 +24,11 @@ def zoo(tmp_path):
     return proto, nets.trained_weights(proto, tmp_path / "zoo.caffemodel")
 
 
-def run(capsys, *argv):
-    capsys.readouterr()
-    status = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return status, out.out, out.err
-
-
-def test_the_zoo_folds_what_it_can_and_names_what_it_leaves(zoo, tmp_path, capsys):
+def test_the_zoo_folds_what_it_can_and_names_what_it_leaves(zoo, tmp_path):
     proto, weights = zoo
     out, out_w = tmp_path / "f.prototxt", tmp_path / "f.caffemodel"
-    status, text, _ = run(capsys, "fold", proto, "--weights", weights, "-o", out,
-                          "--weights-out", out_w, "--json")
+    status, text, _ = run_cli("fold", proto, "--weights", weights, "-o", out, "--weights-out",
+                              out_w, "--json")
     assert status == 0
     summary = json.loads(text)
     assert {f["into"]: tuple(f["removed"]) for f in summary["folded"]} == nets.ZOO_FOLDS
@@ -56,11 +50,11 @@ def test_the_zoo_folds_what_it_can_and_names_what_it_leaves(zoo, tmp_path, capsy
     assert layers["bn10"].type == "BatchNorm"
 
 
-def test_the_prototxt_is_a_minimal_edit(zoo, tmp_path, capsys):
+def test_the_prototxt_is_a_minimal_edit(zoo, tmp_path):
     proto, weights = zoo
     out = tmp_path / "f.prototxt"
-    assert run(capsys, "fold", proto, "--weights", weights, "-o", out, "--weights-out",
-               tmp_path / "f.caffemodel")[0] == 0
+    assert run_cli("fold", proto, "--weights", weights, "-o", out, "--weights-out",
+                   tmp_path / "f.caffemodel")[0] == 0
     before, after = proto.read_text().splitlines(), out.read_text().splitlines()
     kept = [line for line in before if line in after]
     # every line of the output is a line of the input, but for the few fields fold sets
@@ -71,11 +65,11 @@ def test_the_prototxt_is_a_minimal_edit(zoo, tmp_path, capsys):
     assert len(kept) > len(before) - 40
 
 
-def test_untouched_layers_are_copied_byte_for_byte(zoo, tmp_path, capsys):
+def test_untouched_layers_are_copied_byte_for_byte(zoo, tmp_path):
     proto, weights = zoo
     out_w = tmp_path / "f.caffemodel"
-    assert run(capsys, "fold", proto, "--weights", weights, "-o", tmp_path / "f.prototxt",
-               "--weights-out", out_w)[0] == 0
+    assert run_cli("fold", proto, "--weights", weights, "-o", tmp_path / "f.prototxt",
+                   "--weights-out", out_w)[0] == 0
     src, dst = cm.read_caffemodel(str(weights)), cm.read_caffemodel(str(out_w))
     raw_in, raw_out = open(weights, "rb").read(), open(out_w, "rb").read()
     folded = set(nets.ZOO_FOLDS) | {n for names in nets.ZOO_FOLDS.values() for n in names}
@@ -89,13 +83,13 @@ def test_untouched_layers_are_copied_byte_for_byte(zoo, tmp_path, capsys):
                                              for n in names}]
 
 
-def test_dry_run_writes_nothing_and_weights_out_is_needed(zoo, tmp_path, capsys):
+def test_dry_run_writes_nothing_and_weights_out_is_needed(zoo, tmp_path):
     proto, weights = zoo
     out = tmp_path / "f.prototxt"
-    status, text, _ = run(capsys, "fold", proto, "--weights", weights, "--dry-run")
+    status, text, _ = run_cli("fold", proto, "--weights", weights, "--dry-run")
     assert status == 0 and text.startswith("fold (TEST): 6 group(s) folded")
     assert "left: conv5: its output also feeds sum5" in text
-    status, _, err = run(capsys, "fold", proto, "--weights", weights, "-o", out)
+    status, _, err = run_cli("fold", proto, "--weights", weights, "-o", out)
     assert status == 2 and "--weights-out" in err and not out.exists()
 
 
@@ -114,36 +108,35 @@ layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bia
     ("", "param { lr_mult: 0 } param { lr_mult: 0 }", "TRAIN updates its mean and variance"),
     ("batch_norm_param { use_global_stats: true }", "", "TRAIN learns its blob(s) 0, 1"),
 ])
-def test_a_net_training_still_updates_is_refused_unless_phase_test(tmp_path, capsys, bn,
+def test_a_net_training_still_updates_is_refused_unless_phase_test(tmp_path, bn,
                                                                   scale, blocker):
     proto = tmp_path / "tv.prototxt"
     proto.write_text(TRAIN_VAL % (bn, scale))
     weights = nets.trained_weights(proto, tmp_path / "tv.caffemodel")
     out, out_w = tmp_path / "f.prototxt", tmp_path / "f.caffemodel"
-    status, _, err = run(capsys, "fold", proto, "--weights", weights, "-o", out,
-                         "--weights-out", out_w)
+    status, _, err = run_cli("fold", proto, "--weights", weights, "-o", out, "--weights-out", out_w)
     assert status == 2 and blocker in err and "--phase TEST" in err
     assert not out.exists() and not out_w.exists()
-    assert run(capsys, "fold", proto, "--weights", weights, "-o", out, "--weights-out", out_w,
-               "--phase", "TEST")[0] == 0
+    assert run_cli("fold", proto, "--weights", weights, "-o", out, "--weights-out", out_w,
+                   "--phase", "TEST")[0] == 0
     assert [l.name for l in load_prototxt(str(out)).layer] == ["data", "label", "conv"]
 
 
-def test_frozen_train_val_folds_without_phase(tmp_path, capsys):
+def test_frozen_train_val_folds_without_phase(tmp_path):
     proto = tmp_path / "tv.prototxt"
     proto.write_text(TRAIN_VAL % ("batch_norm_param { use_global_stats: true }",
                                   "param { lr_mult: 0 } param { lr_mult: 0 }"))
     weights = nets.trained_weights(proto, tmp_path / "tv.caffemodel")
-    assert run(capsys, "fold", proto, "--weights", weights, "--dry-run")[0] == 0
+    assert run_cli("fold", proto, "--weights", weights, "--dry-run")[0] == 0
 
 
-def test_weights_without_the_bn_layer_are_refused_naming_it(zoo, tmp_path, capsys):
+def test_weights_without_the_bn_layer_are_refused_naming_it(zoo, tmp_path):
     proto, weights = zoo
     partial = tmp_path / "partial.caffemodel"
     cm.transform(str(weights), str(partial), drop=["bn3"])
     out_w = tmp_path / "f.caffemodel"
-    status, _, err = run(capsys, "fold", proto, "--weights", partial, "-o",
-                         tmp_path / "f.prototxt", "--weights-out", out_w)
+    status, _, err = run_cli("fold", proto, "--weights", partial, "-o", tmp_path / "f.prototxt",
+                             "--weights-out", out_w)
     assert status == 2 and "layer 'bn3'" in err and "no layer of this name" in err
     assert not out_w.exists()
 
@@ -159,15 +152,14 @@ layer {{ name: "bn" type: "BN" bottom: "conv" top: "bn" bn_param {{ {bn_param} }
 
 @pytest.mark.parametrize("bn_param", ["frozen: true eps: 0.001", "bn_mode: INFERENCE"],
                          ids=["pspnet", "segnet"])
-def test_fork_bn_fold_equals_numpy_on_the_forks_formula(tmp_path, capsys, bn_param):
+def test_fork_bn_fold_equals_numpy_on_the_forks_formula(tmp_path, bn_param):
     """A 1x1 conv and a fork BN, computed in numpy from the fork's own formula, against the
     folded net (pure BVLC) run in OpenCV DNN."""
     proto = tmp_path / "fork.prototxt"
     proto.write_text(_conv_fork_net(bn_param))
     weights = nets.trained_weights(proto, tmp_path / "fork.caffemodel")
     out, out_w = tmp_path / "f.prototxt", tmp_path / "f.caffemodel"
-    assert run(capsys, "fold", proto, "--weights", weights, "-o", out,
-               "--weights-out", out_w)[0] == 0
+    assert run_cli("fold", proto, "--weights", weights, "-o", out, "--weights-out", out_w)[0] == 0
     assert "BN" not in out.read_text()
     w = cm.read_blob(str(weights), "conv", 0).reshape(4, 3)
     blobs = [cm.read_blob(str(weights), "bn", i).reshape(1, 4, 1, 1) for i in range(4 if
@@ -184,20 +176,18 @@ def test_fork_bn_fold_equals_numpy_on_the_forks_formula(tmp_path, capsys, bn_par
     assert np.abs(got - want).max() / np.abs(want).max() < 1e-5
 
 
-def test_resnet50_folds_exactly_in_opencv(tmp_path, capsys):
+def test_resnet50_folds_exactly_in_opencv(tmp_path):
     net = load_prototxt("models/resnet50/deploy.prototxt")
     proto = nets.write_net(nets.with_eps(net), tmp_path / "r50.prototxt")
     weights = nets.trained_weights(proto, tmp_path / "r50.caffemodel")
     out, out_w = tmp_path / "f.prototxt", tmp_path / "f.caffemodel"
-    assert run(capsys, "fold", proto, "--weights", weights, "-o", out, "--weights-out",
-               out_w)[0] == 0
-    status, text, _ = run(capsys, "verify", proto, out, "--weights", weights,
-                          "--weights-converted", out_w, "--engine", "opencv", "--blob",
-                          "res3d", "--json")
+    assert run_cli("fold", proto, "--weights", weights, "-o", out, "--weights-out", out_w)[0] == 0
+    status, text, _ = run_cli("verify", proto, out, "--weights", weights, "--weights-converted",
+                              out_w, "--engine", "opencv", "--blob", "res3d", "--json")
     report = json.loads(text)
     assert status == 0 and all(b["status"] == "ok" for b in report["blobs"]), report
     # the test can fail: the original weights do not fit the folded net's numbers
-    status, _, _ = run(capsys, "verify", proto, out, "--weights", weights, "--engine", "opencv")
+    status, _, _ = run_cli("verify", proto, out, "--weights", weights, "--engine", "opencv")
     assert status != 0
 
 
@@ -232,12 +222,11 @@ def test_docs_fold_shows_what_its_commands_print(tmp_path, monkeypatch, capsys):
         assert shown_lines_appear(shown, printed), (argv, "\n".join(printed))
 
 
-def test_a_convolution_sharing_its_weights_is_not_folded_into(tmp_path, capsys):
+def test_a_convolution_sharing_its_weights_is_not_folded_into(tmp_path):
     proto = tmp_path / "shared.prototxt"
     proto.write_text(TRAIN_VAL.replace(' include { phase: TRAIN }', '').replace(
         'convolution_param', 'param { name: "w" } convolution_param') % ("", ""))
     weights = nets.trained_weights(proto, tmp_path / "shared.caffemodel")
-    status, text, _ = run(capsys, "fold", proto, "--weights", weights, "--dry-run",
-                          "--phase", "TEST")
+    status, text, _ = run_cli("fold", proto, "--weights", weights, "--dry-run", "--phase", "TEST")
     assert status == 0 and "left: conv: its weights are shared" in text
     assert "scale <- bn (one Scale)" in text

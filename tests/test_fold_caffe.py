@@ -17,7 +17,7 @@ import pytest
 
 import _fold_nets as nets
 from _caffe import build  # noqa: F401 (a fixture)
-from surgery.cli import main
+from conftest import run_cli
 
 pytestmark = pytest.mark.caffe
 
@@ -38,12 +38,12 @@ def compare(build, original, weights, folded, folded_weights, blobs):
     return json.loads(proc.stdout)
 
 
-def fold(tmp_path, proto, weights, capsys, *extra):
+def fold(tmp_path, proto, weights, *extra):
     out, out_w = tmp_path / "folded.prototxt", tmp_path / "folded.caffemodel"
-    capsys.readouterr()
-    assert main(["fold", str(proto), "--weights", str(weights), "-o", str(out),
-                 "--weights-out", str(out_w), "--json", *extra]) == 0
-    return out, out_w, json.loads(capsys.readouterr().out)
+    status, text, err = run_cli("fold", proto, "--weights", weights, "-o", out,
+                                "--weights-out", out_w, "--json", *extra)
+    assert status == 0, err
+    return out, out_w, json.loads(text)
 
 
 def prepare(tmp_path, net):
@@ -51,12 +51,11 @@ def prepare(tmp_path, net):
     return proto, nets.trained_weights(proto, tmp_path / "net.caffemodel")
 
 
-def verify(proto, weights, out, out_w, capsys, *blobs):
-    capsys.readouterr()
-    status = main(["verify", str(proto), str(out), "--weights", str(weights),
-                   "--weights-converted", str(out_w), "--engine", "caffe", "--json",
-                   *[a for b in blobs for a in ("--blob", b)]])
-    report = json.loads(capsys.readouterr().out)
+def verify(proto, weights, out, out_w, *blobs):
+    status, text, _ = run_cli("verify", proto, out, "--weights", weights, "--weights-converted",
+                              out_w, "--engine", "caffe", "--json",
+                              *[a for b in blobs for a in ("--blob", b)])
+    report = json.loads(text)
     assert report["engine"] == "caffe"
     assert status == 0, report
     assert all(b["status"] == "ok" and b["factor"] == [1, 1] for b in report["blobs"]
@@ -64,11 +63,11 @@ def verify(proto, weights, out, out_w, capsys, *blobs):
     return report
 
 
-def test_every_case_of_the_zoo_gives_the_original_blobs(build, tmp_path, capsys):
+def test_every_case_of_the_zoo_gives_the_original_blobs(build, tmp_path):
     proto = tmp_path / "zoo.prototxt"
     proto.write_text(nets.ZOO)
     weights = nets.trained_weights(proto, tmp_path / "zoo.caffemodel")
-    out, out_w, summary = fold(tmp_path, proto, weights, capsys)
+    out, out_w, summary = fold(tmp_path, proto, weights)
     assert {f["into"]: tuple(f["removed"]) for f in summary["folded"]} == nets.ZOO_FOLDS
     assert tuple(item["layer"] for item in summary["left"]) == nets.ZOO_LEFT
     errors = compare(build, proto, weights, out, out_w, nets.ZOO_BLOBS)
@@ -76,51 +75,51 @@ def test_every_case_of_the_zoo_gives_the_original_blobs(build, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("depth", [50, 101, 152])
-def test_resnets_fold_exactly(build, tmp_path, capsys, depth):
+def test_resnets_fold_exactly(build, tmp_path, depth):
     from surgery.io.netfile import load_prototxt
 
     net = load_prototxt(os.path.join(MODELS, f"resnet{depth}", "deploy.prototxt"))
     proto, weights = prepare(tmp_path, net)
-    out, out_w, summary = fold(tmp_path, proto, weights, capsys)
+    out, out_w, summary = fold(tmp_path, proto, weights)
     folded = [f for f in summary["folded"] if f["kind"] == "weights"]
     assert len(folded) == sum(l.type == "BatchNorm" for l in net.layer) and not summary["left"]
-    verify(proto, weights, out, out_w, capsys, "conv1", "res2c", "res5c", "prob")
+    verify(proto, weights, out, out_w, "conv1", "res2c", "res5c", "prob")
 
 
 @pytest.mark.parametrize("which", ["v1", "v2"])
-def test_mobilenets_fold_their_depthwise_convolutions(build, tmp_path, capsys, which):
+def test_mobilenets_fold_their_depthwise_convolutions(build, tmp_path, which):
     from surgery.io.netfile import load_prototxt
 
     net = load_prototxt(os.path.join(MODELS, "mobilenet-mini", "deploy.prototxt")) \
         if which == "v1" else nets.mobilenet_v2()
     proto, weights = prepare(tmp_path, net)
-    out, out_w, summary = fold(tmp_path, proto, weights, capsys)
+    out, out_w, summary = fold(tmp_path, proto, weights)
     groups = {l.name: l.convolution_param.group for l in net.layer if l.type == "Convolution"}
     depthwise = [f["into"] for f in summary["folded"] if groups.get(f["into"], 1) > 1]
     assert depthwise and not summary["left"]
-    report = verify(proto, weights, out, out_w, capsys)
+    report = verify(proto, weights, out, out_w)
     assert report["blobs"][0]["status"] == "ok"
     blobs = [l.top[0] for l in net.layer if l.type == "Convolution"]
     errors = compare(build, proto, weights, out, out_w, blobs)
     assert max(errors.values()) < TOL, errors
 
 
-def test_densenet_bn_before_the_convolution_becomes_one_scale(build, tmp_path, capsys):
+def test_densenet_bn_before_the_convolution_becomes_one_scale(build, tmp_path):
     proto, weights = prepare(tmp_path, nets.densenet())
-    out, out_w, summary = fold(tmp_path, proto, weights, capsys)
+    out, out_w, summary = fold(tmp_path, proto, weights)
     kinds = {f["into"]: f["kind"] for f in summary["folded"]}
     assert kinds["block_0_scale"] == kinds["trans_scale"] == "scale"
     assert kinds["conv0"] == "weights" if "conv0" in kinds else True
-    verify(proto, weights, out, out_w, capsys, "block_2_concat", "trans_pool")
+    verify(proto, weights, out, out_w, "block_2_concat", "trans_pool")
 
 
-def test_pspnet_fork_bn_folds_into_pure_bvlc(build, tmp_path, capsys):
+def test_pspnet_fork_bn_folds_into_pure_bvlc(build, tmp_path):
     """The original runs in Caffe with each fork BN as a Python layer computing the fork's
     formula (tests/_fold_forkbn.py); the folded net is BVLC alone."""
     net = nets.pspnet_like()
     proto = nets.write_net(net, tmp_path / "psp.prototxt")
     weights = nets.trained_weights(proto, tmp_path / "psp.caffemodel")
-    out, out_w, summary = fold(tmp_path, proto, weights, capsys)
+    out, out_w, summary = fold(tmp_path, proto, weights)
     assert len(summary["folded"]) == sum(l.type == "BN" for l in net.layer)
     assert "BN" not in out.read_text() and not summary["left"]
     python = nets.write_net(nets.as_python_bn(net), tmp_path / "psp-python.prototxt")
@@ -128,11 +127,11 @@ def test_pspnet_fork_bn_folds_into_pure_bvlc(build, tmp_path, capsys):
     assert max(errors.values()) < TOL, errors
 
 
-def test_segnet_inference_bn_folds(build, tmp_path, capsys):
+def test_segnet_inference_bn_folds(build, tmp_path):
     net = nets.segnet_bn_net()
     proto = nets.write_net(net, tmp_path / "segnet.prototxt")
     weights = nets.trained_weights(proto, tmp_path / "segnet.caffemodel")
-    out, out_w, summary = fold(tmp_path, proto, weights, capsys)
+    out, out_w, summary = fold(tmp_path, proto, weights)
     assert [f["into"] for f in summary["folded"]] == ["conv1", "conv2"]
     python = nets.write_net(nets.as_python_bn(net), tmp_path / "segnet-python.prototxt")
     errors = compare(build, python, weights, out, out_w, ["conv1", "conv2"])

@@ -17,12 +17,11 @@ import os
 
 import pytest
 
-from surgery.cli import main
 from surgery.io.prototxt import save_prototxt
 from surgery.models.segmentation import deeplab_v2_resnet, deeplab_v2_vgg, pspnet
 
 from _caffe import caffe_build
-from _corpus import CORPUS
+from conftest import corpus_path, run_cli
 
 ENGINES = ["opencv", pytest.param("caffe", marks=pytest.mark.caffe)]
 
@@ -38,14 +37,7 @@ def engine_env(request, monkeypatch):
         monkeypatch.setenv("GLOG_minloglevel", "2")
 
 
-def _run(capsys, *argv):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _converted(tmp_path, capsys, net, stride, *flags, shapes=()):
+def _converted(tmp_path, net, stride, *flags, shapes=()):
     """(original, converted, weights): `net` written, its random weights, dilate -s stride."""
     original, weights = tmp_path / "net.prototxt", tmp_path / "net.caffemodel"
     converted = tmp_path / f"net-os{stride}.prototxt"
@@ -54,24 +46,22 @@ def _converted(tmp_path, capsys, net, stride, *flags, shapes=()):
     else:
         original = net
     given = [a for s in shapes for a in ("--input-shape", s)]
-    code, _, err = _run(capsys, "init-weights", original, "-o", weights, *given)
+    code, _, err = run_cli("init-weights", original, "-o", weights, *given)
     assert code == 0, err
-    code, _, err = _run(capsys, "dilate", original, "-s", stride, *flags, "-o", converted, *given)
+    code, _, err = run_cli("dilate", original, "-s", stride, *flags, "-o", converted, *given)
     assert code == 0, err
     return original, converted, weights
 
 
-def _filled(tmp_path, capsys, rel, shapes):
+def _filled(tmp_path, rel, shapes):
     """(template, its weights): a corpus template, and random weights made from the file
     a pipeline's sed would write from it (NUM_LABELS 21, EXP voc12)."""
-    template = CORPUS / rel
-    if not template.exists():
-        pytest.skip("corpus absent")
+    template = corpus_path(rel)
     filled = tmp_path / "filled.prototxt"
     filled.write_text(template.read_text().replace("${NUM_LABELS}", "21")
                       .replace("${EXP}", "voc12"))
     weights = tmp_path / "w.caffemodel"
-    code, _, err = _run(capsys, "init-weights", filled, "-o", weights, *shapes)
+    code, _, err = run_cli("init-weights", filled, "-o", weights, *shapes)
     assert code == 0, err
     return template, weights
 
@@ -79,9 +69,9 @@ def _filled(tmp_path, capsys, rel, shapes):
 DEFINES = ("--define", "NUM_LABELS=21", "--define", "EXP=voc12")
 
 
-def _verify(capsys, original, converted, weights, engine, *extra):
-    code, out, err = _run(capsys, "verify", original, converted, "--weights", weights,
-                          "--engine", engine, *extra)
+def _verify(original, converted, weights, engine, *extra):
+    code, out, err = run_cli("verify", original, converted, "--weights", weights, "--engine",
+                             engine, *extra)
     assert code == 0, out + err
     assert out.splitlines()[1].startswith(f"engine {engine}, ") and "PASS" in out
     return out
@@ -89,67 +79,67 @@ def _verify(capsys, original, converted, weights, engine, *extra):
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("depth", [50, 101])
-def test_pspnet_at_473_to_os16_verifies(tmp_path, capsys, engine_env, engine, depth):
+def test_pspnet_at_473_to_os16_verifies(tmp_path, engine_env, engine, depth):
     net = pspnet(depth, width=0.0625)
-    original, converted, weights = _converted(tmp_path, capsys, net, 16, "--dilation", "round")
-    out = _verify(capsys, original, converted, weights, engine)
+    original, converted, weights = _converted(tmp_path, net, 16, "--dilation", "round")
+    out = _verify(original, converted, weights, engine)
     assert "input data=1x3x473x473" in out and "conv5_3      1/2" in out
 
 
-def test_pspnet_to_os4_verifies_in_opencv(tmp_path, capsys, engine_env):
+def test_pspnet_to_os4_verifies_in_opencv(tmp_path, engine_env):
     """At 233 px the map is 30, so the pyramid's bins 1, 2, 3, 6 still divide it (the
     benchmark runs the same at 473)."""
     net = pspnet(50, width=0.0625, input_size=233)
-    original, converted, weights = _converted(tmp_path, capsys, net, 4)
-    out = _verify(capsys, original, converted, weights, "opencv")
+    original, converted, weights = _converted(tmp_path, net, 4)
+    out = _verify(original, converted, weights, "opencv")
     assert "conv5_3        2" in out
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_deeplab_v1_largefov_template_verifies_with_define(tmp_path, capsys, engine_env, engine):
+def test_deeplab_v1_largefov_template_verifies_with_define(tmp_path, engine_env, engine):
     """The corpus' V1 LargeFOV test net keeps its ${...} placeholders through dilate; the
     weights are made from the filled file a pipeline's sed would write."""
     shape = ("--input-shape", "data=1,3,97,97")
-    template, weights = _filled(tmp_path, capsys, "deeplab_v1/DeepLab-LargeFOV_test.prototxt", shape)
+    template, weights = _filled(tmp_path, "deeplab_v1/DeepLab-LargeFOV_test.prototxt", shape)
     converted = tmp_path / "os16.prototxt"
-    code, _, err = _run(capsys, "dilate", template, "-s", "16", "-o", converted)
+    code, _, err = run_cli("dilate", template, "-s", "16", "-o", converted)
     assert code == 0, err
     assert "${NUM_LABELS}" in converted.read_text()
-    out = _verify(capsys, template, converted, weights, engine, *DEFINES, *shape)
+    out = _verify(template, converted, weights, engine, *DEFINES, *shape)
     assert "fc8_voc12      1/2" in out
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("kind", ["vgg", "resnet-msc"])
-def test_deeplab_v2_test_nets_to_os16_verify(tmp_path, capsys, engine_env, engine, kind):
+def test_deeplab_v2_test_nets_to_os16_verify(tmp_path, engine_env, engine, kind):
     net = deeplab_v2_vgg(width=0.0625, crop=129) if kind == "vgg" else \
         deeplab_v2_resnet(101, width=0.0625, crop=129)
-    original, converted, weights = _converted(tmp_path, capsys, net, 16)
-    out = _verify(capsys, original, converted, weights, engine)
+    original, converted, weights = _converted(tmp_path, net, 16)
+    out = _verify(original, converted, weights, engine)
     assert ("fc8_voc12      1/2" if kind == "vgg" else "fc1_voc12      1/2") in out
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_deeplab_v2_train_net_verifies(tmp_path, capsys, engine_env, engine):
+def test_deeplab_v2_train_net_verifies(tmp_path, engine_env, engine):
     """The corpus' train net: its data layer is TRAIN-only, its label feeds a shrink, the
     loss and SegAccuracy; the run is the TRAIN phase's net without them."""
     given = ("--input-shape", "data=1,3,97,97", "--input-shape", "label=1,1,97,97")
-    template, weights = _filled(tmp_path, capsys, "deeplab_v2/vgg16_train.prototxt", given)
+    template, weights = _filled(tmp_path, "deeplab_v2/vgg16_train.prototxt", given)
     converted = tmp_path / "os16.prototxt"
-    code, _, err = _run(capsys, "dilate", template, "-s", "16", "--pooling", "cover",
-                        "-o", converted, *given)
+    code, _, err = run_cli("dilate", template, "-s", "16", "--pooling", "cover", "-o", converted,
+                           *given)
     assert code == 0, err
-    out = _verify(capsys, template, converted, weights, engine, *DEFINES, *given)
+    out = _verify(template, converted, weights, engine, *DEFINES, *given)
     assert "conv5_3      1/2" in out and "not exact by construction: pool5" in out
 
 
 @pytest.mark.caffe
-def test_auto_takes_caffe_for_deeplab_and_pspnet(tmp_path, capsys, engine_env):
+def test_auto_takes_caffe_for_deeplab_and_pspnet(tmp_path, engine_env):
     net = deeplab_v2_vgg(width=0.0625, crop=65)
-    original, converted, weights = _converted(tmp_path, capsys, net, 16)
-    code, out, err = _run(capsys, "verify", original, converted, "--weights", weights)
+    original, converted, weights = _converted(tmp_path, net, 16)
+    code, out, err = run_cli("verify", original, converted, "--weights", weights)
     assert code == 0 and out.splitlines()[1].startswith("engine caffe, "), out + err
     psp = pspnet(50, width=0.0625, input_size=233)
-    original, converted, weights = _converted(tmp_path, capsys, psp, 16, "--dilation", "round")
-    code, out, err = _run(capsys, "verify", original, converted, "--weights", weights)
+    original, converted, weights = _converted(tmp_path, psp, 16, "--dilation", "round")
+    code, out, err = run_cli("verify", original, converted, "--weights", weights)
     assert code == 0 and out.splitlines()[1].startswith("engine caffe, "), out + err

@@ -9,9 +9,9 @@ field there is refused as a typo. `--strict` refuses everything the schema lacks
 import pytest
 
 from surgery.analysis.analyse import analyse
-from surgery.cli import main
 from surgery.io.netfile import load_net
 from surgery.layers import UNKNOWN
+from conftest import run_cli, write_file
 
 NET = """\
 name: "fork"
@@ -61,12 +61,6 @@ layer {
 """
 
 
-def write(tmp_path, text, name="net.prototxt"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def where(path, text, needle):
     for number, line in enumerate(text.splitlines(), 1):
         if needle in line:
@@ -74,15 +68,9 @@ def where(path, text, needle):
     raise AssertionError(needle)
 
 
-def run(argv, capsys):
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err.splitlines()
-
-
 def warnings(err):
     """The loader's warnings about what the schema lacks (not inspect's analysis warnings)."""
-    return [line for line in err if line.startswith("caffe-surgery: warning: ")
+    return [line for line in err.splitlines() if line.startswith("caffe-surgery: warning: ")
             and not line.startswith("caffe-surgery: warning: layer '")]
 
 
@@ -91,9 +79,9 @@ def warnings(err):
 FORK_VALUE = NET.replace("normalization: VALID", "normalization: PER_PIXEL_FORK")
 
 
-def test_an_unknown_enum_value_loads_with_a_warning(tmp_path, capsys):
-    src = write(tmp_path, FORK_VALUE)
-    code, out, err = run(["inspect", str(src)], capsys)
+def test_an_unknown_enum_value_loads_with_a_warning(tmp_path):
+    src = write_file(tmp_path, "net.prototxt", FORK_VALUE)
+    code, out, err = run_cli("inspect", str(src))
     assert code == 0, err
     [line] = warnings(err)
     assert where(src, FORK_VALUE, "PER_PIXEL_FORK") in line
@@ -102,57 +90,56 @@ def test_an_unknown_enum_value_loads_with_a_warning(tmp_path, capsys):
     assert "Pooling?" not in out and "conv2" in out
 
 
-def test_an_unknown_enum_value_round_trips_through_upgrade_and_dilate(tmp_path, capsys):
-    src = write(tmp_path, FORK_VALUE)
+def test_an_unknown_enum_value_round_trips_through_upgrade_and_dilate(tmp_path):
+    src = write_file(tmp_path, "net.prototxt", FORK_VALUE)
     up = tmp_path / "up.prototxt"
-    assert run(["upgrade", str(src), "-o", str(up)], capsys)[0] == 0
+    assert run_cli("upgrade", str(src), "-o", str(up))[0] == 0
     assert up.read_text() == FORK_VALUE
     out = tmp_path / "os2.prototxt"
-    code, _, err = run(["dilate", str(src), "-s", "2", "--pooling", "cover", "-o", str(out)],
-                       capsys)
+    code, _, err = run_cli("dilate", str(src), "-s", "2", "--pooling", "cover", "-o", str(out))
     assert code == 0, err
     text = out.read_text()
     assert "  loss_param { ignore_label: 255 normalization: PER_PIXEL_FORK }\n" in text
     assert text != FORK_VALUE and "dilation: 2" in text
 
 
-def test_canonical_output_says_it_dropped_an_unknown_value(tmp_path, capsys):
-    src = write(tmp_path, FORK_VALUE)
+def test_canonical_output_says_it_dropped_an_unknown_value(tmp_path):
+    src = write_file(tmp_path, "net.prototxt", FORK_VALUE)
     out = tmp_path / "o.prototxt"
-    code, _, err = run(["dilate", str(src), "-s", "2", "--pooling", "cover", "-o", str(out),
-                        "--canonical"], capsys)
+    code, _, err = run_cli("dilate", str(src), "-s", "2", "--pooling", "cover", "-o", str(out),
+                           "--canonical")
     assert code == 0
-    assert any("PER_PIXEL_FORK" in line and "dropped" in line for line in err), err
+    assert any("PER_PIXEL_FORK" in line and "dropped" in line for line in err.splitlines()), err
 
 
-def test_an_unknown_pooling_method_makes_the_pool_opaque(tmp_path, capsys):
+def test_an_unknown_pooling_method_makes_the_pool_opaque(tmp_path):
     text = NET.replace("pool: MAX", "pool: LPNORM")
-    src = write(tmp_path, text)
+    src = write_file(tmp_path, "net.prototxt", text)
     loaded = load_net(src)
     assert "pool1" in loaded.unknowns.opaque
     a = analyse(loaded.net, unknowns=loaded.unknowns)
     assert a.graph.node("pool1").rule is UNKNOWN and a.graph.node("pool1").type == "Pooling"
     assert a.geometry["conv2"] is None
-    code, out, err = run(["inspect", str(src)], capsys)
+    code, out, err = run_cli("inspect", str(src))
     assert code == 0
     [line] = warnings(err)
     assert "`LPNORM`" in line and "geometry" in line
     assert "Pooling?" in out
 
 
-def test_an_unknown_value_that_decides_the_graph_is_an_error(tmp_path, capsys):
+def test_an_unknown_value_that_decides_the_graph_is_an_error(tmp_path):
     text = NET.replace('  top: "loss"\n', '  top: "loss"\n  include { phase: TRIAN }\n')
-    src = write(tmp_path, text)
-    code, _, err = run(["inspect", str(src)], capsys)
-    assert code == 2 and len(err) == 1
-    assert where(src, text, "TRIAN") in err[0] and "`TRAIN`" in err[0]
+    src = write_file(tmp_path, "net.prototxt", text)
+    code, _, err = run_cli("inspect", str(src))
+    assert code == 2 and len(err.splitlines()) == 1
+    assert where(src, text, "TRIAN") in err and "`TRAIN`" in err
 
 
-def test_strict_refuses_an_unknown_value(tmp_path, capsys):
-    src = write(tmp_path, FORK_VALUE)
-    code, _, err = run(["inspect", str(src), "--strict"], capsys)
-    assert code == 2 and len(err) == 1
-    assert where(src, FORK_VALUE, "PER_PIXEL_FORK") in err[0] and "--strict" in err[0]
+def test_strict_refuses_an_unknown_value(tmp_path):
+    src = write_file(tmp_path, "net.prototxt", FORK_VALUE)
+    code, _, err = run_cli("inspect", str(src), "--strict")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert where(src, FORK_VALUE, "PER_PIXEL_FORK") in err and "--strict" in err
 
 
 # -- 2. the typo guard: an error only where shapes depend on it ----------------
@@ -164,18 +151,18 @@ def test_strict_refuses_an_unknown_value(tmp_path, capsys):
      "softmax_param"),
     ("normalization: VALID", "normalization: VALIDE", "VALID"),
 ])
-def test_a_near_miss_outside_shape_params_is_a_warning(tmp_path, capsys, old, new, near):
+def test_a_near_miss_outside_shape_params_is_a_warning(tmp_path, old, new, near):
     text = NET.replace(old, new)
-    src = write(tmp_path, text)
-    code, out, err = run(["inspect", str(src)], capsys)
+    src = write_file(tmp_path, "net.prototxt", text)
+    code, out, err = run_cli("inspect", str(src))
     assert code == 0, err
     [line] = warnings(err)
     assert f"did you mean `{near}`?" in line and "kept verbatim" in line
     up = tmp_path / "up.prototxt"
-    assert run(["upgrade", str(src), "-o", str(up)], capsys)[0] == 0
+    assert run_cli("upgrade", str(src), "-o", str(up))[0] == 0
     assert up.read_text() == text
-    code, _, err = run(["inspect", str(src), "--strict"], capsys)
-    assert code == 2 and len(err) == 1 and f"`{near}`" in err[0]
+    code, _, err = run_cli("inspect", str(src), "--strict")
+    assert code == 2 and len(err.splitlines()) == 1 and f"`{near}`" in err
 
 
 @pytest.mark.parametrize("old, new, near", [
@@ -187,29 +174,29 @@ def test_a_near_miss_outside_shape_params_is_a_warning(tmp_path, capsys, old, ne
     ('  bottom: "pool1"\n', '  botom: "pool1"\n', "bottom"),
     ("shape { dim: 1 } }", "shape { dim: 1 } shapes { dim: 1 } }", "shape"),
 ])
-def test_a_near_miss_where_shapes_depend_on_it_is_an_error(tmp_path, capsys, old, new, near):
+def test_a_near_miss_where_shapes_depend_on_it_is_an_error(tmp_path, old, new, near):
     text = NET.replace(old, new)
     assert text != NET
-    src = write(tmp_path, text)
-    code, _, err = run(["inspect", str(src)], capsys)
-    assert code == 2 and len(err) == 1, err
-    assert f"did you mean `{near}`" in err[0]
+    src = write_file(tmp_path, "net.prototxt", text)
+    code, _, err = run_cli("inspect", str(src))
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"did you mean `{near}`" in err
 
 
 @pytest.mark.parametrize("block", ["interp_param { zoom_facter: 2 }",
                                    "crop_param { ofset: 2 }",
                                    "inner_product_param { num_outputs: 10 }",
                                    "reshape_param { shap { dim: 0 } }"])
-def test_the_typo_guard_covers_every_block_that_decides_shapes(tmp_path, capsys, block):
+def test_the_typo_guard_covers_every_block_that_decides_shapes(tmp_path, block):
     text = NET.replace('  loss_param', f"  {block}\n  loss_param")
-    src = write(tmp_path, text)
-    code, _, err = run(["inspect", str(src)], capsys)
-    assert code == 2 and len(err) == 1 and "did you mean" in err[0], err
+    src = write_file(tmp_path, "net.prototxt", text)
+    code, _, err = run_cli("inspect", str(src))
+    assert code == 2 and len(err.splitlines()) == 1 and "did you mean" in err, err
 
 
 def test_an_unknown_field_in_any_shape_block_makes_the_layer_opaque(tmp_path):
     text = NET.replace("input_param { shape", "input_param { fork_layout: 1 shape")
-    loaded = load_net(write(tmp_path, text))
+    loaded = load_net(write_file(tmp_path, "net.prototxt", text))
     assert "data" in loaded.unknowns.opaque
 
 

@@ -7,8 +7,6 @@ line on stderr: never a traceback, a hang or unbounded memory. The deep-nesting 
 also run in a real child process with a time and address-space limit.
 """
 
-import contextlib
-import io
 import json
 import resource
 import subprocess
@@ -20,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from surgery.cli import main
 from surgery.errors import SurgeryError
 from surgery.io.caffemodel import read_caffemodel, write_caffemodel
 from surgery.io.document import Document
 from surgery.io.prototxt import parse_prototxt
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=60, deadline=None,
@@ -42,14 +40,6 @@ layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
         convolution_param { num_output: 4 kernel_size: 3 dilation: 2 group: 2 } }
 layer { name: "sum" type: "Eltwise" bottom: "conv2" bottom: "conv2" top: "sum" }
 """
-
-
-def run_cli(argv):
-    """(exit status, stdout, stderr) of the CLI run in-process; any other exception escapes."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
 
 
 def assert_clean_outcome(rc, err, *, allowed=(0, 2)):
@@ -98,7 +88,7 @@ PROTOTXT_CASES = {
 def test_inspect_on_malformed_prototxt_is_one_line(tmp_path, case):
     path = tmp_path / f"{case}.prototxt"
     path.write_text(PROTOTXT_CASES[case], encoding="utf-8")
-    rc, _out, err = run_cli(["inspect", path])
+    rc, _out, err = run_cli("inspect", path)
     assert_one_line_error(rc, err)
     assert str(path) in err
 
@@ -115,7 +105,7 @@ DEEP_CASES = {
 def test_inspect_on_deeply_nested_prototxt_is_one_line(tmp_path, case):
     path = tmp_path / f"{case}.prototxt"
     path.write_text(DEEP_CASES[case], encoding="utf-8")
-    rc, _out, err = run_cli(["inspect", path])
+    rc, _out, err = run_cli("inspect", path)
     assert_one_line_error(rc, err)
 
 
@@ -128,7 +118,7 @@ def test_inspect_on_deeply_nested_prototxt_is_one_line(tmp_path, case):
 def test_inspect_on_odd_but_parseable_prototxt_exits_cleanly(tmp_path, text):
     path = tmp_path / "odd.prototxt"
     path.write_text(text)
-    rc, _out, err = run_cli(["inspect", path])
+    rc, _out, err = run_cli("inspect", path)
     assert_clean_outcome(rc, err)
 
 
@@ -141,7 +131,7 @@ def test_inspect_on_odd_but_parseable_prototxt_exits_cleanly(tmp_path, text):
 def test_inspect_on_bad_utf8_names_the_position(tmp_path, data):
     path = tmp_path / "bad.prototxt"
     path.write_bytes(data)
-    rc, _out, err = run_cli(["inspect", path])
+    rc, _out, err = run_cli("inspect", path)
     assert_one_line_error(rc, err)
     assert f"{path}:" in err  # file:line:col
 
@@ -168,7 +158,7 @@ EDITS = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 2),
 def test_inspect_on_mutated_prototxt_never_crashes(tmp_path, edits):
     path = tmp_path / "mutated.prototxt"
     path.write_bytes(_mutate(SMALL_NET, edits))
-    rc, _out, err = run_cli(["inspect", path])
+    rc, _out, err = run_cli("inspect", path)
     assert_clean_outcome(rc, err)
 
 
@@ -177,7 +167,7 @@ def test_inspect_on_mutated_prototxt_never_crashes(tmp_path, edits):
 def test_inspect_on_truncated_prototxt_never_crashes(tmp_path, cut):
     path = tmp_path / "cut.prototxt"
     path.write_bytes(SMALL_NET[:cut])
-    rc, _out, err = run_cli(["inspect", path, "--json"])
+    rc, _out, err = run_cli("inspect", path, "--json")
     assert_clean_outcome(rc, err)
 
 
@@ -200,7 +190,7 @@ def test_inspect_on_a_shape_with_too_many_axes_is_one_line(tmp_path):
     path = tmp_path / "axes.prototxt"
     path.write_text(f'layer {{ name: "a" type: "Input" top: "d" '
                     f'input_param {{ shape {{ {dims} }} }} }}')
-    rc, _out, err = run_cli(["inspect", path])
+    rc, _out, err = run_cli("inspect", path)
     assert_one_line_error(rc, err)
 
 
@@ -259,7 +249,7 @@ CAFFEMODEL_CASES = {
 def test_weights_on_malformed_caffemodel_is_one_line(tmp_path, case):
     path = tmp_path / f"{case}.caffemodel"
     path.write_bytes(CAFFEMODEL_CASES[case])
-    rc, _out, err = run_cli(["weights", path])
+    rc, _out, err = run_cli("weights", path)
     assert_one_line_error(rc, err)
     assert str(path) in err
 
@@ -269,7 +259,7 @@ def test_check_on_malformed_caffemodel_is_one_line(tmp_path):
     net.write_bytes(SMALL_NET)
     model = tmp_path / "bad.caffemodel"
     model.write_bytes(CAFFEMODEL_CASES["length_past_end"])
-    rc, _out, err = run_cli(["check", net, model])
+    rc, _out, err = run_cli("check", net, model)
     assert_one_line_error(rc, err)
 
 
@@ -277,7 +267,7 @@ def test_bad_utf8_names_are_read_leniently_like_caffe(tmp_path):
     # proto2 strings are not validated by Caffe's C++ protobuf, so such a file loads there.
     path = tmp_path / "names.caffemodel"
     path.write_bytes(layer(b"conv\xff\xfe", blob([1, 2], [2])))
-    rc, out, err = run_cli(["weights", path, "--json"])
+    rc, out, err = run_cli("weights", path, "--json")
     assert rc == 0 and not err
     assert json.loads(out)["layers"][0]["blobs"] == [[2]]
 
@@ -286,7 +276,7 @@ def test_huge_declared_shape_without_data_is_listed_not_allocated(tmp_path):
     path = tmp_path / "claims.caffemodel"
     dims = b"".join(varint(d) for d in (1 << 40, 1 << 40))
     path.write_bytes(layer(b"fc", field(7, field(1, dims))))
-    rc, out, err = run_cli(["weights", path, "--json"])
+    rc, out, err = run_cli("weights", path, "--json")
     assert rc == 0, err
     assert json.loads(out)["layers"][0]["blobs"] == [[1 << 40, 1 << 40]]
 
@@ -309,7 +299,7 @@ def valid_model(tmp_path_factory):
 def test_weights_on_truncated_caffemodel_never_crashes(tmp_path, valid_model, cut):
     path = tmp_path / "cut.caffemodel"
     path.write_bytes(valid_model[:cut % len(valid_model)])
-    rc, out, err = run_cli(["weights", path, "--json"])
+    rc, out, err = run_cli("weights", path, "--json")
     assert_clean_outcome(rc, err)
     if rc == 0:
         json.loads(out)
@@ -321,7 +311,7 @@ def test_weights_on_truncated_caffemodel_never_crashes(tmp_path, valid_model, cu
 def test_weights_on_mutated_caffemodel_never_crashes(tmp_path, valid_model, edits):
     path = tmp_path / "mutated.caffemodel"
     path.write_bytes(_mutate(valid_model, edits))
-    rc, out, err = run_cli(["weights", path, "--json"])
+    rc, out, err = run_cli("weights", path, "--json")
     assert_clean_outcome(rc, err)
     if rc == 0:
         summary = read_caffemodel(path)

@@ -9,7 +9,7 @@ from surgery.analysis.analyse import analyse
 from surgery.analysis.geometry import ORIGIN, Geometry, apply_window
 from surgery.pair import Pair, Window
 
-from _corpus import corpus_net as corpus
+from conftest import corpus_net as corpus
 
 
 def run(text, **kw):

@@ -15,7 +15,7 @@ from surgery.io.caffemodel import read_blob, read_caffemodel
 from surgery.io.netfile import load_prototxt
 from surgery.layers import rule_for
 
-from _corpus import CORPUS
+from conftest import CORPUS
 
 ROOT = Path(__file__).resolve().parents[1]
 

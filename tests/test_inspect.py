@@ -8,7 +8,7 @@ from surgery.analysis.analyse import parse_input_shapes
 from surgery.cli import main
 from surgery.errors import SurgeryError
 
-from _corpus import CORPUS
+from conftest import corpus_path, write_file
 
 NET = """name: "tiny"
 layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }
@@ -24,9 +24,7 @@ layer { name: "fc" type: "InnerProduct" bottom: "conv2" top: "fc" inner_product_
 
 @pytest.fixture
 def tiny(tmp_path):
-    path = tmp_path / "tiny.prototxt"
-    path.write_text(NET)
-    return path
+    return write_file(tmp_path, "tiny.prototxt", NET)
 
 
 def test_parse_input_shapes():
@@ -142,9 +140,7 @@ def test_placeholder_size_is_null_per_dim_and_explained(tmp_path, capsys):
 
 
 def test_corpus_resnet101_summary(capsys):
-    path = CORPUS / "resnet_kaiming" / "ResNet-101-deploy.prototxt"
-    if not path.exists():
-        pytest.skip("corpus not available")
+    path = corpus_path("resnet_kaiming", "ResNet-101-deploy.prototxt")
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert "output stride 32, receptive field 1027 at blob 'res5c' (1x2048x7x7)" in out

@@ -9,7 +9,7 @@ from surgery import caffe_pb2
 from surgery.models import MODELS, build, write_models
 
 REPO = Path(__file__).resolve().parents[1]
-from _corpus import CORPUS
+from conftest import corpus_net
 
 CORPUS_FILES = {
     "resnet50": "resnet_kaiming/ResNet-50-deploy.prototxt",
@@ -71,12 +71,7 @@ def _signature(layer):
 
 @pytest.mark.parametrize("name", sorted(CORPUS_FILES))
 def test_generated_net_matches_the_public_file(name):
-    path = CORPUS / CORPUS_FILES[name]
-    if not path.exists():
-        pytest.skip(f"corpus file {path} absent")
-    from surgery.io.netfile import load_prototxt
-
-    theirs = [_signature(l) for l in load_prototxt(path).layer if l.type != "Input"]
+    theirs = [_signature(l) for l in corpus_net(CORPUS_FILES[name]).layer if l.type != "Input"]
     ours = [_signature(l) for l in build(name).layer if l.type != "Input"]
     assert [s["name"] for s in ours] == [s["name"] for s in theirs]
     for mine, ref in zip(ours, theirs):

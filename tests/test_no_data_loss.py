@@ -7,9 +7,7 @@ even on success, and -o naming an input is refused unless --in-place is given.
 The whole directory is hashed before and after, so any stray write shows up.
 """
 
-import contextlib
 import hashlib
-import io
 import resource
 import subprocess
 import sys
@@ -18,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from surgery.builder import NetBuilder
-from surgery.cli import COMMANDS, main
+from surgery.cli import COMMANDS
 from surgery.io.atomic import TEMP_MARK
 from surgery.io.prototxt import format_prototxt
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 KNOWN = b"precious bytes that must survive\n"
@@ -51,13 +50,6 @@ def classifier(width=8, num_output=10):
     return format_prototxt(b.net)
 
 
-def run_cli(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
-
-
 def snapshot(folder):
     """{relative path: sha256} of every file under folder, hidden ones included."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -71,7 +63,8 @@ def work(tmp_path):
     (tmp_path / "other.prototxt").write_text(classifier(width=4, num_output=7))
     (tmp_path / "legacy.prototxt").write_text(LEGACY)
     (tmp_path / "bad.prototxt").write_text('layer { name: "x" type: "ReLU" \n  bottom: "a" ')
-    rc, _, err = run_cli("init-weights", tmp_path / "net.prototxt", "-o", tmp_path / "net.caffemodel")
+    rc, _, err = run_cli("init-weights", tmp_path / "net.prototxt", "-o",
+                         tmp_path / "net.caffemodel")
     assert rc == 0, err
     rc, _, err = run_cli("init-weights", tmp_path / "other.prototxt", "-o",
                          tmp_path / "other.caffemodel")

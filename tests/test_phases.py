@@ -6,12 +6,10 @@ file builds in both, and then both are analysed (a TRAIN-only layer needs weight
 
 import json
 
-import pytest
-
 from surgery.cli import main
 from surgery.io import caffemodel as cm
 
-from _corpus import CORPUS
+from conftest import corpus_path, write_file
 
 BODY = """\
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
@@ -44,18 +42,12 @@ layer { name: "acc" type: "Accuracy" bottom: "fc" bottom: "label" top: "acc"
 """
 
 
-def write(tmp_path, text, name="net.prototxt"):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
 def notes(err):
     return [line for line in err.splitlines() if line.startswith("caffe-surgery: note: ")]
 
 
 def test_inspect_uses_the_phase_in_which_a_train_net_is_complete(tmp_path, capsys):
-    src = write(tmp_path, TRAIN_ONLY)
+    src = write_file(tmp_path, "net.prototxt", TRAIN_ONLY)
     assert main(["inspect", str(src)]) == 0
     captured = capsys.readouterr()
     [note] = notes(captured.err)
@@ -68,7 +60,7 @@ def test_inspect_uses_the_phase_in_which_a_train_net_is_complete(tmp_path, capsy
 
 
 def test_check_and_init_weights_use_it_too(tmp_path, capsys):
-    src = write(tmp_path, TRAIN_ONLY)
+    src = write_file(tmp_path, "net.prototxt", TRAIN_ONLY)
     model = tmp_path / "w.caffemodel"
     assert main(["init-weights", str(src), "-o", str(model)]) == 0
     assert notes(capsys.readouterr().err)
@@ -80,7 +72,7 @@ def test_check_and_init_weights_use_it_too(tmp_path, capsys):
 
 
 def test_a_train_val_net_is_analysed_in_both_phases(tmp_path, capsys):
-    src = write(tmp_path, TRAIN_VAL)
+    src = write_file(tmp_path, "net.prototxt", TRAIN_VAL)
     assert main(["inspect", str(src)]) == 0
     captured = capsys.readouterr()
     assert "phase TEST" in captured.out and "phase TRAIN" in captured.out
@@ -105,14 +97,12 @@ def test_a_train_val_net_is_analysed_in_both_phases(tmp_path, capsys):
 
 def test_a_deploy_net_gets_no_note(tmp_path, capsys):
     deploy = TRAIN_ONLY.replace("include { phase: TRAIN } ", "")
-    src = write(tmp_path, deploy)
+    src = write_file(tmp_path, "net.prototxt", deploy)
     assert main(["inspect", str(src)]) == 0
     assert not notes(capsys.readouterr().err)
 
 
 def test_deeplab_v2_train_net_inspects_without_phase(capsys):
-    path = CORPUS / "deeplab_v2" / "vgg16_train.prototxt"
-    if not path.is_file():
-        pytest.skip("shared corpus not available")
+    path = corpus_path("deeplab_v2", "vgg16_train.prototxt")
     assert main(["inspect", str(path)]) == 0
     assert any("TRAIN" in n for n in notes(capsys.readouterr().err))

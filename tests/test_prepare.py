@@ -23,7 +23,7 @@ from surgery.models.segmentation import deeplab_v2_vgg
 from surgery.transform.bvlc import form_weights
 from surgery.weights.writer import write as write_weights
 
-from _corpus import CORPUS
+from conftest import corpus_path, write_file
 
 F32 = np.float32
 
@@ -319,9 +319,7 @@ def test_the_v1_largefov_net_prepared_for_caffe_has_only_bvlc_fields():
     """DeepLab v1's V1 file: IMAGE_SEG_DATA is an Input, MAT_WRITE and SILENCE are left
     out, INTERP is the fork's Python layer, and the fork's layer-level strict_dim goes
     (BVLC's parser would refuse it)."""
-    path = CORPUS / "deeplab_v1" / "DeepLab-LargeFOV_test.prototxt"
-    if not path.exists():
-        pytest.skip("corpus absent")
+    path = corpus_path("deeplab_v1", "DeepLab-LargeFOV_test.prototxt")
     text = path.read_text().replace("${NUM_LABELS}", "21").replace("${EXP}", "voc12")
     loaded = load_net_text(text)
     assert any(layer.HasField("strict_dim") for layer in loaded.net.layer)
@@ -334,19 +332,14 @@ def test_the_v1_largefov_net_prepared_for_caffe_has_only_bvlc_fields():
 
 # --------------------------------------------------------------------------- verify's side
 
-def _write(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
 TEMPLATE = HEAD + ('layer { name: "conv_${EXP}" type: "Convolution" bottom: "data" '
                    'top: "conv" convolution_param { num_output: ${NUM} kernel_size: 3 } }\n')
 
 
 def test_define_fills_a_template_and_open_placeholders_are_one_line(tmp_path, capsys):
-    src = _write(tmp_path, "t.prototxt", TEMPLATE)
-    filled = _write(tmp_path, "f.prototxt", TEMPLATE.replace("${EXP}", "a").replace("${NUM}", "2"))
+    src = write_file(tmp_path, "t.prototxt", TEMPLATE)
+    filled = write_file(tmp_path, "f.prototxt",
+                        TEMPLATE.replace("${EXP}", "a").replace("${NUM}", "2"))
     weights = tmp_path / "w.caffemodel"
     assert main(["init-weights", str(filled), "-o", str(weights)]) == 0
     capsys.readouterr()

@@ -10,26 +10,14 @@ from surgery.io.netfile import load_net
 from surgery.io.preserve import render
 from surgery.io.prototxt import format_prototxt, parse_prototxt
 
-from _corpus import CORPUS
+from conftest import CORPUS, corpus_files, corpus_path, write_file
+
 RESNET101 = CORPUS / "resnet_kaiming" / "ResNet-101-deploy.prototxt"
 DEEPLAB_V1 = CORPUS / "deeplab_v1" / "DeepLab-LargeFOV_test.prototxt"
 
 
 def corpus_nets():
-    if not CORPUS.is_dir():
-        return []
-    return sorted(p for p in CORPUS.glob("*/*.prototxt") if "solver" not in p.name)
-
-
-def need(path):
-    if not path.is_file():
-        pytest.skip("shared corpus not available")
-
-
-def write(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_bytes(text.encode("utf-8"))
-    return path
+    return [p for p in corpus_files("*/*.prototxt") if "solver" not in p.name]
 
 
 def changed(before, after):
@@ -79,7 +67,7 @@ layer {
 
 
 def test_dilate_edits_only_the_changed_fields_with_tab_indent(tmp_path, capsys):
-    src = write(tmp_path, "net.prototxt", HEADER_NET)
+    src = write_file(tmp_path, "net.prototxt", HEADER_NET)
     out = tmp_path / "out.prototxt"
     assert main(["dilate", str(src), "-s", "1", "-o", str(out)]) == 0
     text = out.read_text()
@@ -90,18 +78,19 @@ def test_dilate_edits_only_the_changed_fields_with_tab_indent(tmp_path, capsys):
 
 
 def test_noop_and_upgrade_keep_bytes(tmp_path, capsys):
-    src = write(tmp_path, "net.prototxt", HEADER_NET)
+    src = write_file(tmp_path, "net.prototxt", HEADER_NET)
     out = tmp_path / "out.prototxt"
     assert main(["dilate", str(src), "-s", "2", "-o", str(out)]) == 0
     assert out.read_bytes() == src.read_bytes()
     current = HEADER_NET.split("layer {", 1)[1]
-    src2 = write(tmp_path, "cur.prototxt", "# keep me\r\nlayer {" + current.replace("\n", "\r\n"))
+    src2 = write_file(tmp_path, "cur.prototxt",
+                      "# keep me\r\nlayer {" + current.replace("\n", "\r\n"))
     assert main(["upgrade", str(src2), "-o", str(tmp_path / "up.prototxt")]) == 0
     assert (tmp_path / "up.prototxt").read_bytes() == src2.read_bytes()
 
 
 def test_diff_prints_the_edit(tmp_path, capsys):
-    src = write(tmp_path, "net.prototxt", HEADER_NET)
+    src = write_file(tmp_path, "net.prototxt", HEADER_NET)
     out = tmp_path / "out.prototxt"
     assert main(["dilate", str(src), "-s", "1", "-o", str(out), "--diff", "-"]) == 0
     diff = capsys.readouterr().out
@@ -110,7 +99,7 @@ def test_diff_prints_the_edit(tmp_path, capsys):
 
 
 def test_canonical_writes_protobuf_text(tmp_path, capsys):
-    src = write(tmp_path, "net.prototxt", HEADER_NET)
+    src = write_file(tmp_path, "net.prototxt", HEADER_NET)
     out = tmp_path / "out.prototxt"
     assert main(["dilate", str(src), "-s", "1", "-o", str(out), "--canonical"]) == 0
     text = out.read_text()
@@ -143,7 +132,7 @@ layers {
 
 
 def test_v1_file_stays_v1_and_dilation_is_written_as_hole(tmp_path, capsys):
-    src = write(tmp_path, "v1.prototxt", V1_HOLE_NET)
+    src = write_file(tmp_path, "v1.prototxt", V1_HOLE_NET)
     out = tmp_path / "out.prototxt"
     args = ["dilate", str(src), "-s", "1", "-o", str(out), "--input-shape", "data=1,3,33,33"]
     assert main(args) == 0
@@ -157,7 +146,7 @@ def test_v1_file_stays_v1_and_dilation_is_written_as_hole(tmp_path, capsys):
 
 
 def test_an_added_layer_is_inserted_and_the_rest_kept(tmp_path):
-    src = write(tmp_path, "net.prototxt", HEADER_NET)
+    src = write_file(tmp_path, "net.prototxt", HEADER_NET)
     loaded = load_net(src)
     new = type(loaded.net)()
     new.CopyFrom(loaded.net)
@@ -168,11 +157,12 @@ def test_an_added_layer_is_inserted_and_the_rest_kept(tmp_path):
     text, note = render(loaded, new)
     assert note is None
     assert text.startswith(HEADER_NET.rstrip("\n"))      # every original line kept
-    assert 'name: "conv1_copy"' in text and load_net(write(tmp_path, "o.prototxt", text)).net == new
+    assert 'name: "conv1_copy"' in text
+    assert load_net(write_file(tmp_path, "o.prototxt", text)).net == new
 
 
 def test_fallback_to_canonical_is_noted(tmp_path):
-    src = write(tmp_path, "net.prototxt", HEADER_NET)
+    src = write_file(tmp_path, "net.prototxt", HEADER_NET)
     loaded = load_net(src)
     new = type(loaded.net)()
     new.CopyFrom(loaded.net)
@@ -204,7 +194,7 @@ def _output_stride(path):
 
 
 def test_resnet101_diff_matches_the_change_list(tmp_path, capsys):
-    need(RESNET101)
+    corpus_path(RESNET101)
     out = tmp_path / "out.prototxt"
     assert main(["dilate", str(RESNET101), "-s", "8", "--head", "cut", "-o", str(out),
                  "--json"]) == 0
@@ -236,7 +226,7 @@ def test_resnet101_diff_matches_the_change_list(tmp_path, capsys):
 
 
 def test_deeplab_v1_template_keeps_v1_hole_and_placeholders(tmp_path, capsys):
-    need(DEEPLAB_V1)
+    corpus_path(DEEPLAB_V1)
     out = tmp_path / "out.prototxt"
     assert main(["dilate", str(DEEPLAB_V1), "-s", "4", "--pooling", "cover",
                  "--cut-after", "fc8_${EXP}", "-o", str(out)]) == 0
@@ -290,7 +280,7 @@ layer {
 def _dilated(tmp_path):
     from surgery.transform.dilate import dilate
 
-    loaded = load_net(write(tmp_path, "tpl.prototxt", TEMPLATE_NET))
+    loaded = load_net(write_file(tmp_path, "tpl.prototxt", TEMPLATE_NET))
     new, _ = dilate(loaded.net, output_stride=1, unknowns=loaded.unknowns)
     return loaded, new
 
@@ -344,7 +334,7 @@ def test_reload_check_catches_a_broken_edit(tmp_path, monkeypatch, fault, why):
 
 def test_reload_check_catches_a_broken_edit_without_template(tmp_path, monkeypatch):
     """Without placeholders the broken edit falls back to canonical text, with a note."""
-    src = write(tmp_path, "net.prototxt", HEADER_NET)
+    src = write_file(tmp_path, "net.prototxt", HEADER_NET)
     loaded = load_net(src)
     from surgery.transform.dilate import dilate
 

@@ -14,20 +14,13 @@ from surgery.io.prototxt import (
     save_prototxt,
 )
 
-from _corpus import CORPUS
+from conftest import CORPUS, corpus_files
 
 
 def _corpus_nets():
-    if not CORPUS.is_dir():
-        return []
-    found = []
-    for path in sorted(CORPUS.rglob("*.prototxt")):
-        if "solver" in path.name:
-            continue
-        if "${" in path.read_text(encoding="utf-8", errors="replace"):
-            continue
-        found.append(path)
-    return found
+    """The corpus nets, solvers and templates (with ${...} placeholders) left out."""
+    return [path for path in corpus_files() if "solver" not in path.name
+            and "${" not in path.read_text(encoding="utf-8", errors="replace")]
 
 
 CORPUS_NETS = _corpus_nets()

@@ -9,8 +9,6 @@ temporary directory, in `report-screenshots0/` (e.g.
 /tmp/pytest-of-$USER/pytest-current/report-screenshots0/resnet50-os8.png).
 """
 
-import contextlib
-import io
 import json
 import re
 import sys
@@ -25,17 +23,10 @@ from surgery.io.netfile import load_net
 from surgery.transform.dilate import dilate
 
 from _browser import browser_or_skip, dot_or_skip, hidden_dot, open_page, pixel_spread
-from _corpus import CORPUS
+from conftest import CORPUS, corpus_path, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
-
-
-def run_cli(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
 
 
 def report_of(before, after=None, shapes=None, phase="TEST"):
@@ -197,8 +188,8 @@ def test_verify_result_shows_each_blob(tmp_path):
     assert rc == 0, err
     result.write_text(stdout)
     page = tmp_path / "r.html"
-    rc, _, err = run_cli("report", net, converted, "--input-shape", "data=1,3,64,64",
-                         "--verify", result, "-o", page)
+    rc, _, err = run_cli("report", net, converted, "--input-shape", "data=1,3,64,64", "--verify",
+                         result, "-o", page)
     assert rc == 0, err
     html = page.read_text(encoding="utf-8")
     blobs = json.loads(stdout)["blobs"]
@@ -269,9 +260,7 @@ def test_conversion_page_in_chromium(tmp_path, shots, monkeypatch, case, layout)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_template_page_in_chromium(tmp_path, shots, monkeypatch, layout):
     """A DeepLab v2 template, one net: its `${...}` placeholders appear as written."""
-    net = CORPUS / "deeplab_v2" / "vgg16_train.prototxt"
-    if not net.exists():
-        pytest.skip(f"{net} not available")
+    net = corpus_path("deeplab_v2", "vgg16_train.prototxt")
     browser_or_skip(layout)
     page = tmp_path / "deeplab.html"
     rc, _, err = _report(monkeypatch, tmp_path, layout, net, "-o", page)

@@ -13,7 +13,7 @@ from google.protobuf import text_format
 from surgery import caffe_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
-from _corpus import CORPUS
+from conftest import CORPUS, corpus_files
 
 
 # --- (a) drift: the committed gencode matches proto/caffe.proto -------------
@@ -41,7 +41,7 @@ def test_generated_module_matches_proto(tmp_path):
 def _corpus_files():
     if not CORPUS.is_dir():
         return [pytest.param(None, marks=pytest.mark.skip(reason=f"corpus not found at {CORPUS}"))]
-    files = sorted(CORPUS.rglob("*.prototxt"))
+    files = corpus_files()
     return [pytest.param(path, id=str(path.relative_to(CORPUS))) for path in files]
 
 

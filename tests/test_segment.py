@@ -27,7 +27,7 @@ from surgery.transform.segment import segment
 from surgery.engines.verify import verify
 
 from _caffe import caffe_build
-from _corpus import CORPUS
+from conftest import corpus_net, corpus_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -134,10 +134,7 @@ def test_backbone_batchnorm_is_frozen_unless_train_bn():
 def test_aspp_matches_published_deeplab_v2_resnet101(rel):
     """Layer by layer (names aside, multi-scale branches skipped): types, kernels, strides,
     pads, dilations and num_outputs of DeepLab v2's single-scale ResNet-101 nets."""
-    path = CORPUS / rel
-    if not path.exists():
-        pytest.skip(f"corpus file {rel} not available")
-    published = load_prototxt(path)
+    published = corpus_net(rel)
     single = [l for l in published.layer
               if not any("res075" in b or "res05" in b for b in list(l.bottom) + list(l.top))]
     ours = _seg(head="aspp", classes=21, output_stride=8)
@@ -151,9 +148,7 @@ def test_train_tail_is_deeplab_v2s():
     """Data layer, label shrink and loss as DeepLab v2's published train net has them
     (its VGG-16 ASPP net in the corpus: ImageSegData with crop 321, mirror and DeepLab's
     mean values, label_type PIXEL, shrink_factor 8, SoftmaxWithLoss ignoring 255)."""
-    path = CORPUS / "deeplab_v2" / "vgg16_train.prototxt"
-    if not path.exists():
-        pytest.skip("corpus DeepLab v2 train net not available")
+    path = corpus_path("deeplab_v2", "vgg16_train.prototxt")
     from surgery.io.netfile import load_net
     published = load_net(path).net
     ours = _seg(head="aspp", classes=21, output_stride=8).train
@@ -251,9 +246,7 @@ def test_psp_head_matches_published_pspnet_473():
     """The head after the trunk, as PSPNet's published 473 net has it: per bin a pool,
     a 1x1 conv to 512 and an Interp back; Concat; 3x3 conv 512; a 1x1 classifier and a
     zoom-8 Interp (their BN layers are the fork's `BN`, ours BatchNorm + Scale)."""
-    path = CORPUS / "pspnet" / "pspnet101_VOC2012_473.prototxt"
-    if not path.exists():
-        pytest.skip("corpus PSPNet file not available")
+    path = corpus_path("pspnet", "pspnet101_VOC2012_473.prototxt")
     published = load_prototxt(path)
     start = next(i for i, l in enumerate(published.layer) if l.name == "conv5_3_pool1")
     theirs = [l for l in published.layer[start:] if l.type in ("Pooling", "Convolution", "Concat",

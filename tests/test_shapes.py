@@ -11,7 +11,7 @@ from surgery.errors import SurgeryError
 from surgery.layers import Role, pool_has_extra_window, pool_out_size, rule_for
 from surgery.pair import Pair, Window
 
-from _corpus import corpus_net as corpus
+from conftest import corpus_net as corpus
 
 
 def net(text):

@@ -24,7 +24,6 @@ alone need ~275M random weights; the others are checked at sizes that keep their
 connected layers small.
 """
 
-import csv
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,7 +34,6 @@ from surgery.analysis.analyse import analyse
 from surgery.errors import SurgeryError
 from surgery.weights.initweights import init_weights
 from surgery.io.prototxt import parse_prototxt, save_prototxt
-from surgery.io.netfile import load_prototxt
 from surgery.models import MODELS, build
 from surgery.transform.dilate import dilate
 
@@ -43,7 +41,7 @@ cv2 = pytest.importorskip("cv2")
 
 pytestmark = pytest.mark.slow
 
-from _corpus import CORPUS
+from conftest import corpus_manifest, corpus_net
 
 # Input sizes (H, W) per corpus file; "declared" is the file's own size. Odd non-square
 # sizes leave partial CEIL windows and catch swapped axes. Nets whose fully connected
@@ -95,12 +93,7 @@ MODEL_SIZES = (DECLARED, (209, 225))   # >= 193 keeps res5c >= 7 for the 7x7 poo
 @lru_cache(maxsize=None)
 def _deploy_files():
     """Manifest paths of deploy nets, in manifest order (empty without the corpus)."""
-    manifest = CORPUS / "MANIFEST.tsv"
-    if not manifest.exists():
-        return ()
-    with open(manifest, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    return tuple(r["local_path"] for r in rows
+    return tuple(r["local_path"] for r in corpus_manifest()
                  if r["kind"] == "deploy" or "deploy" in Path(r["local_path"]).name)
 
 
@@ -257,10 +250,7 @@ def _check(loaded, tag, net, shapes, *, refused=None):
 
 @pytest.mark.parametrize("path, size", _corpus_params())
 def test_corpus_deploy_shapes_match_opencv(loaded, path, size):
-    file = CORPUS / path
-    if not file.exists():
-        pytest.skip(f"corpus file {file} absent")
-    net = load_prototxt(file)
+    net = corpus_net(path)
     shapes = _input_shapes(net, size)
     if shapes is None:
         pytest.skip(f"{path} does not declare its input size")

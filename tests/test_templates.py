@@ -13,7 +13,7 @@ from surgery.io.caffemodel import write_caffemodel
 from surgery.io.netfile import load_net
 from surgery.layers import UNKNOWN
 
-from _corpus import CORPUS
+from conftest import CORPUS, corpus_path, error_line, write_file
 DEEPLAB_V2 = CORPUS / "deeplab_v2" / "vgg16_train.prototxt"
 DEEPLAB_V1 = CORPUS / "deeplab_v1" / "DeepLab-LargeFOV_test.prototxt"
 
@@ -60,12 +60,6 @@ layer {
 """
 
 
-def write(tmp_path, text, name="net.prototxt"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def substitute(text):
     return re.sub(r"\$\{(\w+)\}", lambda m: "21" if m.group(1) == "NUM_LABELS" else "x", text)
 
@@ -78,14 +72,8 @@ def where(path, text, needle):
     raise AssertionError(needle)
 
 
-def error_line(capsys):
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("caffe-surgery: error: "), lines
-    return lines[0]
-
-
 def test_open_channel_count_leaves_only_channels_unknown(tmp_path):
-    loaded = load_net(write(tmp_path, TEMPLATE))
+    loaded = load_net(write_file(tmp_path, "net.prototxt", TEMPLATE))
     assert [p.text for p in loaded.numeric_placeholders] == ["${NUM_LABELS}"]
     assert loaded.unknowns.values == {"fc8_${EXP}": {("convolution_param", "num_output")}}
     a = analyse(loaded.net, unknowns=loaded.unknowns)
@@ -98,13 +86,13 @@ def test_open_channel_count_leaves_only_channels_unknown(tmp_path):
 
 
 def test_without_unknowns_the_open_field_is_an_error(tmp_path):
-    loaded = load_net(write(tmp_path, TEMPLATE))
+    loaded = load_net(write_file(tmp_path, "net.prototxt", TEMPLATE))
     with pytest.raises(SurgeryError, match="num_output"):
         analyse(loaded.net)
 
 
 def test_dilate_carries_placeholders_and_output_substitutes(tmp_path, capsys):
-    src = write(tmp_path, TEMPLATE)
+    src = write_file(tmp_path, "net.prototxt", TEMPLATE)
     out = tmp_path / "out.prototxt"
     assert main(["dilate", str(src), "-s", "1", "-o", str(out)]) == 0
     text = out.read_text()
@@ -116,16 +104,16 @@ def test_dilate_carries_placeholders_and_output_substitutes(tmp_path, capsys):
 
 
 def test_canonical_refuses_a_numeric_placeholder(tmp_path, capsys):
-    src = write(tmp_path, TEMPLATE)
+    src = write_file(tmp_path, "net.prototxt", TEMPLATE)
     out = tmp_path / "out.prototxt"
     assert main(["dilate", str(src), "-s", "1", "-o", str(out), "--canonical"]) == 2
-    assert f"{where(src, TEMPLATE, '${NUM_LABELS}')}: template placeholder" in error_line(capsys)
+    assert f"{where(src, TEMPLATE, '${NUM_LABELS}')}: template placeholder" in error_line(capsys.readouterr().err)
     assert not out.exists()
 
 
 def test_open_stride_makes_the_layer_opaque(tmp_path, capsys):
     text = TEMPLATE.replace("pad: 1 stride: 2", "pad: 1 stride: ${S}")
-    loaded = load_net(write(tmp_path, text))
+    loaded = load_net(write_file(tmp_path, "net.prototxt", text))
     a = analyse(loaded.net, unknowns=loaded.unknowns)
     node = a.graph.node("conv1")
     assert node.rule is UNKNOWN and node.type == "Convolution"
@@ -142,7 +130,7 @@ FORK = TEMPLATE.replace("num_output: ${NUM_LABELS}", "num_output: 21\n    fork_m
 
 
 def test_unknown_fields_warn_once_per_name_and_keep_going(tmp_path, capsys):
-    src = write(tmp_path, FORK)
+    src = write_file(tmp_path, "net.prototxt", FORK)
     assert main(["inspect", str(src)]) == 0
     captured = capsys.readouterr()
     warnings = [l for l in captured.err.splitlines()    # the loader's, not the analysis's
@@ -155,7 +143,7 @@ def test_unknown_fields_warn_once_per_name_and_keep_going(tmp_path, capsys):
 
 
 def test_unknown_geometry_field_stops_dilate_and_keeps_field(tmp_path, capsys):
-    src = write(tmp_path, FORK)
+    src = write_file(tmp_path, "net.prototxt", FORK)
     loaded = load_net(src)
     a = analyse(loaded.net, unknowns=loaded.unknowns)
     assert a.geometry["conv2"] is not None and a.geometry["fc8_${EXP}"] is None
@@ -169,7 +157,7 @@ def test_unknown_geometry_field_stops_dilate_and_keeps_field(tmp_path, capsys):
 @pytest.mark.parametrize("command", [["inspect"], ["upgrade"], ["dilate", "-s", "2", "-o", "X"],
                                      ["check", "MODEL"], ["init-weights", "-o", "Y"]])
 def test_strict_turns_the_warning_into_a_located_error(tmp_path, capsys, command):
-    src = write(tmp_path, FORK)
+    src = write_file(tmp_path, "net.prototxt", FORK)
     args = [a.replace("X", str(tmp_path / "o.prototxt")).replace("Y", str(tmp_path / "w"))
             for a in command]
     if args[0] == "check":
@@ -179,38 +167,33 @@ def test_strict_turns_the_warning_into_a_located_error(tmp_path, capsys, command
     else:
         args = [args[0], str(src)] + args[1:] + ["--strict"]
     assert main(args) == 2
-    line = error_line(capsys)
+    line = error_line(capsys.readouterr().err)
     assert f"{src}:2:1:" in line and "fancy_flag" in line and "--strict" in line
     assert not (tmp_path / "o.prototxt").exists() and not (tmp_path / "w").exists()
 
 
 def test_a_near_miss_is_a_typo_not_a_fork(tmp_path, capsys):
-    src = write(tmp_path, TEMPLATE.replace("kernel_size: 1", "kernel_sise: 1"))
+    src = write_file(tmp_path, "net.prototxt", TEMPLATE.replace("kernel_size: 1", "kernel_sise: 1"))
     assert main(["inspect", str(src)]) == 2
-    assert "did you mean `kernel_size`" in error_line(capsys)
+    assert "did you mean `kernel_size`" in error_line(capsys.readouterr().err)
 
 
 def test_upgrade_refuses_to_lose_a_placeholder(tmp_path, capsys):
     v1 = ('layers { name: "c" type: CONVOLUTION bottom: "d" top: "c"\n'
           '  convolution_param { num_output: ${N} kernel_size: 1 } }\n')
     text = 'input: "d" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n' + v1
-    src = write(tmp_path, text)
+    src = write_file(tmp_path, "net.prototxt", text)
     assert main(["upgrade", str(src), "-o", str(tmp_path / "o.prototxt")]) == 2
-    assert f"{where(src, text, '${N}')}: template placeholder ${{N}}" in error_line(capsys)
+    assert f"{where(src, text, '${N}')}: template placeholder ${{N}}" in error_line(capsys.readouterr().err)
     assert main(["init-weights", str(src), "-o", str(tmp_path / "w.caffemodel")]) == 2
-    assert f"{where(src, text, '${N}')}:" in error_line(capsys)
+    assert f"{where(src, text, '${N}')}:" in error_line(capsys.readouterr().err)
 
 
 # --------------------------------------------------------------------------- corpus
 
 
-def need(path):
-    if not path.is_file():
-        pytest.skip("shared corpus not available")
-
-
 def test_deeplab_v2_inspect_shows_unknowns_where_they_belong(capsys):
-    need(DEEPLAB_V2)
+    corpus_path(DEEPLAB_V2)
     assert main(["inspect", str(DEEPLAB_V2), "--phase", "TRAIN", "--json"]) == 0
     import json
     data = json.loads(capsys.readouterr().out)
@@ -222,7 +205,7 @@ def test_deeplab_v2_inspect_shows_unknowns_where_they_belong(capsys):
 
 
 def test_deeplab_v2_dilate_keeps_every_placeholder_byte_for_byte(tmp_path, capsys):
-    need(DEEPLAB_V2)
+    corpus_path(DEEPLAB_V2)
     original = DEEPLAB_V2.read_text()
     out = tmp_path / "same.prototxt"
     assert main(["dilate", str(DEEPLAB_V2), "-s", "8", "-o", str(out)]) == 0
@@ -239,7 +222,7 @@ def test_deeplab_v2_dilate_keeps_every_placeholder_byte_for_byte(tmp_path, capsy
 
 
 def test_deeplab_v1_template_loads_with_placeholders(capsys):
-    need(DEEPLAB_V1)
+    corpus_path(DEEPLAB_V1)
     loaded = load_net(DEEPLAB_V1)
     assert loaded.notes and loaded.numeric_placeholders
     assert main(["inspect", str(DEEPLAB_V1), "--input-shape", "data=1,3,321,321"]) == 0
@@ -248,7 +231,7 @@ def test_deeplab_v1_template_loads_with_placeholders(capsys):
 
 def test_bad_values_keep_the_did_you_mean_hints(tmp_path, capsys):
     text = 'layer {\n  name: "p"\n  type: "Pooling"\n  pooling_param { pool: MAXX kernel_size: 2 }\n}\n'
-    src = write(tmp_path, text)
+    src = write_file(tmp_path, "net.prototxt", text)
     assert main(["inspect", str(src)]) == 2
-    line = error_line(capsys)
+    line = error_line(capsys.readouterr().err)
     assert f"{where(src, text, 'MAXX')}:" in line and "did you mean `MAX`" in line

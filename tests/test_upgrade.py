@@ -10,7 +10,7 @@ from surgery.io.prototxt import format_prototxt, parse_prototxt
 from surgery.io.netfile import load_prototxt
 from surgery.io.upgrade import upgrade_net
 
-from _corpus import CORPUS
+from conftest import CORPUS
 VGG = CORPUS / "vgg" / "VGG_ILSVRC_16_layers_deploy.prototxt"
 LARGEFOV = CORPUS / "deeplab_v1" / "DeepLab-LargeFOV_test.prototxt"
 

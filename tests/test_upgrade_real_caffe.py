@@ -27,7 +27,7 @@ from surgery.io.solverfile import upgrade_solver
 from surgery.io.upgrade import upgrade_as_caffe
 
 from _caffe import caffe_build
-from _corpus import CORPUS
+from conftest import CORPUS, corpus_path
 
 pytestmark = pytest.mark.caffe
 
@@ -172,9 +172,7 @@ def test_v0_padding_layer_into_pooling(tmp_path):
 def test_plain_bvlc_corpus_files_are_accepted(tmp_path):
     tool = _tool("upgrade_net_proto_text")
     for rel in PLAIN:
-        path = CORPUS / rel
-        if not path.is_file():
-            pytest.skip(f"corpus file {rel} not available")
+        path = corpus_path(rel)
         _, refused = _run(tool, path.read_text(encoding="utf-8"), tmp_path)
         assert refused is None, f"{rel}: {refused}"
 

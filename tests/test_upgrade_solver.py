@@ -10,7 +10,7 @@ from surgery.errors import SurgeryError
 from surgery.io.prototxt import parse_prototxt
 from surgery.io.solverfile import upgrade_solver
 
-from _corpus import CORPUS
+from conftest import CORPUS
 
 # Caffe's SolverTypeUpgradeTest: each old enum and the string Caffe gives it.
 CAFFE_TYPE_PAIRS = [("SGD", "SGD"), ("ADAGRAD", "AdaGrad"), ("NESTEROV", "Nesterov"),

@@ -27,7 +27,7 @@ from surgery.io.netfile import load_net
 from surgery.transform.dilate import dilate
 from surgery.weights.fillers import upsampling_kernel
 
-from _corpus import CORPUS
+from conftest import corpus_path
 from surgery.io.caffemodel import read_caffemodel, write_caffemodel
 from surgery.io.netfile import load_prototxt
 
@@ -247,9 +247,7 @@ FCN = ["fcn/voc-fcn32s_val.prototxt", "fcn/voc-fcn8s_deploy.prototxt",
 
 @pytest.mark.parametrize("name", FCN)
 def test_corpus_fcn_nets_go_to_output_stride_16_with_their_joins_lined_up(name, capsys):
-    path = CORPUS / name
-    if not path.exists():
-        pytest.skip(f"{path} is not in the corpus")
+    path = corpus_path(name)
     shapes = {"data": (1, 3, 500, 500)}
     loaded = load_net(str(path))
     new, report = dilate(loaded.net, output_stride=16, pooling="cover", input_shapes=shapes,
@@ -344,9 +342,7 @@ def test_init_weights_fills_a_fixed_upsampler_with_its_bilinear_kernel(tmp_path)
 def test_fcn8s_round_trips_from_init_weights_byte_for_byte(tmp_path):
     """Issue 25: `dilate -s 16` then `-s 32`, with the weights, gives back the original
     text and weights byte for byte (a dilation back at 1 is dropped, not left as a line)."""
-    path = CORPUS / "fcn/voc-fcn8s_deploy.prototxt"
-    if not path.exists():
-        pytest.skip("corpus file not available")
+    path = corpus_path("fcn/voc-fcn8s_deploy.prototxt")
     w0, w1, w2 = (tmp_path / f"w{i}.caffemodel" for i in range(3))
     p1, p2 = tmp_path / "os16.prototxt", tmp_path / "os32.prototxt"
     assert main(["init-weights", str(path), "-o", str(w0)]) == 0
