@@ -17,6 +17,7 @@ from surgery.io.caffemodel import read_blob, read_caffemodel
 from surgery.io.prototxt import save_prototxt
 from surgery.io.netfile import load_prototxt
 from surgery.models import build
+from conftest import run_cli, write_file
 
 pytest.importorskip("cv2")
 
@@ -260,3 +261,88 @@ def test_a_classifier_original_at_another_size_is_compared_before_its_head(tmp_p
         other = tmp_path / "other.caffemodel"
         init_weights(build("resnet50", width=0.25, input_size=64), other)
         verify(orig, conv, other, input_shapes={"data": (1, 3, 97, 97)})
+
+
+# ---------------------------------------------------------------- the verdict at the tolerance
+
+BOUNDARY = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 33 dim: 33 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "side" type: "Convolution" bottom: "conv1" top: "side"
+        convolution_param { num_output: 4 kernel_size: 1 } }
+"""
+
+
+@pytest.fixture(scope="module")
+def boundary(tmp_path_factory):
+    """(original, converted at output stride 1, weights, {blob: max|original|}): conv2 and
+    side (the default blob, the deepest) compared exactly first, to know their scale."""
+    from surgery import api
+
+    folder = tmp_path_factory.mktemp("boundary")
+    original = write_file(folder, "net.prototxt", BOUNDARY)
+    converted, weights = folder / "os1.prototxt", folder / "w.caffemodel"
+    api.dilate(original, output_stride=1, output=converted)
+    api.init_weights(original, weights, seed=4)
+    exact = api.verify(original, converted, weights, weights_converted=weights,
+                       blobs=["conv2"], engine="opencv").report
+    assert [b.blob for b in exact.blobs] == ["side", "conv2"]
+    assert all(b.rel_error < TOL / 100 and b.max_abs_original > 0 for b in exact.blobs)
+    return original, converted, weights, {b.blob: b.max_abs_original for b in exact.blobs}
+
+
+def _nudged(folder, weights, layer, delta):
+    """A copy of `weights` with the first bias of `layer` moved by `delta`: that output
+    channel moves by `delta` at every position, so max|err| on its blob is |delta|."""
+    import surgery
+
+    net = surgery.load(weights)
+    blobs = next(l for l in net.layer if l.name == layer).blobs
+    blobs[1].data[0] += delta
+    path = folder / f"{layer}-{delta:.3e}.caffemodel"
+    surgery.save(net, path)
+    return path
+
+
+def _table(out):
+    """{blob: its line} of verify's table, and the verdict line."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("blob "))
+    return {line.split()[0]: line for line in lines[start + 1:-1]}, lines[-1]
+
+
+@pytest.mark.parametrize("times, status, code", [(2, "FAIL", 1), (0.5, "ok", 0)])
+def test_an_error_just_over_the_tolerance_fails_and_just_under_passes(boundary, tmp_path,
+                                                                      times, status, code):
+    original, converted, weights, scale = boundary
+    nudged = _nudged(tmp_path, weights, "side", times * TOL * scale["side"])
+    rc, out, err = run_cli("verify", original, converted, "--weights", weights,
+                           "--weights-converted", nudged, "--engine", "opencv", "--json")
+    report = json.loads(out)
+    [side] = report["blobs"]
+    assert report["tolerance"] == TOL
+    assert side["rel_error"] == pytest.approx(times * TOL, rel=1e-2)
+    assert side["status"] == status and report["passed"] == (code == 0) and rc == code, err
+    rc, out, _ = run_cli("verify", original, converted, "--weights", weights,
+                         "--weights-converted", nudged, "--engine", "opencv")
+    rows, verdict = _table(out)
+    assert rows["side"].endswith(status) and rc == code
+    assert verdict.startswith("PASS: 1/1" if code == 0 else "FAIL: 0/1")
+
+
+@pytest.mark.parametrize("failing", ["side", "conv2"])     # the first line, the last line
+def test_any_fail_line_makes_the_verdict_fail(boundary, tmp_path, failing):
+    original, converted, weights, scale = boundary
+    nudged = _nudged(tmp_path, weights, failing, 2 * TOL * scale[failing])
+    rc, out, err = run_cli("verify", original, converted, "--weights", weights,
+                           "--weights-converted", nudged, "--engine", "opencv",
+                           "--blob", "conv2")
+    rows, verdict = _table(out)
+    assert list(rows) == ["side", "conv2"]
+    assert [blob for blob, line in rows.items() if line.endswith("FAIL")] == [failing]
+    assert [blob for blob, line in rows.items() if line.endswith("ok")] == \
+        [b for b in rows if b != failing]
+    assert verdict.startswith("FAIL: 1/2 exact blobs") and rc == 1, out + err
