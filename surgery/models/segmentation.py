@@ -197,8 +197,6 @@ def deeplab_v2_resnet(depth=101, *, width=1.0, crop=513, num_classes=21,
     for name, score, target in (("loss", fused, label), ("loss_res1", back[""], label),
                                 ("loss_res075", back["_res075"], label),
                                 ("loss_res05", scores["_res05"], label16)):
-        b.layer("SoftmaxWithLoss", name, [score, target], [], include=[{"phase": "TRAIN"}],
-                loss_param={"ignore_label": 255})
-    b.layer("SegAccuracy", "accuracy", [fused, label], ["accuracy"],
-            seg_accuracy_param={"ignore_label": 255})
+        b.softmax_loss(name, score, target, ignore_label=255, include=[{"phase": "TRAIN"}])
+    b.seg_accuracy("accuracy", fused, label, ignore_label=255, top="accuracy")
     return b.net
