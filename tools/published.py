@@ -44,8 +44,10 @@ class Family(NamedTuple):
 
 def _generated(factory, *args, **kw):
     def make():
-        sys.path.insert(0, str(ROOT / "tests"))
         import importlib
+
+        if str(ROOT / "tests") not in sys.path:      # tests/_deeplab.py, tests/_detection.py
+            sys.path.insert(0, str(ROOT / "tests"))
         module, name = factory.rsplit(".", 1)
         built = getattr(importlib.import_module(module), name)(*args, **kw)
         if isinstance(built, str):
@@ -237,17 +239,20 @@ def rows(families=FAMILIES):
     return out
 
 
+def _span(text, tag):
+    begin = BEGIN.format(tag)
+    return text.index(begin) + len(begin), text.index(END.format(tag))
+
+
 def block(text, tag):
     """The lines between the markers of `tag` in `text`."""
-    begin, end = BEGIN.format(tag), END.format(tag)
-    start, stop = text.index(begin) + len(begin), text.index(end)
+    start, stop = _span(text, tag)
     return text[start:stop].strip("\n").splitlines()
 
 
 def _replace(path, tag, lines):
     text = path.read_text(encoding="utf-8")
-    begin, end = BEGIN.format(tag), END.format(tag)
-    start, stop = text.index(begin) + len(begin), text.index(end)
+    start, stop = _span(text, tag)
     path.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[stop:], encoding="utf-8")
 
 
