@@ -155,5 +155,7 @@ def test_the_docs_show_what_their_commands_print(tmp_path, monkeypatch, document
             assert shown_lines_appear(shown, printed) or shown_lines_appear(shown, errors), (
                 f"{document}: {line}", "\n".join(printed + errors))
             checked += 1
+    if document == "README.md":       # its tour runs on the shipped models alone
+        assert checked >= 5, skipped
     if not checked:
         pytest.skip(f"{document}: every shown command needs what is not here: {skipped}")
