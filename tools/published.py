@@ -2,7 +2,7 @@
 
 Runs `caffe-surgery dilate NET -s N --dry-run --json` (in process, as a user would run it)
 on the public nets in ../shared/corpus and on nets of the published structure the project
-builds for the families the corpus lacks (surgery/models/segmentation.py, tests/_deeplab.py,
+builds for the families the corpus lacks (surgery/models/segmentation.py,
 tests/_detection.py), for N = 4, 8, 16 and 32. A refusal that names `--pooling cover` or
 `--dilation round` as the way through is tried again with that flag, as a user following
 the message would. Each cell says what came out: the result (EXACT, ADAPTED or
@@ -46,7 +46,7 @@ def _generated(factory, *args, **kw):
     def make():
         import importlib
 
-        if str(ROOT / "tests") not in sys.path:      # tests/_deeplab.py, tests/_detection.py
+        if str(ROOT / "tests") not in sys.path:      # tests/_detection.py
             sys.path.insert(0, str(ROOT / "tests"))
         module, name = factory.rsplit(".", 1)
         built = getattr(importlib.import_module(module), name)(*args, **kw)
@@ -78,8 +78,9 @@ FAMILIES = [
     Family("DeepLab v2 ResNet-101 MSC (test)", "segmentation",
            "surgery.models.segmentation.deeplab_v2_resnet(101)", (),
            _generated("surgery.models.segmentation.deeplab_v2_resnet", 101)),
-    Family("DeepLab v2 MSC (train, small trunk)", "segmentation",
-           'tests/_deeplab.py msc_net("TRAIN")', (), _generated("_deeplab.msc_net", "TRAIN")),
+    Family("DeepLab v2 ResNet-101 MSC (train)", "segmentation",
+           'surgery.models.segmentation.deeplab_v2_resnet(101, phase="TRAIN")', (),
+           _generated("surgery.models.segmentation.deeplab_v2_resnet", 101, phase="TRAIN")),
     Family("PSPNet-50", "segmentation", "surgery.models.segmentation.pspnet(50)", (),
            _generated("surgery.models.segmentation.pspnet", 50)),
     Family("PSPNet-101 (VOC, 473)", "segmentation", "pspnet/pspnet101_VOC2012_473.prototxt", (),
