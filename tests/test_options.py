@@ -59,7 +59,7 @@ BAD = {
     ("inspect", "net"): NET_FILES, ("inspect", "input_shape"): SHAPES,
     ("inspect", "phase"): PHASE, ("inspect", "json"): FLAG, ("inspect", "strict"): FLAG,
 
-    ("dilate", "nets"): NET_FILES,
+    ("dilate", "nets"): NET_FILES + [["N", "N"], ["N", "X"], ["N", "D"]],
     ("dilate", "output_stride"): [["-s", v] for v in ("a", "0", "-2", "1.5", "")],
     ("dilate", "head"): [["--head", "chop"]], ("dilate", "pooling"): [["--pooling", "x"]],
     ("dilate", "convention"): [["--convention", "x"]],

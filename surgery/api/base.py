@@ -87,6 +87,7 @@ def choose_phases(phase, net, *, log):
     chosen = [first] + [p for p in others if _names(built[p]) != _names(built[first])]
     if failed:
         other, why = next(iter(failed.items()))
+        why.hint = ""       # "try --phase" would name the phase being used
         log.note(f"using phase {first}, the one in which the net is complete (in {other}: {why})")
     elif len(chosen) > 1:
         log.note("the net builds in TEST and TRAIN with different layers: both are analysed "
