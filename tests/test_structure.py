@@ -214,3 +214,15 @@ def test_no_module_imports_itself_back():
         tuple(graphlib.TopologicalSorter(edges).static_order())
     except graphlib.CycleError as exc:
         raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None
+
+
+def test_every_package_folder_is_installed():
+    """pyproject.toml lists the packages by hand: a folder of surgery/ with an __init__.py
+    left off that list works from a clone and is missing from an installed wheel."""
+    import tomllib
+
+    config = tomllib.loads((SURGERY.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(SURGERY.parent).parts)
+             for init in SURGERY.rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
