@@ -114,7 +114,7 @@ class _Binder:
         self.b = binding
         self.filename = filename
         self.strict = strict
-        self.scalars = {}      # (field, word) -> value
+        self.scalars = {}      # (field, word or literal) -> value, converted once per file
 
     def error(self, msg, tok):
         return SurgeryError(msg, file=self.filename, line=tok.line, col=tok.col)
@@ -182,17 +182,21 @@ class _Binder:
                 vpath = path + (fd.name, index)
             else:
                 vpath = path + (fd.name,)
-            if value.has_placeholder:
-                self.b.placeholders.append(Placeholder(vpath, value.text))
-                self.b.nodes[vpath] = field
-                if fd.type == _d.FieldDescriptor.TYPE_STRING:
+            tokens = value.tokens
+            # A value met before in this field (a type, an enum word, a kernel size): no
+            # placeholder (none is cached), a known enum value, already converted.
+            converted = self.scalars.get((fd, tokens[0].text)) if len(tokens) == 1 else None
+            if converted is None:
+                if value.has_placeholder:
+                    self.b.placeholders.append(Placeholder(vpath, value.text))
+                    self.b.nodes[vpath] = field
+                    if fd.type != _d.FieldDescriptor.TYPE_STRING:
+                        continue    # a number/enum/bool we cannot know yet: leave unset
                     converted = self.convert(value, fd, msg) if value.is_string else value.text
+                elif self.unknown_value(value, fd, msg, path):
+                    continue
                 else:
-                    continue    # a number/enum/bool we cannot know yet: leave unset
-            elif self.unknown_value(value, fd, msg, path):
-                continue
-            else:
-                converted = self.convert(value, fd, msg)
+                    converted = self.convert(value, fd, msg)
             if fd.is_repeated:
                 getattr(msg, fd.name).append(converted)
                 counts[fd.name] = index + 1
@@ -232,7 +236,10 @@ class _Binder:
                 if not value.is_string:
                     raise ValueError(f"expected a quoted string, found {tok.text}")
                 raw = b"".join(_unescape(x.text[1:-1]) for x in value.tokens)
-                return raw if t == _d.FieldDescriptor.TYPE_BYTES else raw.decode("utf-8")
+                raw = raw if t == _d.FieldDescriptor.TYPE_BYTES else raw.decode("utf-8")
+                if len(value.tokens) == 1 and not value.has_placeholder:
+                    self.scalars[(fd, tok.text)] = raw
+                return raw
             if value.is_string or len(value.tokens) != 1:
                 raise ValueError(f"expected a {_type_name(fd)}, found a string")
             text = tok.text

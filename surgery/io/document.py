@@ -524,7 +524,7 @@ def _split_path(path):
 def _forget_positions(root):
     """Tokens made by an edit have no place in the original file."""
     for tok in root.tokens():
-        tok.pos = tok.line = tok.col = None
+        tok.pos = None
 
 
 def _detect_indent_unit(root):

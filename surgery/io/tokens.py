@@ -14,19 +14,23 @@ list punctuation, in source order) and an optional `,`/`;` separator.
 Nothing here knows the Caffe schema; `binding.py` adds that.
 """
 
+import bisect
 import re
 import sys
 
 from ..errors import SurgeryError
 
-# One match per token: the trivia before it, then the token itself.
+# One match per token: the trivia before it, then the token itself. The trivia comes in
+# two groups: the rest of the previous token's line (its trail: spaces, a comment, the
+# newline) and what leads to this one (blank lines, own-line comments, indentation).
 # Words cover identifiers, numbers (1e-4, -inf, 0x1f) and `${NAME}`
 # placeholders, bare or glued to other word characters (fc8_${EXP}).
 # Quantifiers are possessive where Python has them (3.11): no token needs
 # backtracking, and the scan is faster; older Pythons match the same greedily.
 _TOKEN_PATTERN = (
     r"""
-    (?P<trivia>(?:[ \t\r\n\f\v\ufeff]++|\#[^\n]*+)*+)
+    (?P<trail>[ \t\r\f\v\ufeff]*+(?:\#[^\n]*+)?\n?)
+    (?P<lead>(?:[ \t\r\n\f\v\ufeff]++|\#[^\n]*+)*+)
     (?:
         (?P<word>(?:[\w.+\-]++|\$\{[^{}\s]*+\})++)
       | (?P<punct>[{}<>\[\]:,;])
@@ -48,18 +52,26 @@ _CLOSERS = {"{": "}", "<": ">"}
 
 
 class Token:
-    """One token with its source position (1-based line/col, 0-based char pos)."""
+    """One token with its source position: 0-based char `pos` in `source` (a Source),
+    and the 1-based `line` and `col` found from it when asked (only messages ask)."""
 
-    __slots__ = ("kind", "text", "pos", "line", "col", "lead", "trail")
+    __slots__ = ("kind", "text", "pos", "source", "lead", "trail")
 
-    def __init__(self, kind, text, pos=None, line=None, col=None, lead="", trail=""):
+    def __init__(self, kind, text, pos=None, source=None, lead="", trail=""):
         self.kind = kind        # "str" | "word" | "placeholder" | "punct" | "eof"
         self.text = text
         self.pos = pos          # None for tokens created by an edit
-        self.line = line
-        self.col = col
+        self.source = source
         self.lead = lead
         self.trail = trail
+
+    @property
+    def line(self):
+        return None if self.pos is None else self.source.line_col(self.pos)[0]
+
+    @property
+    def col(self):
+        return None if self.pos is None else self.source.line_col(self.pos)[1]
 
     def __repr__(self):
         return f"Token({self.kind}, {self.text!r}, {self.line}:{self.col})"
@@ -185,48 +197,59 @@ class Field:
         return part.close
 
 
+class Source:
+    """The text tokens were scanned from, to find a position's line and column."""
+
+    __slots__ = ("text", "_starts")
+
+    def __init__(self, text):
+        self.text = text
+        self._starts = None
+
+    def line_col(self, pos):
+        """(1-based line, 1-based column) of char `pos`."""
+        if self._starts is None:
+            self._starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
+        line = bisect.bisect_right(self._starts, pos)
+        return line, pos - self._starts[line - 1] + 1
+
+
 def scan(text, filename="<string>"):
     """Split text into tokens; the last one has kind "eof" and holds the tail."""
     tokens = []
     append = tokens.append
-    line, line_start, pos = 1, 0, 0
+    source = Source(text)
+    pos = 0
     prev = None
     for m in _TOKEN_RE.finditer(text):
         if m.start() != pos:
             break
-        trivia, word, punct, string, _ = m.groups()
-        start = pos + len(trivia)
-        lead = ""
-        nl = trivia.find("\n")
+        trail, lead, word, punct, string, _ = m.groups()
+        start = pos + len(trail) + len(lead)
         if prev is None:
-            lead = trivia
-        elif nl < 0:
-            prev.trail = trivia
+            lead = trail + lead
         else:
-            prev.trail, lead = trivia[: nl + 1], trivia[nl + 1:]
-        if nl >= 0:
-            line += trivia.count("\n", nl)
-            line_start = pos + trivia.rfind("\n") + 1
+            prev.trail = trail
         pos = m.end()
-        col = start - line_start + 1
         if word is not None:
-            prev = Token("placeholder" if "${" in word else "word", word, start, line, col, lead)
+            prev = Token("placeholder" if "${" in word else "word", word, start, source, lead)
         elif punct is not None:
-            prev = Token("punct", punct, start, line, col, lead)
+            prev = Token("punct", punct, start, source, lead)
         elif string is not None:
-            prev = Token("str", string, start, line, col, lead)
+            prev = Token("str", string, start, source, lead)
         else:
-            append(Token("eof", "", start, line, col, lead))
+            append(Token("eof", "", start, source, lead))
             return tokens
         append(prev)
-    _bad_char(text, pos, filename, line, line_start)
+    _bad_char(text, pos, filename, *source.line_col(pos))
 
 
-def _bad_char(text, pos, filename, line, line_start):
+def _bad_char(text, pos, filename, line, col):
     """Raise a located error for the first character no token can start with."""
     m = re.compile(r"(?:[ \t\r\n\f\v\ufeff]+|\#[^\n]*)*").match(text, pos)
     at = m.end()
     skipped = text[pos:at]
+    line_start = pos - col + 1
     if "\n" in skipped:
         line += skipped.count("\n")
         line_start = pos + skipped.rfind("\n") + 1
