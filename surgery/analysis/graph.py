@@ -175,8 +175,10 @@ def _header_inputs(net):
     return list(net.input)
 
 
-def build_graph(net, *, phase="TEST", level=None, stages=None):
+def build_graph(net, *, phase="TEST", level=None, stages=None, copy=True):
     """Filter `net` for a phase (plus the net's own level/stages) and index its blobs.
+    The nodes hold a copy of the kept layers, or with `copy=False` the layers of `net`
+    itself (and `Graph.net` is `net`, for its header).
 
     Raises SurgeryError for V1 `layers` (upgrade first), duplicate layer names,
     bottoms nothing produced earlier, and tops written twice (other than in place).
@@ -200,10 +202,14 @@ def build_graph(net, *, phase="TEST", level=None, stages=None):
             raise SurgeryError(f"two layers share the name (also layer #{names[name]})", layer=name)
         names[name] = index
         picked.append((index, name, layer))
-    kept = _kept_copy(net, keep)
-    nodes = [Node(index, copy, name, layer.type, tuple(layer.bottom), tuple(layer.top),
+    if copy:
+        kept = _kept_copy(net, keep)
+        layers = kept.layer
+    else:
+        kept, layers = net, [layer for _, _, layer in picked]
+    nodes = [Node(index, held, name, layer.type, tuple(layer.bottom), tuple(layer.top),
                   rule_for(layer.type))
-             for (index, name, layer), copy in zip(picked, kept.layer)]
+             for (index, name, layer), held in zip(picked, layers)]
     header = _header_inputs(net)
     _check_order(nodes, header, phase, filtered)
     return Graph(kept, nodes, header)

@@ -140,8 +140,12 @@ def _run(args, outputs, shapes):
     ok = all(check is None or check.ok for check in checks)
     if ok and summary is not None and (resized or args.weights_out):
         planned = _weight_plan(summary, loaded, results)        # raises before writing
+    # The summaries first: then the analyses the reports hold go before the writing.
+    texts = [_summary(args, report, check) for (_, report), check in zip(results, checks)]
+    news = [new for new, _ in results]
+    del results
     diffs = []
-    for net, (new, _), path in zip(loaded, results, args.outputs):
+    for net, new, path in zip(loaded, news, args.outputs):
         if ok and (not args.dry_run or args.diff):
             diffs.append(write_net(args, outputs, net, new, source=net.path,
                                    write=not args.dry_run, target=path))
@@ -149,7 +153,6 @@ def _run(args, outputs, shapes):
         from ..weights import writer
 
         writer.write(planned, args.weights_out, source=summary, outputs=outputs)
-    texts = [_summary(args, report, check) for (_, report), check in zip(results, checks)]
     if args.json:
         import json     # only for --json: a plain run does not pay for the import
 

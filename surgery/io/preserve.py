@@ -279,7 +279,7 @@ def _check_reload_layers(loaded, doc, new, nodes, edited):
     key = "layers" if len(loaded.original.layers) else "layer"
     again = copy_except(loaded.original, (key,))
     getattr(again, key).extend(layers)
-    if upgrade_net(again)[0] != new:
+    if upgrade_net(again, in_place=True)[0] != new:
         raise _Fallback("the edited text did not load back to the new net")
 
 

@@ -134,7 +134,7 @@ class Message:
 class Field:
     """`name[:] value`, `name[:] {...}` or `name: [v, ...]`, plus separator."""
 
-    __slots__ = ("name", "colon", "parts", "sep")
+    __slots__ = ("name", "colon", "parts", "sep", "span")     # span: see LazyField
 
     def __init__(self, name, colon, parts, sep=None):
         self.name = name
@@ -197,6 +197,44 @@ class Field:
         return part.close
 
 
+class LazyField(Field):
+    """A top-level block kept as the text it was read from, `span` = (Source, start, end,
+    key): bound once (io/document.read_bound), then its tokens let go, so a net's token
+    tree never exists whole. The first time anything looks inside it, it becomes a
+    Field (the same object), with exactly the tokens a reading of that text gives."""
+
+    __slots__ = ()
+    is_message = True
+
+    @classmethod
+    def of(cls, field):
+        """`field`, a message field just scanned, as its text span."""
+        first, last = field.first(), field.last()
+        lazy = cls.__new__(cls)
+        lazy.span = (first.source, first.pos - len(first.lead),
+                     last.pos + len(last.text) + len(last.trail), field.key)
+        return lazy
+
+    @property
+    def key(self):
+        return self.span[3]
+
+    @property
+    def text(self):
+        """The block's text, trivia included (joining every block's gives the file)."""
+        source, start, end, _ = self.span
+        return source.text[start:end]
+
+    def __getattr__(self, attr):      # only reached for a slot not set: look inside
+        if attr not in ("name", "colon", "parts", "sep"):
+            raise AttributeError(attr)
+        source, start, end, _ = self.span
+        field = _Parser(scan(source.text, start=start, end=end, source=source), "").field()
+        self.__class__ = Field
+        self.name, self.colon, self.parts, self.sep = field.name, field.colon, field.parts, field.sep
+        return getattr(self, attr)
+
+
 class Source:
     """The text tokens were scanned from, to find a position's line and column."""
 
@@ -214,32 +252,58 @@ class Source:
         return line, pos - self._starts[line - 1] + 1
 
 
-def scan(text, filename="<string>"):
-    """Split text into tokens; the last one has kind "eof" and holds the tail."""
+def scan(text, filename="<string>", *, start=0, end=None, source=None):
+    """Split text (or text[start:end]) into tokens; the last one has kind "eof" and holds
+    the tail. Positions are in `text` (whose Source `source` is, when given)."""
+    return next(_scan(text, filename, start, end, source, split=False))
+
+
+def scan_blocks(text, filename="<string>"):
+    """`scan`, a part at a time: lists of tokens that each end with a top-level field
+    whose brackets close (and the separator after it), the last one with the eof token.
+    A part's last token has its trail. A bad character raises when the scan gets there."""
+    return _scan(text, filename, 0, None, None, split=True)
+
+
+def _scan(text, filename, start, end, source, split):
     tokens = []
     append = tokens.append
-    source = Source(text)
-    pos = 0
+    source = source or Source(text)
+    pos = start
     prev = None
-    for m in _TOKEN_RE.finditer(text):
+    depth = 0
+    cut = False        # a top-level field closed: the part ends before the next token
+    for m in _TOKEN_RE.finditer(text, start, len(text) if end is None else end):
         if m.start() != pos:
             break
         trail, lead, word, punct, string, _ = m.groups()
-        start = pos + len(trail) + len(lead)
+        at = pos + len(trail) + len(lead)
         if prev is None:
             lead = trail + lead
         else:
             prev.trail = trail
         pos = m.end()
+        if cut and not (punct == "," or punct == ";"):
+            yield tokens
+            tokens = []
+            append = tokens.append
+            cut = False
         if word is not None:
-            prev = Token("placeholder" if "${" in word else "word", word, start, source, lead)
+            prev = Token("placeholder" if "${" in word else "word", word, at, source, lead)
         elif punct is not None:
-            prev = Token("punct", punct, start, source, lead)
+            prev = Token("punct", punct, at, source, lead)
+            if split:
+                if punct in "{<[":
+                    depth += 1
+                elif punct in "}>]":
+                    depth = max(0, depth - 1)
+                    cut = depth == 0
         elif string is not None:
-            prev = Token("str", string, start, source, lead)
+            prev = Token("str", string, at, source, lead)
         else:
-            append(Token("eof", "", start, source, lead))
-            return tokens
+            append(Token("eof", "", at, source, lead))
+            yield tokens
+            return
         append(prev)
     _bad_char(text, pos, filename, *source.line_col(pos))
 
@@ -380,3 +444,13 @@ def parse_tokens(text, filename="<string>"):
     parser = _Parser(tokens, filename)
     fields = parser.body(None)
     return Message(None, fields, None), tokens[-1]
+
+
+_END = Token("eof", "")     # where a part of the file (scan_blocks) ends
+
+
+def parse_fields(tokens, filename="<string>"):
+    """The top-level fields of one part from `scan_blocks`."""
+    if tokens[-1].kind != "eof":
+        tokens.append(_END)
+    return _Parser(tokens, filename).body(None)

@@ -305,7 +305,9 @@ class PhasePlan(NamedTuple):
 def plan_phase(net, phase, options, *, input_shapes=None, unknowns=None):
     """Plan one phase, resolving the classifier head; None when nothing needs changing.
     Blocked when the conversion cannot be made as asked."""
-    analysis = analyse(net, input_shapes=input_shapes, phase=phase, unknowns=unknowns)
+    # The analysis reads the net's own layers: a conversion only reads its input.
+    analysis = analyse(net, input_shapes=input_shapes, phase=phase, unknowns=unknowns,
+                       copy=False)
     removed = heads.cut_after(analysis.graph, options.cut_after) if options.cut_after else set()
     before = analysis.output_stride()
     if before is None:
