@@ -211,3 +211,17 @@ class NetBuilder:
         top = top or name
         self.layer("Softmax", name, [bottom], [top])
         return top
+
+    def softmax_loss(self, name, score, label, *, ignore_label=None, **fields):
+        """A SoftmaxWithLoss of `score` against `label` (no top: Caffe makes one)."""
+        if ignore_label is not None:
+            fields["loss_param"] = {"ignore_label": ignore_label}
+        self.layer("SoftmaxWithLoss", name, [score, label], [], **fields)
+
+    def seg_accuracy(self, name, score, label, *, ignore_label=None, top=None):
+        """DeepLab's SegAccuracy (a fork layer) of `score` against `label`."""
+        top = top or name
+        fields = {"seg_accuracy_param": {"ignore_label": ignore_label}} \
+            if ignore_label is not None else {}
+        self.layer("SegAccuracy", name, [score, label], [top], **fields)
+        return top

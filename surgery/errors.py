@@ -8,9 +8,11 @@ so every message must say where (file:line:col, or the layer/blob) and what to d
 class SurgeryError(Exception):
     """Bad input or an impossible request."""
 
-    def __init__(self, message, *, file=None, line=None, col=None, layer=None, blob=None):
+    def __init__(self, message, *, file=None, line=None, col=None, layer=None, blob=None,
+                 hint=""):
         super().__init__(message)
         self.message = message
+        self.hint = hint        # what to try, appended after "; " (left out where moot)
         self.file = file
         self.line = line
         self.col = col
@@ -31,7 +33,7 @@ class SurgeryError(Exception):
             where.append(f"layer '{self.layer}'")
         if self.blob is not None:
             where.append(f"blob '{self.blob}'")
-        text = " ".join(self.message.split())  # always one line
+        text = " ".join((self.message + (f"; {self.hint}" if self.hint else "")).split())
         return f"{': '.join(where)}: {text}" if where else text
 
 

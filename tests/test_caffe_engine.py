@@ -154,7 +154,9 @@ def test_a_fork_field_caffe_cannot_parse(mobilenet, tmp_path, capsys):
     assert main(["verify", orig, str(fork), "--weights", str(weights), "--engine", "caffe"]) == 2
     line = _one_line_error(capsys)
     assert 'no field named "scale_train"' in line and "--engine opencv" in line
-    assert "the net prepared from " in line and "(layer 'prob')" in line, line
+    # named by the user's file and the layer, never by the temporary copy Caffe was given
+    assert "the converted net scale-train.prototxt (layer 'prob')" in line, line
+    assert "caffe-surgery-verify-" not in line, line
     assert main(["verify", orig, str(fork), "--weights", str(weights)]) == 0
     out = capsys.readouterr().out
     assert "engine opencv (auto: Caffe cannot read " in out and "scale_train" in out

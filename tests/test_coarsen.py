@@ -383,16 +383,19 @@ def test_multi_scale_inputs_convert_with_the_main_trunk(tmp_path, target):
 # DeepLab v2's published multi-scale nets (structure in tests/_deeplab.py)
 # ---------------------------------------------------------------------------
 
+SCALES = ("", "_res075", "_res05")
+
+
 @pytest.mark.parametrize("phase", ["TEST", "TRAIN"])
 @pytest.mark.parametrize("target,maps", [(16, (5, 4, 3)), (4, (17, 13, 9)), (8, (9, 7, 5))])
-def test_deeplab_multi_scale_nets_convert_every_scale_together(tmp_path, phase, target, maps):
+def test_deeplab_multi_scale_nets_convert_every_scale_together(phase, target, maps):
     """Issue 25: every branch trunk converts like the main one, the fusion Interps keep
     their factors (both sides move together), the label shrinks and the final zoom
-    follow the stride; the train net's labels still fit the scores they meet."""
-    from _deeplab import SCALES, msc_net
+    follow the stride; the train net's labels still fit the scores they meet. The net:
+    DeepLab v2's published MSC layout (surgery/models/segmentation.py) at crop 65."""
+    from surgery.models.segmentation import deeplab_v2_resnet
 
-    (tmp_path / "msc.prototxt").write_text(msc_net(phase))
-    net = load_prototxt(tmp_path / "msc.prototxt")
+    net = deeplab_v2_resnet(50, width=0.0625, crop=65, phase=phase)
     new, report = dilate(net, output_stride=target)
     after = analyse(new, phase=phase)     # builds: every label fits its scores
     assert tuple(after.shapes[f"fc1_voc12{s}"][2] for s in SCALES) == maps
@@ -429,15 +432,16 @@ def test_a_deeplab_multi_scale_net_at_os8_refuses_32_naming_the_aspp_and_the_cut
                                                                                   capsys):
     """Issue 25: rates 6/12/18/24 do not all divide by 4; the refusal names them and
     suggests cutting after the trunk, and following the suggestion works."""
-    from _deeplab import msc_net
+    from surgery.io.prototxt import save_prototxt
+    from surgery.models.segmentation import deeplab_v2_resnet
 
     path = tmp_path / "msc.prototxt"
-    path.write_text(msc_net("TEST"))
+    save_prototxt(deeplab_v2_resnet(50, width=0.0625, crop=65), path)
     assert main(["dilate", str(path), "-s", "32", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "layer 'fc1_voc12_c0'" in err and "and 3 more" in err
-    assert "--cut-after res5a" in err
-    assert main(["dilate", str(path), "-s", "32", "--cut-after", "res5a", "--dry-run"]) == 0
+    assert "--cut-after res5c" in err
+    assert main(["dilate", str(path), "-s", "32", "--cut-after", "res5c", "--dry-run"]) == 0
 
 
 def _test_net_of(train_text):

@@ -79,6 +79,10 @@ def work(tmp_path_factory):
     folder = tmp_path_factory.mktemp("faults-inputs")
     save_prototxt(build("vgg16", width=0.125, fc_width=128), folder / "vgg.prototxt")
     (folder / "legacy.prototxt").write_text(LEGACY)
+    (folder / "vgg_test.prototxt").write_bytes((folder / "vgg.prototxt").read_bytes())
+    save_prototxt(build("resnet50", width=0.125, input_size=64), folder / "res.prototxt")
+    assert main(["init-weights", str(folder / "res.prototxt"), "-o",
+                 str(folder / "res.caffemodel"), "--quiet"]) == 0
     assert main(["init-weights", str(folder / "vgg.prototxt"), "-o",
                  str(folder / "vgg.caffemodel"), "--quiet"]) == 0
     return folder
@@ -97,6 +101,8 @@ DILATE = ["dilate", NET, "-s", "8", "--head", "cut"]
 FCN = ["fcn", NET, "--weights", WEIGHTS]
 SEGMENT = ["segment", NET, "--head", "aspp", "--classes", "5", "--crop", "65", "--data",
            "input", "--weights", WEIGHTS]
+FOLD = ["fold", "{w}/res.prototxt", "--weights", "{w}/res.caffemodel"]
+BVLC = ["bvlc", NET, "--weights", WEIGHTS]
 
 # Every output of every command, OUT standing for the one that fails; the others go to
 # the test's own folder ({o}), which must stay empty: all or none.
@@ -118,7 +124,14 @@ OUTPUTS = {
                                    "{o}/init.caffemodel", "--deploy", "OUT"],
     "segment --weights-out": SEGMENT + ["-o", "{o}/train.prototxt", "--deploy",
                                         "{o}/deploy.prototxt", "--weights-out", "OUT"],
+    "segment --solver": SEGMENT + ["-o", "{o}/train.prototxt", "--deploy",
+                                   "{o}/deploy.prototxt", "--weights-out",
+                                   "{o}/init.caffemodel", "--solver", "OUT"],
     "report -o": ["report", NET, "-o", "OUT"],
+    "fold -o": FOLD + ["--weights-out", "{o}/fold.caffemodel", "-o", "OUT"],
+    "fold --weights-out": FOLD + ["-o", "{o}/fold.prototxt", "--weights-out", "OUT"],
+    "bvlc -o": BVLC + ["--weights-out", "{o}/bvlc.caffemodel", "-o", "OUT"],
+    "bvlc --weights-out": BVLC + ["-o", "{o}/bvlc.prototxt", "--weights-out", "OUT"],
 }
 
 # Where an output cannot be: a directory that does not exist, a directory that takes no
@@ -143,6 +156,16 @@ def test_an_output_that_cannot_be_written_is_one_line_and_writes_nothing(
     assert_one_error(proc, out, "cannot write")
     assert not os.path.exists(out)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("folder", ["/proc", "/sys"])
+def test_several_nets_into_a_folder_that_takes_no_files_write_nothing(work, untouched,
+                                                                      folder):
+    """dilate TRAIN TEST -o DIR: both results or neither."""
+    proc = cli("dilate", f"{work}/vgg.prototxt", f"{work}/vgg_test.prototxt", "-s", "8",
+               "--head", "cut", "-o", folder)
+    assert_one_error(proc, f"{folder}/vgg", "cannot write")
+    assert not any(os.path.exists(f"{folder}/{n}.prototxt") for n in ("vgg", "vgg_test"))
 
 
 def test_the_failing_output_is_found_before_the_work(work, tmp_path):
@@ -213,6 +236,8 @@ FULL = {
     "fcn": FCN + ["-o", "{o}/fcn.prototxt", "--weights-out", "{o}/fcn.caffemodel"],
     "segment": SEGMENT + ["-o", "{o}/train.prototxt", "--deploy", "{o}/deploy.prototxt",
                           "--weights-out", "{o}/init.caffemodel"],
+    "fold": FOLD + ["-o", "{o}/fold.prototxt", "--weights-out", "{o}/fold.caffemodel"],
+    "bvlc": BVLC + ["-o", "{o}/bvlc.prototxt", "--weights-out", "{o}/bvlc.caffemodel"],
 }
 
 

@@ -28,7 +28,7 @@ layer { name: "fc7" type: "InnerProduct" bottom: "fc6" top: "fc7"
 # X a missing file, E an empty file, T a text file passed as weights.
 BASE = {
     "inspect": [("net", ["N"])],
-    "dilate": [("net", ["N"]), ("output_stride", ["-s", "2"]), ("head", ["--head", "cut"]),
+    "dilate": [("nets", ["N"]), ("output_stride", ["-s", "2"]), ("head", ["--head", "cut"]),
                ("output", ["-o", "O"])],
     "upgrade": [("input", ["N"]), ("output", ["-o", "O"])],
     "weights": [("model", ["M"])],
@@ -59,7 +59,7 @@ BAD = {
     ("inspect", "net"): NET_FILES, ("inspect", "input_shape"): SHAPES,
     ("inspect", "phase"): PHASE, ("inspect", "json"): FLAG, ("inspect", "strict"): FLAG,
 
-    ("dilate", "net"): NET_FILES,
+    ("dilate", "nets"): NET_FILES + [["N", "N"], ["N", "X"], ["N", "D"]],
     ("dilate", "output_stride"): [["-s", v] for v in ("a", "0", "-2", "1.5", "")],
     ("dilate", "head"): [["--head", "chop"]], ("dilate", "pooling"): [["--pooling", "x"]],
     ("dilate", "convention"): [["--convention", "x"]],

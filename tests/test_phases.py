@@ -60,6 +60,7 @@ def test_inspect_uses_the_phase_in_which_a_train_net_is_complete(tmp_path, capsy
     captured = capsys.readouterr()
     [note] = notes(captured.err)
     assert "TRAIN" in note and "TEST" in note
+    assert "--phase" not in note        # no advice to take the phase already taken
     assert "2x4x4x4" in captured.out          # conv1 on the TRAIN batch of 2
     assert main(["inspect", str(src), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["phase"] == "TRAIN"

@@ -494,15 +494,17 @@ def _caffe(tmp_path, proto, model, phase, feed, blobs, backward=False):
 
 
 def _child(tmp_path, text, *args, cwd=None):
-    """Run a script under the interpreter pycaffe was built for; tests/ is on its path
-    (for _interp_layer)."""
+    """Run a script under the interpreter pycaffe was built for, with the fork layers the
+    caffe engine runs as Python layers on its path (surgery/engines/pylayers)."""
+    from surgery.engines.engine import PYLAYERS
+
     env = caffe_build()
     script = tmp_path / "run.py"
     script.write_text(text)
     proc = subprocess.run([env["CAFFE_PYTHON"], str(script), *map(str, args)],
                           capture_output=True, text=True, timeout=300, cwd=cwd,
                           env={**os.environ, "GLOG_minloglevel": "2", "PYTHONPATH":
-                               os.pathsep.join([env["CAFFE_PYTHONPATH"], str(TESTS)])})
+                               os.pathsep.join([env["CAFFE_PYTHONPATH"], PYLAYERS])})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
@@ -750,8 +752,8 @@ def _align_corners(x, size):
 
 @pytest.mark.caffe
 def test_multiscale_deploy_fuses_the_scales_in_caffe(small, tmp_path):
-    """The multi-scale deploy net in real Caffe (its Interps as tests/_interp_layer.py's
-    Python layer: OpenCV's Interp ignores shrink_factor, so it cannot run these nets) with
+    """The multi-scale deploy net in real Caffe (its Interps as the caffe
+    engine's Python layer: OpenCV's Interp ignores shrink_factor, so it cannot run these nets) with
     the init weights, which hold the main scale's layers only, equals the Eltwise MAX of the
     single-scale deploy net run on the image resized by numpy (bilinear, corners aligned) at
     each scale, its scores resized back to the main grid the same way: per-scale trunks,
@@ -772,7 +774,9 @@ def test_multiscale_deploy_fuses_the_scales_in_caffe(small, tmp_path):
         scores.append(_align_corners(score, (13, 13)))
     want = np.maximum.reduce(scores)
     assert fused["fc1_fusion"].shape == want.shape == (1, 5, 13, 13)
-    assert np.abs(fused["fc1_fusion"] - want).max() <= 1e-4 * np.abs(want).max()
+    # The Python Interp computes the fork's float32 arithmetic and numpy the same resize in
+    # float64; through the trunk that difference grows to a few 1e-4 of the scores.
+    assert np.abs(fused["fc1_fusion"] - want).max() <= 1e-3 * np.abs(want).max()
     assert fused["upscore"].shape[2:] == (97, 97)
 
 
@@ -798,16 +802,16 @@ np.savez(output, **out)
 
 
 def _python_interp(path, out):
-    """The net with every Interp swapped for tests/_interp_layer.py's Python layer."""
+    """The net with every Interp as the caffe engine runs it: the fork's arithmetic as a
+    Python layer (the registry's `for_engine`, engines/pylayers/forklayers.py)."""
     net = load_prototxt(path)
+    layers = []
     for layer in net.layer:
-        if layer.type == "Interp":
-            fields = {f.name: v for f, v in layer.interp_param.ListFields()}
-            layer.ClearField("interp_param")
-            layer.type = "Python"
-            layer.python_param.module = "_interp_layer"
-            layer.python_param.layer = "Interp"
-            layer.python_param.param_str = json.dumps(fields)
+        form = rule_for(layer.type).for_engine(layer, "caffe") \
+            if rule_for(layer.type).fork_types else None
+        layers.extend([layer] if form is None else form)
+    del net.layer[:]
+    net.layer.extend(layers)
     save_prototxt(net, out)
     return out
 
@@ -841,7 +845,7 @@ def test_multiscale_train_net_shares_weights_in_caffe(small, tmp_path):
 @pytest.mark.parametrize("case", ["psp-input", "largefov"])
 def test_interp_heads_train_in_caffe_with_their_init_weights(small, tmp_path, case):
     """The heads whose nets use DeepLab's Interp (PSP's pyramid, the label shrink and the
-    final zoom) in real Caffe, the Interps as tests/_interp_layer.py's Python layer: the
+    final zoom) in real Caffe, the Interps as the caffe engine's Python layer: the
     init weights load, the train net runs forward and backward with a finite loss, and the
     deploy output has the size the registry gives (the crop on ResNet's centred grid; on the
     VGG stand-in, whose 2x2 pools put the first score centre on pixel 15.5, the 41 pixels

@@ -150,13 +150,13 @@ def _check_order(nodes, header_inputs, phase, filtered=None):
                     f"bottom '{blob}' is only produced later, by layer '{later[blob]}'; Caffe needs "
                     "every bottom made by an earlier layer (a cycle or a misordered file)",
                     layer=node.name, blob=blob)
-            hint = ""
+            where, hint = "", ""
             if blob in filtered:
                 other = "TRAIN" if phase == "TEST" else "TEST"
-                hint = (f"; layer '{filtered[blob]}' makes it only outside {phase} "
-                        f"(try --phase {other})")
-            raise SurgeryError(f"bottom '{blob}' is not produced by any layer in phase {phase}{hint}",
-                               layer=node.name, blob=blob)
+                where, hint = f"; layer '{filtered[blob]}' makes it only outside {phase}", \
+                    f"try --phase {other}"
+            raise SurgeryError(f"bottom '{blob}' is not produced by any layer in phase "
+                               f"{phase}{where}", layer=node.name, blob=blob, hint=hint)
         seen = set()
         for i, blob in enumerate(node.tops):
             if blob in seen:

@@ -65,10 +65,11 @@ def coarsen_limits(analysis, *, removed=frozenset(), narrow=False, round_dilatio
 
 
 def _after_dilated(graph):
-    """Kernels with a smaller dilation than one before them (PSPNet's conv5_4 after res5,
-    Dilation's context module after its front end): trained at the dense stride, they
-    are the only ones that may round. The dilated kernels themselves keep the exact
-    rule, so strides still come back where the net was dilated."""
+    """Kernels whose dilation is not a multiple of one before them: a smaller one
+    (PSPNet's conv5_4 after res5, Dilation's context module after its front end) or an
+    odd multiple (DeepLab v2's ASPP rates 6 and 18 after res5's 4): trained at the dense
+    stride, they are the only ones that may round. The dilated kernels themselves keep
+    the exact rule, so strides still come back where the net was dilated."""
     seen, out = {}, set()      # blob -> the largest dilation that computed it
     for node in graph.nodes:
         before = max((seen.get(b, 1) for b in node.bottoms), default=1)
@@ -77,7 +78,7 @@ def _after_dilated(graph):
             win = node.rule.window(node.layer)
             if max(win.kernel) > 1:
                 own = max(win.dilation)
-                if own < before:
+                if own % before:
                     out.add(node.name)
         for top in node.tops:
             seen[top] = max(seen.get(top, 1), before, own)

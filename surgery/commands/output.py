@@ -61,6 +61,7 @@ def choose_phases(args, net):
     chosen = [first] + [p for p in others if _names(built[p]) != _names(built[first])]
     if failed:
         other, why = next(iter(failed.items()))
+        why.hint = ""       # "try --phase" would name the phase being used
         note(f"using phase {first}, the one in which the net is complete (in {other}: {why})")
     elif len(chosen) > 1:
         note("the net builds in TEST and TRAIN with different layers: both are analysed "

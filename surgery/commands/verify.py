@@ -5,7 +5,10 @@ some with `init-weights`). For each compared blob the converted output is
 sampled on the original's grid (factor and offset from the geometry of both
 nets) and compared. Default blob: the deepest one the conversion kept exact;
 add others with --blob. Blobs downstream of a layer that cannot be rewritten
-exactly are reported as approximate, never as failures.
+exactly are reported as approximate, and fail only under --strict. A blob with
+no common grid in the two nets (a resampled score whose size changed) is shown
+as "no grid" and not compared: it passes when the conversion does not claim it
+exact, and fails when it does (a claim that cannot be checked is not a pass).
 
 Engines: opencv (OpenCV DNN), caffe (pycaffe: in this process when `import caffe` works,
 else in a child process under --caffe-python or $CAFFE_PYTHON; fork layers run as Python

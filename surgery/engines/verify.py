@@ -234,9 +234,10 @@ def verify(original_path, converted_path, weights_path, *, input_shapes=None, bl
                             f"common grid; '{default}', which it left alone, is compared, "
                             "which proves nothing about the change")
     for blob in chosen:
+        claimed = blob in judged.exact_blobs
         result = _compare(blob, orig, conv, orig_out[blob], conv_out[blob],
-                          approximate=blob in judged.excused, tol=tol)
-        result.claimed = blob in judged.exact_blobs
+                          approximate=blob in judged.excused, claimed=claimed, tol=tol)
+        result.claimed = claimed
         report.blobs.append(result)
     return report
 
@@ -355,7 +356,7 @@ def _chosen_blobs(blobs, judged, analyses, prepared, paths, inputs):
     shared = [blob for node in reversed(conv.graph.nodes) for blob in reversed(node.tops)
               if blob not in judged.excused and blob not in inputs and blob in runs[0] & runs[1]
               and orig.graph.last_writer(blob) is not None
-              and _grid(blob, orig, conv)[0] is not None]
+              and _grid(blob, orig, conv, blob in judged.exact_blobs)[0] is not None]
     default = next((b for b in shared if b in changed), None)
     touched = default is not None
     default = default or next(iter(shared), None)
@@ -428,9 +429,11 @@ def _random_inputs(prepared, analyses, path, seed):
     return inputs
 
 
-def _grid(blob, orig, conv):
+def _grid(blob, orig, conv, claimed=False):
     """The Grid relating the converted blob's samples to the original's (either may be
-    the denser), SAME for equal non-spatial blobs, or (None, why)."""
+    the denser), SAME for equal non-spatial blobs, or (None, why). `claimed`: the
+    conversion holds the blob exact, so a grid carried from a start of its own (a
+    resampled copy of the image, DeepLab's `data_res075`) is trusted where it moved."""
     a, b = orig.shapes.get(blob), conv.shapes.get(blob)
     if a is None or b is None:
         return None, "shape unknown"
@@ -448,9 +451,10 @@ def _grid(blob, orig, conv):
         # Past a join with a resampled branch (PSPNet's Concat of the trunk and its
         # upsampled bins) the blob sits on its trunk's grid, but where that grid moved the
         # branch's resampling is not exact: compared only where the grid is unchanged (a
-        # bvlc rewrite, a conversion that stops before the join).
+        # bvlc rewrite, a conversion that stops before the join) or where the conversion
+        # holds it exact (a trunk reading a resampled copy of the image).
         ga, gb = orig.carried_geometry().get(blob), conv.carried_geometry().get(blob)
-        if ga is None or gb is None or not Grid.between(ga, gb).identity:
+        if ga is None or gb is None or not (claimed or Grid.between(ga, gb).identity):
             return None, "no geometry (collapsed or misaligned)"
     grid = Grid.between(ga, gb)
     if None in grid.common(a[2:], b[2:]):
@@ -459,8 +463,8 @@ def _grid(blob, orig, conv):
     return grid, ""
 
 
-def _compare(blob, orig, conv, a, b, *, approximate, tol):
-    grid, why = _grid(blob, orig, conv)
+def _compare(blob, orig, conv, a, b, *, approximate, claimed, tol):
+    grid, why = _grid(blob, orig, conv, claimed)
     if grid is None:
         return BlobResult(blob, NO_GRID, approximate, note=why)
     factor, offset = tuple(grid.factor), tuple(grid.offset)

@@ -8,10 +8,11 @@ not all in the corpus; their structure is in NOTES.md §2c/§2e).
 - `deeplab_v2_vgg()`: DeepLab v2's VGG-16 ASPP-L test net: ImageSegData, pool4/pool5
   3x3 stride 1, conv5 dilation 2, four fc6 branches (rates 6/12/18/24) summed, the zoom-8
   Interp, MatWrite and a Silence of the label.
-- `deeplab_v2_resnet(101)`: DeepLab v2's multi-scale (MSC) ResNet test net: the image at
-  scales 1, 0.75 (shrink 4, zoom 3) and 0.5 (shrink 2), one MSRA trunk per scale sharing
-  weights through `param { name }`, ASPP per scale, the branch scores brought back to the
-  main grid (zoom 4 shrink 3, zoom 2) and fused by Eltwise MAX.
+- `deeplab_v2_resnet(101)`: DeepLab v2's multi-scale (MSC) ResNet test net (or train net,
+  `phase="TRAIN"`): the image at scales 1, 0.75 (shrink 4, zoom 3) and 0.5 (shrink 2), one
+  MSRA trunk per scale sharing weights through `param { name }`, ASPP per scale, the
+  branch scores brought back to the main grid (zoom 4 shrink 3, zoom 2) and fused by
+  Eltwise MAX; the train net's labels shrunk by 8 and 16.
 """
 
 from ..builder import NetBuilder
@@ -162,11 +163,14 @@ def _msra_trunk(b, depth, suffix, data, width):
 
 
 def deeplab_v2_resnet(depth=101, *, width=1.0, crop=513, num_classes=21,
-                      rates=(6, 12, 18, 24)):
-    """DeepLab v2 ResNet multi-scale test net (the official MSC layout, NOTES §2e)."""
+                      rates=(6, 12, 18, 24), phase="TEST"):
+    """DeepLab v2 ResNet multi-scale test net (the official MSC layout, NOTES §2e), or
+    with phase="TRAIN" its train net: the label shrunk by 8 (the main, 0.75 and fused
+    losses; the 0.75 loss reads its scores brought back to the main grid) and by 16 (the
+    0.5 loss, on that branch's own scores), four SoftmaxWithLoss and a SegAccuracy."""
     b = NetBuilder(f"deeplab_v2_res{depth}_msc")
-    data = b.seg_data("data", ["data", "label", "data_dim"], crop=crop, source=LIST,
-                      phase="TEST")
+    tops = ["data", "label", "data_dim"] if phase == "TEST" else ["data", "label"]
+    data = b.seg_data("data", tops, crop=crop, source=LIST, phase=phase)
     inputs = {"": data,
               "_res075": b.interp("data_res075", data, shrink_factor=4, zoom_factor=3),
               "_res05": b.interp("data_res05", data, shrink_factor=2)}
@@ -180,9 +184,19 @@ def deeplab_v2_resnet(depth=101, *, width=1.0, crop=513, num_classes=21,
                                              {"name": f"fc1_voc12_c{k}_b"}])
                 for k, rate in enumerate(rates)]
         scores[suffix] = b.eltwise(branch, aspp, operation="SUM")
-    fused = b.eltwise("fc_fusion", [
-        scores[""],
-        b.interp("fc1_voc12_res075_interp", scores["_res075"], zoom_factor=4, shrink_factor=3),
-        b.interp("fc1_voc12_res05_interp", scores["_res05"], zoom_factor=2)], operation="MAX")
-    _test_tail(b, fused, "fc1")
+    back = {"": scores[""],
+            "_res075": b.interp("fc1_voc12_res075_interp", scores["_res075"], zoom_factor=4,
+                                shrink_factor=3),
+            "_res05": b.interp("fc1_voc12_res05_interp", scores["_res05"], zoom_factor=2)}
+    fused = b.eltwise("fc_fusion", list(back.values()), operation="MAX")
+    if phase == "TEST":
+        _test_tail(b, fused, "fc1")
+        return b.net
+    label = b.interp("label_shrink", "label", shrink_factor=8)
+    label16 = b.interp("label_shrink16", "label", shrink_factor=16)
+    for name, score, target in (("loss", fused, label), ("loss_res1", back[""], label),
+                                ("loss_res075", back["_res075"], label),
+                                ("loss_res05", scores["_res05"], label16)):
+        b.softmax_loss(name, score, target, ignore_label=255, include=[{"phase": "TRAIN"}])
+    b.seg_accuracy("accuracy", fused, label, ignore_label=255, top="accuracy")
     return b.net

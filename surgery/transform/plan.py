@@ -187,6 +187,21 @@ def directed(analysis, policy, removed):
     return policy.replace(nominal=None)
 
 
+def coarsening_blockers(net, options, phase, *, input_shapes=None, unknowns=None):
+    """[(layer, why)]: the kernels that keep a coarsening from reaching the target, for a
+    refusal to name: the strides are brought back as far as rounding the dilations would
+    allow, and the exact rule then stops at each kernel whose dilation or pad does not
+    divide (and, unless --pooling cover, at each pooling window on a coarser map)."""
+    analysis = analyse(net, input_shapes=input_shapes, phase=phase, unknowns=unknowns)
+    removed = heads.cut_after(analysis.graph, options.cut_after) if options.cut_after else set()
+    policy = DilatePolicy(options.output_stride, pooling=options.pooling,
+                          convention=options.convention, dilation=options.dilation)
+    policy = policy.replace(nominal=nominal_strides(
+        analysis, removed=removed, narrow=options.pooling == "cover", round_dilation=True))
+    result = walk(analysis, policy, phase=phase, removed=removed)
+    return [(name, result.issues[name]) for name in result.blocked]
+
+
 def walk_to(analysis, policy, phase, removed):
     """Walk under `policy`; Blocked unless every layer has a rewrite and the output stride
     ends at the target."""

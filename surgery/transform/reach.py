@@ -12,8 +12,7 @@ from ..analysis.analyse import analyse
 from ..analysis.nominal import nominal_strides
 from ..errors import SurgeryError
 from .conversion import conclude
-from .plan import Blocked, plan
-from .regrid import APPROXIMATE
+from .plan import Blocked, coarsening_blockers, plan
 
 # Flags that trade exactness for reach, in the order they are suggested.
 LOOSER = (("--pooling cover", {"pooling": "cover"}),
@@ -99,8 +98,8 @@ def refusal(net, options, blocked, *, input_shapes=None, unknowns=None):
     """The SurgeryError for a Blocked plan: what blocks, and what gets through."""
     target = options.output_stride
     if blocked.kind == "range" and blocked.coarser:
-        blocked.layers = _coarsening_blockers(net, options, blocked.phase, input_shapes,
-                                              unknowns)
+        blocked.layers = coarsening_blockers(net, options, blocked.phase,
+                                             input_shapes=input_shapes, unknowns=unknowns)
     named = _named(blocked.layers)
     if blocked.kind == "head":
         lead = (f"the head ({', '.join(n for n, _ in blocked.layers)}) has weights sized for "
@@ -131,30 +130,6 @@ def refusal(net, options, blocked, *, input_shapes=None, unknowns=None):
     error = SurgeryError("; ".join(parts))
     error.blocking = [name for name, _ in blocked.layers]   # for callers that act on it
     return error
-
-
-def _coarsening_blockers(net, options, phase, input_shapes, unknowns):
-    """[(layer, why)]: the windows a looser flag had to approximate to coarsen this far
-    (a kernel whose dilation or pad does not divide, a pooling window), from the first
-    looser plan that gets through; [] when none does."""
-    graph = analyse(net, input_shapes=input_shapes, phase=phase, unknowns=unknowns).graph
-    for _, change in list(_loosenings(options))[1:]:
-        changes = attempt(net, options._replace(**change), input_shapes=input_shapes,
-                          unknowns=unknowns)
-        if changes is not None:
-            windows = {n.name: n for n in graph.nodes if n.rule.reads_window(n.layer)}
-            return [(c.layer, _too_fine(windows[c.layer])) for c in changes
-                    if c.status == APPROXIMATE and c.layer in windows]
-    return []
-
-
-def _too_fine(node):
-    win = node.rule.window(node.layer)
-    size = f"{win.kernel.h}x{win.kernel.w}"
-    if not node.rule.dilatable:
-        return f"its {size} pooling window has no dilation to divide by the coarsening"
-    return (f"its {size} kernel has dilation {win.dilation.h} and pad {win.pad.h}, which the "
-            "coarsening does not divide")
 
 
 def _named(layers, most=3):
