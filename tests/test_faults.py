@@ -332,9 +332,12 @@ def _start_big_write(folder):
     50 MB (the write is under way, far from done): (process, target)."""
     net, target = folder / "wide.prototxt", folder / "wide.caffemodel"
     net.write_text(WIDE)
+    # SIGINT as a terminal delivers it: a shell starts background jobs with it ignored,
+    # and a program started so keeps ignoring it (nohup's meaning), as Python does
     proc = subprocess.Popen([sys.executable, "-m", "surgery", "init-weights", str(net), "-o",
                              str(target)], env=ENV, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         temps = temp_files(folder)

@@ -214,24 +214,6 @@ def test_the_plan_names_what_each_folded_layer_holds(zoo):
     assert caffe_pb2  # the schema the folded net is read with
 
 
-def test_docs_fold_shows_what_its_commands_print(tmp_path, monkeypatch, capsys):
-    """docs/fold.md's example, run on the shipped models (as tests/test_readme.py runs
-    the README's)."""
-    from pathlib import Path
-
-    from test_readme import readme_commands, shown_lines_appear
-
-    root = Path(__file__).resolve().parents[1]
-    (tmp_path / "models").symlink_to(root / "models", target_is_directory=True)
-    monkeypatch.chdir(tmp_path)
-    commands = readme_commands(root / "docs" / "fold.md")
-    assert [argv[0] for argv, _ in commands] == ["init-weights", "fold", "verify"]
-    for argv, shown in commands:
-        assert main(argv) == 0
-        printed = capsys.readouterr().out.splitlines()
-        assert shown_lines_appear(shown, printed), (argv, "\n".join(printed))
-
-
 def test_a_convolution_sharing_its_weights_is_not_folded_into(tmp_path, capsys):
     proto = tmp_path / "shared.prototxt"
     proto.write_text(TRAIN_VAL.replace(' include { phase: TRAIN }', '').replace(
