@@ -1,10 +1,16 @@
 """Run a command in a fresh process and measure its wall time and peak RSS.
 
 `os.wait4` returns the resource usage of exactly the child it reaps, so each
-measurement is per child, not the cumulative RUSAGE_CHILDREN of the session.
+measurement is per child, not the cumulative RUSAGE_CHILDREN of the session. The
+child is started by a small launcher process (LAUNCH), not by this one: Linux carries
+the peak RSS of the process that execs over into the new program's, so a command
+started straight from a benchmark script that has grown (built a net, loaded a model)
+would report the script's memory as its own.
 """
 
+import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -22,37 +28,60 @@ class Sample(NamedTuple):
     times: tuple = ()     # every run's wall time, in order (measure_alternating)
 
 
+# Starts the command, waits for it, and writes its wall time, its own peak RSS (KiB) and
+# its exit status to the file argv[1]. The command's peak is its own: this launcher is
+# small (a bare interpreter, below any Python command's own peak).
+LAUNCH = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - start
+with open(sys.argv[1], "w") as f:
+    f.write(f"{seconds!r} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def run_once(argv, *, cwd=None, timeout=600):
     """(seconds, peak RSS MiB, returncode, stdout, stderr) of one fresh child process."""
     out_path = Path(os.environ.get("TMPDIR", "/tmp"))
-    with open(os.devnull, "rb") as stdin, \
-            _spool(out_path) as out, _spool(out_path) as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, cwd=cwd)
-        deadline = start + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.002)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    with open(os.devnull, "rb") as stdin, _spool(out_path) as out, \
+            _spool(out_path) as err, _named(out_path) as report:
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, report, *argv], stdin=stdin,
+                                stdout=out, stderr=err, cwd=cwd, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)     # the launcher and the command
+            proc.wait()
+        with open(report) as f:
+            fields = f.read().split()
+        seconds, kib, returncode = (float(fields[0]), int(fields[1]), int(fields[2])) \
+            if len(fields) == 3 else (float(timeout), 0, proc.returncode)
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode("utf-8", "replace")
         stderr = err.read().decode("utf-8", "replace")
-    rss_mb = usage.ru_maxrss / 1024  # Linux reports KiB
-    return seconds, rss_mb, proc.returncode, stdout, stderr
+    return seconds, kib / 1024, returncode, stdout, stderr    # Linux reports KiB
 
 
 def _spool(directory):
     import tempfile
 
     return tempfile.TemporaryFile(dir=directory)
+
+
+@contextlib.contextmanager
+def _named(directory):
+    """The path of an empty temp file, removed afterwards."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(dir=directory)
+    os.close(fd)
+    try:
+        yield path
+    finally:
+        os.unlink(path)
 
 
 def measure(argv, *, repeat=1, cwd=None, timeout=600):

@@ -208,11 +208,15 @@ def _is_spatial(shape):
     return len(shape) == 4 and (None in shape[2:] or shape[2] * shape[3] > 1)
 
 
-def analyse(net, *, input_shapes=None, phase="TEST", unknowns=None):
+def analyse(net, *, input_shapes=None, phase="TEST", unknowns=None, copy=True):
     """Analyse a NetParameter (upgraded to `layer` form); SurgeryError for nets Caffe rejects.
-    `unknowns`: what the file leaves open (see the module docstring); none by default."""
+    `unknowns`: what the file leaves open (see the module docstring); none by default.
+    `copy=False`: the analysis reads `net`'s own layers instead of a copy of them (the
+    caller does not change `net` while the analysis is in use; a conversion of a net of
+    thousands of layers holds two analyses, and a copy of the net each would be most
+    of their memory)."""
     unknowns = unknowns or NO_UNKNOWNS
-    graph = build_graph(net, phase=phase)
+    graph = build_graph(net, phase=phase, copy=copy)
     opaque = _opaque_layers(graph, unknowns)
     graph = _masked(graph, opaque)
     result = infer_shapes(graph, input_shapes=input_shapes, open_fields=unknowns.values,

@@ -8,6 +8,7 @@ reports the first offending layer by name instead of letting a later stage guess
 from typing import NamedTuple
 
 from ..errors import SurgeryError
+from ..io.message import copy_except
 from ..layers import rule_for
 
 PHASES = ("TRAIN", "TEST")
@@ -174,8 +175,10 @@ def _header_inputs(net):
     return list(net.input)
 
 
-def build_graph(net, *, phase="TEST", level=None, stages=None):
+def build_graph(net, *, phase="TEST", level=None, stages=None, copy=True):
     """Filter `net` for a phase (plus the net's own level/stages) and index its blobs.
+    The nodes hold a copy of the kept layers, or with `copy=False` the layers of `net`
+    itself (and `Graph.net` is `net`, for its header).
 
     Raises SurgeryError for V1 `layers` (upgrade first), duplicate layer names,
     bottoms nothing produced earlier, and tops written twice (other than in place).
@@ -187,14 +190,10 @@ def build_graph(net, *, phase="TEST", level=None, stages=None):
         level = net.state.level if net.HasField("state") else 0
     if stages is None:
         stages = tuple(net.state.stage) if net.HasField("state") else ()
-    kept = type(net)()
-    kept.CopyFrom(net)
-    del kept.layer[:]
-    nodes = []
-    names = {}
-    filtered = {}
+    keep, picked, names, filtered = [], [], {}, {}
     for index, layer in enumerate(net.layer):
-        if not layer_kept(layer, phase=phase, level=level, stages=stages):
+        keep.append(layer_kept(layer, phase=phase, level=level, stages=stages))
+        if not keep[-1]:
             for top in layer.top:
                 filtered.setdefault(top, layer.name)
             continue
@@ -202,13 +201,29 @@ def build_graph(net, *, phase="TEST", level=None, stages=None):
         if name in names:
             raise SurgeryError(f"two layers share the name (also layer #{names[name]})", layer=name)
         names[name] = index
-        copy = kept.layer.add()
-        copy.CopyFrom(layer)
-        nodes.append(Node(index, copy, name, layer.type, tuple(layer.bottom), tuple(layer.top),
-                          rule_for(layer.type)))
+        picked.append((index, name, layer))
+    if copy:
+        kept = _kept_copy(net, keep)
+        layers = kept.layer
+    else:
+        kept, layers = net, [layer for _, _, layer in picked]
+    nodes = [Node(index, held, name, layer.type, tuple(layer.bottom), tuple(layer.top),
+                  rule_for(layer.type))
+             for (index, name, layer), held in zip(picked, layers)]
     header = _header_inputs(net)
     _check_order(nodes, header, phase, filtered)
     return Graph(kept, nodes, header)
+
+
+def _kept_copy(net, keep):
+    """A copy of `net` with only the layers `keep` marks (each layer copied once)."""
+    if all(keep):
+        kept = type(net)()
+        kept.CopyFrom(net)
+        return kept
+    kept = copy_except(net, ("layer",))
+    kept.layer.extend(layer for layer, wanted in zip(net.layer, keep) if wanted)
+    return kept
 
 
 def described_phases(net):

@@ -25,9 +25,7 @@ so a later run neither trips over them nor mistakes them for output; delete them
 
 import errno
 import os
-import secrets
 import stat
-import tempfile
 
 from ..errors import SurgeryError, os_reason
 
@@ -56,6 +54,26 @@ def temp_prefix(path):
     """The start of `path`'s temp file names: hidden, beside it, naming it (cut so that
     the whole name stays under the usual 255-byte limit)."""
     return "." + os.path.basename(path)[:200] + TEMP_MARK
+
+
+def _random_tag():
+    """Eight random hex digits: what makes a temp name unique."""
+    return os.urandom(4).hex()
+
+
+def _create_temp(folder, prefix):
+    """(fd, path) of a new, empty, private file in `folder` whose name starts with
+    `prefix`, created exclusively (as tempfile.mkstemp does; that module's imports cost a
+    command's start-up more than this)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | \
+        getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = os.path.join(folder, prefix + _random_tag())
+        try:
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temp file name", folder)
 
 
 def output_error(exc, path):
@@ -130,7 +148,7 @@ class Outputs:
         _check_target(path)
         folder = os.path.dirname(key)
         try:
-            fd, temp = tempfile.mkstemp(prefix=temp_prefix(path), dir=folder)
+            fd, temp = _create_temp(folder, temp_prefix(path))
         except FileNotFoundError as exc:
             if os.path.isdir(folder):     # /proc: a directory that takes no new files
                 raise output_error(exc, path) from None
@@ -241,7 +259,7 @@ def _link_backup(path):
     the rollback then leaves the new file there rather than lose both)."""
     folder = os.path.dirname(os.path.abspath(path))
     for _ in range(100):
-        backup = os.path.join(folder, temp_prefix(path) + "old-" + secrets.token_hex(4))
+        backup = os.path.join(folder, temp_prefix(path) + "old-" + _random_tag())
         try:
             os.link(path, backup)
             return backup

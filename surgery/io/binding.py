@@ -61,11 +61,27 @@ class UnknownField(NamedTuple):
 class Binding:
     """What `Document.to_message` learned besides the message itself."""
 
-    def __init__(self, message):
+    def __init__(self, message, root=None, filename=None):
         self.message = message
-        self.nodes = {}            # path -> Field node it came from
         self.placeholders = []     # [Placeholder(path, text)]
         self.unknown_fields = []   # [UnknownField]
+        self.placeholder_nodes = {}   # path -> Field node, for each placeholder
+        self._root, self._filename, self._nodes = root, filename, None
+
+    @property
+    def nodes(self):
+        """{path: Field node it came from}, for every field; found when first asked (by
+        binding the tree again), since holding a node per field would hold the whole
+        token tree. A placeholder's node is the one bound."""
+        if self._nodes is None:
+            nodes = {}
+            if self._root is not None:
+                scratch = type(self.message)()
+                _Binder(Binding(scratch), self._filename, False, nodes).message(
+                    self._root, scratch, ())
+            nodes.update(self.placeholder_nodes)
+            self._nodes = nodes
+        return self._nodes
 
     def layer_name(self, path):
         """Name of the layer a path lies in (None outside layers)."""
@@ -101,20 +117,42 @@ def in_shape_params(path):
 
 def bind(root, message, *, filename, strict=False):
     """Fill `message` from the tree rooted at `root`; return the Binding."""
-    binding = Binding(message)
-    _Binder(binding, filename, strict).message(root, message, ())
-    # Unknown fields inside layers are attributed once layer names are known.
-    binding.unknown_fields = [uf._replace(layer=binding.layer_name(uf.path))
-                              for uf in binding.unknown_fields]
-    return binding
+    binder = Binder(message, root, filename, strict)
+    binder.message(root, message, ())
+    return binder.finish()
+
+
+class Binder:
+    """Binds the top-level fields of a message one at a time (`field`), as a file is read
+    part by part (io/document.read_bound); `finish` gives the Binding."""
+
+    def __init__(self, message, root, filename, strict=False):
+        self.binding = Binding(message, root, filename)
+        self.binder = _Binder(self.binding, filename, strict)
+        self.counts = {}
+
+    def field(self, field):
+        message = self.binding.message
+        self.binder.field(field, message.DESCRIPTOR, message, (), self.counts)
+
+    def message(self, node, message, path):
+        self.binder.message(node, message, path)
+
+    def finish(self):
+        binding = self.binding
+        # Unknown fields inside layers are attributed once layer names are known.
+        binding.unknown_fields = [uf._replace(layer=binding.layer_name(uf.path))
+                                  for uf in binding.unknown_fields]
+        return binding
 
 
 class _Binder:
-    def __init__(self, binding, filename, strict):
+    def __init__(self, binding, filename, strict, nodes=None):
         self.b = binding
         self.filename = filename
         self.strict = strict
-        self.scalars = {}      # (field, word) -> value
+        self.nodes = nodes     # path -> Field node for every field, when asked for
+        self.scalars = {}      # (field, word or literal) -> value, converted once per file
 
     def error(self, msg, tok):
         return SurgeryError(msg, file=self.filename, line=tok.line, col=tok.col)
@@ -123,14 +161,16 @@ class _Binder:
         desc = msg.DESCRIPTOR
         counts = {}
         for field in node.fields:
-            fd = desc.fields_by_name.get(field.key)
-            if fd is None:
-                self.unknown(field, desc, path)
-                continue
-            if fd.cpp_type == _d.FieldDescriptor.CPPTYPE_MESSAGE:
-                self.message_field(field, fd, msg, path, counts)
-            else:
-                self.scalar_field(field, fd, msg, path, counts)
+            self.field(field, desc, msg, path, counts)
+
+    def field(self, field, desc, msg, path, counts):
+        fd = desc.fields_by_name.get(field.key)
+        if fd is None:
+            self.unknown(field, desc, path)
+        elif fd.cpp_type == _d.FieldDescriptor.CPPTYPE_MESSAGE:
+            self.message_field(field, fd, msg, path, counts)
+        else:
+            self.scalar_field(field, fd, msg, path, counts)
 
     def unknown(self, field, desc, path):
         tok = field.name
@@ -163,7 +203,8 @@ class _Binder:
                 sub = getattr(msg, fd.name)
                 sub.SetInParent()
                 sub_path = path + (fd.name,)
-            self.b.nodes[sub_path] = field
+            if self.nodes is not None:
+                self.nodes[sub_path] = field
             self.message(part, sub, sub_path)
 
     def scalar_field(self, field, fd, msg, path, counts):
@@ -182,17 +223,21 @@ class _Binder:
                 vpath = path + (fd.name, index)
             else:
                 vpath = path + (fd.name,)
-            if value.has_placeholder:
-                self.b.placeholders.append(Placeholder(vpath, value.text))
-                self.b.nodes[vpath] = field
-                if fd.type == _d.FieldDescriptor.TYPE_STRING:
+            tokens = value.tokens
+            # A value met before in this field (a type, an enum word, a kernel size): no
+            # placeholder (none is cached), a known enum value, already converted.
+            converted = self.scalars.get((fd, tokens[0].text)) if len(tokens) == 1 else None
+            if converted is None:
+                if value.has_placeholder:
+                    self.b.placeholders.append(Placeholder(vpath, value.text))
+                    self.b.placeholder_nodes[vpath] = field
+                    if fd.type != _d.FieldDescriptor.TYPE_STRING:
+                        continue    # a number/enum/bool we cannot know yet: leave unset
                     converted = self.convert(value, fd, msg) if value.is_string else value.text
+                elif self.unknown_value(value, fd, msg, path):
+                    continue
                 else:
-                    continue    # a number/enum/bool we cannot know yet: leave unset
-            elif self.unknown_value(value, fd, msg, path):
-                continue
-            else:
-                converted = self.convert(value, fd, msg)
+                    converted = self.convert(value, fd, msg)
             if fd.is_repeated:
                 getattr(msg, fd.name).append(converted)
                 counts[fd.name] = index + 1
@@ -201,7 +246,8 @@ class _Binder:
                     raise self.error(f"field `{fd.name}` given twice in "
                                      f"{msg.DESCRIPTOR.full_name}", field.name)
                 setattr(msg, fd.name, converted)
-            self.b.nodes[vpath] = field
+            if self.nodes is not None:
+                self.nodes[vpath] = field
 
     def unknown_value(self, value, fd, msg, path):
         """Record an enum value the schema lacks (a fork's mode) instead of failing; True
@@ -232,7 +278,10 @@ class _Binder:
                 if not value.is_string:
                     raise ValueError(f"expected a quoted string, found {tok.text}")
                 raw = b"".join(_unescape(x.text[1:-1]) for x in value.tokens)
-                return raw if t == _d.FieldDescriptor.TYPE_BYTES else raw.decode("utf-8")
+                raw = raw if t == _d.FieldDescriptor.TYPE_BYTES else raw.decode("utf-8")
+                if len(value.tokens) == 1 and not value.has_placeholder:
+                    self.scalars[(fd, tok.text)] = raw
+                return raw
             if value.is_string or len(value.tokens) != 1:
                 raise ValueError(f"expected a {_type_name(fd)}, found a string")
             text = tok.text

@@ -17,7 +17,7 @@ from google.protobuf import text_encoding
 from ..errors import SurgeryError
 from . import binding as _binding
 from .inputs import read_input
-from .tokens import Message, Token, Value, parse_tokens
+from .tokens import LazyField, Message, Token, Value, parse_fields, parse_tokens, scan_blocks
 
 _LAYER_KEYS = ("layer", "layers")
 
@@ -34,16 +34,24 @@ def _schema():
     return caffe_pb2
 
 
+def _net_type():
+    pb = _schema()
+    if pb is None:
+        raise SurgeryError("the Caffe schema (surgery/caffe_pb2.py) is missing; "
+                           "run tools/compile_proto.py")
+    return pb.NetParameter
+
+
 class Document:
     """Lossless prototxt. `Document.parse(text, filename)`; `to_text()` round-trips."""
 
-    def __init__(self, root, eof, filename, newline, *, message_type=None):
+    def __init__(self, root, eof, filename, newline, *, message_type=None, indent_unit=None):
         self.root = root
         self.eof = eof
         self.filename = filename
         self.newline = newline
         self.message_type = message_type
-        self.indent_unit = _detect_indent_unit(root)
+        self.indent_unit = indent_unit or _detect_indent_unit(root)
         self._index = None
         self.edited = False      # set by every edit: the tree no longer matches the file
 
@@ -70,25 +78,72 @@ class Document:
     def to_text(self):
         parts = []
         add = parts.append
-        for tok in self.root.tokens():
-            add(tok.lead)
-            add(tok.text)
-            add(tok.trail)
+        for field in self.root.fields:
+            if type(field) is LazyField:        # a block as read: its own text
+                add(field.text)
+                continue
+            for tok in field.tokens():
+                add(tok.lead)
+                add(tok.text)
+                add(tok.trail)
         add(self.eof.lead)
         return "".join(parts)
 
     # -- schema -------------------------------------------------------------
+
+    @classmethod
+    def read_bound(cls, text, filename="<string>", *, message_type=None, strict=False,
+                   bind_hint=None):
+        """(Document, message, Binding): `parse` then `to_message`, a part of the file at
+        a time (io/tokens.scan_blocks): each top-level block is bound as soon as it is
+        read and then kept as its text only (a LazyField), unless it holds a placeholder
+        or a field the schema lacks, whose tokens are asked for later. A net's token
+        tree (most of the memory of reading it) never exists whole. Errors come as the
+        whole-file reading gives them: the scanner's first wherever it is, then the
+        parser's, then the binder's (through `bind_hint`, when given)."""
+        message = (message_type or _net_type())()
+        root = Message(None, [], None)
+        binder = _binding.Binder(message, root, filename, strict)
+        found = binder.binding
+        parse_error = bind_error = indent = None
+        fields = root.fields
+        for part in scan_blocks(text, filename):
+            eof = part[-1]
+            if parse_error is not None:
+                continue            # a bad character later in the file is reported first
+            try:
+                new = parse_fields(part, filename)
+            except SurgeryError as exc:
+                parse_error = exc
+                continue
+            for field in new:
+                if bind_error is None:
+                    marks = (len(found.placeholders), len(found.unknown_fields))
+                    try:
+                        binder.field(field)
+                    except SurgeryError as exc:
+                        bind_error = exc
+                if indent is None:
+                    indent = _indent_in(field)
+                if bind_error is None and field.key in _LAYER_KEYS and field.is_message and \
+                        marks == (len(found.placeholders), len(found.unknown_fields)):
+                    field = LazyField.of(field)
+                fields.append(field)
+        if parse_error is not None:
+            raise parse_error
+        if bind_error is not None:
+            raise bind_hint(bind_error) if bind_hint else bind_error
+        newline = "\r\n" if "\r\n" in text else "\n"
+        doc = cls(root, eof, filename, newline, message_type=message_type,
+                  indent_unit=indent or "  ")
+        return doc, message, binder.finish()
 
     def _message_type(self, message_type=None):
         if message_type is not None:
             return message_type
         if self.message_type is not None:
             return self.message_type
-        pb = _schema()
-        if pb is None:
-            raise SurgeryError("the Caffe schema (surgery/caffe_pb2.py) is missing; "
-                               "run tools/compile_proto.py")
-        return pb.NetParameter
+        return _net_type()
 
     def to_message(self, message_type=None, *, strict=False):
         """(message, Binding): the message text_format.Parse would give, plus
@@ -524,21 +579,29 @@ def _split_path(path):
 def _forget_positions(root):
     """Tokens made by an edit have no place in the original file."""
     for tok in root.tokens():
-        tok.pos = tok.line = tok.col = None
+        tok.pos = None
 
 
 def _detect_indent_unit(root):
     """The file's indentation step: a tab, or the spaces its first block uses."""
     for field in root.fields:
-        for msg in field.messages:
-            if msg.open.trail.endswith("\n") and msg.fields:
-                outer = field.first().lead
-                outer = outer[outer.rfind("\n") + 1:]
-                inner = msg.fields[0].first().lead
-                inner = inner[inner.rfind("\n") + 1:]
-                if inner.startswith(outer) and len(inner) > len(outer):
-                    return inner[len(outer):]
+        unit = _indent_in(field)
+        if unit is not None:
+            return unit
     return "  "
+
+
+def _indent_in(field):
+    """The indentation step a block shows, None when it shows none (one line, empty)."""
+    for msg in field.messages:
+        if msg.open.trail.endswith("\n") and msg.fields:
+            outer = field.first().lead
+            outer = outer[outer.rfind("\n") + 1:]
+            inner = msg.fields[0].first().lead
+            inner = inner[inner.rfind("\n") + 1:]
+            if inner.startswith(outer) and len(inner) > len(outer):
+                return inner[len(outer):]
+    return None
 
 
 def _detect_quote(root):

@@ -88,11 +88,8 @@ def load_text(text, path="<string>", *, strict=False):
 
     if not _has_content(text):
         raise SurgeryError("file is empty (nothing but whitespace or comments)", file=path)
-    doc = Document.parse(text, path)
-    try:
-        original, binding = doc.to_message()
-    except SurgeryError as exc:
-        raise _with_hint(exc, text, path) from None
+    doc, original, binding = Document.read_bound(
+        text, path, bind_hint=lambda exc: _with_hint(exc, text, path))
     refuse_unknowns(binding, original, strict)
     try:
         net, notes = upgrade_net(original)

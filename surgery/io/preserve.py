@@ -21,6 +21,7 @@ from .. import caffe_pb2
 from .binding import bind
 from .document import Document
 from .hole import as_hole, has_hole
+from .message import copy_except
 from .netfile import rebind
 from .prototxt import format_prototxt
 from .tokens import Message
@@ -275,12 +276,10 @@ def _check_reload_layers(loaded, doc, new, nodes, edited):
         if [(u.name, u.value) for u in found.unknown_fields] != \
                 [(u.name, u.value) for u in loaded.binding.unknown_fields if u.path[:2] == where]:
             raise _Fallback("an edit touched an unknown field")
-    again = type(loaded.original)()
-    again.CopyFrom(loaded.original)
     key = "layers" if len(loaded.original.layers) else "layer"
-    del getattr(again, key)[:]
+    again = copy_except(loaded.original, (key,))
     getattr(again, key).extend(layers)
-    if upgrade_net(again)[0] != new:
+    if upgrade_net(again, in_place=True)[0] != new:
         raise _Fallback("the edited text did not load back to the new net")
 
 

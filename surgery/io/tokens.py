@@ -14,19 +14,23 @@ list punctuation, in source order) and an optional `,`/`;` separator.
 Nothing here knows the Caffe schema; `binding.py` adds that.
 """
 
+import bisect
 import re
 import sys
 
 from ..errors import SurgeryError
 
-# One match per token: the trivia before it, then the token itself.
+# One match per token: the trivia before it, then the token itself. The trivia comes in
+# two groups: the rest of the previous token's line (its trail: spaces, a comment, the
+# newline) and what leads to this one (blank lines, own-line comments, indentation).
 # Words cover identifiers, numbers (1e-4, -inf, 0x1f) and `${NAME}`
 # placeholders, bare or glued to other word characters (fc8_${EXP}).
 # Quantifiers are possessive where Python has them (3.11): no token needs
 # backtracking, and the scan is faster; older Pythons match the same greedily.
 _TOKEN_PATTERN = (
     r"""
-    (?P<trivia>(?:[ \t\r\n\f\v\ufeff]++|\#[^\n]*+)*+)
+    (?P<trail>[ \t\r\f\v\ufeff]*+(?:\#[^\n]*+)?\n?)
+    (?P<lead>(?:[ \t\r\n\f\v\ufeff]++|\#[^\n]*+)*+)
     (?:
         (?P<word>(?:[\w.+\-]++|\$\{[^{}\s]*+\})++)
       | (?P<punct>[{}<>\[\]:,;])
@@ -48,18 +52,26 @@ _CLOSERS = {"{": "}", "<": ">"}
 
 
 class Token:
-    """One token with its source position (1-based line/col, 0-based char pos)."""
+    """One token with its source position: 0-based char `pos` in `source` (a Source),
+    and the 1-based `line` and `col` found from it when asked (only messages ask)."""
 
-    __slots__ = ("kind", "text", "pos", "line", "col", "lead", "trail")
+    __slots__ = ("kind", "text", "pos", "source", "lead", "trail")
 
-    def __init__(self, kind, text, pos=None, line=None, col=None, lead="", trail=""):
+    def __init__(self, kind, text, pos=None, source=None, lead="", trail=""):
         self.kind = kind        # "str" | "word" | "placeholder" | "punct" | "eof"
         self.text = text
         self.pos = pos          # None for tokens created by an edit
-        self.line = line
-        self.col = col
+        self.source = source
         self.lead = lead
         self.trail = trail
+
+    @property
+    def line(self):
+        return None if self.pos is None else self.source.line_col(self.pos)[0]
+
+    @property
+    def col(self):
+        return None if self.pos is None else self.source.line_col(self.pos)[1]
 
     def __repr__(self):
         return f"Token({self.kind}, {self.text!r}, {self.line}:{self.col})"
@@ -122,7 +134,7 @@ class Message:
 class Field:
     """`name[:] value`, `name[:] {...}` or `name: [v, ...]`, plus separator."""
 
-    __slots__ = ("name", "colon", "parts", "sep")
+    __slots__ = ("name", "colon", "parts", "sep", "span")     # span: see LazyField
 
     def __init__(self, name, colon, parts, sep=None):
         self.name = name
@@ -185,48 +197,123 @@ class Field:
         return part.close
 
 
-def scan(text, filename="<string>"):
-    """Split text into tokens; the last one has kind "eof" and holds the tail."""
+class LazyField(Field):
+    """A top-level block kept as the text it was read from, `span` = (Source, start, end,
+    key): bound once (io/document.read_bound), then its tokens let go, so a net's token
+    tree never exists whole. The first time anything looks inside it, it becomes a
+    Field (the same object), with exactly the tokens a reading of that text gives."""
+
+    __slots__ = ()
+    is_message = True
+
+    @classmethod
+    def of(cls, field):
+        """`field`, a message field just scanned, as its text span."""
+        first, last = field.first(), field.last()
+        lazy = cls.__new__(cls)
+        lazy.span = (first.source, first.pos - len(first.lead),
+                     last.pos + len(last.text) + len(last.trail), field.key)
+        return lazy
+
+    @property
+    def key(self):
+        return self.span[3]
+
+    @property
+    def text(self):
+        """The block's text, trivia included (joining every block's gives the file)."""
+        source, start, end, _ = self.span
+        return source.text[start:end]
+
+    def __getattr__(self, attr):      # only reached for a slot not set: look inside
+        if attr not in ("name", "colon", "parts", "sep"):
+            raise AttributeError(attr)
+        source, start, end, _ = self.span
+        field = _Parser(scan(source.text, start=start, end=end, source=source), "").field()
+        self.__class__ = Field
+        self.name, self.colon, self.parts, self.sep = field.name, field.colon, field.parts, field.sep
+        return getattr(self, attr)
+
+
+class Source:
+    """The text tokens were scanned from, to find a position's line and column."""
+
+    __slots__ = ("text", "_starts")
+
+    def __init__(self, text):
+        self.text = text
+        self._starts = None
+
+    def line_col(self, pos):
+        """(1-based line, 1-based column) of char `pos`."""
+        if self._starts is None:
+            self._starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
+        line = bisect.bisect_right(self._starts, pos)
+        return line, pos - self._starts[line - 1] + 1
+
+
+def scan(text, filename="<string>", *, start=0, end=None, source=None):
+    """Split text (or text[start:end]) into tokens; the last one has kind "eof" and holds
+    the tail. Positions are in `text` (whose Source `source` is, when given)."""
+    return next(_scan(text, filename, start, end, source, split=False))
+
+
+def scan_blocks(text, filename="<string>"):
+    """`scan`, a part at a time: lists of tokens that each end with a top-level field
+    whose brackets close (and the separator after it), the last one with the eof token.
+    A part's last token has its trail. A bad character raises when the scan gets there."""
+    return _scan(text, filename, 0, None, None, split=True)
+
+
+def _scan(text, filename, start, end, source, split):
     tokens = []
     append = tokens.append
-    line, line_start, pos = 1, 0, 0
+    source = source or Source(text)
+    pos = start
     prev = None
-    for m in _TOKEN_RE.finditer(text):
+    depth = 0
+    cut = False        # a top-level field closed: the part ends before the next token
+    for m in _TOKEN_RE.finditer(text, start, len(text) if end is None else end):
         if m.start() != pos:
             break
-        trivia, word, punct, string, _ = m.groups()
-        start = pos + len(trivia)
-        lead = ""
-        nl = trivia.find("\n")
+        trail, lead, word, punct, string, _ = m.groups()
+        at = pos + len(trail) + len(lead)
         if prev is None:
-            lead = trivia
-        elif nl < 0:
-            prev.trail = trivia
+            lead = trail + lead
         else:
-            prev.trail, lead = trivia[: nl + 1], trivia[nl + 1:]
-        if nl >= 0:
-            line += trivia.count("\n", nl)
-            line_start = pos + trivia.rfind("\n") + 1
+            prev.trail = trail
         pos = m.end()
-        col = start - line_start + 1
+        if cut and not (punct == "," or punct == ";"):
+            yield tokens
+            tokens = []
+            append = tokens.append
+            cut = False
         if word is not None:
-            prev = Token("placeholder" if "${" in word else "word", word, start, line, col, lead)
+            prev = Token("placeholder" if "${" in word else "word", word, at, source, lead)
         elif punct is not None:
-            prev = Token("punct", punct, start, line, col, lead)
+            prev = Token("punct", punct, at, source, lead)
+            if split:
+                if punct in "{<[":
+                    depth += 1
+                elif punct in "}>]":
+                    depth = max(0, depth - 1)
+                    cut = depth == 0
         elif string is not None:
-            prev = Token("str", string, start, line, col, lead)
+            prev = Token("str", string, at, source, lead)
         else:
-            append(Token("eof", "", start, line, col, lead))
-            return tokens
+            append(Token("eof", "", at, source, lead))
+            yield tokens
+            return
         append(prev)
-    _bad_char(text, pos, filename, line, line_start)
+    _bad_char(text, pos, filename, *source.line_col(pos))
 
 
-def _bad_char(text, pos, filename, line, line_start):
+def _bad_char(text, pos, filename, line, col):
     """Raise a located error for the first character no token can start with."""
     m = re.compile(r"(?:[ \t\r\n\f\v\ufeff]+|\#[^\n]*)*").match(text, pos)
     at = m.end()
     skipped = text[pos:at]
+    line_start = pos - col + 1
     if "\n" in skipped:
         line += skipped.count("\n")
         line_start = pos + skipped.rfind("\n") + 1
@@ -357,3 +444,13 @@ def parse_tokens(text, filename="<string>"):
     parser = _Parser(tokens, filename)
     fields = parser.body(None)
     return Message(None, fields, None), tokens[-1]
+
+
+_END = Token("eof", "")     # where a part of the file (scan_blocks) ends
+
+
+def parse_fields(tokens, filename="<string>"):
+    """The top-level fields of one part from `scan_blocks`."""
+    if tokens[-1].kind != "eof":
+        tokens.append(_END)
+    return _Parser(tokens, filename).body(None)

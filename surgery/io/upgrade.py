@@ -34,19 +34,23 @@ class MixedLayerFormats(SurgeryError):
     """Both ``layer`` and ``layers`` present; the loader adds the file position."""
 
 
-def upgrade_net(net):
+def upgrade_net(net, *, in_place=False):
     """Return ``(upgraded copy, notes)``: Caffe's steps, then DeepLab's `hole`. The input
-    message is never changed."""
-    new, notes = upgrade_as_caffe(net)
+    message is never changed, unless `in_place` (a scratch net the caller owns: no copy
+    of it is made)."""
+    new, notes = upgrade_as_caffe(net, in_place=in_place)
     hole_to_dilation(new, notes)
     return new, notes
 
 
-def upgrade_as_caffe(net):
+def upgrade_as_caffe(net, *, in_place=False):
     """``(upgraded copy, notes)`` from Caffe's UpgradeNetAsNeeded steps alone, without the
     `hole` step Caffe does not have: what Caffe's own upgrader gives."""
-    new = type(net)()
-    new.CopyFrom(net)
+    if in_place:
+        new = net
+    else:
+        new = type(net)()
+        new.CopyFrom(net)
     notes = []
     if len(new.layer) and len(new.layers):
         raise MixedLayerFormats(

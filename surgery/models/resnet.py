@@ -23,14 +23,18 @@ def _ch(channels, width):
 
 
 def resnet(depth=50, *, stride_on="1x1", width=1.0, input_size=224, num_classes=1000,
-           name=None):
+           name=None, blocks=None):
     """A deploy-style ResNet with bottleneck blocks.
 
     stride_on="1x1" puts the stage stride on `branch2a` and `branch1` (MSRA);
-    "3x3" puts it on `branch2b` (ResNet v1.5 / PSPNet placement).
+    "3x3" puts it on `branch2b` (ResNet v1.5 / PSPNet placement). `blocks` (four
+    counts, one per stage) makes a deeper or shallower net of the same kind, named as
+    ResNet-`depth` is (the scaling benchmark's nets of thousands of layers).
     """
-    if depth not in BLOCKS:
+    if blocks is None and depth not in BLOCKS:
         raise ValueError(f"no ResNet-{depth}; choose one of {sorted(BLOCKS)}")
+    if blocks is not None and (len(blocks) != 4 or min(blocks) < 1):
+        raise ValueError("blocks gives four positive counts, one per stage")
     if stride_on not in ("1x1", "3x3"):
         raise ValueError("stride_on must be '1x1' or '3x3'")
     b = NetBuilder(name or f"ResNet-{depth}")
@@ -39,7 +43,7 @@ def resnet(depth=50, *, stride_on="1x1", width=1.0, input_size=224, num_classes=
     b.conv("conv1", "data", num_output=_ch(64, width), kernel=7, stride=2, pad=3, bias=depth == 50)
     b.bn_scale("conv1", bn="bn_conv1", scale="scale_conv1", relu="conv1_relu")
     x = b.pool("pool1", "conv1", kernel=3, stride=2)
-    for stage, count in zip((2, 3, 4, 5), BLOCKS[depth]):
+    for stage, count in zip((2, 3, 4, 5), blocks or BLOCKS[depth]):
         mid = _ch(64 * 2 ** (stage - 2), width)
         for i, block in enumerate(_block_names(depth, stage, count)):
             stride = 2 if (i == 0 and stage > 2) else 1

@@ -96,7 +96,7 @@ def conclude(plan, new, changes, *, input_shapes=None, unknowns=None, net=None, 
     if after is None:
         try:
             after = analyse(new, input_shapes=input_shapes, phase=result.phase,
-                            unknowns=unknowns)
+                            unknowns=unknowns, copy=False)
         except SurgeryError as exc:
             raise SurgeryError(f"the rewritten net would not build in Caffe ({exc}); no exact "
                                "rewrite keeps this layer's inputs compatible at this output "
@@ -170,7 +170,7 @@ def size_condition(net, plan, unknowns, decided=None):
             dims[2 + axis] = size
             try:
                 other = analyse(net, input_shapes={blob: tuple(dims)}, phase=result.phase,
-                                unknowns=unknowns)
+                                unknowns=unknowns, copy=False)
                 there = size_flags(walk(other, policy, phase=result.phase,
                                         removed=plan.removed))
             except (SurgeryError, Unreachable):

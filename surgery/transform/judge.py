@@ -17,8 +17,6 @@ in `dilate`. The walk's rewrite of each layer is then held against the file:
 The result is a Conversion (transform/conversion.py), the same value `dilate` reports.
 """
 
-import dataclasses
-
 from ..analysis.analyse import analyse
 from ..errors import SurgeryError
 from ..layers import SHAPE_PARAMS, Unknown, has_field
@@ -28,11 +26,14 @@ from .regrid import APPROXIMATE, EXACT
 from .walk import Change, walk
 
 
-@dataclasses.dataclass(frozen=True)
 class ReplayPolicy(DilatePolicy):
     """A DilatePolicy whose stride choices are the converted file's."""
 
-    strides: dict = dataclasses.field(default_factory=dict)    # layer -> stride kept
+    FIELDS = DilatePolicy.FIELDS + ("strides",)
+
+    def __init__(self, *args, strides=None, **options):
+        super().__init__(*args, **options)
+        self.strides = {} if strides is None else strides     # layer -> stride kept
 
     def stride(self, step, window):
         return self.strides.get(step.node.name, window.stride)

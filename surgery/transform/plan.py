@@ -14,7 +14,6 @@ nominal strides (analysis/nominal.py): strides come back as early as the kernels
 them allow.
 """
 
-import dataclasses
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -25,7 +24,7 @@ from ..layers import type_hint
 from ..pair import Pair
 from . import head as heads
 from .grid import SAME
-from .regrid import APPROXIMATE, EXACT, Regrid, Unreachable
+from .regrid import APPROXIMATE, EXACT, Regrid, Unreachable, ratio, whole_as_int
 from .walk import Change, Edit, apply_edits, convert, walk
 
 HEAD_CHOICES = ("error", "cut", "global")
@@ -74,24 +73,32 @@ class Blocked(Exception):
         self.kind, self.layers, self.coarser, self.phase = kind, list(layers), coarser, phase
 
 
-@dataclasses.dataclass(frozen=True)
 class DilatePolicy:
     """The walk's policy for `dilate` (see the module docstring). A layer that loses its
     stride keeps dilation*f_in, or (pspnet convention) is dilated by its output factor
     too. `globalised` names the poolings --head global turns global; `resample` and
-    `sizes` the grid and size a resampler that meets a join must land on."""
+    `sizes` the grid and size a resampler that meets a join must land on.
 
-    target: int
-    pooling: str = "strict"
-    convention: str = "exact"
-    dilation: str = "strict"          # "round": coarsening rounds what does not divide
-    globalised: frozenset = frozenset()
-    nominal: dict = None              # blob -> nominal strides, when coarsening
-    resample: dict = dataclasses.field(default_factory=dict)   # layer -> Grid
-    sizes: dict = dataclasses.field(default_factory=dict)      # layer -> (h, w)
+    Never changed once made (`replace` makes another): a later walk reuses an earlier
+    walk's answers only under the very same policy. (A plain class: the dataclasses
+    module would cost every command's start-up more than the walk it serves.)"""
+
+    FIELDS = ("target", "pooling", "convention", "dilation", "globalised", "nominal",
+              "resample", "sizes")
+
+    def __init__(self, target, pooling="strict", convention="exact", dilation="strict",
+                 globalised=frozenset(), nominal=None, resample=None, sizes=None):
+        self.target = target
+        self.pooling = pooling
+        self.convention = convention
+        self.dilation = dilation          # "round": coarsening rounds what does not divide
+        self.globalised = globalised
+        self.nominal = nominal            # blob -> nominal strides, when coarsening
+        self.resample = {} if resample is None else resample     # layer -> Grid
+        self.sizes = {} if sizes is None else sizes              # layer -> (h, w)
 
     def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
+        return type(self)(**{**{name: getattr(self, name) for name in self.FIELDS}, **changes})
 
     def wanted(self, node):
         return self.resample.get(node.name), self.sizes.get(node.name)
@@ -115,9 +122,9 @@ class DilatePolicy:
             return self._coarse_stride(step, window)
         new = []
         for S, f, s in zip(step.geometry_in.stride, step.grid_in.factor, window.stride):
-            s_prev = Fraction(S) / f                # the input's new stride
+            s_prev = ratio(S, whole_as_int(f))      # the input's new stride
             s_out = min(S * s, max(self.target, s_prev))
-            kept = s_out / s_prev
+            kept = ratio(s_out, s_prev)
             if kept.denominator != 1 or s % kept.numerator:
                 raise Unreachable(step.node.name, f"it would have to keep {kept} of its "
                                                   f"stride {s}")
@@ -313,7 +320,9 @@ class PhasePlan(NamedTuple):
 def plan_phase(net, phase, options, *, input_shapes=None, unknowns=None):
     """Plan one phase, resolving the classifier head; None when nothing needs changing.
     Blocked when the conversion cannot be made as asked."""
-    analysis = analyse(net, input_shapes=input_shapes, phase=phase, unknowns=unknowns)
+    # The analysis reads the net's own layers: a conversion only reads its input.
+    analysis = analyse(net, input_shapes=input_shapes, phase=phase, unknowns=unknowns,
+                       copy=False)
     removed = heads.cut_after(analysis.graph, options.cut_after) if options.cut_after else set()
     before = analysis.output_stride()
     if before is None:

@@ -65,7 +65,25 @@ class Step(NamedTuple):
 
 def _centre(window, axis):
     """Centre of output pixel 0's window on its input grid: (extent-1)/2 - pad."""
-    return Fraction(window.extent[axis] - 1, 2) - window.pad[axis]
+    return ratio(window.extent[axis] - 1 - 2 * window.pad[axis], 2)
+
+
+def ratio(a, b):
+    """a / b exactly: an int when it divides (nearly always), else a Fraction. The walk
+    meets a window layer per layer of the net, and Fraction arithmetic is slow where
+    every value is whole."""
+    if type(a) is int and type(b) is int:
+        return a // b if a % b == 0 else Fraction(a, b)
+    return a / b        # a Fraction on either side keeps it exact
+
+
+def whole_as_int(x):
+    """A Fraction that is whole as an int (its arithmetic is then int arithmetic)."""
+    return x.numerator if x.denominator == 1 else x
+
+
+def _fraction(x):
+    return x if type(x) is Fraction else Fraction(x)
 
 
 def extra_window(in_size, out_size, window):
@@ -139,9 +157,10 @@ def window_regrid(rule, layer, step):
             return Regrid(grid=step.grid_in)
         return Regrid(issue="its input's stride is unknown (geometry stopped upstream), so it "
                             "cannot be rewritten")
-    f_in, o_in = step.grid_in
+    # Whole factors and offsets (nearly every layer) as ints; the Grid holds Fractions.
+    f_in, o_in = (Pair(*map(whole_as_int, part)) for part in step.grid_in)
     stride = policy.stride(step, win)
-    f_out = Pair(*(f * s / n for f, s, n in zip(f_in, win.stride, stride)))
+    f_out = Pair(*(ratio(f * s, n) for f, s, n in zip(f_in, win.stride, stride)))
     loses = any(fo > fi for fo, fi in zip(f_out, f_in))     # a stride goes (densifying)
     status, notes, issue, flags = 0, [], None, None
     scale, why = policy.dilation_scale(step, rule, win, f_in, f_out)
@@ -228,7 +247,7 @@ def window_regrid(rule, layer, step):
             need = stride[axis] - int(shift) % stride[axis]   # a little more zero pad aligns it
             pad = Pair(*(p + need if a == axis else p for a, p in enumerate(pad)))
             shift += need
-        value = shift / stride[axis]
+        value = ratio(shift, stride[axis])
         if not dense:
             # Coarser than the original: samples coincide wherever offset + f*x is whole.
             if not _meets(f_out[axis], value):
@@ -239,8 +258,9 @@ def window_regrid(rule, layer, step):
         if value.denominator != 1 or value < 0:
             status = max(status, 1)
             notes.append("output is off the original grid")
-        offset.append(Fraction(math.floor(value)))
+        offset.append(math.floor(value))
     after = Window(kernel, stride, pad, dilation)
+    f_out, offset = Pair(*map(_fraction, f_out)), Pair(*map(_fraction, offset))
     new = None
     if after != win:
         new = rule.with_window(layer, after)
@@ -259,7 +279,7 @@ def window_regrid(rule, layer, step):
                 notes.append("a last, partial (CEIL) window the denser net does not have "
                              "changes what reads the border (approximate)")
     note = "; ".join(dict.fromkeys(notes))
-    return Regrid(new, Grid(f_out, Pair(*offset)), (EXACT, APPROXIMATE)[status], note, issue,
+    return Regrid(new, Grid(f_out, offset), (EXACT, APPROXIMATE)[status], note, issue,
                   size_flags=flags, deviates=deviates)
 
 

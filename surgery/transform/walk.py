@@ -184,29 +184,36 @@ def apply_edits(net, edits):
     new = type(net)()
     new.CopyFrom(net)
     names = [layer.name for layer in new.layer]     # kept in step with new.layer
+    where = None        # name -> positions; found again after a layer moves or is renamed
     for edit in edits:
+        if where is None:
+            where = {}
+            for i, name in enumerate(names):
+                where.setdefault(name, []).append(i)
         if edit.after is not None:
-            index = _find(new, names, edit.after, edit.phase) + 1
+            index = _find(new, where, edit.after, edit.phase) + 1
             layers = list(new.layer)
             layers.insert(index, edit.layer)
             del new.layer[:]
             new.layer.extend(layers)
             names.insert(index, edit.layer.name)
+            where = None
         elif edit.layer is None:
-            index = _find(new, names, edit.name, edit.phase)
+            index = _find(new, where, edit.name, edit.phase)
             del new.layer[index]
             del names[index]
+            where = None
         else:
-            index = _find(new, names, edit.name, edit.phase)
+            index = _find(new, where, edit.name, edit.phase)
             new.layer[index].CopyFrom(edit.layer)
-            names[index] = edit.layer.name
+            if names[index] != edit.layer.name:
+                names[index] = edit.layer.name
+                where = None
     return new
 
 
-def _find(net, names, name, phase):
-    if names.count(name) == 1:      # the usual case, without a Python loop over the net
-        return names.index(name)
-    found = [i for i, n in enumerate(names) if n == name]
+def _find(net, where, name, phase):
+    found = where.get(name, [])
     if len(found) > 1 and phase is not None:
         found = [i for i in found if layer_kept(net.layer[i], phase=phase)] or found
     if not found:
