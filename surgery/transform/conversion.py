@@ -45,6 +45,8 @@ class Conversion(NamedTuple):
                             # or ADAPTED by necessity; not from a deviation, see judge.py)
     deepest: object         # the deepest blob the conversion changed and kept exact, or None
     sizes: SizeCondition
+    layers: tuple           # every layer of either net: the converted net's, then the
+                            # original's it lacks
 
     @property
     def exact(self):
@@ -59,10 +61,14 @@ class Conversion(NamedTuple):
 
     def statuses(self):
         """{layer: status} for every layer of either net (None: left alone)."""
-        out = {node.name: None for node in self.after.graph.nodes}
-        out.update((n.name, None) for n in self.before.graph.nodes if n.name not in out)
+        out = dict.fromkeys(self.layers)
         out.update((c.layer, _status(c)) for c in self.changes)
         return out
+
+    def settled(self):
+        """The judgement without the two analyses it was made from (what a report keeps:
+        on a deep net they are most of a command's memory, and nothing reads them after)."""
+        return self._replace(before=None, after=None)
 
     def not_exact(self):
         """Names of the layers marked APPROXIMATE or ADAPTED, in file order."""
@@ -123,8 +129,10 @@ def conclude(plan, new, changes, *, input_shapes=None, unknowns=None, net=None, 
                     and grids.get(b) is not None), None)
     sizes = size_condition(net, plan, unknowns, decided) if net is not None else \
         SizeCondition("unknown", None)
+    layers = tuple(dict.fromkeys([n.name for n in after.graph.nodes]
+                                 + [n.name for n in before.graph.nodes]))
     return Conversion(result.phase, before, after, list(changes), grids, exact, excused,
-                      deepest, sizes)
+                      deepest, sizes, layers)
 
 
 def size_flags(result):

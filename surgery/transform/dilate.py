@@ -33,7 +33,8 @@ class DilateReport(NamedTuple):
     """What `dilate` says about its result: the Conversion (transform/conversion.py, the
     one judgement every command reads) and the net-level numbers around it."""
 
-    conversion: object     # Conversion, or None when nothing changed
+    conversion: object     # Conversion (settled: without its analyses), or None when
+                           # nothing changed
     changes: list          # [Change] in file order (every phase)
     stride_before: object  # Pair at the net's output blob, or None
     stride_after: object
@@ -123,7 +124,8 @@ def _report(net, new, changes, notes, first, input_shapes, unknowns):
                      f"factor {show(grid.factor)} and offset {show(grid.offset)}"
                      + ("" if shown == deepest else f" (the deepest blob kept exact; "
                                                     f"'{deepest}' is approximate)"))
-    return DilateReport(conversion, changes, before.output_stride(), after.output_stride(),
+    return DilateReport(conversion.settled(), changes, before.output_stride(),
+                        after.output_stride(),
                         g_before and g_before.rf, g_after and g_after.rf, deepest, notes,
                         renewed)
 
