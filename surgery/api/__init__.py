@@ -40,19 +40,26 @@ The conventions every function keeps:
   written.
 """
 
-from ._bvlc import bvlc
-from ._check import check
-from ._dilate import dilate
-from ._fcn import fcn
-from ._fold import fold
-from ._init_weights import init_weights
-from ._inspect import inspect
-from ._report import report
-from ._segment import segment
-from ._upgrade import upgrade
-from ._verify import verify
-from ._weights import weights
-from .base import Result
+import importlib
+
+_MODULES = {"bvlc": "_bvlc", "check": "_check", "dilate": "_dilate", "fcn": "_fcn",
+            "fold": "_fold", "init_weights": "_init_weights", "inspect": "_inspect",
+            "report": "_report", "segment": "_segment", "upgrade": "_upgrade",
+            "verify": "_verify", "weights": "_weights", "Result": "base"}
 
 __all__ = ["inspect", "dilate", "upgrade", "weights", "check", "init_weights", "verify", "fcn",
            "report", "segment", "fold", "bvlc", "Result"]
+
+
+def __getattr__(name):
+    """Each function's module is imported when the function is first asked for, so the
+    CLI running one command imports that command's module only (PEP 562)."""
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,7 +1,6 @@
 """`surgery.api.dilate`: one net, or an experiment's nets together, at another output stride."""
 
 import os
-from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 from ..errors import SurgeryError
@@ -33,10 +32,14 @@ class DilatedNet(NamedTuple):
         return text
 
 
-@dataclass
 class Dilated(Result):
-    nets: list                  # [DilatedNet], in the order given
-    diff: Optional[str] = None  # the unified diff of every net written, when asked for
+    """`nets`: [DilatedNet], in the order given; `diff`: the unified diff of every net
+    written, when asked for. (A plain class: dataclasses would cost the CLI's dilate
+    start-up a tenth of its time.)"""
+
+    def __init__(self, nets, diff=None):
+        self.nets = nets
+        self.diff = diff
 
     @property
     def net(self):
