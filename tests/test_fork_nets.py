@@ -147,16 +147,46 @@ def test_auto_takes_caffe_for_deeplab_and_pspnet(tmp_path, engine_env):
     assert code == 0 and out.splitlines()[1].startswith("engine caffe, "), out + err
 
 
+def _split_return_interp(net):
+    """The 0.75 branch's way back as two Interps, zoom 4 then shrink 3 (how some
+    generators of these nets write it), instead of one with both factors."""
+    at = next(i for i, layer in enumerate(net.layer)
+              if layer.name == "fc1_voc12_res075_interp")
+    shrink = net.layer[at]
+    zoom = type(shrink)()
+    zoom.CopyFrom(shrink)
+    zoom.name, zoom.top[0] = "fc1_res075_interp_tmp", "fc1_res075_interp_tmp"
+    zoom.interp_param.ClearField("shrink_factor")
+    shrink.bottom[0] = zoom.top[0]
+    shrink.interp_param.ClearField("zoom_factor")
+    layers = list(net.layer)
+    layers.insert(at, zoom)
+    del net.layer[:]
+    net.layer.extend(layers)
+    return net
+
+
 @pytest.mark.caffe
 @pytest.mark.parametrize("stride", [16, 4])
-def test_deeplab_v2_msc_trunks_are_exact_at_every_scale_in_caffe(tmp_path, engine_env, stride):
+@pytest.mark.parametrize("way_back", ["one interp", "zoom then shrink"])
+def test_deeplab_v2_msc_trunks_are_exact_at_every_scale_in_caffe(tmp_path, engine_env, stride,
+                                                                  way_back):
     """Issue 25.1: each scale's trunk (it reads its own Interp-resampled copy of the
     image) converts like the main one and holds the original's values on its grid, in
     real Caffe, both ways; the fusion Interps are ADAPTED (a zoom of coarser scores is
     not the zoom of the dense ones), so the fused score is not claimed. That the train
-    net's shrunk labels still fit its scores: test_coarsen's MSC test."""
+    net's shrunk labels still fit its scores: test_coarsen's MSC test. The 0.75 branch's
+    scores may come back through one Interp or through two in a row: both keep their
+    factors, since the blobs around them move together."""
     net = deeplab_v2_resnet(101, width=0.0625, crop=65)
+    if way_back == "zoom then shrink":
+        net = _split_return_interp(net)
     original, converted, weights = _converted(tmp_path, net, stride)
+    returns = [line for line in open(converted, encoding="utf-8").read().split("layer {")
+               if 'type: "Interp"' in line and "res075_interp" in line]
+    assert len(returns) == (2 if way_back == "zoom then shrink" else 1)
+    kept = "".join(returns)       # the factors stay: 3/4 of the 0.75 map is the main map
+    assert "zoom_factor: 4" in kept and "shrink_factor: 3" in kept, kept
     trunks = ["res5c", "res5c_res075", "res5c_res05"]
     heads = ["fc1_voc12", "fc1_voc12_res075", "fc1_voc12_res05"]
     code, out, err = run_cli("verify", original, converted, "--weights", weights,
