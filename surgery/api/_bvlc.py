@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import SurgeryError
-from .base import Log, Result, load, net_target, paired_weights, transaction, write_net
+from .base import Result, editing, paired_weights
 
 
 @dataclass
@@ -53,14 +53,11 @@ def bvlc(net, *, weights=None, weights_out=None, output=None, dry_run=False, in_
     from ..transform.bvlc import form_weights, to_bvlc
     from ..weights import writer
 
-    target = net_target(net, output, in_place)
     paired_weights(weights, weights_out, dry_run, "the rewritten layers need other blobs")
-    log = Log(on_message)
-    inputs = [net] + ([weights] if weights else [])
-    claims = [] if dry_run else [target, weights_out]
-    with transaction(outputs, inputs=inputs, targets=claims, in_place=in_place,
-                     progress=progress) as out:
-        loaded = load(net, strict=strict, log=log)
+    with editing(net, output=output, in_place=in_place, dry_run=dry_run, weights=weights,
+                 weights_out=weights_out, strict=strict, outputs=outputs,
+                 on_message=on_message, progress=progress) as edit:
+        loaded = edit.loaded
         unknown = {uf.layer for uf in loaded.binding.unknown_fields if uf.layer is not None}
         result = to_bvlc(loaded.net, unknown_layers=unknown)
         if strict and result.kept:
@@ -73,9 +70,7 @@ def bvlc(net, *, weights=None, weights_out=None, output=None, dry_run=False, in_
             plan = form_weights(result.forms, summary)
             writer.check(plan, summary)
             if not dry_run and weights_out:
-                writer.write(plan, weights_out, source=summary, outputs=out)
+                writer.write(plan, weights_out, source=summary, outputs=edit.out)
                 written = weights_out
-        writes = not dry_run and target is not None
-        changes = write_net(loaded, result.net, out, target=target, write=writes,
-                            canonical=canonical, diff=diff, log=log) if writes or diff else None
-    return log.done(BvlcRewritten(result, written, changes))
+        changes = edit.write(result.net, canonical=canonical, diff=diff)
+    return edit.log.done(BvlcRewritten(result, written, changes))

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Optional
 
-from .base import Log, Result, load, net_target, paired_weights, transaction, write_net
+from .base import Result, editing, paired_weights
 
 
 @dataclass
@@ -34,23 +34,18 @@ def fcn(net, *, weights=None, weights_out=None, pad="same", rename="{name}-conv"
 
     shapes = input_shapes or None
     layers = parse_decimate(decimate)
-    target = net_target(net, output, in_place)
     paired_weights(weights, weights_out, dry_run, "the converted layers have new names")
-    log = Log(on_message)
-    inputs = [net] + ([weights] if weights else [])
-    claims = [] if dry_run else [target, weights_out]
-    with transaction(outputs, inputs=inputs, targets=claims, in_place=in_place,
-                     progress=progress) as out:
-        loaded = load(net, strict=strict, log=log)
-        new, plan = convolutionalize(loaded.net, input_shapes=shapes, pad=pad, rename=rename,
-                                     decimate=layers, unknowns=loaded.unknowns)
+    with editing(net, output=output, in_place=in_place, dry_run=dry_run, weights=weights,
+                 weights_out=weights_out, strict=strict, outputs=outputs,
+                 on_message=on_message, progress=progress) as edit:
+        new, plan = convolutionalize(edit.loaded.net, input_shapes=shapes, pad=pad,
+                                     rename=rename, decimate=layers,
+                                     unknowns=edit.loaded.unknowns)
         if weights:
             from ..io.caffemodel import read_caffemodel
 
             weight_plan(plan, read_caffemodel(weights))   # fits? (raises first)
         if not dry_run and weights_out:
-            transplant(plan, weights, weights_out, outputs=out)
-        writes = not dry_run and target is not None
-        changes = write_net(loaded, new, out, target=target, write=writes, canonical=canonical,
-                            diff=diff, log=log) if writes or diff else None
-    return log.done(Convolutionalized(new, plan, changes))
+            transplant(plan, weights, weights_out, outputs=edit.out)
+        changes = edit.write(new, canonical=canonical, diff=diff)
+    return edit.log.done(Convolutionalized(new, plan, changes))

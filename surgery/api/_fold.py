@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import SurgeryError
-from .base import Log, Result, load, net_target, transaction, write_net
+from .base import Result, editing
 
 
 @dataclass
@@ -37,21 +37,16 @@ def fold(net, weights, *, weights_out=None, phase=None, output=None, dry_run=Fal
     from ..transform.fold import fold as fold_net
     from ..weights import writer
 
-    target = net_target(net, output, in_place)
     if not dry_run and not weights_out:
         raise SurgeryError("give --weights-out OUT.caffemodel for the folded weights (the "
                            "folded net does not load the old ones), or --dry-run")
-    log = Log(on_message)
-    claims = [] if dry_run else [target, weights_out]
-    with transaction(outputs, inputs=[net, weights], targets=claims, in_place=in_place,
-                     progress=progress) as out:
-        loaded = load(net, strict=strict, log=log)
+    with editing(net, output=output, in_place=in_place, dry_run=dry_run, weights=weights,
+                 weights_out=weights_out, strict=strict, outputs=outputs,
+                 on_message=on_message, progress=progress) as edit:
         summary = read_caffemodel(weights)
-        result = fold_net(loaded.net, summary, phase=phase)
+        result = fold_net(edit.loaded.net, summary, phase=phase)
         writer.check(result.plan, summary)
         if not dry_run:     # the weights first: their values may still fail to read
-            writer.write(result.plan, weights_out, source=summary, outputs=out)
-        writes = not dry_run and target is not None
-        changes = write_net(loaded, result.net, out, target=target, write=writes,
-                            canonical=canonical, diff=diff, log=log) if writes or diff else None
-    return log.done(FoldResult(result, changes))
+            writer.write(result.plan, weights_out, source=summary, outputs=edit.out)
+        changes = edit.write(result.net, canonical=canonical, diff=diff)
+    return edit.log.done(FoldResult(result, changes))

@@ -134,6 +134,39 @@ def transaction(outputs, *, inputs, targets=(), in_place=False, progress=None):
         own.commit()
 
 
+class NetEdit:
+    """One net being edited (bvlc, fcn, fold): `loaded` its file, `out` the transaction,
+    `log` its messages, `target` where the edited net goes (None: not written)."""
+
+    def __init__(self, loaded, out, log, target, dry_run):
+        self.loaded, self.out, self.log, self.target = loaded, out, log, target
+        self.dry_run = dry_run
+
+    def write(self, new, *, canonical=False, diff=False):
+        """Stage `new` as an edit of the file for `target` (not on a dry run); the diff
+        when asked for, else None."""
+        writes = not self.dry_run and self.target is not None
+        if not (writes or diff):
+            return None
+        return write_net(self.loaded, new, self.out, target=self.target, write=writes,
+                         canonical=canonical, diff=diff, log=self.log)
+
+
+@contextlib.contextmanager
+def editing(net, *, output, in_place, dry_run, weights, weights_out, strict, outputs,
+            on_message, progress):
+    """A NetEdit of the net at `net`: its output and `weights_out` claimed before the
+    work (none on a dry run), the file loaded, everything committed when the block ends
+    without an error."""
+    target = net_target(net, output, in_place)
+    log = Log(on_message)
+    inputs = [net] + ([weights] if weights else [])
+    claims = [] if dry_run else [target, weights_out]
+    with transaction(outputs, inputs=inputs, targets=claims, in_place=in_place,
+                     progress=progress) as out:
+        yield NetEdit(load(net, strict=strict, log=log), out, log, target, dry_run)
+
+
 def net_target(net, output, in_place):
     """Where a net's result goes: `output`, else over the input itself with `in_place`,
     else nowhere (None)."""
