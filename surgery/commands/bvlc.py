@@ -17,12 +17,9 @@ Exit status: 0 written; 2 bad input, or with --strict a layer with no BVLC form
 (nothing is written).
 """
 
-import json
-
 from .. import api
 from . import options
-from .output import (add_output_arguments, add_quiet_argument, finish, output_target, tell,
-                     writing)
+from .output import add_output_arguments, run_edit, tell
 
 NAME = "bvlc"
 HELP = "rewrite fork layers (PSPNet BN, depthwise, ReLU6...) to exact BVLC Caffe layers"
@@ -36,22 +33,13 @@ def add_arguments(parser):
     parser.add_argument("--strict", action="store_true",
                         help="refuse a net that keeps a layer with no BVLC form, or a field "
                              "the schema does not know (default: keep them, and list the layers)")
-    parser.add_argument("--dry-run", action="store_true", help="print the summary only")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_output_arguments(parser)
-    add_quiet_argument(parser)
 
 
 def run(args):
-    inputs = [args.net] + ([args.weights] if args.weights else [])
-    targets = output_target(args, inputs)
-    if not args.dry_run:
-        targets.append(args.weights_out)
-    with writing(args, inputs, targets) as (outputs, progress):
-        result = api.bvlc(args.net, weights=args.weights, weights_out=args.weights_out,
-                      output=args.output, dry_run=args.dry_run, canonical=args.canonical,
-                      diff=bool(args.diff), strict=args.strict, outputs=outputs,
-                      on_message=tell, progress=progress)
-        text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else result.text
-        finish(args, outputs, text, result.diff)
-    return 0
+    def call(outputs, progress):
+        return api.bvlc(args.net, weights=args.weights, weights_out=args.weights_out,
+                        output=args.output, dry_run=args.dry_run, canonical=args.canonical,
+                        diff=bool(args.diff), strict=args.strict, outputs=outputs,
+                        on_message=tell, progress=progress)
+    return run_edit(args, call)

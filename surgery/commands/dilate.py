@@ -33,7 +33,7 @@ from .. import api
 from ..transform.dilate import CONVENTIONS, DILATION_CHOICES, HEAD_CHOICES, POOLING_CHOICES
 from ..errors import SurgeryError
 from . import options
-from .output import (add_output_arguments, add_quiet_argument, finish, output_target, tell,
+from .output import (add_output_arguments, finish, output_target, tell,
                      writing)
 
 NAME = "dilate"
@@ -68,10 +68,7 @@ def add_arguments(parser):
                         help="write --weights for the result: layers given new kernels (an "
                              "upsampling Deconvolution) get new bilinear weights, every other "
                              "layer is copied byte for byte")
-    parser.add_argument("--dry-run", action="store_true", help="print the summary only")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_output_arguments(parser)
-    add_quiet_argument(parser)
 
 
 def run(args):

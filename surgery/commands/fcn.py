@@ -21,14 +21,11 @@ layers are rebuilt one at a time.
 Exit status: 0 written, 2 bad input (nothing is written).
 """
 
-import json
-
 from ..analysis.analyse import parse_input_shapes
 from .. import api
 from ..transform.fcn import PAD_CHOICES
 from . import options
-from .output import (add_output_arguments, add_quiet_argument, finish, output_target, tell,
-                     writing)
+from .output import add_output_arguments, run_edit, tell
 
 NAME = "fcn"
 HELP = "turn InnerProduct layers into convolutions, transplanting their weights"
@@ -52,24 +49,16 @@ def add_arguments(parser):
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
                         type=options.input_shape,
                         help="input size that fixes the fc kernels' sizes (repeatable)")
-    parser.add_argument("--dry-run", action="store_true", help="print the summary only")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_output_arguments(parser)
-    add_quiet_argument(parser)
 
 
 def run(args):
     shapes = parse_input_shapes(args.input_shape) or None
-    inputs = [args.net] + ([args.weights] if args.weights else [])
-    targets = output_target(args, inputs)
-    if not args.dry_run:
-        targets.append(args.weights_out)
-    with writing(args, inputs, targets) as (outputs, progress):
-        result = api.fcn(args.net, weights=args.weights, weights_out=args.weights_out,
-                     pad=args.pad, rename=args.rename, decimate=args.decimate,
-                     input_shapes=shapes, output=args.output, dry_run=args.dry_run,
-                     canonical=args.canonical, diff=bool(args.diff), strict=args.strict,
-                     outputs=outputs, on_message=tell, progress=progress)
-        text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else result.text
-        finish(args, outputs, text, result.diff)
-    return 0
+
+    def call(outputs, progress):
+        return api.fcn(args.net, weights=args.weights, weights_out=args.weights_out,
+                       pad=args.pad, rename=args.rename, decimate=args.decimate,
+                       input_shapes=shapes, output=args.output, dry_run=args.dry_run,
+                       canonical=args.canonical, diff=bool(args.diff), strict=args.strict,
+                       outputs=outputs, on_message=tell, progress=progress)
+    return run_edit(args, call)

@@ -18,12 +18,9 @@ unless --phase TEST asks for the inference net.
 Exit status: 0 written; 2 bad input or a refused net (nothing is written).
 """
 
-import json
-
 from .. import api
 from . import options
-from .output import (add_output_arguments, add_quiet_argument, finish, output_target, tell,
-                     writing)
+from .output import add_output_arguments, run_edit, tell
 
 NAME = "fold"
 HELP = "fold BatchNorm/Scale into the convolutions before them, for deployment"
@@ -37,22 +34,13 @@ def add_arguments(parser):
                         help="where to write the folded weights (needed unless --dry-run)")
     parser.add_argument("--phase", choices=("TEST",),
                         help="fold the TEST net even though TRAIN still updates its BN layers")
-    parser.add_argument("--dry-run", action="store_true", help="print the summary only")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_output_arguments(parser)
-    add_quiet_argument(parser)
 
 
 def run(args):
-    inputs = [args.net, args.weights]
-    targets = output_target(args, inputs)
-    if not args.dry_run:
-        targets.append(args.weights_out)
-    with writing(args, inputs, targets) as (outputs, progress):
-        result = api.fold(args.net, args.weights, weights_out=args.weights_out, phase=args.phase,
-                      output=args.output, dry_run=args.dry_run, canonical=args.canonical,
-                      diff=bool(args.diff), strict=args.strict, outputs=outputs,
-                      on_message=tell, progress=progress)
-        text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else result.text
-        finish(args, outputs, text, result.diff)
-    return 0
+    def call(outputs, progress):
+        return api.fold(args.net, args.weights, weights_out=args.weights_out, phase=args.phase,
+                        output=args.output, dry_run=args.dry_run, canonical=args.canonical,
+                        diff=bool(args.diff), strict=args.strict, outputs=outputs,
+                        on_message=tell, progress=progress)
+    return run_edit(args, call)

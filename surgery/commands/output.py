@@ -42,6 +42,10 @@ def add_phase_argument(parser, what):
 
 
 def add_output_arguments(parser):
+    """The options of every command that writes an edited net (dilate, bvlc, fcn, fold):
+    --dry-run, --json, -o, --in-place, --canonical, --diff, --strict and --quiet."""
+    parser.add_argument("--dry-run", action="store_true", help="print the summary only")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("-o", "--output", metavar="OUT.prototxt", type=options.output_file,
                         help="where to write the result")
     parser.add_argument("--in-place", action="store_true",
@@ -57,6 +61,7 @@ def add_output_arguments(parser):
                              "--json)")
     if not any(a.dest == "strict" for a in parser._actions):
         add_strict_argument(parser)
+    add_quiet_argument(parser)
 
 
 def add_quiet_argument(parser):
@@ -109,3 +114,21 @@ def finish(args, outputs, summary, diff):
         sys.stdout.write(diff or "")
         return
     sys.stdout.write(summary)
+
+
+def run_edit(args, call):
+    """A command that edits one net and may write weights beside it (bvlc, fcn, fold):
+    -o, --weights-out and --diff are claimed before anything is read, then
+    `call(outputs, progress)` runs the API function, whose summary is printed once
+    every output is written. Returns the exit status."""
+    import json     # only here: the other commands' start-up does not pay for it
+
+    inputs = [args.net] + ([args.weights] if args.weights else [])
+    targets = output_target(args, inputs)
+    if not args.dry_run:
+        targets.append(args.weights_out)
+    with writing(args, inputs, targets) as (outputs, progress):
+        result = call(outputs, progress)
+        text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else result.text
+        finish(args, outputs, text, result.diff)
+    return 0
