@@ -9,10 +9,16 @@ def copy_except(message, names):
     for fd, value in message.ListFields():
         if fd.name in names:
             continue
-        if fd.is_repeated:
-            getattr(copy, fd.name).extend(value)
-        elif fd.message_type is not None:
-            getattr(copy, fd.name).CopyFrom(value)
-        else:
-            setattr(copy, fd.name, value)
+        set_field(copy, fd, value)
     return copy
+
+
+def set_field(message, fd, value):
+    """Give `message`'s field `fd` (a descriptor) `value`, as ListFields returns values:
+    a repeated field extended, a message copied, a scalar set."""
+    if fd.is_repeated:
+        getattr(message, fd.name).extend(value)
+    elif fd.message_type is not None:
+        getattr(message, fd.name).CopyFrom(value)
+    else:
+        setattr(message, fd.name, value)

@@ -13,6 +13,7 @@ from ..errors import SurgeryError
 from ..layers import rule_for
 from .upgrade_v0 import is_v0, upgrade_v0_net
 from .hole import hole_to_dilation
+from .message import set_field
 from .v1types import V1_TYPE_BY_NAME
 
 # Old data-layer fields Caffe moves into transform_param: V1 layers of these types only,
@@ -130,7 +131,7 @@ def _convert_v1_layer(old):
                     "remove it or convert this layer by hand",
                     layer=name,
                 )
-            _copy_field(layer, target, value)
+            set_field(layer, target, value)
     return layer
 
 
@@ -161,15 +162,6 @@ def _same_kind(source, target):
     if source.enum_type is not None:
         return source.enum_type.full_name == target.enum_type.full_name
     return True
-
-
-def _copy_field(message, target, value):
-    if target.is_repeated:
-        getattr(message, target.name).extend(value)
-    elif target.message_type is not None:
-        getattr(message, target.name).CopyFrom(value)
-    else:
-        setattr(message, target.name, value)
 
 
 # --------------------------------------------------------------------------
