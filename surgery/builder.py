@@ -91,6 +91,20 @@ class NetBuilder:
         fill(layer, params, where=name)
         return layer
 
+    def copy_layers(self, net, *, until, skip_types=()):
+        """Copy `net`'s layers, in order, up to the one named `until` (not included),
+        leaving out those of `skip_types`; returns the copies (to edit in place)."""
+        copies = []
+        for layer in net.layer:
+            if layer.name == until:
+                break
+            if layer.type in skip_types:
+                continue
+            copy = self.net.layer.add()
+            copy.CopyFrom(layer)
+            copies.append(copy)
+        return copies
+
     def input(self, name, shape, *, layer_name=None):
         """An Input layer (deploy style) producing blob `name` with `shape`."""
         self.layer("Input", layer_name or name, (), [name],

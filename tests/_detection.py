@@ -144,17 +144,11 @@ def rfcn(*, train=False, width=1.0, input_size=224, num_classes=21, group=7):
         _data_layer(b, classes=2)
     else:
         _header(b, input_size)
-    for layer in base.layer:
-        if layer.type == "Input":
-            continue
-        if layer.name == "pool5":
-            break
-        new = b.net.layer.add()
-        new.CopyFrom(layer)
+    for new in b.copy_layers(base, until="pool5", skip_types={"Input"}):
         cp = new.convolution_param
-        if layer.name in ("res5a_branch1", "res5a_branch2a"):
+        if new.name in ("res5a_branch1", "res5a_branch2a"):
             del cp.stride[:]
-        elif layer.name.startswith("res5") and layer.name.endswith("_branch2b"):
+        elif new.name.startswith("res5") and new.name.endswith("_branch2b"):
             del cp.pad[:]
             cp.pad.append(2)
             cp.dilation.append(2)

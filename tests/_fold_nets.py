@@ -212,14 +212,8 @@ def pspnet_like(*, size=64, width=0.25):
     trunk = resnet(50, stride_on="3x3", width=width, input_size=size, name="PSPNet-50-like")
     b = NetBuilder("PSPNet-50-like")
     eps = iter(EPS * 100)
-    for layer in trunk.layer:
-        if layer.name == "pool5":
-            break
-        if layer.type == "Scale":
-            continue
-        copy = b.net.layer.add()
-        copy.CopyFrom(layer)
-        if layer.type == "BatchNorm":
+    for copy in b.copy_layers(trunk, until="pool5", skip_types={"Scale"}):
+        if copy.type == "BatchNorm":
             _fork_bn(copy, next(eps))
     top = trunk.layer[[l.name for l in trunk.layer].index("pool5") - 1].top[0]
     channels, grid = max(1, int(round(512 * width))), size // 32

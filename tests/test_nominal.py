@@ -70,11 +70,13 @@ def test_the_options_that_make_it_approximate():
                                                  round_dilation=True) == Pair(8, 8)
 
 
-NET = """
+STEM = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 64 dim: 64 } } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "c1"
         convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 } }
-layer { name: "conv2" type: "Convolution" bottom: "c1" top: "c2"
+"""
+
+NET = STEM + """layer { name: "conv2" type: "Convolution" bottom: "c1" top: "c2"
         convolution_param { num_output: 4 kernel_size: 3 pad: 4 dilation: 4 } }
 layer { name: "conv3" type: "Convolution" bottom: "c2" top: "c3"
         convolution_param { num_output: 4 kernel_size: 3 pad: 2 dilation: 4 } }
@@ -82,11 +84,7 @@ layer { name: "conv4" type: "Convolution" bottom: "c3" top: "c4"
         convolution_param { num_output: 4 kernel_size: 1 } }
 """
 
-JOIN = """
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 64 dim: 64 } } }
-layer { name: "conv1" type: "Convolution" bottom: "data" top: "c1"
-        convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 } }
-layer { name: "a" type: "Convolution" bottom: "c1" top: "a"
+JOIN = STEM + """layer { name: "a" type: "Convolution" bottom: "c1" top: "a"
         convolution_param { num_output: 4 kernel_size: 3 pad: 4 dilation: 4 } }
 layer { name: "b" type: "Convolution" bottom: "c1" top: "b"
         convolution_param { num_output: 4 kernel_size: 3 pad: 2 dilation: 2 } }
