@@ -413,6 +413,45 @@ def test_a_failed_rename_puts_back_the_targets_already_replaced(tmp_path, monkey
     assert snapshot(tmp_path) == {"old.prototxt": hashlib.sha256(KNOWN).hexdigest()}
 
 
+@pytest.mark.parametrize("advice", ["works", "fails", "missing"])
+def test_a_streamed_output_handed_to_the_disk_in_parts_is_written_whole(tmp_path, monkeypatch,
+                                                                        advice):
+    """A streamed output starts the disk's writeback every WRITEBACK bytes, from a thread,
+    while the producer goes on: the file holds exactly the bytes written, in order, when
+    the advice works, when it fails (it is only advice), and where the OS lacks it."""
+    import surgery.io.atomic as atomic
+
+    monkeypatch.setattr(atomic, "WRITEBACK", MB)
+    calls = []
+    if advice == "fails":
+        def refuse(fd, start, length, how):
+            calls.append((start, length))
+            raise OSError(22, "Invalid argument")
+        monkeypatch.setattr(os, "posix_fadvise", refuse)
+    elif advice == "missing":
+        monkeypatch.delattr(os, "posix_fadvise", raising=False)
+    elif hasattr(os, "posix_fadvise"):
+        real = os.posix_fadvise
+        monkeypatch.setattr(os, "posix_fadvise",
+                            lambda fd, start, length, how: (calls.append((start, length)),
+                                                            real(fd, start, length, how))[1])
+    pieces = [bytes([i % 251]) * (300_000 + 7 * i) for i in range(20)]     # about 6 MB
+
+    def produce(out):
+        for piece in pieces:
+            out.write(piece)
+
+    target = tmp_path / "streamed.caffemodel"
+    with Outputs() as outputs:
+        outputs.write(target, produce)
+        outputs.commit()
+    assert target.read_bytes() == b"".join(pieces)
+    if advice != "missing" and hasattr(atomic.os, "posix_fadvise"):
+        # every range advised once, in order, each starting where the last one ended
+        assert len(calls) >= 5 and calls[0][0] == 0
+        assert all(a[0] + a[1] == b[0] for a, b in zip(calls, calls[1:]))
+
+
 def test_two_outputs_naming_one_file_are_refused(work, untouched, tmp_path):
     out = tmp_path / "same.prototxt"
     proc = cli(*argv_for(DILATE, work, tmp_path, None), "-o", out, "--diff", out)

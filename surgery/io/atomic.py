@@ -12,7 +12,8 @@ Every command writes through one `Outputs` transaction:
 
 `reserve` claims a target at once by creating its temp file beside it, so a missing,
 read-only, full or forbidden directory stops the run before any work, with the same
-error the real write would get. `write` fills the temp file and fsyncs it; `commit`
+error the real write would get. `write` fills the temp file and fsyncs it (a streamed
+one hands each 32 MB to the disk as it goes, so the fsync waits for little); `commit`
 renames every temp file onto its target only once all are complete (restoring any
 target it already replaced if a later rename fails), then fsyncs the directories.
 Leaving the `with` block without `commit` (an error, Ctrl-C, a refusal) removes every
@@ -26,12 +27,14 @@ so a later run neither trips over them nor mistakes them for output; delete them
 import errno
 import os
 import stat
+import threading
 
 from ..errors import SurgeryError, os_reason
 
 TEMP_MARK = ".caffe-surgery-tmp-"
 BUFFER = 1 << 20
 MB = 1 << 20
+WRITEBACK = 32 * MB     # how much a streamed output writes between starts of writeback
 
 
 def _same_file(a, b):
@@ -104,7 +107,8 @@ class _Sink:
 
     def __init__(self, handle, path, progress):
         self.handle, self.path, self.progress = handle, path, progress
-        self.count, self.shown = 0, -1
+        self.count, self.shown, self.flushed = 0, -1, 0
+        self.writeback = None
 
     def write(self, data):
         try:
@@ -112,10 +116,42 @@ class _Sink:
         except OSError as exc:
             raise output_error(exc, self.path) from None
         self.count += len(data) if written is None else written
+        if self.count - self.flushed >= WRITEBACK:
+            self._start_writeback()
         if self.progress is not None and self.count // MB != self.shown:
             self.shown = self.count // MB
             self.progress(f"writing {os.path.basename(self.path)}: {self.shown:,} MB")
         return written
+
+
+    def _start_writeback(self):
+        """Hand what is written so far to the disk now, from a thread, without waiting
+        for it: the fsync at the end then has only the tail left to wait for, and the
+        disk works while the producer computes the rest (nothing where the OS lacks the
+        call)."""
+        try:
+            self.handle.flush()
+        except OSError as exc:
+            raise output_error(exc, self.path) from None
+        self.finish_writeback()
+        if hasattr(os, "posix_fadvise"):
+            self.writeback = threading.Thread(
+                target=_advise_written, args=(self.handle.fileno(), self.flushed,
+                                              self.count - self.flushed), daemon=True)
+            self.writeback.start()
+        self.flushed = self.count
+
+    def finish_writeback(self):
+        if self.writeback is not None:
+            self.writeback.join()
+            self.writeback = None
+
+
+def _advise_written(fd, start, length):
+    try:
+        os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass        # only advice: the fsync that follows reports any real failure
 
 
 class Outputs:
@@ -179,6 +215,7 @@ class Outputs:
                 data(sink)
             else:
                 sink.write(data)
+            sink.finish_writeback()
             try:
                 handle.flush()
                 os.fsync(handle.fileno())
