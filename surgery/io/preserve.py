@@ -255,32 +255,59 @@ def _check_reload_layers(loaded, doc, new, nodes, edited):
     """What `_check_reload` proves, when no net-level field changed, binding only the
     layer blocks that were edited or inserted: every other block holds exactly the tokens
     it was bound from when the file was loaded, so it binds to the same layer, with the
-    same placeholders and unknown fields, as before. Each edited block must keep its own
-    placeholders and unknown fields, an inserted one has none, and the net the blocks
-    make, upgraded as the input was, must be exactly `new`."""
+    same placeholders and unknown fields, as before (and `_edit_layers` found that layer
+    unchanged in `new`). Each edited block must keep its own placeholders and unknown
+    fields, an inserted one has none, and the blocks, upgraded as the input was, must
+    make exactly `new`. In `layer` form the upgrade is one layer at a time (the header's
+    Input layer aside, which is unchanged), so only the bound blocks are upgraded and
+    compared; a V1 file's upgrade looks across layers, so its whole net is."""
     written = list(loaded.original.layers) or list(loaded.original.layer)
     index = {id(node): i for i, node in enumerate(nodes)}
-    layers = []
-    for node in doc.layers():
-        i = index.get(id(node))
-        if i is not None and i not in edited:
-            layers.append(written[i])
-            continue
-        message = type(loaded.original)()
-        found = bind(Message(None, [node], None), message, filename=doc.filename)
-        layers.append(getattr(message, node.key)[0])
-        where = (node.key, i)      # (key, None) for an inserted block: nothing of the file's
-        if [p.text for p in found.placeholders] != \
-                [p.text for p in loaded.placeholders if p.path[:2] == where]:
-            raise _Fallback("an edit touched a placeholder")
-        if [(u.name, u.value) for u in found.unknown_fields] != \
-                [(u.name, u.value) for u in loaded.binding.unknown_fields if u.path[:2] == where]:
-            raise _Fallback("an edit touched an unknown field")
     key = "layers" if len(loaded.original.layers) else "layer"
+    blocks = doc.layers()
+    added = len(new.layer) - len(blocks)      # the header's Input layer, if any
+    if key == "layer" and added != len(loaded.net.layer) - len(written):
+        raise _Fallback("the edited text did not load back to the new net")
+    picks = []          # (position in blocks, index in the file or None) of each bound
+    for k, node in enumerate(blocks):
+        i = index.get(id(node))
+        if i is None or i in edited:
+            picks.append((k, i))
+    # One binding of every block bound again (values met before are converted once).
+    message = type(loaded.original)()
+    found = bind(Message(None, [blocks[k] for k, _ in picks], None), message,
+                 filename=doc.filename)
+    rebound = getattr(message, key)
+    now, before = _by_block(found), _by_block(loaded.binding)
+    for n, (k, i) in enumerate(picks):
+        # (key, None) for an inserted block: nothing of the file's is in it
+        (marks, unknown), (had_marks, had_unknown) = (now.get((key, n), ([], [])),
+                                                      before.get((key, i), ([], [])))
+        if marks != had_marks:
+            raise _Fallback("an edit touched a placeholder")
+        if unknown != had_unknown:
+            raise _Fallback("an edit touched an unknown field")
+    if key == "layer":
+        upgraded = upgrade_net(message, in_place=True)[0].layer
+        if any(layer != new.layer[added + k] for (k, _), layer in zip(picks, upgraded)):
+            raise _Fallback("the edited text did not load back to the new net")
+        return
+    bound = dict(zip((k for k, _ in picks), rebound))
     again = copy_except(loaded.original, (key,))
-    getattr(again, key).extend(layers)
+    getattr(again, key).extend(bound[k] if k in bound else written[index[id(node)]]
+                               for k, node in enumerate(blocks))
     if upgrade_net(again, in_place=True)[0] != new:
         raise _Fallback("the edited text did not load back to the new net")
+
+
+def _by_block(binding):
+    """{(key, index) of a layer block: ([placeholder texts], [(unknown field name, value)])}."""
+    out = {}
+    for p in binding.placeholders:
+        out.setdefault(tuple(p.path[:2]), ([], []))[0].append(p.text)
+    for u in binding.unknown_fields:
+        out.setdefault(tuple(u.path[:2]), ([], []))[1].append((u.name, u.value))
+    return out
 
 
 def unified_diff(path, before, after, out_name):
