@@ -164,9 +164,13 @@ class Analysis:
 
 
 def _resampled_branches(graph):
+    found = {}
+
     def readers(blob):
-        writers = {w.name for w in graph.writers(blob)}
-        return [c for c in graph.consumers(blob) if c.name not in writers]
+        if blob not in found:
+            writers = {w.name for w in graph.writers(blob)}
+            found[blob] = [c for c in graph.consumers(blob) if c.name not in writers]
+        return found[blob]
 
     leads = set()    # every path from the blob meets a resampling layer first
     for node in reversed(graph.nodes):
