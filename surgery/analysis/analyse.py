@@ -57,7 +57,7 @@ class Analysis:
     def misaligned_joins(self):
         """Names of the layers whose inputs sit on different grids."""
         return {node.name for node in self.graph.nodes if len(node.bottoms) > 1
-                and (geoms := join_inputs(node, self.geometry)) is not None and misaligned(geoms)}
+                and (geoms := join_inputs(self.graph, node, self.geometry)) is not None and misaligned(geoms)}
 
     def output_stride(self):
         """The net's output stride: the largest stride on its trunk (a pyramid's pooled
@@ -138,8 +138,7 @@ class Analysis:
                     geometry.setdefault(top, None)
                     geometry[top] = geometry[top] or ORIGIN
                 continue
-            spatial = [node.bottoms[i] for i in node.rule.grid_bottoms(node.layer)
-                       if i < len(node.bottoms)]
+            spatial = self.graph.grid_inputs(node)
             source = geometry.get(node.bottoms[0]) if node.bottoms else None
             if source is None:
                 source = next((geometry[b] for b in spatial if geometry.get(b) is not None), None)

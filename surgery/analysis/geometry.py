@@ -55,11 +55,10 @@ def _offset(o_in, extent, p, s_in):
     return _num(Fraction(o_in) + (Fraction(extent - 1, 2) - p) * s_in)
 
 
-def join_inputs(node, geometry):
+def join_inputs(graph, node, geometry):
     """[(blob, Geometry)] of the inputs whose grids a layer brings together (a join's
     inputs); None when any is unknown."""
-    picks = [i for i in node.rule.grid_bottoms(node.layer) if i < len(node.bottoms)]
-    geoms = [(node.bottoms[i], geometry.get(node.bottoms[i])) for i in picks]
+    geoms = [(b, geometry.get(b)) for b in graph.grid_inputs(node)]
     return geoms if geoms and all(g is not None for _, g in geoms) else None
 
 
@@ -93,7 +92,7 @@ def infer_geometry(graph):
             out = ORIGIN if rule.makes_data(layer) or not rule.known(layer) else None
         else:
             window = rule.grid_window(layer)
-            geoms = join_inputs(node, geometry)
+            geoms = join_inputs(graph, node, geometry)
             if window is not None and geoms is not None:
                 base = _join(node, geoms, warnings) if len(geoms) > 1 else geoms[0][1]
                 out = apply_window(base, window)

@@ -38,6 +38,7 @@ class Graph:
         self.memo = {}                      # what analysis derives from the graph alone
         self._writers = {}
         self._consumers = {}
+        self._grid_inputs = {}              # node index -> grid_inputs(node)
         for node in nodes:
             for blob in node.bottoms:
                 self._consumers.setdefault(blob, []).append(node)
@@ -93,6 +94,16 @@ class Graph:
             if node.name in layer_names or any(b in tainted for b in node.bottoms):
                 tainted.update(node.tops)
         return tainted
+
+    def grid_inputs(self, node):
+        """The bottoms of `node` that carry the spatial grid, in order (a join's are all its
+        bottoms; any other layer's, its first): its rule decides, once per node."""
+        found = self._grid_inputs.get(node.index)
+        if found is None:
+            found = self._grid_inputs[node.index] = [
+                node.bottoms[i] for i in node.rule.grid_bottoms(node.layer)
+                if i < len(node.bottoms)]
+        return found
 
     def is_in_place(self, node, blob):
         """True when `node` rewrites `blob` instead of creating it."""

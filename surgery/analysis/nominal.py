@@ -44,8 +44,7 @@ def coarsen_limits(analysis, *, removed=frozenset(), narrow=False, round_dilatio
         changed = False
         for node in reversed(nodes):
             rule = node.rule
-            spatial = [node.bottoms[i] for i in rule.grid_bottoms(node.layer)
-                       if i < len(node.bottoms) and node.bottoms[i] in limits]
+            spatial = [b for b in graph.grid_inputs(node) if b in limits]
             if not spatial:
                 continue
             out = UNLIMITED
@@ -104,8 +103,7 @@ def nominal_strides(analysis, *, removed=frozenset(), narrow=False, round_dilati
             if node.name in removed:
                 continue
             rule = node.rule
-            spatial = [node.bottoms[i] for i in rule.grid_bottoms(node.layer)
-                       if i < len(node.bottoms) and node.bottoms[i] in out]
+            spatial = [b for b in analysis.graph.grid_inputs(node) if b in out]
             window = rule.grid_window(node.layer)
             if not spatial or window is None:
                 continue

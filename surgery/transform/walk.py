@@ -95,7 +95,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
         if node.name in removed:
             continue
         rule = node.rule
-        spatial = [node.bottoms[i] for i in rule.grid_bottoms(node.layer) if i < len(node.bottoms)]
+        spatial = graph.grid_inputs(node)
         ins = [grids.get(b, SAME) for b in spatial]
         grid_in = ins[0] if ins else SAME
         if len(ins) > 1 and len(set(ins)) > 1:
