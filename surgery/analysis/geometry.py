@@ -38,18 +38,23 @@ ORIGIN = Geometry(Pair(1, 1), Pair(1, 1), Pair(0, 0))
 
 def apply_window(geom, window):
     """The geometry of a window layer's output given its input's."""
-    axes = []
-    for s_in, r_in, o_in, k, s, p, d in zip(geom.stride, geom.rf, geom.offset, *window):
-        extent = d * (k - 1) + 1
-        axes.append((s_in * s, r_in + (extent - 1) * s_in, _offset(o_in, extent, p, s_in)))
-    return Geometry(Pair(axes[0][0], axes[1][0]), Pair(axes[0][1], axes[1][1]),
-                    Pair(axes[0][2], axes[1][2]))
+    stride, rf, offset = geom
+    kernel, step, pad, dilation = window
+    h = _axis(stride.h, rf.h, offset.h, kernel.h, step.h, pad.h, dilation.h)
+    w = _axis(stride.w, rf.w, offset.w, kernel.w, step.w, pad.w, dilation.w)
+    return Geometry(Pair(h[0], w[0]), Pair(h[1], w[1]), Pair(h[2], w[2]))
+
+
+def _axis(s_in, r_in, o_in, k, s, p, d):
+    """(stride, rf, offset) of one axis after a window (the formulas above)."""
+    extent = d * (k - 1) + 1
+    return s_in * s, r_in + (extent - 1) * s_in, _offset(o_in, extent, p, s_in)
 
 
 def _offset(o_in, extent, p, s_in):
     """offset_out = o_in + ((extent-1)/2 - p) * s_in, as `_num` gives it. All integers
     (nearly every layer) need no Fraction: twice the offset is a whole number."""
-    if all(type(v) is int for v in (o_in, extent, p, s_in)):
+    if type(o_in) is int and type(extent) is int and type(p) is int and type(s_in) is int:
         twice = 2 * o_in + (extent - 1 - 2 * p) * s_in
         return twice // 2 if twice % 2 == 0 else twice / 2
     return _num(Fraction(o_in) + (Fraction(extent - 1, 2) - p) * s_in)
