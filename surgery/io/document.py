@@ -17,7 +17,9 @@ from google.protobuf import text_encoding
 from ..errors import SurgeryError
 from . import binding as _binding
 from .inputs import read_input
-from .tokens import LazyField, Message, Token, Value, parse_fields, parse_tokens, scan_blocks
+from .quickbind import QuickBinder
+from .tokens import (LazyField, Message, Source, Token, Value, parse_fields, parse_tokens,
+                     scan_blocks)
 
 _LAYER_KEYS = ("layer", "layers")
 
@@ -97,25 +99,34 @@ class Document:
         """(Document, message, Binding): `parse` then `to_message`, a part of the file at
         a time (io/tokens.scan_blocks): each top-level block is bound as soon as it is
         read and then kept as its text only (a LazyField), unless it holds a placeholder
-        or a field the schema lacks, whose tokens are asked for later. A net's token
-        tree (most of the memory of reading it) never exists whole. Errors come as the
-        whole-file reading gives them: the scanner's first wherever it is, then the
-        parser's, then the binder's (through `bind_hint`, when given)."""
+        or a field the schema lacks, whose tokens are asked for later. A plain layer block
+        is bound straight from its text (io/quickbind.py). A net's token tree (most of
+        the memory of reading it) never exists whole. Errors come as the whole-file
+        reading gives them: the scanner's first wherever it is, then the parser's, then
+        the binder's (through `bind_hint`, when given)."""
         message = (message_type or _net_type())()
         root = Message(None, [], None)
         binder = _binding.Binder(message, root, filename, strict)
         found = binder.binding
+        source = Source(text)
+        quick = QuickBinder(binder, source)
         parse_error = bind_error = indent = None
         fields = root.fields
-        for part in scan_blocks(text, filename):
-            eof = part[-1]
-            if parse_error is not None:
-                continue            # a bad character later in the file is reported first
+        pos = 0
+        while True:
+            if indent is not None and bind_error is None:
+                lazy = quick.block(pos)
+                if lazy is not None:
+                    fields.append(lazy)
+                    pos = lazy.span[2]
+                    continue
+            part = next(scan_blocks(text, filename, start=pos, source=source))
+            last = part[-1]
             try:
                 new = parse_fields(part, filename)
             except SurgeryError as exc:
                 parse_error = exc
-                continue
+                break
             for field in new:
                 if bind_error is None:
                     marks = (len(found.placeholders), len(found.unknown_fields))
@@ -129,12 +140,17 @@ class Document:
                         marks == (len(found.placeholders), len(found.unknown_fields)):
                     field = LazyField.of(field)
                 fields.append(field)
+            if last.kind == "eof":
+                break
+            pos = last.pos + len(last.text) + len(last.trail)
         if parse_error is not None:
+            for _ in scan_blocks(text, filename, start=pos, source=source):
+                pass        # a bad character later in the file is reported first
             raise parse_error
         if bind_error is not None:
             raise bind_hint(bind_error) if bind_hint else bind_error
         newline = "\r\n" if "\r\n" in text else "\n"
-        doc = cls(root, eof, filename, newline, message_type=message_type,
+        doc = cls(root, last, filename, newline, message_type=message_type,
                   indent_unit=indent or "  ")
         return doc, message, binder.finish()
 

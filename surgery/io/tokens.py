@@ -258,11 +258,13 @@ def scan(text, filename="<string>", *, start=0, end=None, source=None):
     return next(_scan(text, filename, start, end, source, split=False))
 
 
-def scan_blocks(text, filename="<string>"):
+def scan_blocks(text, filename="<string>", *, start=0, source=None):
     """`scan`, a part at a time: lists of tokens that each end with a top-level field
     whose brackets close (and the separator after it), the last one with the eof token.
-    A part's last token has its trail. A bad character raises when the scan gets there."""
-    return _scan(text, filename, 0, None, None, split=True)
+    A part's last token has its trail. A bad character raises when the scan gets there.
+    `start`: where a part begins (the end of an earlier one: a scan started there gives
+    the parts a scan from the beginning gives from there on)."""
+    return _scan(text, filename, start, None, source, split=True)
 
 
 def _scan(text, filename, start, end, source, split):
