@@ -414,3 +414,46 @@ def test_any_input_round_trips_or_fails_with_a_located_error(pieces):
         doc.to_message()
     except SurgeryError as err:
         assert err.line is not None
+
+
+# Layouts around layer blocks: comments above and after, blank lines or none, two blocks
+# on a line, a last block with no newline. Removing blocks from a document read part by
+# part (blocks kept as text, LazyField) must give the text removing them from one parsed
+# whole gives.
+LAYOUTS = [
+    'name: "n"\nlayer { name: "a" }\nlayer { name: "b" }\nlayer { name: "c" }\n',
+    'layer { name: "a" }\n\nlayer { name: "b" }\n\nlayer { name: "c" }\n',
+    '# head\nlayer { name: "a" }\n# about b\nlayer { name: "b" }  # b\n\n# about c\n\n'
+    'layer {\n  name: "c"\n}\n# tail\n',
+    'layer { name: "a" } layer { name: "b" }\nlayer { name: "c" } # c\nlayer { name: "d" }',
+    '  layer {\n    name: "a"\n  }\n\n\n  layer {\n    name: "b"\n  }\n  layer { name: "c" }\n',
+    'layer { name: "a" }\n\nlayer { name: "b" }\nlayer { name: "c" }\n\n\n',
+]
+
+
+@pytest.mark.parametrize("layout", range(len(LAYOUTS)))
+def test_removing_blocks_kept_as_text_matches_removing_parsed_ones(layout):
+    """Blocks are removed by node, as the minimal edit does (by name would read them all)."""
+    text = LAYOUTS[layout]
+    count = len(Document.parse(text, "net.prototxt").layers())
+    runs = [[k] for k in range(count)] + [[k, k + 1] for k in range(count - 1)] + \
+        [[k + 1, k] for k in range(count - 1)] + [list(range(count))]
+    for run in runs:
+        parsed = Document.parse(text, "net.prototxt")
+        lazy = Document.read_bound(text, "net.prototxt")[0]
+        blocks = (parsed.layers(), lazy.layers())
+        assert sum(type(f) is tokens.LazyField for f in blocks[1]) >= count - 1
+        for k in run:
+            parsed.remove_layer(blocks[0][k])
+            lazy.remove_layer(blocks[1][k])
+        assert lazy.to_text() == parsed.to_text(), (run, text)
+
+
+@pytest.mark.parametrize("read", ["parsed", "kept as text"])
+def test_removing_a_block_keeps_the_comments_above_it(read):
+    text = ('layer { name: "a" }\n# about b\nlayer { name: "b" }  # b\n\n'
+            '# about c\nlayer { name: "c" }\n')
+    doc = Document.parse(text, "n") if read == "parsed" else Document.read_bound(text, "n")[0]
+    doc.remove_layer(doc.layers()[1])
+    assert doc.to_text() == ('layer { name: "a" }\n# about b\n\n'
+                             '# about c\nlayer { name: "c" }\n')

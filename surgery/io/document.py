@@ -22,6 +22,7 @@ from .tokens import (LazyField, Message, Source, Token, Value, parse_fields, par
                      scan_blocks)
 
 _LAYER_KEYS = ("layer", "layers")
+_TRIVIA = re.compile(r"(?:[ \t\r\n\f\v\ufeff]+|\#[^\n]*)*")
 
 
 class Raw(str):
@@ -435,29 +436,40 @@ class Document:
         return prev is None or prev.trail.endswith("\n")
 
     def _remove_field_node(self, msg, field):
-        """Drop a field's tokens, keeping comments above it and the layout around it."""
+        """Drop a field's tokens, keeping comments above it and the layout around it.
+        A block kept as its text (LazyField) is read for its tokens only where one of them
+        changes: removing a run of blocks reads none of them in the common case."""
         i = msg.fields.index(field)
-        prev = msg.fields[i - 1].last() if i > 0 else msg.open
-        if i + 1 < len(msg.fields):
-            nxt = msg.fields[i + 1].first()
+        before = msg.fields[i - 1] if i > 0 else None
+        after = msg.fields[i + 1] if i + 1 < len(msg.fields) else None
+        if after is not None:
+            nxt = None if type(after) is LazyField else after.first()
         else:
             nxt = msg.close if msg.close is not None else self.eof
-        first, last = field.first(), field.last()
-        starts = prev is None or prev.trail.endswith("\n")
-        ends = last.trail.endswith("\n") or (nxt is self.eof and not nxt.lead)
+        next_lead = _lead(after) if nxt is None else nxt.lead
+        lead = _lead(field)
+        if before is None:
+            starts = msg.open is None or msg.open.trail.endswith("\n")
+        else:
+            starts = _ends_line(before)
+        ends = _ends_line(field) or (nxt is self.eof and not nxt.lead)
         if starts and ends:
-            keep = first.lead[:first.lead.rfind("\n") + 1].splitlines(True)
+            keep = lead[:lead.rfind("\n") + 1].splitlines(True)
             comments = [line for line in keep if line.strip()]
             # The block's own separator line goes with it unless nothing else separates.
-            blank_after = any(not line.strip() for line in nxt.lead.split("\n")[:-1])
+            blank_after = any(not line.strip() for line in next_lead.split("\n")[:-1])
             if any(not line.strip() for line in keep) and not blank_after:
                 comments.insert(0, self.newline)
-            nxt.lead = "".join(comments) + nxt.lead
+            if comments:
+                nxt = nxt or after.first()
+                nxt.lead = "".join(comments) + nxt.lead
         elif ends:
-            tail = last.trail.lstrip(" \t")
+            prev = before.last() if before is not None else msg.open
+            tail = field.last().trail.lstrip(" \t")
             prev.trail = prev.trail.rstrip(" \t") + (" " + tail if tail.startswith("#") else tail)
         else:
-            nxt.lead = first.lead + nxt.lead
+            nxt = nxt or after.first()
+            nxt.lead = lead + nxt.lead
         del msg.fields[i]
 
     def _format(self, value, fd, like):
@@ -605,6 +617,21 @@ def _detect_indent_unit(root):
         if unit is not None:
             return unit
     return "  "
+
+
+def _lead(field):
+    """The trivia before a field's first token (blank lines, comments, indentation)."""
+    if type(field) is LazyField:
+        text = field.text
+        return text[:_TRIVIA.match(text).end()]
+    return field.first().lead
+
+
+def _ends_line(field):
+    """Whether the trail of a field's last token ends its line."""
+    if type(field) is LazyField:       # its text ends with that trail
+        return field.text.endswith("\n")
+    return field.last().trail.endswith("\n")
 
 
 def _indent_in(field):
