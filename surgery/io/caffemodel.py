@@ -126,10 +126,13 @@ class Summary:
 
     def find(self, name):
         """The first layer called `name` (Caffe matches by name), or None."""
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        return None
+        index = self.__dict__.get("_by_name")     # built once (the layers are read once)
+        if index is None or index[1] is not self.layers or index[2] != len(self.layers):
+            by_name = {}
+            for layer in self.layers:
+                by_name.setdefault(layer.name, layer)
+            index = self.__dict__["_by_name"] = (by_name, self.layers, len(self.layers))
+        return index[0].get(name)
 
     def layer(self, name):
         found = self.find(name)
@@ -460,7 +463,7 @@ def read_blob(source, layer, index=0) -> np.ndarray:
             for run in blob.runs:
                 f.seek(run.offset)
                 if run.stride == run.itemsize:
-                    part = np.fromfile(f, dtype=dtype, count=run.count)
+                    part = np.frombuffer(f.read(run.count * run.itemsize), dtype=dtype)
                 else:
                     nbytes = run.count * run.stride - (run.stride - run.itemsize)
                     raw = np.fromfile(f, dtype=np.uint8, count=nbytes)
