@@ -1,16 +1,17 @@
 """`surgery.api.fold`: BatchNorm (and the Scale after it) folded into the layer before it."""
 
-from dataclasses import dataclass
-from typing import Optional
-
 from ..errors import SurgeryError
 from .base import Result, editing
 
 
-@dataclass
 class FoldResult(Result):
-    folded: object              # transform.fold.Folded: `.net`, `.folds`, `.left`, `.plan`
-    diff: Optional[str] = None  # the unified diff, when asked for
+    """`folded`: the transform.fold.Folded (`.net`, `.folds`, `.left`, `.plan`); `diff`:
+    the unified diff, when asked for. (A plain class: dataclasses would add its import
+    to every fold.)"""
+
+    def __init__(self, folded, diff=None):
+        self.folded = folded
+        self.diff = diff
 
     @property
     def net(self):

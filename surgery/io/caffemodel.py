@@ -10,11 +10,8 @@ field numbers (143-148...) with different meanings, and weights only need
 name, type, bottom, top and blobs.
 """
 
-from __future__ import annotations
-
 import os
-from dataclasses import dataclass, field
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -60,8 +57,7 @@ def v1_type_name(value):
 # --------------------------------------------------------------------------- summary
 
 
-@dataclass(frozen=True)
-class Run:
+class Run(NamedTuple):
     """`count` values of `itemsize` bytes, the first at `offset`, one every `stride` bytes.
 
     Packed data is one run with stride == itemsize; unpacked repeated values
@@ -74,8 +70,7 @@ class Run:
     itemsize: int
 
 
-@dataclass
-class BlobInfo:
+class BlobInfo(NamedTuple):
     index: int
     shape: tuple            # what Caffe's FromProto would reshape to
     legacy: bool            # shape came from num/channels/height/width
@@ -96,8 +91,7 @@ class BlobInfo:
         return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
 
 
-@dataclass
-class LayerInfo:
+class LayerInfo(NamedTuple):
     index: int
     name: str
     type: str
@@ -105,9 +99,9 @@ class LayerInfo:
     start: int              # byte range of the whole top-level field, tag included
     end: int
     content_start: int      # first byte after the tag and length
-    bottoms: list = field(default_factory=list)
-    tops: list = field(default_factory=list)
-    blobs: list = field(default_factory=list)
+    bottoms: list
+    tops: list
+    blobs: list
     type_enum: Optional[int] = None  # the V1 enum value, for V1 layers
     name_ranges: tuple = ()  # byte ranges of the name field(s), tag included
 
@@ -116,23 +110,26 @@ class LayerInfo:
         return sum(b.count for b in self.blobs)
 
 
-@dataclass
 class Summary:
-    path: str
-    size: int
-    name: Optional[str]
-    layers: list
-    items: list              # every top-level field as (field_number, start, end), in file order
+    """What `read_caffemodel` found: the file's `path` and `size`, the net's `name`, its
+    `layers` (LayerInfo, in file order) and `items`, every top-level field as
+    (field_number, start, end), in file order. (A plain class, as the records above are
+    named tuples: dataclasses would cost every command that reads weights its import.)"""
+
+    def __init__(self, path, size, name, layers, items):
+        self.path, self.size, self.name, self.layers, self.items = path, size, name, layers, items
+        self._by_name = None
+
+    def __repr__(self):
+        return f"Summary(path={self.path!r}, size={self.size}, {len(self.layers)} layers)"
 
     def find(self, name):
         """The first layer called `name` (Caffe matches by name), or None."""
-        index = self.__dict__.get("_by_name")     # built once (the layers are read once)
-        if index is None or index[1] is not self.layers or index[2] != len(self.layers):
-            by_name = {}
+        if self._by_name is None:       # built once: the layers are read once
+            self._by_name = {}
             for layer in self.layers:
-                by_name.setdefault(layer.name, layer)
-            index = self.__dict__["_by_name"] = (by_name, self.layers, len(self.layers))
-        return index[0].get(name)
+                self._by_name.setdefault(layer.name, layer)
+        return self._by_name.get(name)
 
     def layer(self, name):
         found = self.find(name)
@@ -370,34 +367,34 @@ def _read_layer(w, end, index, start, v1):
     fields = ((V1_NAME, V1_TYPE, V1_BOTTOM, V1_TOP, V1_BLOBS) if v1
               else (L_NAME, L_TYPE, L_BOTTOM, L_TOP, L_BLOBS))
     f_name, f_type, f_bottom, f_top, f_blobs = fields
-    layer = LayerInfo(index=index, name="", type="", field="layers" if v1 else "layer",
-                      start=start, end=end, content_start=w.pos)
-    name_ranges = []
+    content_start = w.pos
+    name, type_, type_enum = "", "", None
+    bottoms, tops, blobs, name_ranges = [], [], [], []
     while w.pos < end:
         number, wire, at = w.key(end)
         if number == f_name:
             w.expect(number, wire, LEN, "layer name", at)
-            layer.name = w.string(end, "layer name")
+            name = w.string(end, "layer name")
             name_ranges.append((at, w.pos))
         elif number == f_type and v1:
             w.expect(number, wire, VARINT, "V1 layer type", at)
-            layer.type_enum = _signed(w.varint(end), 32)
-            layer.type = v1_type_name(layer.type_enum)
+            type_enum = _signed(w.varint(end), 32)
+            type_ = v1_type_name(type_enum)
         elif number == f_type:
             w.expect(number, wire, LEN, "layer type", at)
-            layer.type = w.string(end, "layer type")
+            type_ = w.string(end, "layer type")
         elif number in (f_bottom, f_top):
             w.expect(number, wire, LEN, "bottom/top", at)
-            (layer.bottoms if number == f_bottom else layer.tops).append(w.string(end, "blob name"))
+            (bottoms if number == f_bottom else tops).append(w.string(end, "blob name"))
         elif number == f_blobs:
             w.expect(number, wire, LEN, "blobs", at)
             n = w.length(end)
             stop = w.pos + n
-            layer.blobs.append(_read_blob(w, stop, len(layer.blobs), at))
+            blobs.append(_read_blob(w, stop, len(blobs), at))
         else:
             w.skip_value(number, wire, end)
-    layer.name_ranges = tuple(name_ranges)
-    return layer
+    return LayerInfo(index, name, type_, "layers" if v1 else "layer", start, end, content_start,
+                     bottoms, tops, blobs, type_enum, tuple(name_ranges))
 
 
 def _open(source):
@@ -603,8 +600,7 @@ def _string_field(number, text):
     return _len_header(number, len(raw)) + raw
 
 
-@dataclass(frozen=True)
-class BlobSpec:
+class BlobSpec(NamedTuple):
     """A blob to write. float64 arrays go to double_data, others to float data.
 
     `legacy=True` writes num/channels/height/width (shape padded with leading 1s,
@@ -615,8 +611,7 @@ class BlobSpec:
     legacy: bool = False
 
 
-@dataclass(frozen=True)
-class StreamBlob:
+class StreamBlob(NamedTuple):
     """A blob whose values are produced while it is written, so it is never whole in memory.
 
     `shape` fixes the field lengths up front (a packed field's length follows from it);
@@ -634,8 +629,7 @@ class StreamBlob:
         return int(np.prod(self.shape, dtype=np.int64)) * (8 if self.double else 4)
 
 
-@dataclass(frozen=True)
-class RawBlob:
+class RawBlob(NamedTuple):
     """A blob of the source file, copied byte for byte. `field` is the blobs field number
     it is written under (7 in a `layer`, 6 in a V1 `layers` entry); when it differs from the
     one the blob had, only the tag is new."""
@@ -765,16 +759,14 @@ def _copy(src, out, start, end):
         left -= len(chunk)
 
 
-@dataclass(frozen=True)
-class Copy:
+class Copy(NamedTuple):
     """Bytes [start, end) of the source file, copied verbatim."""
 
     start: int
     end: int
 
 
-@dataclass(frozen=True)
-class NewLayer:
+class NewLayer(NamedTuple):
     """A layer built from scratch. `legacy=True` writes a V1 `layers` entry (enum type)."""
 
     name: str
@@ -785,8 +777,7 @@ class NewLayer:
     legacy: bool = False
 
 
-@dataclass(frozen=True)
-class EditLayer:
+class EditLayer(NamedTuple):
     """A source layer copied with a new name and/or new blobs; everything else verbatim."""
 
     layer: LayerInfo
