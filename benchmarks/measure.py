@@ -94,12 +94,17 @@ def measure(argv, *, repeat=1, cwd=None, timeout=600):
                   last[2], last[3], last[4])
 
 
-def measure_alternating(argvs, *, repeat=1, cwd=None, timeout=600):
+def measure_alternating(argvs, *, repeat=1, cwd=None, timeout=600, settle=False):
     """`measure` of several commands run in turn (A, B, C, A, B, C, ...), so that load on
-    the machine that comes and goes falls on all of them alike: their ratio is fair."""
+    the machine that comes and goes falls on all of them alike: their ratio is fair.
+    `settle`: the disk is flushed (os.sync, not timed) before each run, so that a command
+    that writes large files without waiting for the disk does not leave the flushing of
+    its data to the run after it."""
     runs = [[] for _ in argvs]
     for _ in range(repeat):
         for argv, got in zip(argvs, runs):
+            if settle:
+                os.sync()
             got.append(run_once(argv, cwd=cwd, timeout=timeout))
     return [Sample(min(r[0] for r in got), max(r[1] for r in got), got[-1][2], got[-1][3],
                    got[-1][4], tuple(r[0] for r in got)) for got in runs]
