@@ -44,6 +44,7 @@ class Analysis:
                                      # size open)
         self._shapes = result
         self._carried = None
+        self._stride = None         # (output_stride(),), found when first asked
 
     @functools.cached_property
     def layer_stats(self):
@@ -63,11 +64,13 @@ class Analysis:
         """The net's output stride: the largest stride on its trunk (a pyramid's pooled
         branches aside), per axis; None when no blob has a known stride. A conversion caps
         every stride at its target, so this is what it compares the target with."""
-        side = self.resampled_branches()
-        strides = [g.stride for b, g in self.geometry.items() if g is not None and b not in side]
-        if not strides:
-            return None
-        return Pair(max(s.h for s in strides), max(s.w for s in strides))
+        if self._stride is None:
+            side = self.resampled_branches()
+            strides = [g.stride for b, g in self.geometry.items()
+                       if g is not None and b not in side]
+            self._stride = (Pair(max(s.h for s in strides), max(s.w for s in strides)),) \
+                if strides else (None,)
+        return self._stride[0]
 
     def deepest_blob(self):
         """'The output' of a backbone: of the blobs on the image grid with more than one

@@ -11,6 +11,7 @@ input dim); a dim that differs between the runs depends on the unknown and is No
 the rest is exact. So an open channel count leaves the spatial sizes known.
 """
 
+import math
 from typing import NamedTuple
 
 from ..errors import SurgeryError
@@ -157,7 +158,7 @@ def _set_open(msg, path, k):
 
 
 def _known(shape):
-    return shape is not None and all(d is not None for d in shape)
+    return shape is not None and None not in shape
 
 
 def _agree(a, b):
@@ -257,7 +258,9 @@ def infer_shapes(graph, *, input_shapes=None, open_fields=None, opaque=None):
             raise SurgeryError(f"type '{node.type}' makes {len(outs)} output(s) here but the "
                                f"layer lists {len(node.tops)} top(s)", layer=node.name)
         for top, shape in zip(node.tops, outs):
-            shape = None if shape is None else tuple(None if d is None else int(d) for d in shape)
+            if shape is not None:
+                shape = tuple(map(int, shape)) if None not in shape else \
+                    tuple(None if d is None else int(d) for d in shape)
             old = shapes.get(top)
             if graph.is_in_place(node, top) and _differ(old, shape):
                 raise SurgeryError(f"in-place layer would change blob '{top}' from {old} to {shape}",
@@ -281,9 +284,7 @@ def _check_blob_limits(node, shape):
     if len(shape) > MAX_AXES:
         raise SurgeryError(f"a blob of {len(shape)} axes; Caffe allows at most {MAX_AXES}",
                            layer=node.name)
-    count = 1
-    for d in shape:
-        count *= d if d is not None else 1
+    count = math.prod(shape) if None not in shape else math.prod(d for d in shape if d is not None)
     if count > MAX_COUNT:
         raise SurgeryError(f"a blob of shape {tuple(shape)} has {count} elements; Caffe counts "
                            f"them in an int (at most {MAX_COUNT})", layer=node.name)
