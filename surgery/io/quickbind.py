@@ -21,13 +21,19 @@ from google.protobuf import descriptor as _d
 from .binding import _STRINGS, _scalar
 from .tokens import MAX_DEPTH, LazyField
 
-# One token after its trivia: a word, `{`, `}` or `:`, or a string with no escape.
-_TOKEN = re.compile(r"""
-    (?:[ \t\r\n\f\v\ufeff]++|\#[^\n]*+)*+
-    (?:([\w.+\-]++)|([{}:])|("[^"\\\n]*+"|'[^'\\\n]*+'))""", re.VERBOSE)
+# One step of a block, after its trivia: a field's name with its `:` (if any) and either
+# its value (a word, or a string with no escape) or the `{` of its block; or a `}`.
+_TRIVIA_RE = r"(?:[ \t\r\n\f\v\ufeff]++|\#[^\n]*+)*+"
+_STEP = re.compile(rf"""
+    {_TRIVIA_RE}
+    (?:
+        ([A-Za-z_]\w*+) {_TRIVIA_RE} (?:(:) {_TRIVIA_RE})?
+        (?:([\w.+\-]++|"[^"\\\n]*+"|'[^'\\\n]*+')|(\{{))
+      | (\}})
+    )""", re.VERBOSE)
 # The rest of a token's line (its trail, io/tokens.py), and trivia up to the next token.
 _TRAIL = re.compile(r"[ \t\r\f\v\ufeff]*+(?:\#[^\n]*+)?\n?")
-_TRIVIA = re.compile(r"(?:[ \t\r\n\f\v\ufeff]++|\#[^\n]*+)*+")
+_TRIVIA = re.compile(_TRIVIA_RE)
 _MESSAGE = _d.FieldDescriptor.CPPTYPE_MESSAGE
 _KEYS = ("layer", "layers")
 
@@ -51,18 +57,19 @@ class QuickBinder:
         """The LazyField of the plain layer block whose text (its leading trivia first)
         starts at `start`, bound into the message; None when it is not one."""
         text = self.source.text
-        tokens = _TOKEN.finditer(text, start)
-        first = next(tokens, None)
-        key = first and first.group(1)
-        if key not in _KEYS or first.start() != start:
+        steps = _STEP.finditer(text, start)
+        first = next(steps, None)
+        if first is None or first.start() != start or first.group(1) not in _KEYS or \
+                first.group(4) is None:
             return None
+        key = first.group(1)
         fd = self.message.DESCRIPTOR.fields_by_name.get(key)
         if fd is None or fd.cpp_type != _MESSAGE or not fd.is_repeated:
             return None
         layers = getattr(self.message, key)
         layer = layers.add()
         try:
-            end = self._fill(layer, tokens, first.end())
+            end = self._fill(layer, steps, first.end())
         except (_NotPlain, ValueError, TypeError):
             del layers[-1]
             return None
@@ -76,77 +83,60 @@ class QuickBinder:
         lazy.span = (self.source, start, end, key)
         return lazy
 
-    def _fill(self, msg, tokens, pos):
-        """Bind `{ ... }` (an optional `:` first) into `msg`; the end of the closing
-        brace's line."""
+    def _fill(self, msg, steps, pos):
+        """Bind the body of a block whose `{` ends at `pos` into `msg`; the end of the
+        closing brace's line."""
         stack = []
         fields = msg.DESCRIPTOR.fields_by_name
-        fd, colon, opened = None, False, False
         scalars = self.scalars
-        for m in tokens:
+        for m in steps:
             if m.start() != pos:
                 raise _NotPlain()
             pos = m.end()
-            word, punct, string = m.groups()
-            if not opened:      # the block's own `:` and `{`
-                if punct == ":" and not colon:
-                    colon = True
-                    continue
-                if punct != "{":
-                    raise _NotPlain()
-                opened, colon = True, False
-                continue
-            if fd is None:              # a field name, or the end of a message
-                if word is not None:
-                    fd = fields.get(word)
-                    if fd is None:
-                        raise _NotPlain()
-                    continue
-                if punct != "}":
-                    raise _NotPlain()
+            name, colon, value, opened, closed = m.groups()
+            if closed is not None:
                 if not stack:
                     return _TRAIL.match(self.source.text, pos).end()
                 msg, fields = stack.pop()
                 continue
-            if punct == ":" and not colon:
-                colon = True
-                continue
-            if punct == "{":
+            fd = fields.get(name)
+            if fd is None:
+                raise _NotPlain()
+            if opened is not None:
                 if fd.cpp_type != _MESSAGE or len(stack) >= MAX_DEPTH - 2:
                     raise _NotPlain()
                 if fd.is_repeated:
-                    sub = getattr(msg, fd.name).add()
+                    sub = getattr(msg, name).add()
                 else:
-                    if msg.HasField(fd.name):
+                    if msg.HasField(name):
                         raise _NotPlain()
-                    sub = getattr(msg, fd.name)
+                    sub = getattr(msg, name)
                     sub.SetInParent()
                 stack.append((msg, fields))
                 msg, fields = sub, sub.DESCRIPTOR.fields_by_name
-            elif colon and punct is None and fd.cpp_type != _MESSAGE:
-                value = word if word is not None else string
-                converted = scalars.get((fd, value))
-                if converted is None:
-                    converted = scalars[(fd, value)] = _convert(fd, word, string)
-                if fd.is_repeated:
-                    getattr(msg, fd.name).append(converted)
-                elif msg.HasField(fd.name):
-                    raise _NotPlain()
-                else:
-                    setattr(msg, fd.name, converted)
-            else:
+                continue
+            if colon is None or fd.cpp_type == _MESSAGE:
                 raise _NotPlain()
-            fd, colon = None, False
+            converted = scalars.get((fd, value))
+            if converted is None:
+                converted = scalars[(fd, value)] = _convert(fd, value)
+            if fd.is_repeated:
+                getattr(msg, name).append(converted)
+            elif msg.HasField(name):
+                raise _NotPlain()
+            else:
+                setattr(msg, name, converted)
         raise _NotPlain()       # the text ends inside the block
 
 
-def _convert(fd, word, string):
+def _convert(fd, value):
     """A plain value as the binder converts it (ValueError where it would not)."""
+    string = value[0] in "\"'"
     if fd.type in _STRINGS:
-        if string is None or "${" in string:        # a placeholder is recorded
+        if not string or "${" in value:        # a placeholder is recorded
             raise _NotPlain()
-        raw = string[1:-1].encode("utf-8")
+        raw = value[1:-1].encode("utf-8")
         return raw if fd.type == _d.FieldDescriptor.TYPE_BYTES else raw.decode("utf-8")
-    if string is not None:
+    if string:
         raise _NotPlain()
-    return _scalar(fd, word)
+    return _scalar(fd, value)
