@@ -144,3 +144,16 @@ def test_resnet152_analysis_speed():
     elapsed = time.perf_counter() - start
     print(f"ResNet-152 deploy analysed in {elapsed * 1000:.1f} ms ({len(a.graph.nodes)} layers)")
     assert a.shapes["res5c"] == (1, 2048, 7, 7)
+
+
+def test_the_identity_window_keeps_a_geometry_as_it_is():
+    """infer_geometry passes a pointwise layer's or a join's input geometry on without
+    apply_window: the two must agree, value and type, on whole and half-pixel offsets."""
+    from surgery.layers import IDENTITY
+
+    for g in [Geometry(Pair(4, 4), Pair(35, 35), Pair(0, 0)),
+              Geometry(Pair(8, 16), Pair(100, 90), Pair(0.5, -1.5)),
+              Geometry(Pair(1, 1), Pair(1, 1), Pair(-3, 2.5))]:
+        kept = apply_window(g, IDENTITY)
+        assert kept == g
+        assert [type(v) for v in kept.offset] == [type(v) for v in g.offset]

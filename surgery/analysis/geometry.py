@@ -14,7 +14,7 @@ warning, not an error, and the largest RF is carried on.
 from fractions import Fraction
 from typing import NamedTuple
 
-from ..layers import count
+from ..layers import IDENTITY, count
 from ..pair import Pair
 
 
@@ -100,7 +100,8 @@ def infer_geometry(graph):
             geoms = join_inputs(graph, node, geometry)
             if window is not None and geoms is not None:
                 base = _join(node, geoms, warnings) if len(geoms) > 1 else geoms[0][1]
-                out = apply_window(base, window)
+                # a pointwise layer or a join keeps the grid: apply_window would give base
+                out = base if window is IDENTITY else apply_window(base, window)
         for top in node.tops:
             geometry[top] = out
     return geometry, warnings

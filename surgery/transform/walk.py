@@ -98,7 +98,7 @@ def walk(analysis, policy, *, phase="TEST", removed=frozenset(), again=None):
         spatial = graph.grid_inputs(node)
         ins = [grids.get(b, SAME) for b in spatial]
         grid_in = ins[0] if ins else SAME
-        if len(ins) > 1 and len(set(ins)) > 1:
+        if any(g != grid_in for g in ins[1:]):     # (no set: hashing a Fraction is slow)
             detail = ", ".join(f"'{b}' {g.text()}" for b, g in zip(spatial, ins))
             issues.setdefault(node.name, f"branches meet on different grids after the rewrite "
                                          f"({detail}); the join cannot be exact")
