@@ -83,6 +83,25 @@ def test_plain_blocks_are_bound_quickly_and_agree():
     assert_same(PLAIN, quick_expected=3)
 
 
+@pytest.mark.parametrize("layout", ["crlf", "tabs", "bom", "comments inside", "hash in string",
+                                    "no final newline", "one line"])
+def test_plain_blocks_in_other_layouts_agree(layout):
+    text = {
+        "crlf": PLAIN.replace("\n", "\r\n"),
+        "tabs": PLAIN.replace("  ", "\t"),
+        "bom": "\ufeff" + PLAIN,
+        "comments inside": PLAIN.replace(" { ", " {  # open\n ").replace(' top:', ' # t\n top:'),
+        "hash in string": PLAIN.replace('"pool1"', '"pool#1"'),
+        "no final newline": PLAIN.rstrip("\n"),
+        "one line": PLAIN.replace("\n", " ").replace("# a comment", "").replace(
+            "# above conv1", "").replace("# trailing", ""),
+    }[layout]
+    quick = assert_same(text)[4]
+    # A file all on one line never shows its indentation, which the lossless reading of a
+    # block finds and the quick one does not: every block is read the lossless way.
+    assert quick == 0 if layout == "one line" else quick >= 1
+
+
 # Each replaces the text of pool1's block (and what follows) with something not plain.
 NOT_PLAIN = {
     "placeholder": 'layer { name: "p" type: "Pooling" pooling_param { kernel_size: ${K} } }',
