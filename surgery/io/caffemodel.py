@@ -8,12 +8,15 @@ writer streams verbatim byte ranges from the source and encodes only the
 layers it creates or edits. Layer parameters are never decoded: forks reuse
 field numbers (143-148...) with different meanings, and weights only need
 name, type, bottom, top and blobs.
+
+numpy is imported by the functions that touch values (reading or writing a blob's
+data), not by the module: reading a file's summary (`weights`, `check`) never needs it,
+and it is most of the time such a command takes.
 """
 
+import math
 import os
 from typing import NamedTuple, Optional
-
-import numpy as np
 
 from ..errors import SurgeryError
 from .atomic import write_atomic
@@ -88,7 +91,7 @@ class BlobInfo(NamedTuple):
     @property
     def size(self):
         """Element count of `shape` (1 for a 0-d shape)."""
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape) if self.shape else 1
 
 
 class LayerInfo(NamedTuple):
@@ -271,6 +274,8 @@ def _unpacked_run(w, end, offset, tag, itemsize):
     Returns the run; the reader is left after its last value. Reads in chunks,
     so even a huge unpacked array costs bounded memory and few Python steps.
     """
+    import numpy as np
+
     stride = itemsize + 1
     count = 1
     w.seek(offset + itemsize)
@@ -440,11 +445,13 @@ def read_caffemodel(source) -> Summary:
             f.close()
 
 
-def read_blob(source, layer, index=0) -> np.ndarray:
+def read_blob(source, layer, index=0):
     """One blob's values as float32/float64, shaped like Caffe would; reads only that blob.
 
     `source` is a path or a Summary (which remembers its path); `layer` a name or LayerInfo.
     """
+    import numpy as np
+
     summary = source if isinstance(source, Summary) else read_caffemodel(source)
     info = layer if isinstance(layer, LayerInfo) else summary.layer(layer)
     if not 0 <= index < len(info.blobs):
@@ -492,6 +499,8 @@ class BlobReader:
     """
 
     def __init__(self, summary, layer, index=0):
+        import numpy as np
+
         info = layer if isinstance(layer, LayerInfo) else summary.layer(layer)
         if not 0 <= index < len(info.blobs):
             raise SurgeryError(f"has {len(info.blobs)} blobs, no blob {index}", layer=info.name)
@@ -528,6 +537,8 @@ class BlobReader:
         """Values start..start+count-1; into `out` (a flat array of at least `count`
         values of this blob's dtype) when given, so a caller streaming a large blob can
         reuse one buffer instead of faulting in fresh pages for every piece."""
+        import numpy as np
+
         out = np.empty(count, self.native) if out is None else out[:count]
         done = 0
         run_index = int(np.searchsorted(self._starts, start, side="right")) - 1
@@ -607,7 +618,7 @@ class BlobSpec(NamedTuple):
     as old Caffe did) instead of the `shape` field.
     """
 
-    array: np.ndarray
+    array: object           # a numpy array, or what np.asarray takes
     legacy: bool = False
 
 
@@ -626,7 +637,7 @@ class StreamBlob(NamedTuple):
 
     @property
     def nbytes(self):
-        return int(np.prod(self.shape, dtype=np.int64)) * (8 if self.double else 4)
+        return math.prod(self.shape) * (8 if self.double else 4)
 
 
 class RawBlob(NamedTuple):
@@ -668,6 +679,8 @@ def _as_spec(blob):
         if blob.legacy and len(blob.shape) > 4:
             raise SurgeryError(f"a legacy 4-D blob cannot hold shape {list(blob.shape)}")
         return blob
+    import numpy as np
+
     spec = blob if isinstance(blob, BlobSpec) else BlobSpec(np.asarray(blob))
     arr = np.asarray(spec.array)
     dtype = "<f8" if arr.dtype == np.float64 else "<f4"
@@ -730,6 +743,8 @@ def _write_pieces(out, pieces, nbytes, dtype):
     done = 0
     for piece in pieces:
         if not isinstance(piece, (bytes, bytearray, memoryview)):
+            import numpy as np
+
             piece = np.ascontiguousarray(piece, dtype=dtype)
             piece = memoryview(piece.reshape(-1)).cast("B")
         done += len(piece)
