@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import gc
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -153,5 +154,41 @@ def _main(argv):
         return 2
 
 
+def run():
+    """The console script and `python -m surgery`: `main`, then the process ends at once.
+
+    Everything a command writes is committed and closed by the time `main` returns, and
+    every thread it started has been joined. What the interpreter's teardown would do
+    after that (clearing every module's objects: 30 ms with numpy and protobuf loaded,
+    a tenth of a `fold`) only frees memory the OS takes back anyway, so it is skipped.
+    Standard output and error are flushed first; a reader that has gone away (`| head`)
+    is not an error, any other failure to write them (a full disk) is one line and
+    status 2, as for every other output."""
+    try:
+        status = main()
+    except SystemExit as exc:       # --help and --version, from argparse
+        if not (exc.code is None or isinstance(exc.code, int)):
+            raise
+        status = exc.code or 0
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            pass
+        except OSError as exc:
+            status = _report_stream_error(stream, exc)
+    os._exit(status)
+
+
+def _report_stream_error(stream, exc):
+    name = "standard output" if stream is sys.stdout else "standard error"
+    try:
+        sys.stderr.write(f"caffe-surgery: error: cannot write {name}: {os_reason(exc)}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+    return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

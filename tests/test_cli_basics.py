@@ -156,3 +156,49 @@ def test_a_solver_file_is_not_taken_for_an_empty_net(tmp_path, capsys):
         line = error_line(capsys.readouterr().err)
         assert f"{src}:1:1:" in line and "solver" in line
     assert not (tmp_path / "o").exists()
+
+
+# The console script (`surgery.cli.run`) ends the process with os._exit once `main`
+# returns: what it printed must still all arrive, with main's status.
+
+def _console(*argv, stdout=None):
+    import subprocess
+    import sys
+
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as usual
+    return subprocess.run([sys.executable, "-m", "surgery", *map(str, argv)],
+                          stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=120, env=env)
+
+
+def test_console_script_prints_all_main_prints(tmp_path, capsys):
+    src = write_file(tmp_path, "in.prototxt", V1_NET)
+    assert main(["upgrade", str(src)]) == 0
+    expected = capsys.readouterr()
+    proc = _console("upgrade", src)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, expected.out, expected.err)
+
+
+def test_console_script_writes_its_outputs_and_status(tmp_path):
+    src = write_file(tmp_path, "in.prototxt", V1_NET)
+    out = tmp_path / "out.prototxt"
+    proc = _console("upgrade", src, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert parse_prototxt(out.read_text()) == load_prototxt(str(src))
+    proc = _console("upgrade", tmp_path / "missing.prototxt")
+    assert proc.returncode == 2
+    error_line(proc.stderr)
+    proc = _console("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("caffe-surgery ")
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="no /dev/full")
+def test_console_script_standard_output_on_a_full_device(tmp_path):
+    src = write_file(tmp_path, "in.prototxt", V1_NET)
+    with open("/dev/full", "w") as full:
+        proc = _console("upgrade", src, stdout=full)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1] == \
+        "caffe-surgery: error: cannot write standard output: no space left on device"
