@@ -445,11 +445,15 @@ def read_caffemodel(source) -> Summary:
             f.close()
 
 
-def read_blob(source, layer, index=0):
+def read_blob(source, layer, index=0, *, file=None):
     """One blob's values as float32/float64, shaped like Caffe would; reads only that blob.
 
     `source` is a path or a Summary (which remembers its path); `layer` a name or LayerInfo.
+    `file`: that caffemodel already open (binary), for a caller reading many small blobs
+    (fold reads five per BatchNorm group), which then need not open it for each.
     """
+    import contextlib
+
     import numpy as np
 
     summary = source if isinstance(source, Summary) else read_caffemodel(source)
@@ -463,7 +467,7 @@ def read_blob(source, layer, index=0):
     dtype = np.dtype("<f8" if blob.dtype == "double" else "<f4")
     parts = []
     try:
-        with open(summary.path, "rb") as f:
+        with contextlib.nullcontext(file) if file is not None else open(summary.path, "rb") as f:
             for run in blob.runs:
                 f.seek(run.offset)
                 if run.stride == run.itemsize:

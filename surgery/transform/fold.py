@@ -134,29 +134,30 @@ def fold(net, summary, *, phase=None):
     new = type(net)()
     new.CopyFrom(net)
     folds, left, edits, drop = [], [], [], set()
-    for node in graph.nodes:
-        if not node.rule.normalizes:
-            continue
-        group, why = _group(node, flow, phase)
-        if group is None:
-            left.append(Left(node.name, why))
-            continue
-        a, b = _affine(summary, group)
-        target = flow.writer_of(node, node.bottoms[0])
-        into = _foldable(target, node, flow)
-        if into is True:
-            edits.append(_into_weights(summary, target, a, b, new, group))
-            folds.append(Fold(target.name, tuple(m.name for m in group.members), "weights",
-                              target.rule.param_count(target.layer, len(target.bottoms)) == 1))
-            drop.update(m.name for m in group.members)
-        else:
-            if into:
-                left.append(Left(target.name, into))
-            edits.append(_into_scale(summary, group, a, b, new))
-            kept = group.scale or group.norm
-            removed = tuple(m.name for m in group.members if m is not kept)
-            drop.update(removed)
-            folds.append(Fold(kept.name, removed, "scale", True))
+    with _Statistics(summary) as stats:
+        for node in graph.nodes:
+            if not node.rule.normalizes:
+                continue
+            group, why = _group(node, flow, phase)
+            if group is None:
+                left.append(Left(node.name, why))
+                continue
+            a, b = _affine(stats, group)
+            target = flow.writer_of(node, node.bottoms[0])
+            into = _foldable(target, node, flow)
+            if into is True:
+                edits.append(_into_weights(stats, target, a, b, new, group))
+                folds.append(Fold(target.name, tuple(m.name for m in group.members), "weights",
+                                  target.rule.param_count(target.layer, len(target.bottoms)) == 1))
+                drop.update(m.name for m in group.members)
+            else:
+                if into:
+                    left.append(Left(target.name, into))
+                edits.append(_into_scale(summary, group, a, b, new))
+                kept = group.scale or group.norm
+                removed = tuple(m.name for m in group.members if m is not kept)
+                drop.update(removed)
+                folds.append(Fold(kept.name, removed, "scale", True))
     gone = {node.index for node in graph.nodes if node.name in drop}
     keep = [layer for i, layer in enumerate(new.layer) if i not in gone]
     del new.layer[:]
@@ -228,6 +229,29 @@ def _foldable(target, node, flow):
 # Values
 # ---------------------------------------------------------------------------
 
+class _Statistics:
+    """The small blobs a fold reads (a normaliser's statistics, a Scale's terms, a conv's
+    bias), from the caffemodel opened once: `read(info, index)` is io.caffemodel's
+    read_blob. `.summary` is the caffemodel's Summary."""
+
+    def __init__(self, summary):
+        self.summary, self.file = summary, None
+
+    def __enter__(self):
+        try:
+            self.file = open(self.summary.path, "rb")
+        except OSError as exc:
+            raise SurgeryError(f"cannot read caffemodel: {exc.strerror}",
+                               file=self.summary.path) from None
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def read(self, info, index):
+        return read_blob(self.summary, info, index, file=self.file)
+
+
 def _blobs(summary, node):
     info = summary.find(node.name)
     if info is None:
@@ -236,8 +260,9 @@ def _blobs(summary, node):
     return info
 
 
-def _affine(summary, group):
+def _affine(stats, group):
     """(a, b) in float64: the group computes a_c * x + b_c per channel."""
+    summary = stats.summary
     a = b = None
     for node, facts in zip(group.members, group.facts):
         info = _blobs(summary, node)
@@ -249,7 +274,7 @@ def _affine(summary, group):
         def read(index, default):
             if index is None:
                 return default
-            return read_blob(summary, info, index).astype(np.float64).reshape(-1)
+            return stats.read(info, index).astype(np.float64).reshape(-1)
 
         scale, shift = read(facts.scale, 1.0), read(facts.shift, 0.0)
         mean, var = read(facts.mean, 0.0), read(facts.var, None)
@@ -323,9 +348,10 @@ def _constant_values(values):
     return make
 
 
-def _into_weights(summary, target, a, b, new, group):
+def _into_weights(stats, target, a, b, new, group):
     """LayerWeights of `target` with the group folded in; `new` (the net) edited: a bias
     term where it had none, and the conv writes the group's last top."""
+    summary = stats.summary
     layout = target.rule.output_layout(target.layer)
     info = _blobs(summary, target)
     has_bias = target.rule.param_count(target.layer, len(target.bottoms)) == 2
@@ -342,7 +368,7 @@ def _into_weights(summary, target, a, b, new, group):
                            f"normalises {a.size}", layer=target.name)
     dtype = np.float64 if info.blobs[0].dtype == "double" else np.float32
     if has_bias:
-        old = read_blob(summary, info, 1).astype(np.float64).reshape(-1)
+        old = stats.read(info, 1).astype(np.float64).reshape(-1)
         if old.size != a.size:
             raise SurgeryError(f"its bias holds {old.size} values, not {a.size}",
                                layer=target.name)

@@ -143,6 +143,7 @@ def entries(plan, summary):
     edits = {layer.source: layer for layer in plan.edit}
     dropped = set(plan.drop)
     starts = {info.start: info for info in summary.layers}
+    legacy = summary.legacy
     out, done = [], set()
     for _number, start, end in summary.items:
         info = starts.get(start)
@@ -150,14 +151,14 @@ def entries(plan, summary):
             continue
         if info is not None and info.name in edits and info.name not in done:
             done.add(info.name)
-            out.append(_entry(edits[info.name], summary, info, summary.legacy))
+            out.append(_entry(edits[info.name], summary, info, legacy))
         elif out and isinstance(out[-1], cm.Copy) and out[-1].end == start:
             out[-1] = cm.Copy(out[-1].start, end)
         else:
             out.append(cm.Copy(start, end))
     for layer in plan.add:
         info = summary.find(layer.source) if layer.source is not None else None
-        out.append(_entry(layer, summary, info, summary.legacy))
+        out.append(_entry(layer, summary, info, legacy))
     return out
 
 
