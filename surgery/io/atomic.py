@@ -32,7 +32,11 @@ import threading
 from ..errors import SurgeryError, os_reason
 
 TEMP_MARK = ".caffe-surgery-tmp-"
-BUFFER = 1 << 20
+# The output's buffer gathers the small writes (field headers). It is smaller than the
+# pieces a streamed blob is written in (up to 1 MB): Python's buffered writer hands a
+# write larger than its buffer to the OS as it is, and copies a smaller one into the
+# buffer first, which for 1 MB pieces in a 1 MB buffer was a second copy of every byte.
+BUFFER = 64 << 10
 MB = 1 << 20
 WRITEBACK = 32 * MB     # how much a streamed output writes between starts of writeback
 
