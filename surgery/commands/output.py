@@ -116,19 +116,23 @@ def finish(args, outputs, summary, diff):
     sys.stdout.write(summary)
 
 
+def _json_text(result):
+    import json     # only for --json: no other run pays for its import
+
+    return json.dumps(result.to_json(), indent=1) + "\n"
+
+
 def run_edit(args, call):
     """A command that edits one net and may write weights beside it (bvlc, fcn, fold):
     -o, --weights-out and --diff are claimed before anything is read, then
     `call(outputs, progress)` runs the API function, whose summary is printed once
     every output is written. Returns the exit status."""
-    import json     # only here: the other commands' start-up does not pay for it
-
     inputs = [args.net] + ([args.weights] if args.weights else [])
     targets = output_target(args, inputs)
     if not args.dry_run:
         targets.append(args.weights_out)
     with writing(args, inputs, targets) as (outputs, progress):
         result = call(outputs, progress)
-        text = json.dumps(result.to_json(), indent=1) + "\n" if args.json else result.text
+        text = _json_text(result) if args.json else result.text
         finish(args, outputs, text, result.diff)
     return 0
