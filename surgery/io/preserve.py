@@ -200,8 +200,9 @@ def _field_edits(old, new, prefix="", skip=()):
     `skip` are left out; so are fields neither message sets (they cannot differ)."""
     edits = []
     present = {fd.name for message in (old, new) for fd, _ in message.ListFields()}
-    for fd in new.DESCRIPTOR.fields:
-        if fd.name not in present or fd.name in skip:
+    fields = new.DESCRIPTOR.fields_by_name
+    for fd in sorted((fields[name] for name in present), key=lambda fd: fd.index):
+        if fd.name in skip:
             continue
         path = prefix + fd.name
         a, b = getattr(old, fd.name), getattr(new, fd.name)
