@@ -42,6 +42,7 @@ def test_inspect_dilate_and_the_pair_judgement_agree(rel):
     listed = {s: () for s in data["reachable_output_strides"]}
     listed.update({int(s): tuple(f) for s, f in data["reachable_with_flags"].items()})
     assert listed, "inspect lists no stride"
+    _same_word(path, data, listed)
     tried = sorted(set(listed) | {max(listed) * 2, 1, 2, 4, 8, 16, 32})
     original = load_net(path)
     for stride in tried:
@@ -73,6 +74,67 @@ def test_inspect_dilate_and_the_pair_judgement_agree(rel):
         if judged.deepest is not None:
             grid = summary["grid"][judged.deepest]
             assert [float(v) for v in judged.grids[judged.deepest].factor] == grid["factor"]
+
+
+def _same_word(path, data, listed):
+    """Each listed stride's word (exact, approximate, adapted) is the one dilate's result
+    gives that conversion: its `exact` flag and the statuses of its changes."""
+    for stride, flags in listed.items():
+        args = [w for flag in flags for w in flag.split()]
+        code, out, err = run_cli("dilate", path, "-s", stride, "--head", "cut", *args, "--json",
+                                 "--dry-run")
+        assert code == 0, err
+        summary = json.loads(out)
+        statuses = {c["status"] for c in summary["changes"]}
+        word = "EXACT" if summary["exact"] else \
+            "APPROXIMATE" if "APPROXIMATE" in statuses else "ADAPTED"
+        assert data["reachable_status"][str(stride)] == word, (stride, flags)
+
+
+# A squeeze-and-excitation block after the last stride: global average pooling, two 1x1
+# convolutions, a sigmoid and a two-bottom Scale (axis 0) that weighs the trunk's channels.
+SE_NET = """name: "se-mini"
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 64 dim: 64 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 stride: 2 } }
+layer { name: "conv3" type: "Convolution" bottom: "conv2" top: "conv3"
+  convolution_param { num_output: 16 kernel_size: 3 pad: 1 stride: 2 } }
+layer { name: "se/pool" type: "Pooling" bottom: "conv3" top: "se/pool"
+  pooling_param { pool: AVE global_pooling: true } }
+layer { name: "se/down" type: "Convolution" bottom: "se/pool" top: "se/down"
+  convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "se/relu" type: "ReLU" bottom: "se/down" top: "se/down" }
+layer { name: "se/up" type: "Convolution" bottom: "se/down" top: "se/up"
+  convolution_param { num_output: 16 kernel_size: 1 } }
+layer { name: "se/prob" type: "Sigmoid" bottom: "se/up" top: "se/up" }
+layer { name: "se/flat" type: "Reshape" bottom: "se/up" top: "se/w"
+  reshape_param { shape { dim: 0 dim: 0 } } }
+layer { name: "se/scale" type: "Scale" bottom: "conv3" bottom: "se/w" top: "se"
+  scale_param { axis: 0 } }
+layer { name: "conv4" type: "Convolution" bottom: "se" top: "conv4"
+  convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+"""
+
+
+def test_a_stride_reached_with_no_flag_but_not_exactly_is_not_listed_as_exact(tmp_path):
+    """The SE block's global pooling reads the denser map after conv3's stride goes: every
+    finer stride converts with no flag, and dilate calls each result APPROXIMATE; inspect
+    must not list them under `exact:`."""
+    path = tmp_path / "se.prototxt"
+    path.write_text(SE_NET)
+    code, out, _ = run_cli("inspect", path, "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["reachable_output_strides"] == [1, 2, 4, 8]
+    assert data["reachable_status"] == {"1": "APPROXIMATE", "2": "APPROXIMATE",
+                                        "4": "APPROXIMATE", "8": "EXACT"}
+    _same_word(path, data, {s: () for s in data["reachable_output_strides"]})
+    code, out, _ = run_cli("inspect", path)
+    assert out.rstrip().endswith("reachable output strides (dilate -s N --head cut): "
+                                 "exact: 8; approximate: 1, 2, 4")
 
 
 def _phase(loaded):

@@ -618,3 +618,24 @@ def test_caffe_computes_the_depthwise_3x3_cases_opencv_gets_wrong(caffe, tmp_pat
 def test_engine_is_a_caffe_engine(caffe):
     assert isinstance(caffe, CaffeEngine) and caffe.caveats(parse_prototxt(
         'layer { name: "s" type: "Axpy" bottom: "a" bottom: "x" bottom: "y" top: "z" }')) == []
+
+
+def test_a_squeeze_excitation_net_is_exact_up_to_its_global_pooling_in_caffe(build, tmp_path,
+                                                                               capsys):
+    """The SE block after the removed stride: its global pooling reads the denser map, so
+    dilate calls it APPROXIMATE and claims only what comes before it; in Caffe those
+    claims hold (the trunk's values on the grid), and the pooling is named, not compared."""
+    from test_agreement import SE_NET
+
+    orig = write_file(tmp_path, "se.prototxt", SE_NET)
+    conv, weights = tmp_path / "se-os4.prototxt", tmp_path / "se.caffemodel"
+    assert main(["init-weights", str(orig), "-o", str(weights)]) == 0
+    assert main(["dilate", str(orig), "-s", "4", "-o", str(conv)]) == 0
+    said = capsys.readouterr().out
+    assert "result: APPROXIMATE" in said and "se/pool  Pooling      APPROXIMATE" in said
+    assert main(["verify", str(orig), str(conv), "--weights", str(weights), "--engine", "caffe",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["engine"] == "caffe" and report["passed"]
+    assert report["approximate_layers"] == ["se/pool"]
+    assert [(b["blob"], b["status"]) for b in report["blobs"]] == [("conv3", "ok")]

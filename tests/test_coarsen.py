@@ -124,7 +124,7 @@ def test_a_dilation_that_does_not_divide_is_refused_listing_both_directions():
     text = str(err.value)
     assert "output stride 16 is not reachable" in text and "\n" not in text
     assert "layer 'context'" in text and "--cut-after res5c" in text
-    assert text.endswith("reachable output strides: exact: 2, 4, 8; with --pooling cover: 1")
+    assert text.endswith("reachable output strides: exact: 2, 4, 8; approximate with --pooling cover: 1")
 
 
 def test_the_cli_coarsens_and_inspect_reports_nominal_and_reachable_strides(tmp_path, capsys):
@@ -135,7 +135,7 @@ def test_the_cli_coarsens_and_inspect_reports_nominal_and_reachable_strides(tmp_
     out = capsys.readouterr().out
     assert "output stride 8 (dilated from 32)" in out
     assert ("reachable output strides (dilate -s N --head cut): exact: 2, 4, 8, 16, 32; "
-            "with --pooling cover: 1") in out
+            "approximate with --pooling cover: 1") in out
     os16 = tmp_path / "os16.prototxt"
     assert main(["dilate", str(os8), "-s", "16", "-o", str(os16), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -151,7 +151,7 @@ def test_the_cli_coarsens_and_inspect_reports_nominal_and_reachable_strides(tmp_
     assert main(["dilate", str(os8), "-s", "64", "-o", str(tmp_path / "x.prototxt")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ("reachable output strides: exact: 2, 4, 8, 16, 32; "
-                                     "with --pooling cover: 1") in err
+                                     "approximate with --pooling cover: 1") in err
     assert not (tmp_path / "x.prototxt").exists() and os8.read_bytes() == before
 
 
@@ -270,7 +270,8 @@ def test_pspnet_needs_dilation_round_to_go_coarser_and_says_so(capsys):
     assert main(["dilate", str(path), "-s", "16", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "layer 'conv5_4'" in err and "--dilation round" in err
-    assert "reachable output strides: exact: 2, 4, 8; with --pooling cover: 1" in err
+    assert ("reachable output strides: exact: 8; adapted: 2, 4; "
+            "approximate with --pooling cover: 1") in err
     assert len(err.splitlines()) == 1
     assert main(["dilate", str(path), "-s", "16", "--dilation", "round", "--dry-run", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

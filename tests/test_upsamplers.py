@@ -297,7 +297,8 @@ def test_a_dilation_net_is_refused_past_what_its_dilations_give_back(tmp_path, c
     assert main(["dilate", str(proto), "-s", "16", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "no exact coarsening goes that far" in err and err.count("\n") == 1
-    assert err.rstrip().endswith("reachable output strides: exact: 2, 4, 8; with --pooling cover: 1")
+    assert err.rstrip().endswith("reachable output strides: exact: 4; approximate: 8; adapted: 2; "
+                                 "approximate with --pooling cover: 1")
 
 
 def test_verify_with_the_original_weights_compares_what_comes_before_the_upsamplers(tmp_path):

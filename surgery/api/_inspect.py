@@ -9,7 +9,8 @@ from .base import Log, Result, choose_phases, load
 @dataclass
 class Inspected(Result):
     analyses: list      # [(phase, analysis.analyse.Analysis)], the first phase first
-    reachable: dict     # {output stride: flags `dilate -s N --head cut` needs (() for none)}
+    reachable: dict     # {output stride: transform.reach.Reach: the flags `dilate -s N
+                        # --head cut` needs (() for none) and the status of its result}
 
     @property
     def analysis(self):
@@ -35,10 +36,11 @@ class Inspected(Result):
 
         (phase, first), others = self.analyses[0], self.analyses[1:]
         data = {"phase": phase, **to_json(first),
-                "reachable_output_strides": [s for s, flags in self.reachable.items()
-                                             if not flags],
-                "reachable_with_flags": {str(s): list(flags)
-                                         for s, flags in self.reachable.items() if flags}}
+                "reachable_output_strides": [s for s, r in self.reachable.items()
+                                             if not r.flags],
+                "reachable_with_flags": {str(s): list(r.flags)
+                                         for s, r in self.reachable.items() if r.flags},
+                "reachable_status": {str(s): r.status for s, r in self.reachable.items()}}
         if others:
             data["other_phases"] = {p: {"phase": p, **to_json(a)} for p, a in others}
         return data

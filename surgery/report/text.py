@@ -188,6 +188,8 @@ def _window_text(win):
 
 def format_changes(report):
     """The dilate summary: before/after stride and RF, exactness, one line per change."""
+    from ..transform.conversion import result_status
+
     lines = []
     if report.deepest is not None:
         lines.append(f"output stride {_axes(report.stride_before)} -> {_axes(report.stride_after)}; "
@@ -201,7 +203,7 @@ def format_changes(report):
         upto = (f"; exact up to '{deepest_exact[-1]}', {report.exact_sizes}"
                 if deepest_exact else "")
         marked = " and ".join(s for s in ("APPROXIMATE", "ADAPTED") if s in statuses)
-        result = "APPROXIMATE" if "APPROXIMATE" in statuses else "ADAPTED"
+        result = result_status(report.changes)
         lines.append(f"result: {result} (see the layers marked {marked}){upto}")
     if report.changes:
         width = max(len(c.layer) for c in report.changes)

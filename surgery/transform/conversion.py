@@ -75,6 +75,16 @@ class Conversion(NamedTuple):
         return [c.layer for c in self.changes if c.status in (APPROXIMATE, ADAPTED)]
 
 
+def result_status(changes):
+    """The one word for a whole conversion (dilate's "result:", inspect's reachable
+    strides): EXACT when every change is, else APPROXIMATE when any change is, else
+    ADAPTED."""
+    statuses = {c.status for c in changes}
+    if all(c.exact for c in changes):
+        return EXACT
+    return APPROXIMATE if APPROXIMATE in statuses else ADAPTED
+
+
 def _status(change):
     if change.action == "remove":
         return REMOVED

@@ -8,10 +8,12 @@ the layers in the way (three, then "and N more") and every flag, with its argume
 that gets through, each one tried before it is suggested.
 """
 
+from typing import NamedTuple
+
 from ..analysis.analyse import analyse
 from ..analysis.nominal import nominal_strides
 from ..errors import SurgeryError
-from .conversion import conclude
+from .conversion import conclude, result_status
 from .plan import Blocked, coarsening_blockers, plan
 
 # Flags that trade exactness for reach, in the order they are suggested.
@@ -21,6 +23,16 @@ WHY = {"--pooling cover": "moves pooling windows to the nearest grid-aligned win
        "--dilation round": "rounds the dilations after the dilated layers, approximate",
        "--head cut": "drops the classifier head",
        "--head global": "global pooling before the classifier, approximate"}
+
+
+class Reach(NamedTuple):
+    """How `dilate` reaches one output stride: the looser flags it needs beyond the ones
+    asked for (() for none), and the status of the result (conversion.result_status:
+    a global pooling that reads the denser map makes a conversion APPROXIMATE although
+    no flag was needed)."""
+
+    flags: tuple
+    status: str
 
 
 def attempt(net, options, *, input_shapes=None, unknowns=None):
@@ -49,31 +61,42 @@ def candidates(analysis):
 
 
 def reachable(net, options, *, analysis=None, phase="TEST", input_shapes=None, unknowns=None):
-    """{stride: flags}: each output stride `dilate` with `options` (other than the stride)
-    reaches, with the flags it needs beyond them (() when none). `analysis` (of the net in
-    `phase`) gives the strides to try; found here when not given."""
+    """{stride: Reach}: each output stride `dilate` with `options` (other than the stride)
+    reaches, with the flags it needs beyond them and the status of its result. `analysis`
+    (of the net in `phase`) gives the strides to try; found here when not given."""
     if analysis is None:
         analysis = analyse(net, input_shapes=input_shapes, phase=phase, unknowns=unknowns)
     found = {}
     for value in candidates(analysis):
         for flags, changes in _loosenings(options):
-            if accepts(net, options._replace(output_stride=value, **changes),
-                       input_shapes=input_shapes, unknowns=unknowns):
-                found[value] = flags
+            made = attempt(net, options._replace(output_stride=value, **changes),
+                           input_shapes=input_shapes, unknowns=unknowns)
+            if made is not None:
+                found[value] = Reach(flags, result_status(made))
                 break
     return found
 
 
 def format_reachable(found, given=()):
-    """'exact: 2, 4, 8; with --pooling cover: 1': strides grouped by the flags they need
-    beyond `given` (the looser flags the user already gave, named instead of 'exact')."""
+    """'exact: 2, 4, 8; approximate: 1 with --pooling cover': strides grouped by the
+    status of the result (what dilate's "result:" says) and the flags they need beyond
+    `given` (the looser flags the user already gave, named too)."""
     groups = {}
-    for value, flags in sorted(found.items()):
-        groups.setdefault(flags, []).append(str(value))
-    label = lambda flags: ("with " + " ".join(given + flags) if given or flags else "exact")
-    parts = [f"{label(flags)}: {', '.join(values)}"
-             for flags, values in sorted(groups.items(), key=lambda kv: len(kv[0]))]
+    for value, reach in sorted(found.items()):
+        groups.setdefault((len(reach.flags), reach.flags, reach.status), []).append(str(value))
+
+    def label(flags, status):
+        words = status.lower()
+        return f"{words} with {' '.join(given + flags)}" if given or flags else words
+
+    parts = [f"{label(flags, status)}: {', '.join(values)}"
+             for (_, flags, status), values in sorted(groups.items(), key=_order)]
     return "; ".join(parts) or "none"
+
+
+def _order(item):
+    (count, flags, status), _ = item
+    return count, flags, ("EXACT", "APPROXIMATE", "ADAPTED").index(status)
 
 
 def given_flags(options):
