@@ -183,6 +183,27 @@ def test_a_near_miss_where_shapes_depend_on_it_is_an_error(tmp_path, old, new, n
     assert f"did you mean `{near}`" in err
 
 
+@pytest.mark.parametrize("block, like", [
+    # YOLO v2's Region layer: more than one slip from `reduction_param`
+    ("region_param { classes: 20 coords: 4 num: 5 }", "reduction_param"),
+    # a fork's pooling block beside BVLC's (two letters more than `pooling_param`)
+    ("pspooling_param { bins: 2 }", "pooling_param"),
+])
+def test_a_fork_block_that_only_resembles_a_real_one_is_kept(tmp_path, block, like):
+    """The typo guard refuses one slip (a letter added, dropped, changed or swapped); a
+    fork's own block that merely looks like a BVLC one loads, kept verbatim, the likeness
+    named in the warning."""
+    text = NET.replace('  name: "conv2"\n', f'  name: "conv2"\n  {block}\n')
+    src = write_file(tmp_path, "net.prototxt", text)
+    code, out, err = run_cli("inspect", str(src))
+    assert code == 0, err
+    [line] = warnings(err)
+    assert f"did you mean `{like}`?" in line and "kept verbatim" in line
+    up = tmp_path / "up.prototxt"
+    assert run_cli("upgrade", str(src), "-o", str(up))[0] == 0
+    assert up.read_text() == text
+
+
 @pytest.mark.parametrize("block", ["interp_param { zoom_facter: 2 }",
                                    "crop_param { ofset: 2 }",
                                    "inner_product_param { num_outputs: 10 }",

@@ -11,7 +11,9 @@ A field the schema lacks, or an enum value it lacks, is a warning (a fork nobody
 described to us), reported once per name; with `strict=True` it is an error. Inside a
 block that decides geometry or weight shapes (`layers.SHAPE_PARAMS`) it makes the layer
 opaque, and a name one slip away from a real field or value there (`kernel_sise`) is
-taken for a typo and refused; elsewhere (loss, data, transform, test-time parameters)
+taken for a typo and refused (one slip: a letter added, dropped, changed or swapped;
+a looser likeness, YOLO's `region_param` beside `reduction_param`, is only named in the
+warning); elsewhere (loss, data, transform, test-time parameters)
 the near miss is named in the warning and the file loads. Where the graph itself
 depends on it (phase rules, layer wiring, a V1 layer type) a near miss, or any unknown
 value, is an error.
@@ -168,13 +170,14 @@ def refuse_unknowns(binding, message, strict):
                                file=uf.file, line=uf.line, col=uf.col)
         explained = _explain(uf, message)
         near = _near_miss(uf, message)
+        slip = near is not None and one_slip(uf.name if uf.value is None else uf.value, near)
         if strict:
             if not near:
                 kind = "fields" if uf.value is None else "values"
                 explained += f" (--strict refuses {kind} the schema does not know)"
         elif uf.value is not None and _decides_graph(uf):
             explained += "; it decides which layers the net has, so it cannot be kept"
-        elif not (near and (_decides_shapes(uf, near) or _in_solver(message))):
+        elif not (slip and (_decides_shapes(uf, near) or _in_solver(message))):
             continue
         raise SurgeryError(explained, file=uf.file, line=uf.line, col=uf.col)
 
@@ -203,6 +206,26 @@ def _near_miss(uf, message):
     else:
         close = enum_near_misses(_enum_of(uf, message), uf.value, n=1)
     return close[0] if close else None
+
+
+def one_slip(written, known):
+    """Whether `written` is `known` with one slip of the keyboard: a letter added, dropped,
+    changed or swapped with the next, or the case changed (`kernel_sise`, `pooling_parm`,
+    `MAXX`, `max`). What the typo guard refuses; a looser likeness is only named in the
+    warning, since fork fields often resemble real ones: YOLO's `region_param` is not a
+    slip of `reduction_param`, nor R-FCN's `psroi_pooling_param` of `roi_pooling_param`."""
+    a, b = written.lower(), known.lower()
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    i = 0
+    while i < min(len(a), len(b)) and a[i] == b[i]:
+        i += 1
+    if len(a) == len(b):
+        return a[i + 1:] == b[i + 1:] or (a[i:i + 2] == b[i:i + 2][::-1] and a[i + 2:] == b[i + 2:])
+    longer, shorter = (a, b) if len(a) > len(b) else (b, a)
+    return longer[i + 1:] == shorter[i:]
 
 
 def _in_solver(message):
