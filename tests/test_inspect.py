@@ -193,3 +193,23 @@ def test_a_non_image_input_may_have_any_rank(tmp_path, capsys):
     assert main(["inspect", str(net), "--input-shape", "im_info=1,1,3"]) == 2
     err = capsys.readouterr().err
     assert "'im_info'" in err and "declares" in err
+
+
+def test_a_pooling_mask_is_not_the_nets_output(tmp_path, capsys):
+    """SegNet's encoder ends in a MAX pooling with two tops, the values and the argmax mask
+    the decoder's Upsample reads: the output is the values, though both see as much."""
+    src = tmp_path / "segnet-mini.prototxt"
+    src.write_text("""name: "segnet-mini"
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 32 dim: 32 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" top: "pool1_mask"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "upsample1" type: "Upsample" bottom: "pool1" bottom: "pool1_mask" top: "up1"
+  upsample_param { scale: 2 } }
+layer { name: "conv1_D" type: "Convolution" bottom: "up1" top: "conv1_D"
+  convolution_param { num_output: 2 kernel_size: 3 pad: 1 } }
+""")
+    assert main(["inspect", str(src), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["output_blob"] == "pool1"

@@ -78,17 +78,18 @@ class Analysis:
         branch, the one that sees the most (the largest receptive field; the last in file
         order on a tie). A skip net's output is its trunk's (FCN-8s: score_fr, not the
         skip branches its upsampled scores meet), and an auxiliary classifier's coarse
-        pooling (GoogLeNet's loss1/ave_pool) is not the net's output."""
+        pooling (GoogLeNet's loss1/ave_pool) is not the net's output. Of one layer's tops,
+        the first: a MAX pooling's argmax mask (SegNet's pool5_mask) is not its output."""
         side = self.resampled_branches()
-        best, best_rf = None, None
+        best, best_rf, best_node = None, None, None
         for node in self.graph.nodes:
             for top in node.tops:
                 geometry = self.geometry.get(top)
                 if geometry is None or top in side or not _is_spatial(self.shapes.get(top)):
                     continue
                 rf = max(geometry.rf)
-                if best_rf is None or rf >= best_rf:
-                    best, best_rf = top, rf
+                if best_rf is None or rf > best_rf or (rf == best_rf and node is not best_node):
+                    best, best_rf, best_node = top, rf, node
         return best
 
     def unknown_origins(self):
