@@ -1443,6 +1443,23 @@ class Axpy(LayerRule):
     def grid_bottoms(self, layer):
         return (1, 2)
 
+    def bvlc_form(self, layer):
+        """a*x + y in BVLC layers: the weights a reshaped to (N, C), a Scale of x by them
+        along axes 0-1 (BVLC's two-bottom Scale), and an Eltwise sum with y that keeps the
+        layer's name and top. None when the layer writes in place over one of its inputs
+        (an Eltwise sum over its own input clears it first) or does not have three bottoms."""
+        if len(layer.bottom) != 3 or len(layer.top) != 1 or layer.top[0] in layer.bottom:
+            return None
+        a, x, y = layer.bottom
+        weights = _form(layer, "Reshape", name=f"{layer.name}_a", bottoms=[a],
+                        tops=[f"{layer.name}_a"])
+        weights.reshape_param.shape.dim.extend([0, 0])
+        scaled = _form(layer, "Scale", name=f"{layer.name}_ax",
+                       bottoms=[x, f"{layer.name}_a"], tops=[f"{layer.name}_ax"])
+        scaled.scale_param.axis = 0
+        total = _form(layer, "Eltwise", bottoms=[f"{layer.name}_ax", y])
+        return [weights, scaled, total]
+
     def for_engine(self, layer, engine):
         """A Python layer in Caffe. OpenCV's importer computes a*bottom[2] + bottom[1], the
         two operands swapped: fed (a, y, x) it computes SENet's a*x + y."""

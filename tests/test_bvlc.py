@@ -143,7 +143,7 @@ def test_depthwise_relu6_and_ceil_mode_leave_no_fork_layer(tmp_path):
     ("enet/enet_deploy_final.prototxt", {"BN"}, {"Upsample"}),
     ("shufflenet/shufflenet_1x_g3_deploy.prototxt", {"ConvolutionDepthwise"}, {"ShuffleChannel"}),
     ("densenet/DenseNet_121.prototxt", {"Pooling"}, set()),
-    ("senet/SE-ResNet-50.prototxt", set(), {"Axpy"}),
+    ("senet/SE-ResNet-50.prototxt", {"Axpy"}, set()),
     ("pspnet/pspnet101_VOC2012_473.prototxt", {"BN"}, {"Interp"}),
 ])
 def test_corpus_fork_nets(tmp_path, rel, rewritten, kept):
@@ -156,6 +156,39 @@ def test_corpus_fork_nets(tmp_path, rel, rewritten, kept):
     assert {k["type"] for k in found["kept"]} == kept
     after = load_net(out).net
     assert not rewritten & {l.type for l in after.layer} - {"Pooling"}
+
+
+def test_an_axpy_over_its_own_input_is_kept(tmp_path):
+    """An Eltwise sum cannot write over one of its inputs (it clears its top first), so an
+    Axpy in place has no BVLC form: kept and listed."""
+    b = NetBuilder("se")
+    b.input("data", (1, 4, 6, 6))
+    x = b.conv("x", "data", num_output=4, kernel=3, pad=1)
+    g = b.pool("g", x, global_pooling=True, method="AVE")
+    a = b.conv("a", g, num_output=4, kernel=1)
+    b.layer("Axpy", "axpy", [a, x, "data"], ["data"])
+    net = tmp_path / "se.prototxt"
+    save_prototxt(b.net, net)
+    code, text, err = run_cli("bvlc", net, "-o", tmp_path / "out.prototxt", "--json")
+    assert code == 0, err
+    found = json.loads(text)
+    assert found["rewritten"] == [] and [k["layer"] for k in found["kept"]] == ["axpy"]
+
+
+@pytest.mark.caffe
+def test_an_se_resnet_with_axpy_runs_in_bvlc_caffe_and_verifies(tmp_path, build):
+    """SE-ResNet-50 (the corpus file: 16 Axpy layers) with no fork layer left: the written
+    net computes the original's conv5_3 and prob in Caffe, whose original run uses the
+    fork's Axpy as a Python layer."""
+    path = corpus_path("senet/SE-ResNet-50.prototxt")
+    weights, out, model = (tmp_path / n for n in ("se.caffemodel", "b.prototxt", "b.caffemodel"))
+    assert run_cli("init-weights", path, "-o", weights)[0] == 0
+    code, text, err = run_cli("bvlc", path, "-o", out, "--weights", weights, "--weights-out",
+                              model)
+    assert code == 0 and "no fork layer is left" in text, text + err
+    code, text, err = run_cli("verify", path, out, "--weights", weights, "--weights-converted",
+                              model, "--engine", "caffe", "--blob", "conv5_3", "--blob", "prob")
+    assert code == 0 and "PASS: 2/2" in text, text + err
 
 
 @pytest.mark.caffe

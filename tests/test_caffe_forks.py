@@ -126,6 +126,27 @@ def test_axpy_shuffle_permute_normalize_in_caffe(caffe, tmp_path):
                - 6 * x[0, 5, 0, 0] / x[0, 0, 0, 0]) < 1e-4
 
 
+@pytest.mark.parametrize("a_shape", [(2, 6, 1, 1), (2, 6)])
+def test_axpys_bvlc_form_computes_it_in_caffe(caffe, tmp_path, a_shape):
+    """What `bvlc` writes for SENet's Axpy (Reshape + two-bottom Scale + Eltwise, all BVLC
+    layers) computes a*x + y in Caffe, for weights (N, C, 1, 1) and (N, C)."""
+    from surgery.io.prototxt import format_prototxt
+    from surgery.layers import rule_for
+
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal(a_shape).astype(F32)
+    x, y = (rng.standard_normal((2, 6, 3, 4)).astype(F32) for _ in range(2))
+    axpy = parse_prototxt('layer { name: "se" type: "Axpy" bottom: "a" bottom: "x" '
+                          'bottom: "y" top: "out" }').layer[0]
+    net = parse_prototxt('name: "form"')
+    net.layer.extend(rule_for("Axpy").bvlc_form(axpy))
+    assert [layer.type for layer in net.layer] == ["Reshape", "Scale", "Eltwise"]
+    out, p = _run(caffe, tmp_path, format_prototxt(net), {"a": a, "x": x, "y": y}, ["out"])
+    assert "Python" not in [layer.type for layer in p.net.layer]
+    want = a.reshape(2, 6, 1, 1) * x + y
+    np.testing.assert_allclose(out["out"], want, rtol=1e-6, atol=1e-6)
+
+
 def test_pspnet_bn_as_batchnorm_and_scale_in_caffe(caffe, tmp_path):
     """The fork at TEST: ((x - mean) * (var + eps)^-0.5) * slope + bias from its blobs
     slope, bias, mean, variance (1, C, 1, 1); Caffe runs BatchNorm + Scale made from them."""
