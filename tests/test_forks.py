@@ -144,15 +144,9 @@ def test_strict_refuses_an_unknown_value(tmp_path):
 
 # -- 2. the typo guard: an error only where shapes depend on it ----------------
 
-@pytest.mark.parametrize("old, new, near", [
-    # a fork's loss/data/test-time field one slip away from a BVLC one
-    ("normalization: VALID", "normalization: VALID normalise: true", "normalize"),
-    ('  top: "loss"\n', '  top: "loss"\n  softmax_loss_param { temperature: 2 }\n',
-     "softmax_param"),
-    ("normalization: VALID", "normalization: VALIDE", "VALID"),
-])
-def test_a_near_miss_outside_shape_params_is_a_warning(tmp_path, old, new, near):
-    text = NET.replace(old, new)
+def _kept_with_a_hint(tmp_path, text, near):
+    """`text` loads with one warning naming `near` and keeping the field, and an upgrade
+    writes it back unchanged; returns the file."""
     src = write_file(tmp_path, "net.prototxt", text)
     code, out, err = run_cli("inspect", str(src))
     assert code == 0, err
@@ -161,6 +155,18 @@ def test_a_near_miss_outside_shape_params_is_a_warning(tmp_path, old, new, near)
     up = tmp_path / "up.prototxt"
     assert run_cli("upgrade", str(src), "-o", str(up))[0] == 0
     assert up.read_text() == text
+    return src
+
+
+@pytest.mark.parametrize("old, new, near", [
+    # a fork's loss/data/test-time field one slip away from a BVLC one
+    ("normalization: VALID", "normalization: VALID normalise: true", "normalize"),
+    ('  top: "loss"\n', '  top: "loss"\n  softmax_loss_param { temperature: 2 }\n',
+     "softmax_param"),
+    ("normalization: VALID", "normalization: VALIDE", "VALID"),
+])
+def test_a_near_miss_outside_shape_params_is_a_warning(tmp_path, old, new, near):
+    src = _kept_with_a_hint(tmp_path, NET.replace(old, new), near)
     code, _, err = run_cli("inspect", str(src), "--strict")
     assert code == 2 and len(err.splitlines()) == 1 and f"`{near}`" in err
 
@@ -193,15 +199,8 @@ def test_a_fork_block_that_only_resembles_a_real_one_is_kept(tmp_path, block, li
     """The typo guard refuses one slip (a letter added, dropped, changed or swapped); a
     fork's own block that merely looks like a BVLC one loads, kept verbatim, the likeness
     named in the warning."""
-    text = NET.replace('  name: "conv2"\n', f'  name: "conv2"\n  {block}\n')
-    src = write_file(tmp_path, "net.prototxt", text)
-    code, out, err = run_cli("inspect", str(src))
-    assert code == 0, err
-    [line] = warnings(err)
-    assert f"did you mean `{like}`?" in line and "kept verbatim" in line
-    up = tmp_path / "up.prototxt"
-    assert run_cli("upgrade", str(src), "-o", str(up))[0] == 0
-    assert up.read_text() == text
+    _kept_with_a_hint(tmp_path, NET.replace('  name: "conv2"\n', f'  name: "conv2"\n  {block}\n'),
+                      like)
 
 
 @pytest.mark.parametrize("block", ["interp_param { zoom_facter: 2 }",
