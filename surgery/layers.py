@@ -1929,6 +1929,32 @@ class Upsample(LayerRule):
         return [_python_form(layer, "Upsample", _set_fields(sub(layer, "upsample_param")))]
 
 
+class Reorg(LayerRule):
+    """YOLO v2's passthrough (caffe-yolo ports of Darknet's reorg): stride s moves each
+    s x s block of pixels into channels, C x H x W -> C*s*s x H/s x W/s (H and W must
+    divide), or back with `reverse`. Darknet's element order mixes channels and
+    positions, so an output pixel's channels come from different places of the input: no
+    grid, like a resampler; only the shapes are known."""
+
+    types = ("Reorg",)
+    fork_types = types
+    role = Role.RESAMPLE
+
+    def out_shapes(self, layer, in_shapes):
+        n, c, h, w = _spatial4(layer, in_shapes[0])
+        rp = sub(layer, "reorg_param")
+        s = field(rp, "stride", 2)
+        if s < 1:
+            raise _err(layer, f"stride {s} is not positive")
+        if field(rp, "reverse", False):
+            if c % (s * s):
+                raise _err(layer, f"{c} channels do not divide by stride {s} squared")
+            return [(n, c // (s * s), h * s, w * s)]
+        if h % s or w % s:
+            raise _err(layer, f"its input {h}x{w} does not divide by stride {s}")
+        return [(n, c * s * s, h // s, w // s)]
+
+
 class InnerProduct(LayerRule):
     """Flattens from `axis`: weight (num_output, K) or (K, num_output) when transpose; bias (num_output)."""
 
@@ -2828,7 +2854,7 @@ def register(rule):
 
 for _cls in (Pointwise, ReLU6, Clip, Split, PReLU, BatchNorm, BN, Scale, Bias,
              Normalize, ShuffleChannel, Convolution, ConvolutionDepthwise, Deconvolution, Pooling, Eltwise, Axpy, Concat,
-             Slice, Flatten, Reshape, Permute, Crop, Interp, Upsample, InnerProduct, Embed, Tile,
+             Slice, Flatten, Reshape, Permute, Crop, Interp, Upsample, Reorg, InnerProduct, Embed, Tile,
              Reduction, ArgMax, PriorBox, RoiPooling, PSROIPooling, Proposal, PythonLayer, Input,
              DummyData, MemoryData, ImageData, SegData, DataLayer, Loss, SoftmaxLoss, Accuracy,
              SegAccuracy, Silence, RuntimeSink):
@@ -2856,5 +2882,5 @@ SHAPE_PARAMS = frozenset({
     "slice_param", "concat_param", "scale_param", "bias_param", "embed_param", "prelu_param",
     "norm_param", "bn_param", "roi_pooling_param", "psroi_pooling_param", "prior_box_param",
     "permute_param", "tile_param", "reduction_param", "argmax_param", "shuffle_channel_param",
-    "spp_param", "roi_align_param", "proposal_param", "python_param",
+    "spp_param", "roi_align_param", "proposal_param", "python_param", "reorg_param",
 })

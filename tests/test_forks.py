@@ -6,6 +6,8 @@ is it taken seriously: a value there makes the layer opaque, and a near miss of 
 field there is refused as a typo. `--strict` refuses everything the schema lacks.
 """
 
+import json
+
 import pytest
 
 from surgery.analysis.analyse import analyse
@@ -234,3 +236,57 @@ def test_every_parameter_block_the_registry_reads_is_classified():
     data_sources = {"data_param", "image_data_param", "dense_image_data_param",
                     "memory_data_param", "window_data_param", "transform_param"}
     assert read - layers.SHAPE_PARAMS - leaves_shapes_alone - data_sources == set()
+
+
+# -- YOLO v2's passthrough Reorg: shapes known, no grid ------------------------
+
+YOLO = """name: "yolo2-mini"
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 32 dim: 32 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
+layer { name: "reorg" type: "Reorg" bottom: "conv1" top: "reorg" reorg_param { stride: 2 } }
+layer { name: "concat" type: "Concat" bottom: "reorg" bottom: "conv2" top: "concat" }
+layer { name: "conv3" type: "Convolution" bottom: "concat" top: "conv3"
+  convolution_param { num_output: 5 kernel_size: 1 } }
+layer { name: "region" type: "Region" bottom: "conv3" top: "region"
+  region_param { classes: 0 coords: 4 num: 1 } }
+"""
+
+
+def test_reorg_moves_pixels_into_channels_and_the_weights_after_it_follow(tmp_path):
+    src = write_file(tmp_path, "yolo.prototxt", YOLO)
+    code, out, err = run_cli("inspect", str(src), "--json")
+    assert code == 0, err
+    blobs = json.loads(out)["blobs"]
+    assert blobs["reorg"]["shape"] == [1, 16, 16, 16]       # 4 x 32 x 32 -> 4*2*2 x 16 x 16
+    assert blobs["concat"]["shape"] == [1, 24, 16, 16]
+    assert blobs["reorg"]["stride"] is None                 # Darknet's order has no grid
+    weights = tmp_path / "yolo.caffemodel"
+    assert run_cli("init-weights", str(src), "-o", str(weights))[0] == 0
+    from surgery.io.caffemodel import read_caffemodel
+
+    assert read_caffemodel(weights).layer("conv3").blobs[0].shape == (5, 24, 1, 1)
+
+
+@pytest.mark.parametrize("params, shape", [("reorg_param { stride: 2 reverse: true }", [1, 1, 64, 64]),
+                                           ("reorg_param { stride: 4 }", [1, 64, 8, 8])])
+def test_reorg_reverse_and_other_strides(tmp_path, params, shape):
+    text = YOLO.replace("reorg_param { stride: 2 }", params).split('layer { name: "concat"')[0]
+    src = write_file(tmp_path, "yolo.prototxt", text)
+    code, out, err = run_cli("inspect", str(src), "--json")
+    assert code == 0, err
+    assert json.loads(out)["blobs"]["reorg"]["shape"] == shape
+
+
+def test_a_reorg_whose_input_does_not_divide_is_refused_as_caffe_would(tmp_path):
+    src = write_file(tmp_path, "yolo.prototxt",
+                     YOLO.replace("dim: 32 dim: 32", "dim: 31 dim: 31"))
+    code, out, err = run_cli("inspect", str(src))
+    assert code == 2
+    assert err.splitlines()[-1] == ("caffe-surgery: error: layer 'reorg': its input 31x31 "
+                                    "does not divide by stride 2")
