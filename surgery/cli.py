@@ -123,6 +123,12 @@ def _signals():
 
 
 def main(argv=None):
+    if sys.stderr is None:          # started with stderr closed (2>&-): errors go nowhere
+        sys.stderr = open(os.devnull, "w")
+    if sys.stdout is None:          # started with stdout closed (>&-)
+        print("caffe-surgery: error: standard output is closed; nothing was done (redirect "
+              "it to a file or to /dev/null instead)", file=sys.stderr)
+        return 2
     with _no_collections(), _signals():
         return _main(sys.argv[1:] if argv is None else list(argv))
 
@@ -171,6 +177,8 @@ def run():
             raise
         status = exc.code or 0
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
         try:
             stream.flush()
         except BrokenPipeError:

@@ -202,3 +202,27 @@ def test_console_script_standard_output_on_a_full_device(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[-1] == \
         "caffe-surgery: error: cannot write standard output: no space left on device"
+
+
+def test_a_closed_standard_output_is_one_line_and_nothing_is_written(tmp_path):
+    """Started with stdout closed (`>&-`): refused in one line on stderr, no output file;
+    with stderr closed (`2>&-`) the run goes on and its status still tells."""
+    import subprocess
+    import sys
+
+    src = write_file(tmp_path, "in.prototxt", V1_NET)
+    out = tmp_path / "out.prototxt"
+    argv = [sys.executable, "-m", "surgery", "upgrade", str(src), "-o", str(out)]
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: __import__("os").close(1))
+    assert proc.returncode == 2 and not out.exists()
+    assert error_line(proc.stderr) == ("caffe-surgery: error: standard output is closed; "
+                                       "nothing was done (redirect it to a file or to "
+                                       "/dev/null instead)")
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          preexec_fn=lambda: __import__("os").close(2))
+    assert proc.returncode == 0 and out.exists()
+    proc = subprocess.run(argv[:4] + [str(tmp_path / "missing.prototxt")],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          preexec_fn=lambda: __import__("os").close(2))
+    assert proc.returncode == 2
