@@ -462,17 +462,20 @@ class LayerRule:
 
     # -- other layers for the same arithmetic (transform/bvlc.py, engines/prepare.py) --------
 
-    def bvlc_form(self, layer):
+    def bvlc_form(self, layer, in_shapes=None):
         """Layers of BVLC Caffe's own types that compute exactly what `layer` computes (up
         to float rounding order), in run order, writing its tops; the one that keeps its
         name takes the place of its weights. None when the type is BVLC's, or a fork's
-        with no such form. `form_blobs` says what their weights are."""
+        with no such form. `in_shapes`: its bottoms' shapes when known (a form that must
+        name a channel count needs them). `form_blobs` says what their weights are."""
         return None
 
     def form_blobs(self, layer, form, shapes):
         """{name of a layer of `form`: its blobs as a weights.plan list (Copied, Reshaped,
-        New)}, made from `layer`'s blobs, whose shapes in the weights file are `shapes`.
-        A form layer not named keeps the blobs of the layer of its name unchanged."""
+        New)}, made from `layer`'s blobs, whose shapes in the weights file are `shapes`
+        (None when the file has no layer of its name: only blobs made from nothing, New,
+        can be given then). A form layer not named keeps the blobs of the layer of its
+        name unchanged."""
         return {}
 
     def for_engine(self, layer, engine):
@@ -533,7 +536,7 @@ class ReLU6(Pointwise):
     types = ("ReLU6",)
     fork_types = types
 
-    def bvlc_form(self, layer):
+    def bvlc_form(self, layer, in_shapes=None):
         clip = _form(layer, "Clip")
         clip.clip_param.min, clip.clip_param.max = 0.0, 6.0
         return [clip]
@@ -691,7 +694,7 @@ class BN(Affine):
     def as_scale(self, layer):
         return _as_scale(layer, "bn_param")
 
-    def bvlc_form(self, layer):
+    def bvlc_form(self, layer, in_shapes=None):
         """The fixed map `channel_affine` reads (hszhao/PSPNet and caffe-segnet
         bn_layer.cpp) in BVLC layers. PSPNet's (x - mean) * (var + eps)^-0.5 * slope +
         bias: BVLC's BatchNorm (stored statistics, eps inside the root as there) then a
@@ -728,8 +731,8 @@ class BN(Affine):
         from .weights.plan import New, Reshaped     # late: io imports this module
 
         affine = self.channel_affine(layer, "TEST")
-        if affine.batch:        # no BVLC form: its Python layer reads the fork's blobs as they are
-            return {}
+        if affine.batch or shapes is None:   # no BVLC form (its Python layer reads the
+            return {}                        # fork's blobs as they are), or no blobs to read
         used = [i for i in affine[:4] if i is not None]
         if len(shapes) <= max(used):
             raise _err(layer, f"its weights hold {len(shapes)} blobs; this BN reads blob "
@@ -1106,7 +1109,7 @@ class ConvolutionDepthwise(Convolution):
     def _check_groups(self, layer, c_in):
         pass
 
-    def bvlc_form(self, layer):
+    def bvlc_form(self, layer, in_shapes=None):
         """A Convolution with one group per channel: the same weight (C, 1, kh, kw) and
         bias (C,). The fork ignores num_output (its output has the input's C channels), so
         the form takes num_output as C: real files set it so; where they do not, the
@@ -1282,7 +1285,7 @@ class Pooling(LayerRule):
         pp = layer.pooling_param
         return pp.round_mode == 1 or (has_field(pp, "ceil_mode") and not pp.ceil_mode)
 
-    def bvlc_form(self, layer):
+    def bvlc_form(self, layer, in_shapes=None):
         """The fork field `ceil_mode` (BVLC PR 3057: DenseNet, ResNeXt files) as BVLC's
         `round_mode`: false is FLOOR, true the default CEIL."""
         if not has_field(layer.pooling_param, "ceil_mode"):
@@ -1443,7 +1446,7 @@ class Axpy(LayerRule):
     def grid_bottoms(self, layer):
         return (1, 2)
 
-    def bvlc_form(self, layer):
+    def bvlc_form(self, layer, in_shapes=None):
         """a*x + y in BVLC layers: the weights a reshaped to (N, C), a Scale of x by them
         along axes 0-1 (BVLC's two-bottom Scale), and an Eltwise sum with y that keeps the
         layer's name and top. None when the layer writes in place over one of its inputs

@@ -46,9 +46,10 @@ def bvlc(net, *, weights=None, weights_out=None, output=None, dry_run=False, in_
          canonical=False, diff=False, strict=False, outputs=None, on_message=None,
          progress=None):
     """Rewrite the fork layers of the net at `net` that have an exact BVLC form (PSPNet BN,
-    SegNet's inference BN, depthwise, ReLU6, ceil_mode); the others are kept and listed
-    (`strict`: refused). `weights` are streamed into `weights_out` with the rewritten
-    layers' blobs made; the net goes to `output` as an edit of its file."""
+    SegNet's inference BN, depthwise, ReLU6, ceil_mode, Axpy, a whole-factor zoom Interp);
+    the others are kept and listed (`strict`: refused). `weights` are streamed into
+    `weights_out` with the rewritten layers' blobs made; the net goes to `output` as an
+    edit of its file."""
     from ..io.caffemodel import read_caffemodel
     from ..transform.bvlc import form_weights, to_bvlc
     from ..weights import writer
@@ -59,7 +60,7 @@ def bvlc(net, *, weights=None, weights_out=None, output=None, dry_run=False, in_
                  on_message=on_message, progress=progress) as edit:
         loaded = edit.loaded
         unknown = {uf.layer for uf in loaded.binding.unknown_fields if uf.layer is not None}
-        result = to_bvlc(loaded.net, unknown_layers=unknown)
+        result = to_bvlc(loaded.net, unknown_layers=unknown, shapes=_shapes(loaded))
         if strict and result.kept:
             kept = result.kept[0]
             raise SurgeryError(f"{kept.type} has no exact BVLC form ({kept.why}); without "
@@ -74,3 +75,22 @@ def bvlc(net, *, weights=None, weights_out=None, output=None, dry_run=False, in_
                 written = weights_out
         changes = edit.write(result.net, canonical=canonical, diff=diff)
     return edit.log.done(BvlcRewritten(result, written, changes))
+
+
+def _shapes(loaded):
+    """{blob: shape} of every phase in which the net builds (a form that names a channel
+    count reads its input's); empty where shape inference cannot go."""
+    from ..analysis.analyse import analyse
+    from ..analysis.graph import complete_phases
+
+    shapes = {}
+    built, _ = complete_phases(loaded.net)
+    for phase in built:
+        try:
+            analysis = analyse(loaded.net, phase=phase, unknowns=loaded.unknowns)
+        except SurgeryError:
+            continue
+        for blob, shape in analysis.shapes.items():
+            if shape is not None:
+                shapes.setdefault(blob, shape)
+    return shapes

@@ -2,7 +2,8 @@
 
 Each layer's rule says what its BVLC form is (`LayerRule.bvlc_form`: PSPNet's BN is
 BatchNorm + Scale, SegNet's inference BN a Scale, ConvolutionDepthwise a grouped
-Convolution, ReLU6 a Clip, the fork's ceil_mode BVLC's round_mode) and what their
+Convolution, ReLU6 a Clip, the fork's ceil_mode BVLC's round_mode, Axpy a Reshape +
+Scale + Eltwise, a whole-factor zoom Interp a bilinear Deconvolution) and what their
 weights are (`LayerRule.form_blobs`). A layer with no such form stays, and is listed; so
 is a layer holding a field the schema lacks, whose meaning is not known well enough to
 rewrite it. The weights follow as one weight plan (weights/plan.py), streamed by the
@@ -42,17 +43,20 @@ class BvlcResult(NamedTuple):
                 "kept": [{"layer": k.name, "type": k.type, "why": k.why} for k in self.kept]}
 
 
-def to_bvlc(net, *, unknown_layers=()):
+def to_bvlc(net, *, unknown_layers=(), shapes=None):
     """`net` with every layer that has an exact BVLC form replaced by it (the forms keep
     the layer's place, its phase rules and its tops). `unknown_layers`: names of layers
-    holding a field the schema lacks (kept as they are)."""
+    holding a field the schema lacks (kept as they are); `shapes`: {blob: shape} where
+    known (a form that names a channel count needs its input's)."""
+    shapes = shapes or {}
     new = type(net)()
     new.CopyFrom(net)
     del new.layer[:]
     rewritten, kept, forms = [], [], []
     for layer in net.layer:
         rule = rule_for(layer.type)
-        form = None if layer.name in unknown_layers else rule.bvlc_form(layer)
+        in_shapes = [shapes.get(blob) for blob in layer.bottom]
+        form = None if layer.name in unknown_layers else rule.bvlc_form(layer, in_shapes)
         if form is None:
             new.layer.add().CopyFrom(layer)
             if layer.type in rule.fork_types:
@@ -78,11 +82,16 @@ def form_weights(forms, summary, *, retype=True):
     when it keeps its name, else added. With `retype`, a form layer that keeps its
     name and its blobs (a depthwise convolution) is written with its new type too (the
     bvlc command's weights); without, only layers whose blobs change are (a verify run).
-    A layer the file has no weights for is left to the weight check."""
+    A layer the file has no weights for gets only the blobs its rule makes from nothing
+    (added as new layers); the rest is left to the weight check."""
     edit, add, drop = [], [], set()
     for layer, form in forms:
         info = summary.find(layer.name)
-        if info is None:
+        if info is None:        # a layer with no params is often not in the file
+            made = rule_for(layer.type).form_blobs(layer, form, None)
+            add.extend(LayerWeights(new.name, tuple(made[new.name]), source=None, type=new.type,
+                                    bottoms=tuple(new.bottom), tops=tuple(new.top))
+                       for new in form if made.get(new.name))
             continue
         blobs = rule_for(layer.type).form_blobs(layer, form, [b.shape for b in info.blobs])
         for new in form:
