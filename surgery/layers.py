@@ -1804,6 +1804,50 @@ class Interp(LayerRule):
     def grid_bottoms(self, layer):
         return (0,)
 
+    def bvlc_form(self, layer, in_shapes=None):
+        """A zoom by a whole factor z and nothing else (DeepLab's and PSPNet's last
+        upsampling) is a fixed Deconvolution: each channel on its own (group = channels),
+        stride z, a bilinear kernel of 2z-1 taps and pad z-1. Output z*(in-1)+1 as the
+        Interp's, and output z*i+r = (1-r/z)*x[i] + (r/z)*x[i+1] per axis, which is the
+        Interp's corner-aligned bilinear sampling at ratio (in-1)/(out-1) = 1/z. Its
+        weights are made (`form_blobs`); no `param` spec is added (the file keeps its
+        layout), so a net fine-tuned from it should freeze them. The channel count comes
+        from `in_shapes`: None when it is not known, and for any other Interp (a shrink,
+        a size, a crop, a second bottom: ratios no fixed kernel gives)."""
+        ip = sub(layer, "interp_param")
+        if len(layer.bottom) != 1 or len(layer.top) != 1 or not has_field(ip, "zoom_factor") \
+                or any(has_field(ip, f) for f in ("shrink_factor", "height", "width")) \
+                or field(ip, "pad_beg", 0) or field(ip, "pad_end", 0):
+            return None
+        shape = in_shapes[0] if in_shapes else None
+        z = ip.zoom_factor
+        if z < 2 or shape is None or len(shape) != 4 or not isinstance(shape[1], int):
+            return None
+        deconv = _form(layer, "Deconvolution")
+        cp = deconv.convolution_param
+        cp.num_output = cp.group = shape[1]
+        cp.kernel_size.append(2 * z - 1)
+        cp.stride.append(z)
+        cp.pad.append(z - 1)
+        cp.bias_term = False
+        return [deconv]
+
+    def form_blobs(self, layer, form, shapes):
+        """The Deconvolution's weights: the bilinear kernel for every channel,
+        (C, 1, 2z-1, 2z-1); the Interp had no blobs of its own to read."""
+        import numpy as np
+
+        from .weights.fillers import upsampling_kernel
+        from .weights.plan import New
+
+        if form[0].type != "Deconvolution":     # its Python layer in a verify run
+            return {}
+        cp = form[0].convolution_param
+        c, z, k = cp.num_output, cp.stride[0], cp.kernel_size[0]
+        kernel = upsampling_kernel((z, z), (k, k))
+        values = np.broadcast_to(kernel, (c, 1, k, k)).reshape(-1)
+        return {form[0].name: [New((c, 1, k, k), pieces=[values])]}
+
     def for_engine(self, layer, engine):
         """Caffe: a Python layer with the fork's arithmetic (every case). OpenCV has an
         Interp of its own (bilinear, corners aligned) that reads height/width and

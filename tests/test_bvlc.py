@@ -38,15 +38,16 @@ def test_pspnet_bn_becomes_batchnorm_and_scale_as_a_minimal_edit(tmp_path, psp):
                                  model)
     assert code == 0, err
     assert "BN -> BatchNorm 'conv1_1_3x3_s2/bn' + Scale 'conv1_1_3x3_s2/bn_scale'" in summary
-    assert "kept 5 layer(s) with no BVLC form" in summary and "conv6_interp" in summary
+    assert "Interp -> Deconvolution 'conv6_interp'" in summary      # the zoom by 8
+    assert "kept 4 layer(s) with no BVLC form" in summary             # the pyramid's sizes
     before, after = load_net(net).net, load_net(out).net
     types = [layer.type for layer in after.layer]
     assert "BN" not in types and types.count("Scale") == types.count("BatchNorm") == \
         [layer.type for layer in before.layer].count("BN")
-    # every layer block but the BN ones is the file's own text
+    # every layer block but the BN ones and the zoom is the file's own text
     blocks = net.read_text().split("\nlayer {")[1:]
-    others = [b for b in blocks if 'type: "BN"' not in b]
-    assert len(others) == len(blocks) - types.count("Scale")
+    others = [b for b in blocks if 'type: "BN"' not in b and '"conv6_interp"' not in b]
+    assert len(others) == len(blocks) - types.count("Scale") - 1
     assert all(b in out.read_text() for b in others)
     # weights: 1-D statistics and factor for BatchNorm, 1-D scale and shift for Scale; the
     # other layers byte for byte
@@ -144,7 +145,7 @@ def test_depthwise_relu6_and_ceil_mode_leave_no_fork_layer(tmp_path):
     ("shufflenet/shufflenet_1x_g3_deploy.prototxt", {"ConvolutionDepthwise"}, {"ShuffleChannel"}),
     ("densenet/DenseNet_121.prototxt", {"Pooling"}, set()),
     ("senet/SE-ResNet-50.prototxt", {"Axpy"}, set()),
-    ("pspnet/pspnet101_VOC2012_473.prototxt", {"BN"}, {"Interp"}),
+    ("pspnet/pspnet101_VOC2012_473.prototxt", {"BN", "Interp"}, {"Interp"}),
 ])
 def test_corpus_fork_nets(tmp_path, rel, rewritten, kept):
     path = corpus_path(rel)
@@ -155,7 +156,7 @@ def test_corpus_fork_nets(tmp_path, rel, rewritten, kept):
     assert {r["type"] for r in found["rewritten"]} == rewritten
     assert {k["type"] for k in found["kept"]} == kept
     after = load_net(out).net
-    assert not rewritten & {l.type for l in after.layer} - {"Pooling"}
+    assert not rewritten - kept & {l.type for l in after.layer} - {"Pooling"}
 
 
 def test_an_axpy_over_its_own_input_is_kept(tmp_path):
@@ -215,3 +216,60 @@ def test_the_result_verifies_in_caffe(tmp_path, psp, build):
                               model, "--blob", "conv5_4")
     assert code == 0 and text.splitlines()[1].startswith("engine caffe, "), text + err
     assert "PASS: 2/2" in text
+
+
+DEEPLAB_HEAD = """name: "deeplab-mini"
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 41 dim: 41 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 6 kernel_size: 3 pad: 1 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+  convolution_param { num_output: 5 kernel_size: 3 pad: 2 dilation: 2 } }
+layer { name: "up" type: "Interp" bottom: "conv2" top: "up" interp_param { zoom_factor: ZOOM } }
+layer { name: "half" type: "Interp" bottom: "conv2" top: "half" interp_param { shrink_factor: 2 } }
+"""
+
+
+@pytest.mark.parametrize("zoom", [2, 3, 8])
+def test_a_zoom_interp_becomes_a_fixed_deconvolution(tmp_path, zoom):
+    """A zoom by a whole factor has a BVLC form: a per-channel Deconvolution with the
+    bilinear kernel, made for it in the weights even where the file has no entry for the
+    Interp (init-weights writes none); a shrink has none and stays."""
+    from surgery.weights.fillers import upsampling_kernel
+
+    net = tmp_path / "dl.prototxt"
+    net.write_text(DEEPLAB_HEAD.replace("ZOOM", str(zoom)))
+    weights, out, model = (tmp_path / n for n in ("w.caffemodel", "b.prototxt", "b.caffemodel"))
+    assert run_cli("init-weights", net, "-o", weights)[0] == 0
+    assert cm.read_caffemodel(weights).find("up") is None
+    code, text, err = run_cli("bvlc", net, "-o", out, "--weights", weights, "--weights-out", model,
+                              "--json")
+    assert code == 0, err
+    found = json.loads(text)
+    assert [(r["layer"], r["into"][0]["type"]) for r in found["rewritten"]] == [
+        ("up", "Deconvolution")]
+    assert [k["layer"] for k in found["kept"]] == ["half"]
+    cp = next(l for l in load_net(out).net.layer if l.name == "up").convolution_param
+    k = 2 * zoom - 1
+    assert (cp.num_output, cp.group, list(cp.kernel_size), list(cp.stride), list(cp.pad),
+            cp.bias_term) == (5, 5, [k], [zoom], [zoom - 1], False)
+    blob = cm.read_blob(cm.read_caffemodel(model), "up", 0)
+    assert blob.shape == (5, 1, k, k)
+    np.testing.assert_array_equal(blob, np.broadcast_to(upsampling_kernel((zoom, zoom), (k, k)),
+                                                         (5, 1, k, k)))
+
+
+@pytest.mark.caffe
+@pytest.mark.parametrize("zoom", [3, 8])
+def test_the_zoom_deconvolution_computes_the_interp_in_caffe(tmp_path, build, zoom):
+    """The original's Interp runs as the fork's Python layer (its own arithmetic), the
+    rewritten net's Deconvolution as BVLC's: the same upsampled scores."""
+    net = tmp_path / "dl.prototxt"
+    net.write_text(DEEPLAB_HEAD.replace("ZOOM", str(zoom)).split('layer { name: "half"')[0])
+    weights, out, model = (tmp_path / n for n in ("w.caffemodel", "b.prototxt", "b.caffemodel"))
+    assert run_cli("init-weights", net, "-o", weights)[0] == 0
+    code, text, err = run_cli("bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)
+    assert code == 0 and "no fork layer is left" in text, text + err
+    code, text, err = run_cli("verify", net, out, "--weights", weights, "--weights-converted",
+                              model, "--engine", "caffe", "--blob", "up")
+    assert code == 0 and "PASS: 1/1" in text, text + err
