@@ -1968,6 +1968,46 @@ class Upsample(LayerRule):
                    w * sw - int(bool(field(up, "pad_out_w", False))))
         return [_positive(layer, (n, c) + tuple(out))]
 
+    def bvlc_form(self, layer, in_shapes=None):
+        """The YOLO forks' one-bottom Upsample (nearest: y[h, w] = x[h // s, w // s]) is a
+        fixed Deconvolution: one group per channel, kernel and stride s, no pad, every
+        weight 1, so each output pixel is its one input pixel times 1, bit for bit. Only
+        for one `scale` (or equal scale_h and scale_w) and no output size or trim; the
+        channel count comes from `in_shapes`. SegNet's two-bottom Upsample scatters by the
+        pooling mask, which no fixed layer does: None."""
+        up = sub(layer, "upsample_param")
+        if len(layer.bottom) != 1 or len(layer.top) != 1 or any(
+                has_field(up, f) for f in ("upsample_h", "upsample_w", "pad_out_h", "pad_out_w")):
+            return None
+        if has_field(up, "scale_h") or has_field(up, "scale_w"):
+            scale = field(up, "scale_h", 2)
+            if field(up, "scale_w", 2) != scale:
+                return None
+        else:
+            scale = field(up, "scale", 2)
+        shape = in_shapes[0] if in_shapes else None
+        if scale < 1 or shape is None or len(shape) != 4 or not isinstance(shape[1], int):
+            return None
+        deconv = _form(layer, "Deconvolution")
+        cp = deconv.convolution_param
+        cp.num_output = cp.group = shape[1]
+        cp.kernel_size.append(scale)
+        cp.stride.append(scale)
+        cp.bias_term = False
+        return [deconv]
+
+    def form_blobs(self, layer, form, shapes):
+        """The Deconvolution's weights: ones, (C, 1, s, s)."""
+        import numpy as np
+
+        from .weights.plan import New
+
+        if form[0].type != "Deconvolution":     # its Python layer in a verify run
+            return {}
+        cp = form[0].convolution_param
+        c, k = cp.num_output, cp.kernel_size[0]
+        return {form[0].name: [New((c, 1, k, k), pieces=[np.ones(c * k * k, np.float32)])]}
+
     def for_engine(self, layer, engine):
         """Scattering by the pooling mask has no BVLC form: a Python layer in Caffe (which
         also runs the one-bottom nearest Upsample of the YOLO forks). OpenCV has neither."""

@@ -273,3 +273,57 @@ def test_the_zoom_deconvolution_computes_the_interp_in_caffe(tmp_path, build, zo
     code, text, err = run_cli("verify", net, out, "--weights", weights, "--weights-converted",
                               model, "--engine", "caffe", "--blob", "up")
     assert code == 0 and "PASS: 1/1" in text, text + err
+
+
+YOLO3_NECK = """name: "yolo3-mini"
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 32 dim: 32 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+  convolution_param { num_output: 6 kernel_size: 3 pad: 1 stride: 2 } }
+layer { name: "up" type: "Upsample" bottom: "conv2" top: "up" upsample_param { scale: 2 } }
+layer { name: "route" type: "Concat" bottom: "up" bottom: "conv1" top: "route" }
+layer { name: "conv3" type: "Convolution" bottom: "route" top: "conv3"
+  convolution_param { num_output: 3 kernel_size: 1 } }
+"""
+
+
+def test_a_nearest_upsample_becomes_a_deconvolution_of_ones(tmp_path):
+    """YOLO v3's one-bottom Upsample repeats each pixel: a per-channel Deconvolution with
+    kernel and stride s and every weight 1 does exactly that."""
+    net = tmp_path / "y3.prototxt"
+    net.write_text(YOLO3_NECK)
+    weights, out, model = (tmp_path / n for n in ("w.caffemodel", "b.prototxt", "b.caffemodel"))
+    assert run_cli("init-weights", net, "-o", weights)[0] == 0
+    code, text, err = run_cli("bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)
+    assert code == 0 and "Upsample -> Deconvolution 'up'" in text, text + err
+    assert "no fork layer is left" in text
+    cp = next(l for l in load_net(out).net.layer if l.name == "up").convolution_param
+    assert (cp.num_output, cp.group, list(cp.kernel_size), list(cp.stride), list(cp.pad),
+            cp.bias_term) == (6, 6, [2], [2], [], False)
+    np.testing.assert_array_equal(cm.read_blob(cm.read_caffemodel(model), "up", 0),
+                                  np.ones((6, 1, 2, 2), np.float32))
+    # SegNet's unpooling (a second bottom, the mask) has no such form
+    segnet = tmp_path / "segnet.prototxt"
+    segnet.write_text(YOLO3_NECK.replace(
+        'layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"\n'
+        '  convolution_param { num_output: 6 kernel_size: 3 pad: 1 stride: 2 } }',
+        'layer { name: "conv2" type: "Pooling" bottom: "conv1" top: "conv2" top: "mask"\n'
+        '  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }').replace(
+        'bottom: "conv2" top: "up"', 'bottom: "conv2" bottom: "mask" top: "up"'))
+    code, text, err = run_cli("bvlc", segnet, "--dry-run", "--json")
+    assert code == 0, err
+    assert [k["layer"] for k in json.loads(text)["kept"]] == ["up"]
+
+
+@pytest.mark.caffe
+def test_the_nearest_upsample_deconvolution_computes_it_in_caffe(tmp_path, build):
+    net = tmp_path / "y3.prototxt"
+    net.write_text(YOLO3_NECK)
+    weights, out, model = (tmp_path / n for n in ("w.caffemodel", "b.prototxt", "b.caffemodel"))
+    assert run_cli("init-weights", net, "-o", weights)[0] == 0
+    assert run_cli("bvlc", net, "-o", out, "--weights", weights, "--weights-out", model)[0] == 0
+    code, text, err = run_cli("verify", net, out, "--weights", weights, "--weights-converted",
+                              model, "--engine", "caffe", "--blob", "up", "--blob", "conv3")
+    assert code == 0 and "PASS: 2/2" in text, text + err

@@ -5,8 +5,9 @@ SegNet/ENet's inference BN a Scale; ConvolutionDepthwise a Convolution with one 
 channel; ReLU6 a Clip from 0 to 6; the fork field ceil_mode BVLC's round_mode; SENet's
 Axpy a Reshape, a two-bottom Scale and an Eltwise sum; an Interp that only zooms by a
 whole factor z a per-channel Deconvolution with the bilinear kernel (stride z, 2z-1
-taps). Each is the same arithmetic (up to float rounding order; the Scale forms bit for
-bit). Layers with no BVLC form (other Interps, SegNet's Upsample, ShuffleChannel, data
+taps); YOLO v3's nearest Upsample a per-channel Deconvolution of ones. Each is the same
+arithmetic (up to float rounding order; the Scale and Upsample forms bit for bit). Layers
+with no BVLC form (other Interps, SegNet's Upsample, ShuffleChannel, data
 readers of forks...) stay as they are and are listed; --strict refuses them instead.
 
 The net is written as a minimal edit of the input; with --weights, the weights are
