@@ -327,3 +327,21 @@ def test_the_nearest_upsample_deconvolution_computes_it_in_caffe(tmp_path, build
     code, text, err = run_cli("verify", net, out, "--weights", weights, "--weights-converted",
                               model, "--engine", "caffe", "--blob", "up", "--blob", "conv3")
     assert code == 0 and "PASS: 2/2" in text, text + err
+
+
+def test_a_zoom_after_an_unsized_data_layer_needs_its_input_shape(tmp_path):
+    """A data layer whose images decide the size leaves the Interp's channel count unknown:
+    kept, and the line says why and what gets it through; --input-shape does."""
+    net = tmp_path / "dl.prototxt"
+    net.write_text(DEEPLAB_HEAD.replace("ZOOM", "8").replace(
+        'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 41 dim: 41 }\n',
+        'layer { name: "data" type: "ImageData" top: "data" top: "label"\n'
+        '  image_data_param { source: "list.txt" batch_size: 1 } }\n'))
+    code, text, err = run_cli("bvlc", net, "--dry-run", "--json")
+    assert code == 0, err
+    kept = {k["layer"]: k["why"] for k in json.loads(text)["kept"]}
+    assert "needs its input's channel count" in kept["up"] and "--input-shape" in kept["up"]
+    code, text, err = run_cli("bvlc", net, "--dry-run", "--json", "--input-shape",
+                              "data=1,3,41,41", "--input-shape", "label=1,1")
+    assert code == 0, err
+    assert [r["layer"] for r in json.loads(text)["rewritten"]] == ["up"]

@@ -151,7 +151,7 @@ BAD = {
     ("fold", "dry_run"): FLAG, ("fold", "json"): FLAG, ("fold", "in_place"): FLAG,
     ("fold", "canonical"): FLAG, ("fold", "strict"): FLAG, ("fold", "quiet"): FLAG,
 
-    ("bvlc", "net"): NET_FILES,
+    ("bvlc", "net"): NET_FILES, ("bvlc", "input_shape"): SHAPES,
     ("bvlc", "weights"): [["--weights", v, "--weights-out", "W"] for v in ("X", "D", "E", "T")]
     + [["--weights", "M"]],
     ("bvlc", "weights_out"): [["--weights", "M", "--weights-out", v]

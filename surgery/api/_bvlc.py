@@ -42,14 +42,15 @@ class BvlcRewritten(Result):
         return "\n".join(lines) + "\n"
 
 
-def bvlc(net, *, weights=None, weights_out=None, output=None, dry_run=False, in_place=False,
-         canonical=False, diff=False, strict=False, outputs=None, on_message=None,
-         progress=None):
+def bvlc(net, *, weights=None, weights_out=None, input_shapes=None, output=None,
+         dry_run=False, in_place=False, canonical=False, diff=False, strict=False,
+         outputs=None, on_message=None, progress=None):
     """Rewrite the fork layers of the net at `net` that have an exact BVLC form (PSPNet BN,
     SegNet's inference BN, depthwise, ReLU6, ceil_mode, Axpy, a whole-factor zoom Interp);
     the others are kept and listed (`strict`: refused). `weights` are streamed into
     `weights_out` with the rewritten layers' blobs made; the net goes to `output` as an
-    edit of its file."""
+    edit of its file. `input_shapes` ({name: shape}) sizes inputs the net leaves open
+    (a data layer's tops), for the forms that name a channel count."""
     from ..io.caffemodel import read_caffemodel
     from ..transform.bvlc import form_weights, to_bvlc
     from ..weights import writer
@@ -60,7 +61,8 @@ def bvlc(net, *, weights=None, weights_out=None, output=None, dry_run=False, in_
                  on_message=on_message, progress=progress) as edit:
         loaded = edit.loaded
         unknown = {uf.layer for uf in loaded.binding.unknown_fields if uf.layer is not None}
-        result = to_bvlc(loaded.net, unknown_layers=unknown, shapes=_shapes(loaded))
+        result = to_bvlc(loaded.net, unknown_layers=unknown,
+                         shapes=_shapes(loaded, input_shapes))
         if strict and result.kept:
             kept = result.kept[0]
             raise SurgeryError(f"{kept.type} has no exact BVLC form ({kept.why}); without "
@@ -77,7 +79,7 @@ def bvlc(net, *, weights=None, weights_out=None, output=None, dry_run=False, in_
     return edit.log.done(BvlcRewritten(result, written, changes))
 
 
-def _shapes(loaded):
+def _shapes(loaded, input_shapes=None):
     """{blob: shape} of every phase in which the net builds (a form that names a channel
     count reads its input's); empty where shape inference cannot go."""
     from ..analysis.analyse import analyse
@@ -87,7 +89,8 @@ def _shapes(loaded):
     built, _ = complete_phases(loaded.net)
     for phase in built:
         try:
-            analysis = analyse(loaded.net, phase=phase, unknowns=loaded.unknowns)
+            analysis = analyse(loaded.net, input_shapes=input_shapes, phase=phase,
+                               unknowns=loaded.unknowns)
         except SurgeryError:
             continue
         for blob, shape in analysis.shapes.items():

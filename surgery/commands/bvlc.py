@@ -33,6 +33,11 @@ def add_arguments(parser):
     parser.add_argument("--weights", metavar="IN.caffemodel", help="the trained weights of NET")
     parser.add_argument("--weights-out", metavar="OUT.caffemodel", type=options.output_file,
                         help="where to write the weights of the rewritten net")
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=N,C,H,W",
+                        type=options.input_shape,
+                        help="the size of an input the net does not give (a data layer's "
+                             "tops): a form that names a channel count (a zoom Interp, a "
+                             "nearest Upsample) needs its input's shape (repeatable)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a net that keeps a layer with no BVLC form, or a field "
                              "the schema does not know (default: keep them, and list the layers)")
@@ -40,8 +45,13 @@ def add_arguments(parser):
 
 
 def run(args):
+    from ..analysis.analyse import parse_input_shapes
+
+    shapes = parse_input_shapes(args.input_shape) or None
+
     def call(outputs, progress):
         return api.bvlc(args.net, weights=args.weights, weights_out=args.weights_out,
+                        input_shapes=shapes,
                         output=args.output, dry_run=args.dry_run, canonical=args.canonical,
                         diff=bool(args.diff), strict=args.strict, outputs=outputs,
                         on_message=tell, progress=progress)

@@ -61,7 +61,7 @@ def to_bvlc(net, *, unknown_layers=(), shapes=None):
             new.layer.add().CopyFrom(layer)
             if layer.type in rule.fork_types:
                 why = ("it holds a field the schema lacks" if layer.name in unknown_layers
-                       else "BVLC Caffe has no layer for it")
+                       else _unsized(rule, layer, in_shapes) or "BVLC Caffe has no layer for it")
                 kept.append(Kept(layer.name, layer.type, why))
             continue
         new.layer.extend(form)
@@ -74,6 +74,18 @@ def to_bvlc(net, *, unknown_layers=(), shapes=None):
             raise SurgeryError("a rewritten layer's new part would share this name with "
                                "another layer; rename that layer first", layer=name)
     return BvlcResult(new, tuple(rewritten), tuple(kept), tuple(forms))
+
+
+def _unsized(rule, layer, in_shapes):
+    """Why a layer whose form names a channel count is kept when its input's shape is
+    not known ("" when that is not the reason: asked again with any shape, it still has
+    no form)."""
+    known = all(s is not None and all(isinstance(d, int) for d in s) for s in in_shapes)
+    if known or rule.bvlc_form(layer, [(1, 1, 1, 1)] * len(layer.bottom)) is None:
+        return ""
+    return ("its BVLC form needs its input's channel count, and shape inference stops "
+            "before it (an input the net does not size: give it with --input-shape; or a "
+            "template placeholder)")
 
 
 def form_weights(forms, summary, *, retype=True):
