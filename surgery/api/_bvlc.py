@@ -81,7 +81,8 @@ def bvlc(net, *, weights=None, weights_out=None, input_shapes=None, output=None,
 
 def _shapes(loaded, input_shapes=None):
     """{blob: shape} of every phase in which the net builds (a form that names a channel
-    count reads its input's); empty where shape inference cannot go."""
+    count reads its input's); empty where shape inference cannot go. An error in
+    `input_shapes` (an input the net lacks, a wrong rank) is refused."""
     from ..analysis.analyse import analyse
     from ..analysis.graph import complete_phases
 
@@ -92,6 +93,8 @@ def _shapes(loaded, input_shapes=None):
             analysis = analyse(loaded.net, input_shapes=input_shapes, phase=phase,
                                unknowns=loaded.unknowns)
         except SurgeryError:
+            if input_shapes:        # what the user gave is wrong: say so
+                raise
             continue
         for blob, shape in analysis.shapes.items():
             if shape is not None:
