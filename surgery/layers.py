@@ -1823,30 +1823,15 @@ class Interp(LayerRule):
         z = ip.zoom_factor
         if z < 2 or shape is None or len(shape) != 4 or not isinstance(shape[1], int):
             return None
-        deconv = _form(layer, "Deconvolution")
-        cp = deconv.convolution_param
-        cp.num_output = cp.group = shape[1]
-        cp.kernel_size.append(2 * z - 1)
-        cp.stride.append(z)
-        cp.pad.append(z - 1)
-        cp.bias_term = False
-        return [deconv]
+        return [_fixed_deconvolution(layer, shape[1], kernel=2 * z - 1, stride=z, pad=z - 1)]
 
     def form_blobs(self, layer, form, shapes):
         """The Deconvolution's weights: the bilinear kernel for every channel,
         (C, 1, 2z-1, 2z-1); the Interp had no blobs of its own to read."""
-        import numpy as np
-
         from .weights.fillers import upsampling_kernel
-        from .weights.plan import New
 
-        if form[0].type != "Deconvolution":     # its Python layer in a verify run
-            return {}
-        cp = form[0].convolution_param
-        c, z, k = cp.num_output, cp.stride[0], cp.kernel_size[0]
-        kernel = upsampling_kernel((z, z), (k, k))
-        values = np.broadcast_to(kernel, (c, 1, k, k)).reshape(-1)
-        return {form[0].name: [New((c, 1, k, k), pieces=[values])]}
+        return _fixed_deconvolution_weights(
+            form, lambda z, k: upsampling_kernel((z, z), (k, k)))
 
     def for_engine(self, layer, engine):
         """Caffe: a Python layer with the fork's arithmetic (every case). OpenCV has an
@@ -1988,25 +1973,13 @@ class Upsample(LayerRule):
         shape = in_shapes[0] if in_shapes else None
         if scale < 1 or shape is None or len(shape) != 4 or not isinstance(shape[1], int):
             return None
-        deconv = _form(layer, "Deconvolution")
-        cp = deconv.convolution_param
-        cp.num_output = cp.group = shape[1]
-        cp.kernel_size.append(scale)
-        cp.stride.append(scale)
-        cp.bias_term = False
-        return [deconv]
+        return [_fixed_deconvolution(layer, shape[1], kernel=scale, stride=scale, pad=0)]
 
     def form_blobs(self, layer, form, shapes):
         """The Deconvolution's weights: ones, (C, 1, s, s)."""
         import numpy as np
 
-        from .weights.plan import New
-
-        if form[0].type != "Deconvolution":     # its Python layer in a verify run
-            return {}
-        cp = form[0].convolution_param
-        c, k = cp.num_output, cp.kernel_size[0]
-        return {form[0].name: [New((c, 1, k, k), pieces=[np.ones(c * k * k, np.float32)])]}
+        return _fixed_deconvolution_weights(form, lambda s, k: np.ones((k, k), np.float32))
 
     def for_engine(self, layer, engine):
         """Scattering by the pooling mask has no BVLC form: a Python layer in Caffe (which
@@ -2688,6 +2661,36 @@ def _form(layer, type_, *, name=None, bottoms=None, tops=None):
     if layer.HasField("phase"):
         new.phase = layer.phase
     return new
+
+
+def _fixed_deconvolution(layer, channels, *, kernel, stride, pad):
+    """`layer` as a Deconvolution that resamples each of its `channels` on its own with a
+    fixed kernel (no bias); `_fixed_deconvolution_weights` makes the kernel."""
+    deconv = _form(layer, "Deconvolution")
+    cp = deconv.convolution_param
+    cp.num_output = cp.group = channels
+    cp.kernel_size.append(kernel)
+    cp.stride.append(stride)
+    if pad:
+        cp.pad.append(pad)
+    cp.bias_term = False
+    return deconv
+
+
+def _fixed_deconvolution_weights(form, kernel_of):
+    """{name: [New]}: the weights of a `_fixed_deconvolution` form, `kernel_of(stride,
+    taps)` (a taps x taps float32 array) for every channel; {} for any other form (the
+    layer's Python form in a verify run)."""
+    import numpy as np
+
+    from .weights.plan import New
+
+    if form[0].type != "Deconvolution":
+        return {}
+    cp = form[0].convolution_param
+    c, k = cp.num_output, cp.kernel_size[0]
+    values = np.broadcast_to(kernel_of(cp.stride[0], k), (c, 1, k, k)).reshape(-1)
+    return {form[0].name: [New((c, 1, k, k), pieces=[values])]}
 
 
 def _input_form(layer):
